@@ -1,0 +1,123 @@
+"""provider_route: which provider serves this exchange.
+
+Order: the owner record of an id the gateway has seen (the header is then optional) → the
+``x-tfy-provider-name`` header → ``custom-llm-provider`` (a configured name first, else a
+provider *type* that exactly one configured provider has) → a ``provider/model`` prefix on a
+Responses ``model`` → ``default_provider``.
+
+Tenancy lives here too: another tenant's id is a 404, exactly as an id that does not exist.
+Ids the gateway never saw reach a provider only with auth off, for ``admin`` keys, or on
+providers marked ``shared``; for everyone else they are a 404 and nothing goes upstream.
+"""
+from __future__ import annotations
+
+from proxy.errors import GatewayError
+
+from .base import Filter
+
+PROVIDER_HEADER = "x-tfy-provider-name"
+LITELLM_HEADER = "custom-llm-provider"
+
+
+class ProviderRouteFilter(Filter):
+    name = "provider_route"
+
+    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(gateway)
+        self.providers = gateway.providers
+        self.by_type: dict[str, list] = {}
+        for p in self.providers.values():
+            self.by_type.setdefault(p.type, []).append(p)
+        self.default = self.providers[gateway.config.default_provider]
+        self.auth_enabled = gateway.config.auth.enabled
+
+    def named(self, ex):  # type: ignore[no-untyped-def]
+        headers = ex.request.headers
+        name = headers.get(PROVIDER_HEADER)
+        if name:
+            p = self.providers.get(name)
+            if p is None:
+                raise self._unknown(name, PROVIDER_HEADER)
+            return p
+        name = headers.get(LITELLM_HEADER)
+        if name:
+            p = self.providers.get(name)
+            if p is not None:
+                return p
+            same_type = self.by_type.get(name, [])
+            if len(same_type) == 1:
+                return same_type[0]
+            if len(same_type) > 1:
+                raise GatewayError(
+                    400, f"{LITELLM_HEADER}: '{name}' matches several providers "
+                    f"({', '.join(p.name for p in same_type)}); name one with {PROVIDER_HEADER}.",
+                    param=LITELLM_HEADER, code="ambiguous_provider")
+            raise self._unknown(name, LITELLM_HEADER)
+        return None
+
+    def _unknown(self, name: str, header: str) -> GatewayError:
+        return GatewayError(400, f"{header}: unknown provider '{name[:64]}'. Configured: "
+                            f"{', '.join(sorted(self.providers))}.", param=header, code="unknown_provider")
+
+    def may_reach_unseen(self, ex, provider) -> bool:  # type: ignore[no-untyped-def]
+        return provider.serves_unseen_ids and (
+            not self.auth_enabled or ex.tenant.admin or provider.config.shared)
+
+    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+        op = ex.operation
+        if ex.object_id is not None:
+            await self._route_by_id(ex)
+            return
+        provider = self.named(ex)
+        if provider is None and op == "responses.create":
+            provider = self._from_model_prefix(ex)
+        ex.provider = provider or self.default
+        if op == "files.list":
+            # Pass-through listings show the provider's own files; only callers that may see
+            # ids the gateway never recorded get them. Everyone else lists what they created.
+            ex.extra["list_upstream"] = self.may_reach_unseen(ex, ex.provider)
+            ex.extra["list_provider"] = provider.name if provider is not None else None
+
+    async def _route_by_id(self, ex) -> None:  # type: ignore[no-untyped-def]
+        store = self.gateway.store
+        is_file = ex.operation.startswith("files.")
+        rec = await (store.get_file(ex.object_id) if is_file else store.get_response(ex.object_id))
+        if rec is not None:
+            if rec.tenant != ex.tenant.name:
+                raise self._not_found(ex)
+            provider = self.providers.get(rec.provider)
+            if provider is None:
+                raise GatewayError(502, f"The provider '{rec.provider}' that holds {ex.object_id} is no longer configured.",
+                                   code="provider_not_configured")
+            ex.provider = provider
+            if is_file:
+                ex.file_record = rec
+            else:
+                ex.response_record = rec
+            return
+        provider = self.named(ex) or self.default
+        if not self.may_reach_unseen(ex, provider):
+            raise self._not_found(ex)
+        ex.provider = provider
+
+    @staticmethod
+    def _not_found(ex) -> GatewayError:  # type: ignore[no-untyped-def]
+        kind = "File" if ex.operation.startswith("files.") else "Response"
+        param = "file_id" if kind == "File" else "response_id"
+        return GatewayError(404, f"No such {kind} object: {ex.object_id[:128]}", param=param,
+                            code="file_not_found" if kind == "File" else "response_not_found")
+
+    def _from_model_prefix(self, ex):  # type: ignore[no-untyped-def]
+        body = ex.extra.get("json")
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or "/" not in model:
+            return None
+        prefix, rest = model.split("/", 1)
+        provider = self.providers.get(prefix)
+        if provider is None:
+            raise GatewayError(400, f"model: unknown provider prefix '{prefix[:64]}' in '{model[:128]}'. "
+                               f"Configured providers: {', '.join(sorted(self.providers))}.",
+                               param="model", code="unknown_provider")
+        body["model"] = rest
+        ex.extra["json_changed"] = True
+        return provider

@@ -1,0 +1,67 @@
+"""The per-request object every stage reads and writes."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp.web import BaseRequest
+
+    from .providers.base import Provider
+    from .store.base import FileRecord, ResponseRecord
+
+
+class Tenant:
+    __slots__ = ("name", "admin")
+
+    def __init__(self, name: str, admin: bool = False) -> None:
+        self.name = name
+        self.admin = admin
+
+
+class Exchange:
+    """One request's state. Stages communicate only through it."""
+
+    __slots__ = (
+        "request", "operation", "object_id", "tenant", "provider", "file_record", "response_record",
+        "status", "started", "first_byte_at", "ended",
+        # uploads
+        "content_length", "purpose", "filename", "expires_after", "file_bytes", "body_bytes",
+        "file_started", "quota_limit", "quota_used", "size_limit",
+        # responses / access log
+        "model", "response_id", "usage", "error", "error_code", "response_headers", "extra",
+    )
+
+    def __init__(self, request: "BaseRequest", operation: str, object_id: str | None) -> None:
+        self.request = request
+        self.operation = operation
+        self.object_id = object_id
+        self.tenant: Tenant | None = None
+        self.provider: Provider | None = None
+        self.file_record: FileRecord | None = None
+        self.response_record: ResponseRecord | None = None
+        self.status = 0
+        self.started = time.perf_counter()
+        self.first_byte_at: float | None = None
+        self.ended: float | None = None
+        self.content_length: int | None = request.content_length
+        self.purpose: str | None = None
+        self.filename: str | None = None
+        self.expires_after: int | None = None
+        self.file_bytes = 0
+        self.body_bytes = 0
+        self.file_started = False
+        self.quota_limit: int | None = None
+        self.quota_used = 0
+        self.size_limit: int | None = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.error_code: str | None = None
+        self.response_headers: dict[str, str] = {}
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def tenant_name(self) -> str:
+        return self.tenant.name if self.tenant else "-"

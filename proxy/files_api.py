@@ -1,0 +1,115 @@
+"""The Files API operations: create, list, retrieve, delete, content."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from .errors import GatewayError, bad_request
+from .uploads import handle_upload
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .gateway import Gateway
+
+log = logging.getLogger("sluicegate.files")
+
+MAX_LIST_LIMIT = 10_000
+
+
+async def files_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    return gw.json_response(ex, await handle_upload(gw, ex))
+
+
+def _list_query(ex: "Exchange") -> dict[str, str]:
+    q = ex.request.query
+    out: dict[str, str] = {}
+    if "limit" in q:
+        try:
+            limit = int(q["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise bad_request(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}.", param="limit")
+        out["limit"] = str(limit)
+    order = q.get("order")
+    if order is not None:
+        if order not in ("asc", "desc"):
+            raise bad_request("order must be 'asc' or 'desc'.", param="order")
+        out["order"] = order
+    for key in ("after", "purpose"):
+        if q.get(key):
+            out[key] = q[key]
+    return out
+
+
+async def files_list(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    query = _list_query(ex)
+    if ex.extra.get("list_upstream"):
+        return gw.json_response(ex, await ex.provider.list_files(ex, query))
+    recs, has_more = await gw.store.list_files(
+        ex.tenant.name, purpose=query.get("purpose"), limit=int(query.get("limit", MAX_LIST_LIMIT)),
+        order=query.get("order", "desc"), after=query.get("after"), provider=ex.extra.get("list_provider"),
+    )
+    data = [r.to_openai() for r in recs]
+    body = orjson.dumps({
+        "object": "list", "data": data,
+        "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    })
+    return gw.json_response(ex, body)
+
+
+async def files_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    return gw.json_response(ex, await ex.provider.retrieve_file(ex, ex.file_record, ex.object_id))
+
+
+async def files_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    rec = ex.file_record
+    try:
+        body = await ex.provider.delete_file(ex, rec, ex.object_id)
+    except GatewayError as err:
+        if rec is None or err.status != 404:
+            raise
+        # Already gone upstream: the record is all that is left; drop it.
+        body = orjson.dumps({"id": ex.object_id, "object": "file", "deleted": True})
+    if rec is not None:
+        await gw.store.delete_file(rec.id)   # releases its bytes from the tenant's quota
+    return gw.json_response(ex, body)
+
+
+async def files_content(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    dl = await ex.provider.file_content(ex, ex.file_record, ex.object_id)
+    if dl.path is not None:
+        resp: web.StreamResponse = web.FileResponse(dl.path, chunk_size=256 * 1024,
+                                                    headers={"Content-Type": dl.content_type})
+        gw.before_send(ex, resp)
+        return resp
+    assert dl.chunks is not None
+    resp = web.StreamResponse(status=200, headers={"Content-Type": dl.content_type})
+    if dl.length is not None:
+        resp.content_length = dl.length
+    gw.before_send(ex, resp)
+    try:
+        await resp.prepare(ex.request)
+        async for chunk in dl.chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+    except BaseException as exc:
+        # Headers are out: the only honest signal left is to cut the connection, so a
+        # truncated body is never mistaken for a complete one.
+        transport = ex.request.transport
+        if transport is not None:
+            transport.close()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        if not isinstance(exc, (ConnectionError, GatewayError)):
+            log.warning("download of %s from %s broke: %r", ex.object_id, ex.provider.name, exc)
+        ex.error_code = "download_interrupted"
+    finally:
+        if dl.release is not None:
+            await dl.release()
+    return resp

@@ -1,0 +1,143 @@
+"""The gateway: config, store, providers and filter chain, and the request dispatcher."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+
+from aiohttp import web
+
+from filters import build_chain
+from filters.metrics import Metrics
+
+from . import files_api
+from .errors import GatewayError
+from .exchange import Exchange
+from .providers import create_provider
+from .routes import Router
+from .store import open_store
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger("sluicegate")
+
+Operation = Callable[["Gateway", Exchange], Awaitable[web.StreamResponse]]
+
+OPERATIONS: dict[str, Operation] = {
+    "files.create": files_api.files_create,
+    "files.list": files_api.files_list,
+    "files.retrieve": files_api.files_retrieve,
+    "files.delete": files_api.files_delete,
+    "files.content": files_api.files_content,
+}
+
+# Filters the core cannot run without: who is asking, and which provider answers.
+REQUIRED_FILTERS = ("auth", "provider_route")
+
+DRAIN_RETRY_AFTER = "5"
+
+
+class Gateway:
+    def __init__(self, config: "Config") -> None:
+        self.config = config
+        self.store = open_store(config.store.url)
+        self.providers = {p.name: create_provider(p) for p in config.providers}
+        self.router = Router(sorted({"/v1", config.server.base_path}))
+        self.metrics = Metrics()
+        names = list(config.filters)
+        for required in reversed(REQUIRED_FILTERS):
+            if required not in names:
+                log.warning("filter '%s' is required; adding it to the chain", required)
+                names.insert(0, required)
+        self.chain = build_chain(names, self)
+        self.draining = False
+        self.inflight = 0
+        self.ready = False
+
+    async def start(self) -> None:
+        await self.store.open()
+        for p in self.providers.values():
+            await p.start()
+        self.ready = True
+
+    async def close(self) -> None:
+        for p in self.providers.values():
+            try:
+                await p.close()
+            except Exception:  # pragma: no cover
+                log.exception("closing provider %s", p.name)
+        await self.store.close()
+
+    # -- responses -----------------------------------------------------------------------
+
+    def before_send(self, ex: Exchange, resp: web.StreamResponse) -> None:
+        """Response-side filters run once the status is known, before headers go out."""
+        ex.status = resp.status
+        if ex.first_byte_at is None:
+            ex.first_byte_at = time.perf_counter()
+        self.chain.on_response(ex)
+        if ex.response_headers:
+            resp.headers.update(ex.response_headers)
+
+    def json_response(self, ex: Exchange, body: bytes, status: int = 200) -> web.Response:
+        resp = web.Response(body=body, status=status, content_type="application/json")
+        self.before_send(ex, resp)
+        return resp
+
+    @staticmethod
+    def error_response(err: GatewayError) -> web.Response:
+        return web.Response(body=err.body(), status=err.status, headers=err.response_headers())
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            op, object_id = self.router.match(request.method, request.path)
+        except GatewayError as err:
+            return self.error_response(err)
+        if op.startswith("admin."):
+            return self.admin(op)
+        if self.draining:
+            return self.error_response(GatewayError(
+                503, "The gateway is shutting down; retry shortly.", code="draining", retryable=True,
+                headers={"Retry-After": DRAIN_RETRY_AFTER}))
+        ex = Exchange(request, op, object_id)
+        self.inflight += 1
+        try:
+            try:
+                await self.chain.on_request(ex)
+                resp = await OPERATIONS[op](self, ex)
+            except GatewayError as err:
+                resp = self._failed(ex, err)
+            except Exception:
+                log.exception("unhandled error in %s", op)
+                resp = self._failed(ex, GatewayError(500, "The gateway failed to handle the request.",
+                                                     code="internal_error", retryable=True))
+            return resp
+        finally:
+            self.inflight -= 1
+            ex.ended = time.perf_counter()
+            await self.chain.on_exchange_end(ex)
+
+    def _failed(self, ex: Exchange, err: GatewayError) -> web.Response:
+        ex.error = err.message
+        ex.error_code = err.code or err.type
+        resp = self.error_response(err)
+        self.before_send(ex, resp)
+        return resp
+
+    def admin(self, op: str) -> web.Response:
+        if op == "admin.healthz":
+            return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+        if op == "admin.readyz":
+            if self.draining or not self.ready:
+                return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json",
+                                    headers={"Retry-After": DRAIN_RETRY_AFTER})
+            return web.Response(body=b'{"status":"ready"}', content_type="application/json")
+        text = self.metrics.render({"sluicegate_inflight_requests": self.inflight,
+                                    "sluicegate_draining": int(self.draining)})
+        return web.Response(text=text, content_type="text/plain")
+
+

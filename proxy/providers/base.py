@@ -1,0 +1,89 @@
+"""The provider interface: one method per operation, the same for every provider type.
+
+Two families implement it:
+
+* pass-through types (``openai``, ``azure``) forward the client's bytes and keep the
+  upstream's ids (``passthrough = True``): an upload is a tee, the raw multipart body goes
+  upstream unchanged while the gateway's parser only observes it;
+* gateway-managed types (``local``, and the storage-backed ones) mint their own ids and take
+  the file's bytes through a :class:`~proxy.providers.sink.Sink`.
+
+JSON operations return the OpenAI-shaped body as ``bytes`` (pass-through types return the
+upstream's bytes untouched when no translation is needed: no re-serialisation on the hot
+path). Failures raise :class:`proxy.errors.GatewayError`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+
+from ..errors import GatewayError
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig
+    from ..exchange import Exchange
+    from ..store.base import FileRecord
+    from .sink import Sink
+
+
+@dataclass(slots=True)
+class Download:
+    """A file's content, streamed to the client. Exactly one of ``path`` or ``chunks``."""
+
+    content_type: str
+    length: int | None
+    chunks: AsyncIterator[bytes] | None = None
+    path: str | None = None
+    release: Callable[[], Awaitable[None]] | None = None  # close the upstream stream
+
+
+@dataclass(slots=True)
+class UploadResult:
+    """What a pass-through upload created upstream, already in OpenAI's File shape."""
+
+    file: dict[str, Any]
+
+
+class Provider:
+    type = "base"
+    passthrough = False            # uploads are a raw-byte tee to the upstream
+    serves_unseen_ids = False      # can answer for ids the gateway never recorded
+
+    def __init__(self, config: "ProviderConfig") -> None:
+        self.config = config
+        self.name = config.name
+
+    async def start(self) -> None:
+        """Open pooled connections."""
+
+    async def close(self) -> None:
+        """Close pooled connections."""
+
+    # -- files ---------------------------------------------------------------------------
+    async def open_sink(self, ex: "Exchange", file_id: str) -> "Sink":
+        raise self.unsupported("files.create")
+
+    async def upload_passthrough(
+        self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
+    ) -> UploadResult:
+        raise self.unsupported("files.create")
+
+    async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
+        """Upstream listing (pass-through types only, for ids the gateway never saw)."""
+        raise self.unsupported("files.list")
+
+    async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+        raise self.unsupported("files.retrieve")
+
+    async def delete_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+        raise self.unsupported("files.delete")
+
+    async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
+        raise self.unsupported("files.content")
+
+    # -- helpers -------------------------------------------------------------------------
+    def unsupported(self, operation: str) -> GatewayError:
+        return GatewayError(
+            400, f"Provider '{self.name}' (type {self.type}) does not support {operation}.",
+            code="unsupported_operation",
+        )

@@ -1,0 +1,25 @@
+"""Which client headers travel upstream on pass-through calls."""
+from __future__ import annotations
+
+from typing import Mapping
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and everything that is the gateway's business:
+# the client's gateway key, routing headers, and values the gateway sets itself.
+_DROP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    "proxy-authorization", "proxy-authenticate", "host", "content-length", "content-type",
+    "authorization", "api-key", "x-api-key", "cookie", "accept-encoding",
+    "custom-llm-provider", "openai-organization", "openai-project",
+})
+_DROP_PREFIXES = ("x-tfy-", "x-sluicegate-", "x-forwarded-", "x-real-ip")
+
+
+def forward_headers(client: Mapping[str, str]) -> dict[str, str]:
+    """The client's end-to-end headers minus the gateway's own (credentials, routing)."""
+    out: dict[str, str] = {}
+    for name, value in client.items():
+        low = name.lower()
+        if low in _DROP or low.startswith(_DROP_PREFIXES):
+            continue
+        out[name] = value
+    return out

@@ -1,0 +1,124 @@
+"""OpenAI: pass-through. The client's bytes go upstream unchanged, the gateway injects the key."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import orjson
+
+from ..errors import GatewayError
+from .base import Download, Provider, UploadResult
+from .headers import forward_headers
+from .upstream import Upstream, iter_response
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig
+    from ..exchange import Exchange
+    from ..store.base import FileRecord
+
+
+class OpenAIProvider(Provider):
+    type = "openai"
+    passthrough = True
+    serves_unseen_ids = True
+
+    def __init__(self, config: "ProviderConfig") -> None:
+        super().__init__(config)
+        self.base = (config.api_base or "https://api.openai.com/v1").rstrip("/")
+        self.upstream = Upstream(
+            provider=config.name,
+            headers=self.auth_headers(),
+            connect_timeout=config.timeouts.connect,
+            read_timeout=config.timeouts.read,
+            max_retries=config.max_retries,
+            secrets=[config.api_key],
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.config.api_key}"}
+        if self.config.organization:
+            h["OpenAI-Organization"] = self.config.organization
+        if self.config.project:
+            h["OpenAI-Project"] = self.config.project
+        h.update(self.config.headers)
+        return h
+
+    async def start(self) -> None:
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    # -- URL scheme (Azure overrides) ----------------------------------------------------
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def params(self, query: Any = None) -> Any:
+        return query
+
+    # -- response shape (Azure overrides) ------------------------------------------------
+    def file_object(self, body: bytes) -> bytes:
+        return body
+
+    def file_list(self, body: bytes, query: dict[str, str]) -> bytes:
+        return body
+
+    # -- files ---------------------------------------------------------------------------
+    async def upload_passthrough(
+        self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
+    ) -> UploadResult:
+        headers = forward_headers(ex.request.headers)
+        headers["Content-Type"] = content_type
+        if ex.content_length is not None:
+            # The tee forwards the client's bytes unchanged, so its length is the upstream's.
+            headers["Content-Length"] = str(ex.content_length)
+        resp = await self.upstream.open("POST", self.url("/files"), params=self.params(), data=body,
+                                        headers=headers, idempotent=False)
+        try:
+            raw = await resp.read()
+        finally:
+            resp.release()
+        try:
+            obj = orjson.loads(self.file_object(raw))
+            if not isinstance(obj, dict) or not obj.get("id"):
+                raise ValueError
+        except ValueError:
+            raise GatewayError(502, f"Provider '{self.name}' answered the upload with an unreadable body.",
+                               code="upstream_bad_response") from None
+        return UploadResult(file=obj)
+
+    async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
+        _, body, _ = await self.upstream.request("GET", self.url("/files"), params=self.params(query),
+                                                 headers=forward_headers(ex.request.headers))
+        return self.file_list(body, query)
+
+    async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+        _, body, _ = await self.upstream.request("GET", self.url(f"/files/{_upstream_id(rec, file_id)}"),
+                                                 params=self.params(), headers=forward_headers(ex.request.headers))
+        return self.file_object(body)
+
+    async def delete_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+        _, body, _ = await self.upstream.request("DELETE", self.url(f"/files/{_upstream_id(rec, file_id)}"),
+                                                 params=self.params(), headers=forward_headers(ex.request.headers))
+        return body
+
+    async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
+        resp = await self.upstream.open("GET", self.url(f"/files/{_upstream_id(rec, file_id)}/content"),
+                                        params=self.params(), headers=forward_headers(ex.request.headers))
+
+        async def release() -> None:
+            # A fully read body leaves a reusable connection; a half-read one must be closed.
+            if resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()
+
+        return Download(
+            content_type=resp.headers.get("Content-Type", "application/octet-stream"),
+            length=resp.content_length,
+            chunks=iter_response(resp),
+            release=release,
+        )
+
+
+def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
+    return (rec.upstream_id or rec.id) if rec is not None else file_id

@@ -1,0 +1,216 @@
+"""HTTP calls to an upstream provider: one pooled session, timeouts, retries, error mapping.
+
+* One ``aiohttp.ClientSession`` per provider, keep-alive pooled, DNS cached.
+* Idempotent calls (list, retrieve, delete, content) are retried with exponential backoff on
+  connection errors, 429 and 5xx; a streamed upload body is never retried (it cannot be
+  replayed without buffering it).
+* Upstream errors become OpenAI-shaped :class:`GatewayError` s: 4xx keep their status and
+  message, 5xx become 502, timeouts 504; the gateway's own credentials are scrubbed from any
+  message, and an upstream 401/403 (the *gateway's* key was refused) is a 502, not a 401 the
+  client would blame on its own key.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any, AsyncIterator, Iterable, Mapping
+
+import aiohttp
+import orjson
+
+from ..errors import GatewayError, error_type_for
+
+log = logging.getLogger("sluicegate.upstream")
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER = 30.0
+
+
+class Upstream:
+    def __init__(
+        self,
+        *,
+        provider: str,
+        headers: Mapping[str, str],
+        connect_timeout: float,
+        read_timeout: float,
+        max_retries: int,
+        secrets: Iterable[str | None] = (),
+        limit: int = 1000,
+    ) -> None:
+        self.provider = provider
+        self.headers = dict(headers)
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        self.max_retries = max_retries
+        self.secrets = [s for s in secrets if s]
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60)
+            # auto_decompress off: bytes reach the client as the upstream sent them.
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Content-Type"), json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "upstream not started"
+        return self._session
+
+    def scrub(self, text: str) -> str:
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, "[REDACTED]")
+            # OpenAI echoes keys masked as "sk-abc****wxyz": drop any fragment long enough to matter.
+            if len(s) > 12:
+                for frag in (s[:8], s[-6:]):
+                    text = text.replace(frag, "***")
+        return text
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Any = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> tuple[int, bytes, "aiohttp.typedefs.LooseHeaders"]:
+        """A buffered request for small JSON bodies; returns ``(status, body, headers)`` of a
+        2xx answer and raises a translated GatewayError otherwise."""
+        hdrs = self._merge(headers)
+        attempt = 0
+        while True:
+            try:
+                async with self.session.request(method, url, params=params, data=body, headers=hdrs) as resp:
+                    data = await resp.read()
+                    if resp.status < 400:
+                        return resp.status, data, resp.headers
+                    if idempotent and resp.status in RETRY_STATUSES and attempt < self.max_retries:
+                        attempt += 1
+                        await asyncio.sleep(self._backoff(attempt, resp.headers))
+                        continue
+                    raise self.error_from_response(resp.status, data, resp.headers)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if idempotent and attempt < self.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(self._backoff(attempt, None))
+                    continue
+                raise self.error_from_exception(exc) from None
+
+    async def open(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> aiohttp.ClientResponse:
+        """Start a request and return the live 2xx response for streaming (the caller must
+        release it); non-2xx answers raise a translated GatewayError."""
+        hdrs = self._merge(headers)
+        attempt = 0
+        while True:
+            try:
+                resp = await self.session.request(method, url, params=params, data=data, headers=hdrs)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if idempotent and attempt < self.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(self._backoff(attempt, None))
+                    continue
+                raise self.error_from_exception(exc) from None
+            if resp.status < 400:
+                return resp
+            try:
+                body = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                body = b""
+            finally:
+                resp.release()
+            if idempotent and resp.status in RETRY_STATUSES and attempt < self.max_retries:
+                attempt += 1
+                await asyncio.sleep(self._backoff(attempt, resp.headers))
+                continue
+            raise self.error_from_response(resp.status, body, resp.headers)
+
+    def _merge(self, headers: Mapping[str, str] | None) -> dict[str, str]:
+        if not headers:
+            return self.headers
+        merged = dict(self.headers)
+        merged.update(headers)
+        return merged
+
+    @staticmethod
+    def _backoff(attempt: int, headers: Any) -> float:
+        if headers is not None:
+            ra = headers.get("Retry-After")
+            if ra:
+                try:
+                    return min(float(ra), _MAX_RETRY_AFTER)
+                except ValueError:
+                    pass
+        return min(0.25 * 2 ** (attempt - 1), 4.0) * (1 - 0.25 * random.random())
+
+    # -- error translation ---------------------------------------------------------------
+
+    def error_from_response(self, status: int, body: bytes, headers: Any) -> GatewayError:
+        message, type_, param, code = self._parse_error(body)
+        message = self.scrub(message or f"HTTP {status}")
+        if status in (401, 403):
+            log.warning("provider %s refused the gateway's credentials (HTTP %s)", self.provider, status)
+            return GatewayError(502, f"Provider '{self.provider}' refused the gateway's credentials.",
+                                code="upstream_auth_failed")
+        if status >= 500:
+            return GatewayError(502, f"Provider '{self.provider}' failed (HTTP {status}): {message}",
+                                code=code or "upstream_error", retryable=True)
+        extra = {}
+        retry_after = headers.get("Retry-After") if headers is not None else None
+        if retry_after:
+            extra["Retry-After"] = retry_after
+        if not type_ or type_ == "error":   # Azure's type is always "error"
+            type_ = error_type_for(status)
+        return GatewayError(status, message, type=type_, param=param, code=code,
+                            retryable=status in (408, 409, 429), headers=extra)
+
+    def error_from_exception(self, exc: BaseException) -> GatewayError:
+        if isinstance(exc, asyncio.TimeoutError):
+            return GatewayError(504, f"Provider '{self.provider}' did not answer in time.",
+                                code="upstream_timeout", retryable=True)
+        return GatewayError(502, f"Could not reach provider '{self.provider}': {type(exc).__name__}.",
+                            code="upstream_unreachable", retryable=True)
+
+    @staticmethod
+    def _parse_error(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            text = body[:200].decode("utf-8", "replace").strip()
+            return (text or None), None, None, None
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            code = err.get("code")
+            return (str(err.get("message") or "") or None, err.get("type"), err.get("param"),
+                    None if code is None else str(code))
+        if isinstance(err, str):
+            return err, None, None, None
+        return None, None, None, None
+
+
+async def iter_response(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body of a streaming response, chunk by chunk as it arrives."""
+    async for chunk in resp.content.iter_any():
+        yield chunk

@@ -1,0 +1,207 @@
+"""SQLite store (aiosqlite): the embedded default.
+
+Records are immutable once written (only deleted), so lookups by id are served from a bounded
+in-process cache; a delete evicts. Several worker processes may share one database file (WAL
+mode); a record deleted by another worker can stay cached here, so callers that serve bytes
+re-validate against the backend (the upstream answers 404, the local file is gone).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from .base import FileRecord, QuotaExceeded, ResponseRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_id TEXT,
+    location TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_tenant ON files (tenant, seq);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT,
+    created_at INTEGER NOT NULL
+);
+"""
+
+_FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
+
+
+def _row_to_file(row: Any) -> FileRecord:
+    return FileRecord(
+        id=row[0], tenant=row[1], provider=row[2], upstream_id=row[3], location=orjson.loads(row[4]),
+        filename=row[5], purpose=row[6], bytes=row[7], created_at=row[8], expires_at=row[9], status=row[10],
+    )
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class SQLiteStore:
+    def __init__(self, path: str, *, cache_size: int = 50_000) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._files = _LRU(cache_size)
+        self._responses = _LRU(cache_size)
+        # One connection serves every coroutine: a transaction must not interleave with
+        # another coroutine's statements.
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> "SQLiteStore":
+        # sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:
+        path = url[len("sqlite://"):]
+        if path.startswith("/"):
+            path = path[1:]
+        return cls(path or ":memory:")
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=10000")
+        await self._db.executescript(_SCHEMA)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "store not opened"
+        return self._db
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def add_file(self, rec: FileRecord, *, quota: int | None = None) -> None:
+        async with self._write_lock:
+            await self._add_file_locked(rec, quota)
+        self._files.put(rec.id, rec)
+
+    async def _add_file_locked(self, rec: FileRecord, quota: int | None) -> None:
+        db = self.db
+        # BEGIN IMMEDIATE takes the write lock first, so the usage we read cannot change
+        # before our insert, even with several worker processes on the same file.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if quota is not None:
+                async with db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (rec.tenant,)) as cur:
+                    (used,) = await cur.fetchone()
+                if used + rec.bytes > quota:
+                    raise QuotaExceeded(used, rec.bytes, quota)
+            await db.execute(
+                f"INSERT INTO files ({_FILE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.id, rec.tenant, rec.provider, rec.upstream_id, orjson.dumps(rec.location).decode(),
+                 rec.filename, rec.purpose, rec.bytes, rec.created_at, rec.expires_at, rec.status),
+            )
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        rec = self._files.get(file_id)
+        if rec is not None:
+            return rec
+        async with self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE id = ?", (file_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        rec = _row_to_file(row)
+        self._files.put(file_id, rec)
+        return rec
+
+    async def list_files(
+        self, tenant: str, *, purpose: str | None, limit: int, order: str, after: str | None,
+        provider: str | None = None,
+    ) -> tuple[list[FileRecord], bool]:
+        where, args = ["tenant = ?"], [tenant]
+        if purpose:
+            where.append("purpose = ?")
+            args.append(purpose)
+        if provider:
+            where.append("provider = ?")
+            args.append(provider)
+        if after:
+            # The cursor is a file id of the same tenant; an unknown cursor yields an empty page
+            # (never an error that would confirm or deny another tenant's id).
+            where.append(f"seq {'>' if order == 'asc' else '<'} COALESCE((SELECT seq FROM files WHERE id = ? AND tenant = ?), {'1e18' if order == 'asc' else '-1'})")
+            args += [after, tenant]
+        sql = (f"SELECT {_FILE_COLS} FROM files WHERE {' AND '.join(where)} "
+               f"ORDER BY seq {'ASC' if order == 'asc' else 'DESC'} LIMIT ?")
+        args.append(limit + 1)
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        recs = [_row_to_file(r) for r in rows[:limit]]
+        return recs, len(rows) > limit
+
+    async def delete_file(self, file_id: str) -> bool:
+        self._files.pop(file_id, None)
+        async with self._write_lock:
+            cur = await self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        return cur.rowcount > 0
+
+    async def tenant_usage(self, tenant: str) -> int:
+        async with self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (tenant,)) as cur:
+            (used,) = await cur.fetchone()
+        return int(used)
+
+    # -- responses -----------------------------------------------------------------------
+
+    async def add_response(self, rec: ResponseRecord) -> None:
+        async with self._write_lock:
+            await self.db.execute(
+                "INSERT OR REPLACE INTO responses (id, tenant, provider, model, created_at) VALUES (?,?,?,?,?)",
+                (rec.id, rec.tenant, rec.provider, rec.model, rec.created_at),
+            )
+        self._responses.put(rec.id, rec)
+
+    async def get_response(self, response_id: str) -> ResponseRecord | None:
+        rec = self._responses.get(response_id)
+        if rec is not None:
+            return rec
+        async with self.db.execute(
+            "SELECT id, tenant, provider, model, created_at FROM responses WHERE id = ?", (response_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        rec = ResponseRecord(*row)
+        self._responses.put(response_id, rec)
+        return rec
+
+    async def delete_response(self, response_id: str) -> bool:
+        self._responses.pop(response_id, None)
+        async with self._write_lock:
+            cur = await self.db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+        return cur.rowcount > 0

@@ -1,0 +1,246 @@
+"""files.create: the multipart body streamed through the filter chain into the provider.
+
+The body is read chunk by chunk; each chunk goes through the sans-IO multipart parser and
+the resulting events through the filters; the next chunk is read only when the provider has
+taken this one (back-pressure end to end). Two ways into a provider:
+
+* **tee** (pass-through providers) — the raw client bytes go upstream unchanged, with the
+  client's Content-Length, while the parser only observes them. Each chunk is parsed and
+  checked *before* it is forwarded, so the chunk that would complete an invalid upload is
+  never sent: the upstream sees a truncated body and stores nothing.
+* **sink** (gateway-managed providers) — only the file's bytes go to a Sink (disk, S3, GCS…).
+
+Any failure aborts: the sink's ``abort`` removes partial data, the upstream request is
+closed, nothing is recorded, no quota is charged.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, AsyncIterator
+
+import orjson
+
+from .errors import GatewayError, bad_request, quota_error
+from .ids import new_id
+from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser, boundary_from_content_type
+from .store.base import FileRecord, QuotaExceeded
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .gateway import Gateway
+    from .providers.sink import Sink
+
+log = logging.getLogger("sluicegate.uploads")
+
+PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+MIN_EXPIRES, MAX_EXPIRES = 3600, 2_592_000
+
+
+class ClientDisconnected(GatewayError):
+    def __init__(self) -> None:
+        super().__init__(400, "The client closed the connection before the upload was complete.",
+                         code="client_disconnected")
+
+
+class UploadDriver:
+    """Feeds body chunks through the parser and the filters; in sink mode, into the sink."""
+
+    def __init__(self, gw: "Gateway", ex: "Exchange", parser: MultipartParser, sink_mode: bool) -> None:
+        self.gw = gw
+        self.ex = ex
+        self.parser = parser
+        self.sink_mode = sink_mode
+        self.sink: Sink | None = None
+        self.file_id: str | None = None
+        self.file_seen = False
+        self.done = False
+        self.anchor: str | None = None
+        self.failure: BaseException | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        ex = self.ex
+        chain = self.gw.chain
+        ex.body_bytes += len(chunk)
+        try:
+            events = self.parser.feed(chunk)
+        except MultipartError as exc:
+            raise bad_request(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
+        for ev in events:
+            kind = type(ev)
+            if kind is FileData:
+                data = ev.data
+                ex.file_bytes += len(data)
+                chain.on_file_data(ex, data)
+                if self.sink is not None:
+                    await self.sink.write(data)
+            elif kind is Field:
+                self._field(ev.name, ev.value)
+                chain.on_field(ex, ev.name, ev.value)
+            elif kind is FileStart:
+                await self._file_start(ev)
+            elif kind is FileEnd:
+                chain.on_file_end(ex)
+            elif kind is Done:
+                self.done = True
+                await self._complete_checks()
+
+    def _field(self, name: str, value: str) -> None:
+        ex = self.ex
+        if name == "purpose":
+            if value not in PURPOSES:
+                raise bad_request(f"'{value[:64]}' is not a valid purpose; use one of: {', '.join(sorted(PURPOSES))}.",
+                                  param="purpose", code="invalid_purpose")
+            ex.purpose = value
+        elif name == "expires_after[anchor]":
+            if value != "created_at":
+                raise bad_request("expires_after[anchor] must be 'created_at'.", param="expires_after.anchor")
+            self.anchor = value
+        elif name == "expires_after[seconds]":
+            try:
+                seconds = int(value)
+            except ValueError:
+                seconds = -1
+            if not MIN_EXPIRES <= seconds <= MAX_EXPIRES:
+                raise bad_request(f"expires_after[seconds] must be an integer from {MIN_EXPIRES} to {MAX_EXPIRES}.",
+                                  param="expires_after.seconds")
+            ex.expires_after = seconds
+
+    async def _file_start(self, ev: FileStart) -> None:
+        ex = self.ex
+        if ev.name != "file":
+            raise bad_request(f"Unexpected file part '{ev.name[:64]}'; the file must be sent as the 'file' field.",
+                              param="file")
+        if self.file_seen:
+            raise bad_request("Only one file can be uploaded per request.", param="file")
+        self.file_seen = True
+        ex.filename = ev.filename or "upload"
+        ex.file_started = True
+        self.gw.chain.on_file_start(ex)
+        if self.sink_mode:
+            self.file_id = new_id("file-")
+            self.sink = await ex.provider.open_sink(ex, self.file_id)
+
+    async def _complete_checks(self) -> None:
+        ex = self.ex
+        if not self.file_seen:
+            raise bad_request("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+        if ex.purpose is None:
+            raise bad_request("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
+        if ex.expires_after is not None and self.anchor is None:
+            raise bad_request("expires_after[anchor] is required with expires_after[seconds].", param="expires_after.anchor")
+        await self.gw.chain.on_upload_complete(ex)
+
+    def finish(self) -> None:
+        """End of body: a body that stopped before the closing boundary is malformed."""
+        if not self.done:
+            try:
+                self.parser.close()
+            except MultipartError as exc:
+                raise bad_request(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
+            raise bad_request("Malformed multipart body: missing closing boundary.", code="invalid_multipart")
+
+
+async def _client_chunks(ex: "Exchange") -> AsyncIterator[bytes]:
+    content = ex.request.content
+    while True:
+        try:
+            chunk = await content.readany()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+            raise ClientDisconnected() from exc
+        except Exception as exc:  # aiohttp's payload errors (incomplete body, reset)
+            if exc.__class__.__name__ in ("ClientPayloadError", "PayloadEncodingError", "ContentLengthError",
+                                          "TransferEncodingError"):
+                raise ClientDisconnected() from exc
+            raise
+        if not chunk:
+            return
+        yield chunk
+
+
+def _expires_at(ex: "Exchange", created: int) -> int | None:
+    return created + ex.expires_after if ex.expires_after is not None else None
+
+
+async def handle_upload(gw: "Gateway", ex: "Exchange") -> bytes:
+    ctype = ex.request.headers.get("Content-Type")
+    try:
+        boundary = boundary_from_content_type(ctype)
+    except MultipartError as exc:
+        raise bad_request(f"files.create needs a multipart/form-data body: {exc}", code="invalid_content_type") from None
+    parser = MultipartParser(boundary)
+    if ex.provider.passthrough:
+        return await _tee_upload(gw, ex, parser, ctype or "")
+    return await _sink_upload(gw, ex, parser)
+
+
+async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -> bytes:
+    driver = UploadDriver(gw, ex, parser, sink_mode=True)
+    try:
+        async for chunk in _client_chunks(ex):
+            await driver.feed(chunk)
+        driver.finish()
+        assert driver.sink is not None and driver.file_id is not None
+        result = await driver.sink.complete()
+    except BaseException:
+        if driver.sink is not None:
+            await driver.sink.abort()
+        raise
+    created = int(time.time())
+    rec = FileRecord(
+        id=driver.file_id, tenant=ex.tenant.name, provider=ex.provider.name, filename=ex.filename or "upload",
+        purpose=ex.purpose or "", bytes=result.bytes, created_at=created, location=result.location,
+        expires_at=_expires_at(ex, created),
+    )
+    await _record(gw, ex, rec)
+    return orjson.dumps(rec.to_openai())
+
+
+async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ctype: str) -> bytes:
+    driver = UploadDriver(gw, ex, parser, sink_mode=False)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in _client_chunks(ex):
+                # Parse and check first: a chunk is forwarded only once the filters accept it.
+                await driver.feed(chunk)
+                yield chunk
+            driver.finish()
+        except BaseException as exc:
+            driver.failure = exc
+            raise
+
+    try:
+        result = await ex.provider.upload_passthrough(ex, body(), ctype)
+    except BaseException as exc:
+        # The HTTP client wraps errors raised inside the body generator; report the real one.
+        if driver.failure is not None and driver.failure is not exc:
+            raise driver.failure from None
+        raise
+    if driver.failure is not None:
+        raise driver.failure
+    f = result.file
+    created = f.get("created_at") if isinstance(f.get("created_at"), int) else int(time.time())
+    rec = FileRecord(
+        id=f["id"], tenant=ex.tenant.name, provider=ex.provider.name, upstream_id=f["id"],
+        filename=f.get("filename") or ex.filename or "upload", purpose=f.get("purpose") or ex.purpose or "",
+        bytes=int(f.get("bytes") or ex.file_bytes), created_at=created,
+        expires_at=f.get("expires_at"), status=f.get("status") or "processed",
+    )
+    await _record(gw, ex, rec)
+    return orjson.dumps(f)
+
+
+async def _record(gw: "Gateway", ex: "Exchange", rec: FileRecord) -> None:
+    """Store the record with the final, atomic quota check; undo the stored file on failure."""
+    try:
+        await gw.store.add_file(rec, quota=ex.quota_limit)
+    except BaseException as exc:
+        try:
+            await ex.provider.delete_file(ex, rec, rec.id)
+        except Exception:
+            log.exception("could not remove %s from provider %s after a failed commit", rec.id, rec.provider)
+        if isinstance(exc, QuotaExceeded):
+            raise quota_error(ex.tenant.name, exc.used, exc.adding, exc.quota) from None
+        raise
