@@ -1,0 +1,118 @@
+"""Run sluicegate as a real server process for integration tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GatewayProcess:
+    """``python -m proxy`` in its own working directory, with a YAML config (or none)."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
+                 workers: int = 1) -> None:
+        self.workdir = Path(workdir)
+        self.config = config
+        self.env = env or {}
+        self.workers = workers
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "gateway.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def start(self) -> "GatewayProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "proxy", "--port", str(self.port)]
+        if self.config is not None:
+            cfg_path = self.workdir / "sluicegate.yaml"
+            cfg_path.write_text(yaml.safe_dump(self.config))
+            args += ["--config", str(cfg_path)]
+        if self.workers != 1:
+            args += ["--workers", str(self.workers)]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    # -- memory --------------------------------------------------------------------------
+    def _status(self) -> dict[str, int]:
+        out = {}
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS", "VmHWM")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) * 1024
+        return out
+
+    def rss(self) -> int:
+        return self._status()["VmRSS"]
+
+    def peak_rss(self) -> int:
+        return self._status()["VmHWM"]
+
+    def reset_peak_rss(self) -> None:
+        """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
+        assert self.proc is not None
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def __enter__(self) -> "GatewayProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,35 @@
+"""Never buffer a file: a 512 MiB upload and download keep the gateway's peak RSS flat."""
+from __future__ import annotations
+
+import hashlib
+
+from tests.conftest import client
+from tests.fakes.bigfile import make_big_file
+
+SIZE = 512 << 20
+BUDGET = 64 << 20
+
+
+def test_512mib_local_upload_and_download_flat_memory(start_gateway, tmp_path):
+    src = tmp_path / "big.bin"
+    digest = make_big_file(src, SIZE)
+    gw = start_gateway({"providers": [{"name": "local", "type": "local", "path": "./files"}]})
+    c = client(gw, timeout=300)
+    c.files.list()  # warm up
+    idle = gw.rss()
+    gw.reset_peak_rss()
+    with open(src, "rb") as fh:
+        f = c.files.create(file=fh, purpose="assistants")
+    assert f.bytes == SIZE
+    up_peak = gw.peak_rss()
+    stored = gw.workdir / "files" / f.id
+    assert stored.stat().st_size == SIZE
+    gw.reset_peak_rss()
+    h = hashlib.sha256()
+    with c.files.with_streaming_response.content(f.id) as resp:
+        for chunk in resp.iter_bytes(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == digest
+    down_peak = gw.peak_rss()
+    assert up_peak - idle < BUDGET, f"upload raised peak RSS by {(up_peak - idle) >> 20} MiB"
+    assert down_peak - idle < BUDGET, f"download raised peak RSS by {(down_peak - idle) >> 20} MiB"
