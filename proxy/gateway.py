@@ -1,6 +1,7 @@
 """The gateway: config, store, providers and filter chain, and the request dispatcher."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -11,7 +12,7 @@ from aiohttp import web
 from filters import build_chain
 from filters.metrics import Metrics
 
-from . import files_api
+from . import files_api, responses_api
 from .errors import GatewayError
 from .exchange import Exchange
 from .providers import create_provider
@@ -31,6 +32,11 @@ OPERATIONS: dict[str, Operation] = {
     "files.retrieve": files_api.files_retrieve,
     "files.delete": files_api.files_delete,
     "files.content": files_api.files_content,
+    "responses.create": responses_api.responses_create,
+    "responses.retrieve": responses_api.responses_retrieve,
+    "responses.delete": responses_api.responses_delete,
+    "responses.cancel": responses_api.responses_cancel,
+    "responses.input_items": responses_api.responses_input_items,
 }
 
 # Filters the core cannot run without: who is asking, and which provider answers.
@@ -107,6 +113,8 @@ class Gateway:
         self.inflight += 1
         try:
             try:
+                if op == "responses.create":
+                    await responses_api.read_json_body(ex, self.config.limits.max_json_body)
                 await self.chain.on_request(ex)
                 resp = await OPERATIONS[op](self, ex)
             except GatewayError as err:
@@ -116,6 +124,9 @@ class Gateway:
                 resp = self._failed(ex, GatewayError(500, "The gateway failed to handle the request.",
                                                      code="internal_error", retryable=True))
             return resp
+        except asyncio.CancelledError:
+            ex.status = ex.status or 499  # the client went away (nginx's "client closed request")
+            raise
         finally:
             self.inflight -= 1
             ex.ended = time.perf_counter()

@@ -40,7 +40,10 @@ async def serve(config: "Config", *, reuse_port: bool = False) -> None:
     gw = Gateway(config)
     await gw.start()
     srv = config.server
-    server = web.Server(gw.handle, access_log=None, read_bufsize=srv.chunk_size, max_field_size=16384)
+    # handler_cancellation: a client that disconnects cancels its exchange at once, so an
+    # upstream stream or upload it was feeding is closed instead of running on.
+    server = web.Server(gw.handle, access_log=None, read_bufsize=srv.chunk_size, max_field_size=16384,
+                        handler_cancellation=True)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=srv.drain_timeout)
     await runner.setup()
     site = web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port or None, backlog=2048)

@@ -193,7 +193,8 @@ async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -
         purpose=ex.purpose or "", bytes=result.bytes, created_at=created, location=result.location,
         expires_at=_expires_at(ex, created),
     )
-    await _record(gw, ex, rec)
+    # Shielded: a client that disconnects now must not leave a stored file without its row.
+    await asyncio.shield(_record(gw, ex, rec))
     return orjson.dumps(rec.to_openai())
 
 
@@ -228,7 +229,7 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
         bytes=int(f.get("bytes") or ex.file_bytes), created_at=created,
         expires_at=f.get("expires_at"), status=f.get("status") or "processed",
     )
-    await _record(gw, ex, rec)
+    await asyncio.shield(_record(gw, ex, rec))
     return orjson.dumps(f)
 
 

@@ -49,6 +49,21 @@ class AzureProvider(OpenAIProvider):
         out["api-version"] = self.api_version
         return out
 
+    def raw_url(self, path: str, query_string: str):  # type: ignore[no-untyped-def]
+        if self.api_version is not None:
+            extra = "api-version=" + self.api_version
+            query_string = f"{query_string}&{extra}" if query_string else extra
+        return super().raw_url(path, query_string)
+
+    def prepare_response_body(self, body: dict[str, Any]) -> bool:
+        """Azure's ``model`` is the deployment name: map it through ``deployments``."""
+        model = body.get("model")
+        deployment = self.config.deployments.get(model) if isinstance(model, str) else None
+        if deployment and deployment != model:
+            body["model"] = deployment
+            return True
+        return False
+
     def file_object(self, body: bytes) -> bytes:
         return orjson.dumps(normalise_file(orjson.loads(body)))
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from ..errors import GatewayError
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
@@ -80,6 +82,17 @@ class Provider:
 
     async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
         raise self.unsupported("files.content")
+
+    # -- responses -----------------------------------------------------------------------
+    def prepare_response_body(self, body: dict[str, Any]) -> bool:
+        """Adjust a responses.create body for this provider in place; True if it changed."""
+        return False
+
+    async def open_responses(
+        self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
+    ) -> "aiohttp.ClientResponse":
+        """Call ``/responses{suffix}`` upstream and return the live 2xx response."""
+        raise self.unsupported(ex.operation)
 
     # -- helpers -------------------------------------------------------------------------
     def unsupported(self, operation: str) -> GatewayError:

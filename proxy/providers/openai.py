@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+import aiohttp
 import orjson
+from yarl import URL
 
 from ..errors import GatewayError
 from .base import Download, Provider, UploadResult
@@ -54,6 +56,12 @@ class OpenAIProvider(Provider):
 
     def params(self, query: Any = None) -> Any:
         return query
+
+    def raw_url(self, path: str, query_string: str) -> URL:
+        """A URL whose query string reaches the upstream exactly as the client wrote it
+        (``include%5B%5D=…`` stays bracketed and encoded)."""
+        qs = query_string
+        return URL(self.url(path) + ("?" + qs if qs else ""), encoded=True)
 
     # -- response shape (Azure overrides) ------------------------------------------------
     def file_object(self, body: bytes) -> bytes:
@@ -122,3 +130,19 @@ class OpenAIProvider(Provider):
 
 def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
     return (rec.upstream_id or rec.id) if rec is not None else file_id
+
+
+    # -- responses -----------------------------------------------------------------------
+    async def open_responses(
+        self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
+    ) -> aiohttp.ClientResponse:
+        headers = forward_headers(ex.request.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        t = self.config.timeouts
+        # A stream may legitimately run for minutes: bound the gap between events, not the total.
+        timeout = aiohttp.ClientTimeout(total=None, connect=t.connect, sock_read=t.idle if stream else t.read)
+        return await self.upstream.open(
+            method, self.raw_url("/responses" + suffix, query), data=body, headers=headers,
+            idempotent=method in ("GET", "DELETE"), timeout=timeout,
+        )

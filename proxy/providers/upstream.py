@@ -119,6 +119,7 @@ class Upstream:
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
         """Start a request and return the live 2xx response for streaming (the caller must
         release it); non-2xx answers raise a translated GatewayError."""
@@ -126,7 +127,8 @@ class Upstream:
         attempt = 0
         while True:
             try:
-                resp = await self.session.request(method, url, params=params, data=data, headers=hdrs)
+                resp = await self.session.request(method, url, params=params, data=data, headers=hdrs,
+                                                  timeout=timeout or self.timeout)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 if idempotent and attempt < self.max_retries:
                     attempt += 1

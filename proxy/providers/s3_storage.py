@@ -1,0 +1,268 @@
+"""S3 object storage for the Bedrock provider, through an aiobotocore client.
+
+* :class:`S3MultipartSink` streams an upload into one S3 object without ever holding the
+  whole file: bytes collect in one part buffer; a full buffer becomes a background
+  ``UploadPart`` while writes continue, with at most ``max_in_flight`` parts outstanding
+  (``write`` then awaits the oldest: that is the back-pressure). Memory per upload is about
+  ``(max_in_flight + 1) * part_size``. A file smaller than one part never starts a multipart
+  upload: ``complete`` stores it with a single ``PutObject`` (this covers the empty file).
+* Every upload declares a CRC32 checksum explicitly (``CreateMultipartUpload``, each
+  ``UploadPart``, ``PutObject``) and ``CompleteMultipartUpload`` lists each part's CRC32, as
+  S3 requires for an upload created with a checksum algorithm. The behaviour therefore does
+  not depend on the client's ``request_checksum_calculation`` setting.
+* :func:`head`, :func:`delete`, :func:`iter_object`: the small operations the provider
+  adapter needs.
+
+Failures raise :class:`S3StorageError` (:class:`S3NotFound` for a missing key), whose message
+names only the operation, the HTTP status and the S3 error code: never the bucket, key,
+endpoint or credentials.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, AsyncIterator, Awaitable, TypeVar
+
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .sink import SinkResult
+
+log = logging.getLogger("sluicegate.s3")
+
+MIN_PART_SIZE = 5 << 20          # S3 minimum for every part but the last
+MAX_PART_SIZE = 5 << 30
+MAX_PARTS = 10_000
+_CHECKSUM_ALGORITHM = "CRC32"
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+T = TypeVar("T")
+
+
+class S3StorageError(Exception):
+    """An S3 call failed. ``code`` is S3's error code (``None`` for transport errors)."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class S3NotFound(S3StorageError):
+    """The object does not exist."""
+
+
+async def _call(operation: str, awaitable: Awaitable[T]) -> T:
+    """Await one S3 call, translating its failure into :class:`S3StorageError`."""
+    try:
+        return await awaitable
+    except ClientError as exc:
+        raise _client_error(operation, exc) from exc
+    except BotoCoreError as exc:
+        raise S3StorageError(f"S3 {operation} failed: {type(exc).__name__}") from exc
+
+
+def _client_error(operation: str, exc: ClientError) -> S3StorageError:
+    code = exc.response.get("Error", {}).get("Code")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    cls = S3NotFound if code in _NOT_FOUND_CODES else S3StorageError
+    return cls(f"S3 {operation} failed: HTTP {status} {code}", code=code, status=status)
+
+
+class S3MultipartSink:
+    """A :class:`~proxy.providers.sink.Sink` writing one S3 object by multipart upload."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        part_size: int = 8 << 20,
+        max_in_flight: int = 2,
+    ) -> None:
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._content_type = content_type
+        self._metadata = dict(metadata or {})
+        self._part_size = part_size
+        self._max_in_flight = max_in_flight
+        self._buf = bytearray()
+        self._total = 0
+        self._upload_id: str | None = None
+        self._next_part = 1
+        self._in_flight: deque[asyncio.Task[dict[str, str | int]]] = deque()
+        self._parts: list[dict[str, str | int]] = []
+        self._error: BaseException | None = None
+        self._finished = False           # completed or aborted
+
+    async def write(self, chunk: bytes | memoryview) -> None:
+        self._check_usable()
+        view = memoryview(chunk)
+        self._total += len(view)
+        while len(self._buf) + len(view) >= self._part_size:
+            take = self._part_size - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            await self._flush_part()
+        self._buf += view
+
+    async def complete(self) -> SinkResult:
+        self._check_usable()
+        if self._upload_id is None:
+            resp = await _call("PutObject", self._client.put_object(
+                Bucket=self._bucket, Key=self._key, Body=bytes(self._buf),
+                ContentType=self._content_type, Metadata=self._metadata,
+                ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+            ))
+        else:
+            if self._buf:
+                await self._flush_part()
+            while self._in_flight:          # oldest first: parts stay in ascending order
+                await self._reap_oldest()
+            resp = await _call("CompleteMultipartUpload", self._client.complete_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            ))
+        self._finished = True
+        self._buf = bytearray()
+        return SinkResult(
+            bytes=self._total,
+            location={"bucket": self._bucket, "key": self._key, "etag": resp["ETag"]},
+        )
+
+    async def abort(self) -> None:
+        """Cancel outstanding parts and abort the multipart upload. Idempotent, never raises.
+
+        After a successful :meth:`complete` this is a no-op: the object then belongs to the
+        caller (remove it with :func:`delete`).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        self._buf = bytearray()
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._in_flight.clear()
+        if self._upload_id is None:
+            return
+        try:
+            await self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                log.warning("S3 multipart abort failed: %s", _client_error("AbortMultipartUpload", exc))
+        except Exception as exc:  # abort must never raise
+            log.warning("S3 multipart abort failed: %s", type(exc).__name__)
+
+    def _check_usable(self) -> None:
+        if self._finished:
+            raise RuntimeError("S3 sink already completed or aborted")
+        if self._error is not None:
+            raise self._error
+
+    async def _flush_part(self) -> None:
+        """Hand the buffer to a background part upload, waiting for a free slot first."""
+        if self._next_part > MAX_PARTS:
+            raise S3StorageError(f"upload exceeds S3's {MAX_PARTS} parts; use a larger part_size")
+        if self._upload_id is None:
+            resp = await _call("CreateMultipartUpload", self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, ContentType=self._content_type,
+                Metadata=self._metadata, ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+            ))
+            self._upload_id = resp["UploadId"]
+        while len(self._in_flight) >= self._max_in_flight:
+            await self._reap_oldest()
+        body, self._buf = bytes(self._buf), bytearray()
+        task = asyncio.create_task(self._upload_part(self._next_part, body))
+        task.add_done_callback(self._record_failure)
+        self._in_flight.append(task)
+        self._next_part += 1
+
+    async def _reap_oldest(self) -> None:
+        self._parts.append(await self._in_flight.popleft())
+
+    def _record_failure(self, task: asyncio.Task[dict[str, str | int]]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._error is None:
+            self._error = task.exception()
+
+    async def _upload_part(self, number: int, body: bytes) -> dict[str, str | int]:
+        resp = await _call("UploadPart", self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number,
+            Body=body, ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+        ))
+        part: dict[str, str | int] = {"PartNumber": number, "ETag": resp["ETag"]}
+        if "ChecksumCRC32" in resp:      # absent only from stores that ignore checksums
+            part["ChecksumCRC32"] = resp["ChecksumCRC32"]
+        return part
+
+
+async def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """``HeadObject`` without its ``ResponseMetadata``; ``None`` when the key does not exist."""
+    try:
+        resp = await _call("HeadObject", client.head_object(Bucket=bucket, Key=key))
+    except S3NotFound:
+        return None
+    resp.pop("ResponseMetadata", None)
+    return resp
+
+
+async def delete(client: Any, bucket: str, key: str) -> None:
+    """Delete an object; deleting a missing key succeeds, as in S3."""
+    await _call("DeleteObject", client.delete_object(Bucket=bucket, Key=key))
+
+
+async def iter_object(
+    client: Any, bucket: str, key: str, chunk_size: int = 256 << 10
+) -> AsyncIterator[bytes]:
+    """Stream an object's bytes. Raises :class:`S3NotFound` on the first iteration if missing.
+
+    The response body is closed when iteration ends, fails, or the generator is closed
+    early (use ``contextlib.aclosing`` or call ``aclose()`` when stopping before the end).
+    """
+    resp = await _call("GetObject", client.get_object(Bucket=bucket, Key=key))
+    async with resp["Body"] as body:
+        while chunk := await _call("GetObject", body.read(chunk_size)):
+            yield chunk
+
+
+def make_client_kwargs(
+    region: str,
+    endpoint_url: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    *,
+    max_pool_connections: int = 64,
+) -> dict[str, Any]:
+    """Keyword arguments for ``session.create_client("s3", **kwargs)``.
+
+    Without keys the default AWS credential chain applies. botocore's default checksum
+    settings (``when_supported``) are kept: moto accepts them, and the sink declares CRC32
+    explicitly anyway. ``max_pool_connections`` bounds the client's connections across all
+    concurrent uploads and downloads (each upload uses up to ``max_in_flight``).
+    """
+    if (access_key is None) != (secret_key is None):
+        raise ValueError("access_key and secret_key must be given together")
+    kwargs: dict[str, Any] = {
+        "region_name": region,
+        "config": AioConfig(
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=max_pool_connections,
+        ),
+    }
+    if endpoint_url is not None:
+        kwargs["endpoint_url"] = endpoint_url
+    if access_key is not None:
+        kwargs["aws_access_key_id"] = access_key
+        kwargs["aws_secret_access_key"] = secret_key
+    return kwargs

@@ -1,0 +1,269 @@
+"""The Responses API: create (JSON or SSE), retrieve, delete, cancel, input items.
+
+SSE streams pass through event by event, flushed as they arrive: every upstream chunk is
+written to the client *before* the gateway looks at it, and looking is done by a sans-IO
+observer (:class:`SSEParser`) that learns the response id (for tenancy routing), the token
+usage and the last ``sequence_number`` without ever holding bytes back.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from .errors import GatewayError, bad_request
+from .store.base import ResponseRecord
+from .transforms.sse import EventTooLarge, SSEParser
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .gateway import Gateway
+
+log = logging.getLogger("sluicegate.responses")
+
+_STARTED = frozenset({"response.created", "response.queued", "response.in_progress"})
+_TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
+
+
+async def read_json_body(ex: "Exchange", limit: int) -> None:
+    """Read and parse a JSON request body (bounded) into ex.extra['json'] / ['raw']."""
+    req = ex.request
+    if req.content_length is not None and req.content_length > limit:
+        raise GatewayError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await req.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")
+        parts.append(chunk)
+    raw = b"".join(parts)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("We could not parse the JSON body of your request. It must be a JSON object.",
+                          code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    ex.extra["json"] = body
+    ex.extra["raw"] = raw
+
+
+def inject_provider(body: bytes, provider_type: str) -> bytes:
+    """Add ``"provider": "<type>"`` to a JSON object without re-serialising it."""
+    i = body.find(b"{")
+    if i < 0:
+        return body
+    rest = body[i + 1:].lstrip()
+    field = b'"provider":' + orjson.dumps(provider_type)
+    if rest.startswith(b"}"):
+        return body[: i + 1] + field + body[i + 1:]
+    return body[: i + 1] + field + b"," + body[i + 1:]
+
+
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return resp.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+async def _record(gw: "Gateway", ex: "Exchange", response_id: str) -> None:
+    ex.response_id = response_id
+    if ex.response_record is None:
+        await gw.store.add_response(ResponseRecord(
+            id=response_id, tenant=ex.tenant.name, provider=ex.provider.name, model=ex.model,
+            created_at=int(time.time())))
+
+
+async def _json_answer(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientResponse, *, record: bool) -> web.Response:
+    try:
+        data = await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ex.provider.upstream.error_from_exception(exc) from None
+    finally:
+        resp.release()
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise GatewayError(502, f"Provider '{ex.provider.name}' answered with a body that is not JSON.",
+                           code="upstream_bad_response") from None
+    if isinstance(obj, dict):
+        ex.usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else None
+        ex.model = obj.get("model") or ex.model
+        if record and isinstance(obj.get("id"), str):
+            await _record(gw, ex, obj["id"])
+    return gw.json_response(ex, inject_provider(data, ex.provider.type), status=resp.status)
+
+
+class _Observer:
+    """Watches a copy of the SSE bytes; never blocks them."""
+
+    def __init__(self, gw: "Gateway", ex: "Exchange", record: bool) -> None:
+        self.gw, self.ex, self.record = gw, ex, record
+        self.parser: SSEParser | None = SSEParser()
+        self.last_data: bytes | None = None
+        self.events = 0
+        self.terminal = False
+        self.tasks: list[asyncio.Task] = []
+
+    def feed(self, chunk: bytes) -> None:
+        if self.parser is None:
+            return
+        try:
+            events = self.parser.feed(chunk)
+        except EventTooLarge:
+            self.parser = None  # stop observing; the stream itself is unaffected
+            return
+        for ev in events:
+            self.events += 1
+            if ev.data[:6] == b"[DONE]":
+                continue
+            self.last_data = ev.data
+            name = ev.event
+            if name is None or name in _STARTED or name in _TERMINAL:
+                self._inspect(ev.data)
+
+    def _inspect(self, data: bytes) -> None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        response = obj.get("response") if isinstance(obj.get("response"), dict) else None
+        if kind in _STARTED and response and self.ex.response_id is None and isinstance(response.get("id"), str):
+            if self.record:
+                # Recorded concurrently: the next chunk is not held back for the store.
+                self.tasks.append(asyncio.ensure_future(_record(self.gw, self.ex, response["id"])))
+            else:
+                self.ex.response_id = response["id"]
+        if kind in _TERMINAL:
+            self.terminal = True
+            if response and isinstance(response.get("usage"), dict):
+                self.ex.usage = response["usage"]
+
+    def next_sequence_number(self) -> int:
+        if self.last_data is not None:
+            try:
+                n = orjson.loads(self.last_data).get("sequence_number")
+                if isinstance(n, int):
+                    return n + 1
+            except (orjson.JSONDecodeError, AttributeError):
+                pass
+        return self.events
+
+
+def error_event(code: str, message: str, sequence_number: int) -> bytes:
+    """An SSE ``error`` event in OpenAI's shape (no top-level ``error`` key: the SDK yields it)."""
+    data = orjson.dumps({"type": "error", "code": code, "message": message, "param": None,
+                         "sequence_number": sequence_number})
+    return b"event: error\ndata: " + data + b"\n\n"
+
+
+async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientResponse, *, record: bool) -> web.StreamResponse:
+    out = web.StreamResponse(status=resp.status, headers={
+        "Content-Type": resp.headers.get("Content-Type", "text/event-stream"),
+        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    gw.before_send(ex, out)
+    obs = _Observer(gw, ex, record)
+    first = True
+    failure: str | None = None
+    try:
+        await out.prepare(ex.request)
+        while True:
+            try:
+                chunk = await resp.content.readany()
+            except asyncio.TimeoutError:
+                failure = f"Provider '{ex.provider.name}' sent no event for {ex.provider.config.timeouts.idle:g}s."
+                break
+            except aiohttp.ClientError as exc:
+                failure = f"The stream from provider '{ex.provider.name}' broke: {type(exc).__name__}."
+                break
+            if not chunk:
+                break
+            await out.write(chunk)  # first to the client, then observed
+            if first:
+                ex.first_byte_at = time.perf_counter()
+                first = False
+            obs.feed(chunk)
+        if failure is None and not obs.terminal:
+            failure = f"The stream from provider '{ex.provider.name}' ended before the response was complete."
+        if failure is not None:
+            ex.error_code = "upstream_stream_error"
+            log.warning("%s (exchange %s)", failure, ex.response_id or ex.object_id or "-")
+            await out.write(error_event("upstream_error", failure, obs.next_sequence_number()))
+        await out.write_eof()
+    finally:
+        # Client gone, cancelled or finished: the upstream stream is closed now, so no
+        # generation keeps running through the gateway.
+        if resp.content.at_eof() and failure is None:
+            resp.release()
+        else:
+            resp.close()
+        if obs.tasks:
+            await asyncio.gather(*obs.tasks, return_exceptions=True)
+    return out
+
+
+async def responses_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    body: dict[str, Any] = ex.extra["json"]
+    raw: bytes = ex.extra["raw"]
+    if ex.provider.prepare_response_body(body) or ex.extra.get("json_changed"):
+        raw = orjson.dumps(body)
+    ex.model = body.get("model")
+    stream = body.get("stream") is True
+    resp = await ex.provider.open_responses(ex, "POST", "", body=raw, query="", stream=stream)
+    if _is_sse(resp):
+        return await pipe_sse(gw, ex, resp, record=True)
+    return await _json_answer(gw, ex, resp, record=True)
+
+
+async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    stream = ex.request.query.get("stream") == "true"
+    resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None,
+                                            query=ex.request.query_string, stream=stream)
+    ex.response_id = ex.object_id
+    if _is_sse(resp):
+        return await pipe_sse(gw, ex, resp, record=False)
+    return await _json_answer(gw, ex, resp, record=False)
+
+
+async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    resp = await ex.provider.open_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
+                                            query=ex.request.query_string, stream=False)
+    try:
+        data = await resp.read()
+    finally:
+        resp.release()
+    if ex.response_record is not None:
+        await gw.store.delete_response(ex.object_id)
+    ex.response_id = ex.object_id
+    return gw.json_response(ex, data, status=resp.status)
+
+
+async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    resp = await ex.provider.open_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
+                                            query=ex.request.query_string, stream=False)
+    ex.response_id = ex.object_id
+    return await _json_answer(gw, ex, resp, record=False)
+
+
+async def responses_input_items(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
+                                            query=ex.request.query_string, stream=False)
+    try:
+        data = await resp.read()
+    finally:
+        resp.release()
+    ex.response_id = ex.object_id
+    return gw.json_response(ex, data, status=resp.status)
