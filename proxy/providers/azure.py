@@ -88,7 +88,8 @@ class AzureProvider(OpenAIProvider):
         })
 
     async def list_files(self, ex, query):  # type: ignore[no-untyped-def]
-        upstream_query = {"purpose": query["purpose"]} if (not self.v1 and "purpose" in query) else query
+        # Classic takes only ``purpose``; cursors and limits are applied here.
+        upstream_query = query if self.v1 else {k: v for k, v in query.items() if k == "purpose"}
         _, body, _ = await self.upstream.request("GET", self.url("/files"), params=self.params(upstream_query))
         return self.file_list(body, query)
 
