@@ -35,30 +35,33 @@ from gcloud.aio.storage import Storage
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from proxy.providers.sink import SinkResult
+from .sink import SinkResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sluicegate.gcs")
 
 UPLOAD_QUANTUM = 256 << 10  # every chunk but the last must be a multiple of this
 _PIECE = 1 << 20  # a chunk is written to the socket in slices of this size
 _MAX_ATTEMPTS = 5  # consecutive failed requests before an upload gives up
 _BACKOFF = 0.05  # seconds before the first retry; doubles with each further failure
-_REASON_LIMIT = 200  # characters of GCS's own error message kept in ours
 # gcloud-aio-storage's default is a 10 s *total* timeout, which would cut any long download.
 _DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
 
 
 class GCSStorageError(Exception):
-    """A GCS request failed. ``status`` is GCS's HTTP status, ``None`` when no answer came.
+    """A GCS request failed. ``status`` is GCS's HTTP status, ``None`` when no answer came;
+    ``code`` is GCS's error reason (``"forbidden"``, ``"notFound"``...) when it gave one.
 
-    The message names the operation and status (plus GCS's own short reason) and never carries
-    a token or a session URI. ``retryable`` tells whether trying again later could help.
+    The message names only the operation, the status and the reason: never a token, a session
+    URI, the bucket or the object. ``retryable`` tells whether trying again later could help.
     """
 
-    def __init__(self, message: str, status: int | None = None, *, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, *, code: str | None = None, retryable: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.code = code
         self.retryable = retryable
 
 
@@ -71,15 +74,17 @@ def _is_retryable(status: int) -> bool:
 
 
 def _status_error(what: str, status: int, body: bytes = b"") -> GCSStorageError:
-    message = f"GCS {what} failed with HTTP {status}"
+    # GCS's free-text message may name the bucket, object or service account; its reason
+    # code (error.errors[0].reason) does not.
     try:
-        reason = orjson.loads(body)["error"]["message"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        reason = None
-    if isinstance(reason, str) and reason:
-        message = f"{message}: {reason[:_REASON_LIMIT]}"
+        code = orjson.loads(body)["error"]["errors"][0]["reason"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        code = None
+    if not isinstance(code, str) or not code.isidentifier():
+        code = None
+    message = f"GCS {what} failed with HTTP {status}" + (f" ({code})" if code else "")
     cls = GCSNotFound if status == 404 else GCSStorageError
-    return cls(message, status, retryable=_is_retryable(status))
+    return cls(message, status, code=code, retryable=_is_retryable(status))
 
 
 class _Reply(NamedTuple):
@@ -104,8 +109,9 @@ class GCSResumableSink:
 
     ``token`` supplies ``Authorization: Bearer ...``; ``None`` is emulator mode (no header).
     Timeouts are the ``session``'s. If ``write`` or ``complete`` fails, the sink aborts itself
-    before raising; ``abort`` afterwards is a no-op. Not safe for concurrent calls: cancel a
-    pending ``write`` before calling ``abort``.
+    before raising; ``abort`` afterwards is a no-op, as it is after a successful ``complete``
+    (the object then belongs to the caller: remove it with :func:`delete`). Not safe for
+    concurrent calls: cancel a pending ``write`` before calling ``abort``.
     """
 
     def __init__(
@@ -138,8 +144,7 @@ class GCSResumableSink:
         self._unsure = False  # the last PUT got no usable answer: ask the session first
         self._failures = 0  # consecutive failed rounds
         self._error: GCSStorageError | None = None  # the latest of those failures
-        self._closed = False
-        self._aborted = False
+        self._finished = False  # completed or aborted
 
     async def write(self, chunk: bytes | memoryview) -> None:
         self._ensure_open()
@@ -163,18 +168,18 @@ class GCSResumableSink:
         except GCSStorageError:
             await self.abort()
             raise
-        self._closed = True
+        self._finished = True
         return SinkResult(
             bytes=self._received,
             location={"bucket": self._bucket, "name": self._name, "generation": self._resource.get("generation")},
         )
 
     async def abort(self) -> None:
-        """Cancel the session, or delete the object if GCS already finalised it (also after
-        ``complete``). Best effort: failures are logged, never raised."""
-        if self._aborted:
+        """Cancel the session, or delete the object if GCS finalised it although the upload
+        did not complete. Idempotent; failures are logged, never raised."""
+        if self._finished:
             return
-        self._aborted = self._closed = True
+        self._finished = True
         self._buffer = bytearray()
         if self._resource is not None:
             url = f"{self._api_root}/storage/v1/b/{quote(self._bucket, safe='')}/o/{quote(self._name, safe='')}"
@@ -319,11 +324,11 @@ class GCSResumableSink:
         try:
             await self._call("DELETE", url, what, ok, headers={}, **kwargs)
         except GCSStorageError as exc:
-            log.warning("abort of gs://%s/%s: %s", self._bucket, self._name, exc.message)
+            log.warning("GCS upload abort: %s", exc.message)
 
     def _ensure_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this GCS upload is already completed or aborted")
+        if self._finished:
+            raise RuntimeError("GCS sink already completed or aborted")
 
 
 def _persisted_offset(range_header: str | None) -> int | None:

@@ -128,10 +128,6 @@ class OpenAIProvider(Provider):
         )
 
 
-def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
-    return (rec.upstream_id or rec.id) if rec is not None else file_id
-
-
     # -- responses -----------------------------------------------------------------------
     async def open_responses(
         self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
@@ -146,3 +142,8 @@ def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
             method, self.raw_url("/responses" + suffix, query), data=body, headers=headers,
             idempotent=method in ("GET", "DELETE"), timeout=timeout,
         )
+
+
+def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
+    return (rec.upstream_id or rec.id) if rec is not None else file_id
+

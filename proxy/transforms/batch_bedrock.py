@@ -49,7 +49,11 @@ def invocation_type(model_id: str) -> str:
 
 
 class BedrockRowTranslator:
-    """One batch line → ``{"recordId", "modelInput"}`` for ``model_id``'s family."""
+    """One batch line → ``{"recordId", "modelInput"}`` for ``model_id``'s family.
+
+    ``default_max_tokens`` fills Claude's required ``max_tokens`` when a row sets none (Nova and
+    Llama leave the limit to the model). Raises :class:`UnsupportedModel` for other families.
+    """
 
     def __init__(self, model_id: str, *, default_max_tokens: int = 1024) -> None:
         family = _family(model_id)

@@ -5,7 +5,8 @@ description, so the per-provider modules only rearrange a :class:`ChatRequest` i
 own JSON and never decide what is allowed. Anything a target cannot express raises
 :class:`~proxy.transforms.jsonl.BatchLineError` naming the line and the field; nothing is
 silently dropped except fields that do not change what is generated (``user``, ``store``,
-``metadata``, ``service_tier``, and any field set to ``null`` or ``false``).
+``metadata``, ``service_tier``, image ``detail``, and any field set to ``null`` or ``false``)
+and ``model``, which only the Anthropic rows use (Bedrock and Vertex jobs name the model).
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ _RESPONSES_FIELDS = _COMMON_FIELDS | {
 }
 _CHAT_MESSAGE_FIELDS = frozenset({"role", "content"})
 _RESPONSES_ITEM_FIELDS = frozenset({"type", "role", "content", "id", "status"})  # id/status: echoed output items
+_TEXT_FIELDS = frozenset({"format"})
 _SYSTEM_ROLES = ("system", "developer")
 _TURN_ROLES = ("user", "assistant")
 _MEDIA_TYPE_ALIASES = {"image/jpg": "image/jpeg"}  # common in hand-written data: URLs
@@ -166,7 +168,7 @@ class _Reader:
         if text is not None:
             if not isinstance(text, dict):
                 self.fail("body.text", f"must be an object, got {describe(text)}")
-            self.check_fields(text, {"format"}, "body.text")
+            self.check_fields(text, _TEXT_FIELDS, "body.text")
             self.output_format(req, text.get("format"), "body.text.format", flat=True)
         return req
 
@@ -180,7 +182,7 @@ class _Reader:
             top_p=self.number(body, "top_p", 1.0),
         )
 
-    def check_fields(self, obj: dict, allowed: frozenset[str] | set[str], where: str) -> None:
+    def check_fields(self, obj: dict, allowed: frozenset[str], where: str) -> None:
         for key, value in obj.items():
             if key not in allowed and value is not None and value is not False:
                 self.unsupported(f"{where}.{key}")
@@ -252,7 +254,7 @@ class _Reader:
         if url.partition(":")[0].lower() not in target.url_schemes:
             accepted = "a base64 data: URL"
             if target.url_schemes:
-                accepted += " or a " + " or ".join(f"{s}:" for s in sorted(target.url_schemes)) + " URL"
+                accepted += " or a URL of scheme " + " or ".join(sorted(target.url_schemes))
             self.fail(where, f"must be {accepted} for {target.name}, got {describe(url)}")
         path = url.split("?", 1)[0].split("#", 1)[0]
         media_type = _EXTENSION_TYPES.get(path.rpartition(".")[2].lower())

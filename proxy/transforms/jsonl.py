@@ -31,9 +31,9 @@ def describe(value: object) -> str:
     """Show a JSON value in an error message: a scalar as JSON (strings cut to 100 chars),
     an array or object by its kind only."""
     if isinstance(value, list):
-        return "an array"
+        return "an array" if value else "an empty array"
     if isinstance(value, dict):
-        return "an object"
+        return "an object" if value else "an empty object"
     if isinstance(value, str) and len(value) > _ECHO_LIMIT:
         value = value[:_ECHO_LIMIT] + "…"
     return orjson.dumps(value).decode()
