@@ -118,6 +118,7 @@ class UploadDriver:
         ex.filename = ev.filename or "upload"
         ex.file_started = True
         self.gw.chain.on_file_start(ex)
+        ex.provider.check_upload(ex)
         if self.sink_mode:
             self.file_id = new_id("file-")
             self.sink = await ex.provider.open_sink(ex, self.file_id)
@@ -131,6 +132,7 @@ class UploadDriver:
         if ex.expires_after is not None and self.anchor is None:
             raise bad_request("expires_after[anchor] is required with expires_after[seconds].", param="expires_after.anchor")
         await self.gw.chain.on_upload_complete(ex)
+        ex.provider.check_upload(ex)
 
     def finish(self) -> None:
         """End of body: a body that stopped before the closing boundary is malformed."""

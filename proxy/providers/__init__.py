@@ -1,6 +1,7 @@
 """Provider types. ``create_provider(config)`` builds the adapter for a configured provider."""
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from .base import Provider
@@ -9,20 +10,22 @@ if TYPE_CHECKING:
     from ..config import ProviderConfig
 
 
+# type -> (module, class); imported lazily so a provider's SDK loads only when configured.
+PROVIDER_TYPES: dict[str, tuple[str, str]] = {
+    "openai": ("openai", "OpenAIProvider"),
+    "azure": ("azure", "AzureProvider"),
+    "local": ("local", "LocalProvider"),
+    "anthropic": ("anthropic", "AnthropicProvider"),
+    "groq": ("groq", "GroqProvider"),
+    "bedrock": ("bedrock", "BedrockProvider"),
+    "vertex": ("vertex", "VertexProvider"),
+}
+
+
 def create_provider(config: "ProviderConfig") -> Provider:
-    if config.type == "openai":
-        from .openai import OpenAIProvider
-
-        return OpenAIProvider(config)
-    if config.type == "azure":
-        from .azure import AzureProvider
-
-        return AzureProvider(config)
-    if config.type == "local":
-        from .local import LocalProvider
-
-        return LocalProvider(config)
-    raise ValueError(f"provider type '{config.type}' is not implemented yet")
+    module_name, class_name = PROVIDER_TYPES[config.type]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)(config)
 
 
 __all__ = ["Provider", "create_provider"]

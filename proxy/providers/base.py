@@ -62,6 +62,11 @@ class Provider:
         """Close pooled connections."""
 
     # -- files ---------------------------------------------------------------------------
+    def check_upload(self, ex: "Exchange") -> None:
+        """Provider rules on an upload (purposes, sizes), checked when the file part starts
+        and again when the body is complete; raise GatewayError to refuse before any byte
+        is stored."""
+
     async def open_sink(self, ex: "Exchange", file_id: str) -> "Sink":
         raise self.unsupported("files.create")
 

@@ -3,9 +3,11 @@
 * :class:`S3MultipartSink` streams an upload into one S3 object without ever holding the
   whole file: bytes collect in one part buffer; a full buffer becomes a background
   ``UploadPart`` while writes continue, with at most ``max_in_flight`` parts outstanding
-  (``write`` then awaits the oldest: that is the back-pressure). Memory per upload is about
-  ``(max_in_flight + 1) * part_size``. A file smaller than one part never starts a multipart
-  upload: ``complete`` stores it with a single ``PutObject`` (this covers the empty file).
+  (``write`` then awaits the oldest: that is the back-pressure). Memory per upload is
+  ``(max_in_flight + 1) * part_size``, plus one part for an instant while a full buffer is
+  copied into its part body (over plain ``http://``, aiohttp also copies each body it sends).
+  A file smaller than one part never starts a multipart upload: ``complete`` stores it with a
+  single ``PutObject`` (this covers the empty file).
 * Every upload declares a CRC32 checksum explicitly (``CreateMultipartUpload``, each
   ``UploadPart``, ``PutObject``) and ``CompleteMultipartUpload`` lists each part's CRC32, as
   S3 requires for an upload created with a checksum algorithm. The behaviour therefore does
@@ -24,6 +26,7 @@ import logging
 from collections import deque
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -35,9 +38,10 @@ MIN_PART_SIZE = 5 << 20          # S3 minimum for every part but the last
 MAX_PART_SIZE = 5 << 30
 MAX_PARTS = 10_000
 _CHECKSUM_ALGORITHM = "CRC32"
-_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey"})   # HeadObject has no body: "404"
 
-T = TypeVar("T")
+_T = TypeVar("_T")
+_Part = dict[str, str | int]            # one CompleteMultipartUpload "Parts" entry
 
 
 class S3StorageError(Exception):
@@ -53,13 +57,13 @@ class S3NotFound(S3StorageError):
     """The object does not exist."""
 
 
-async def _call(operation: str, awaitable: Awaitable[T]) -> T:
+async def _call(operation: str, awaitable: Awaitable[_T]) -> _T:
     """Await one S3 call, translating its failure into :class:`S3StorageError`."""
     try:
         return await awaitable
     except ClientError as exc:
         raise _client_error(operation, exc) from exc
-    except BotoCoreError as exc:
+    except (BotoCoreError, aiohttp.ClientError) as exc:   # aiohttp's: a truncated body
         raise S3StorageError(f"S3 {operation} failed: {type(exc).__name__}") from exc
 
 
@@ -99,8 +103,8 @@ class S3MultipartSink:
         self._total = 0
         self._upload_id: str | None = None
         self._next_part = 1
-        self._in_flight: deque[asyncio.Task[dict[str, str | int]]] = deque()
-        self._parts: list[dict[str, str | int]] = []
+        self._in_flight: deque[asyncio.Task[_Part]] = deque()
+        self._parts: list[_Part] = []
         self._error: BaseException | None = None
         self._finished = False           # completed or aborted
 
@@ -161,7 +165,8 @@ class S3MultipartSink:
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                log.warning("S3 multipart abort failed: %s", _client_error("AbortMultipartUpload", exc))
+                log.warning("S3 multipart abort failed: %s",
+                            _client_error("AbortMultipartUpload", exc))
         except Exception as exc:  # abort must never raise
             log.warning("S3 multipart abort failed: %s", type(exc).__name__)
 
@@ -190,18 +195,20 @@ class S3MultipartSink:
         self._next_part += 1
 
     async def _reap_oldest(self) -> None:
-        self._parts.append(await self._in_flight.popleft())
+        part = await self._in_flight[0]      # stays listed for abort() if this raises
+        self._in_flight.popleft()
+        self._parts.append(part)
 
-    def _record_failure(self, task: asyncio.Task[dict[str, str | int]]) -> None:
+    def _record_failure(self, task: asyncio.Task[_Part]) -> None:
         if not task.cancelled() and task.exception() is not None and self._error is None:
             self._error = task.exception()
 
-    async def _upload_part(self, number: int, body: bytes) -> dict[str, str | int]:
+    async def _upload_part(self, number: int, body: bytes) -> _Part:
         resp = await _call("UploadPart", self._client.upload_part(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number,
             Body=body, ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
         ))
-        part: dict[str, str | int] = {"PartNumber": number, "ETag": resp["ETag"]}
+        part: _Part = {"PartNumber": number, "ETag": resp["ETag"]}
         if "ChecksumCRC32" in resp:      # absent only from stores that ignore checksums
             part["ChecksumCRC32"] = resp["ChecksumCRC32"]
         return part
