@@ -117,7 +117,7 @@ class RecordLog:
             return list(self._items)
 
     def filter(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
-        """Records matching ``method`` (case-insensitive) and/or ``path`` (exact, or prefix if it ends with ``*``)."""
+        """Records matching ``method`` (any case) and ``path`` (exact, or a prefix when it ends in ``*``)."""
         out = []
         for rec in self.snapshot():
             if method is not None and rec.method.upper() != method.upper():
@@ -209,6 +209,7 @@ class _Fault:
     body: Any = None
     headers: dict[str, str] | None = None
     seconds: float = 0.0
+    after_bytes: int | None = None
 
     def matches(self, path: str) -> bool:
         return self.path is None or path.startswith(self.path)
@@ -384,6 +385,16 @@ class FakeOpenAI:
       * ``reply`` – optional ``callable(create_body) -> str`` producing the answer text
         (default ``"echo: <input text>"``).
       * ``validate_file_ids`` – reject Responses input whose ``file_id`` is unknown (default True).
+
+    Fault injection (thread-safe; each injected fault is consumed by one request):
+    ``fail_next``, ``reset_next``, ``delay_next``, ``drop_stream_after``, ``clear_faults``.
+    Observation: ``requests`` (:class:`RecordLog` of :class:`Recorded`), ``files``,
+    ``responses``, ``open_streams``, ``streams_completed``, ``streams_dropped``,
+    ``stream_client_disconnects`` and ``wait_until(predicate)``.
+
+    ``api_version`` may be a tuple to accept several versions (the first is ``api_version``).
+    Note: the real Azure ``2024-10-21`` has no Responses API; the fake serves it anyway so a
+    gateway configured with a single api-version can be tested end to end.
     """
 
     def __init__(
@@ -398,10 +409,13 @@ class FakeOpenAI:
             raise ValueError(f"unknown flavor {flavor!r}")
         self.flavor: Flavor = flavor
         self.api_key = api_key
-        self.api_versions: tuple[str, ...] = (api_version,) if isinstance(api_version, str) else tuple(api_version)
+        versions = (api_version,) if isinstance(api_version, str) else tuple(api_version)
+        self.api_versions: tuple[str, ...] = versions
         self.api_version = self.api_versions[0]
         self._own_data_dir = data_dir is None
-        self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="fake-openai-"))
+        if data_dir is None:
+            data_dir = tempfile.mkdtemp(prefix="fake-openai-")
+        self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = "/v1" if flavor == "openai" else "/openai"
 
@@ -456,6 +470,7 @@ class FakeOpenAI:
         if self._server is not None:
             self._server.stop()
             self._server = None
+            self._app = None  # an aiohttp app is frozen once served; serve() again builds a new one
         if self._own_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -481,9 +496,10 @@ class FakeOpenAI:
         as JSON, str/bytes verbatim).  The request body is still read and recorded first."""
         self._add_fault(_Fault("fail", times, path, status=status, body=body, headers=headers))
 
-    def reset_next(self, times: int = 1, *, path: str | None = None) -> None:
-        """Close the connection of the next ``times`` requests without any response."""
-        self._add_fault(_Fault("reset", times, path))
+    def reset_next(self, times: int = 1, *, path: str | None = None, after_bytes: int | None = None) -> None:
+        """Close the connection of the next ``times`` requests without any response; with
+        ``after_bytes``, first receive that many body bytes (an upstream dying mid-upload)."""
+        self._add_fault(_Fault("reset", times, path, after_bytes=after_bytes))
 
     def delay_next(self, seconds: float, times: int = 1, *, path: str | None = None) -> None:
         """Sleep ``seconds`` before handling the next ``times`` requests."""
@@ -613,6 +629,8 @@ class FakeOpenAI:
         if fault is not None:
             rec.fault = fault.kind
             if fault.kind == "reset":
+                if fault.after_bytes:
+                    await self._read_some_body(request, fault.after_bytes)
                 if request.transport is not None:
                     request.transport.close()
                 return web.Response(status=500)  # never sent: the connection is gone
@@ -681,7 +699,13 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ error rendering
     def _error_body(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None, type_: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str | None = None,
     ) -> dict[str, Any]:
         if self.flavor == "azure":
             return {
@@ -746,7 +770,7 @@ class FakeOpenAI:
         rec.body_sha256 = digest.sha.hexdigest()
 
     async def _drain_body(self, request: web.Request) -> None:
-        """Read (and hash) whatever is left of the body; a small JSON body is parsed into ``Recorded.json``."""
+        """Read and hash what is left of the body; a JSON body is also parsed into ``Recorded.json``."""
         digest: _BodyDigest = request[_DIGEST_KEY]
         if digest.done:
             return
@@ -765,6 +789,17 @@ class FakeOpenAI:
                 request[_REC_KEY].json = orjson.loads(buf)
             except orjson.JSONDecodeError:
                 pass
+
+    async def _read_some_body(self, request: web.Request, limit: int) -> None:
+        """Receive (and hash) at least ``limit`` body bytes, or all of a shorter body."""
+        digest: _BodyDigest = request[_DIGEST_KEY]
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            digest.update(chunk)
+            if digest.size >= limit:
+                break
+        rec: Recorded = request[_REC_KEY]
+        rec.body_size = digest.size
+        rec.body_sha256 = digest.sha.hexdigest()
 
     async def _read_json_body(self, request: web.Request) -> Any:
         digest: _BodyDigest = request[_DIGEST_KEY]
@@ -845,7 +880,8 @@ class FakeOpenAI:
         part_path.replace(stored.path)
         self._store_file(stored)
         if self.flavor == "azure":
-            location = f"{request.scheme}://{request.host}{self.prefix}/files/{file_id}?api-version={request.query['api-version']}"
+            version = request.query["api-version"]
+            location = f"{request.scheme}://{request.host}{self.prefix}/files/{file_id}?api-version={version}"
             return _json_response(self._file_object(stored, "pending"), 201, {"Location": location})
         return _json_response(self._file_object(stored))
 
@@ -858,7 +894,8 @@ class FakeOpenAI:
         rec.form = {}
         fields: dict[str, str] = {}
         upload: UploadedPart | None = None
-        reader = MultipartReader(request.headers, _HashingReader(request.content, request[_DIGEST_KEY]))  # type: ignore[arg-type]
+        hashing = _HashingReader(request.content, request[_DIGEST_KEY])
+        reader = MultipartReader(request.headers, hashing)  # type: ignore[arg-type]
         try:
             async for part in reader:
                 if isinstance(part, MultipartReader):
@@ -1134,7 +1171,8 @@ class FakeOpenAI:
             add("response.queued", response=_unfinished(final, "queued"))
         add("response.in_progress", response=_unfinished(final, "in_progress"))
         add("response.output_item.added", output_index=0, item={**message, "status": "in_progress", "content": []})
-        add("response.content_part.added", **loc, part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+        empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        add("response.content_part.added", **loc, part=empty_part)
         for delta in _split_deltas(text):
             extra = {"obfuscation": _rand_alnum(secrets.randbelow(12) + 4)} if obfuscate else {}
             add("response.output_text.delta", **loc, delta=delta, logprobs=[], **extra)
@@ -1185,8 +1223,7 @@ class FakeOpenAI:
             with self._lock:
                 self._responses[stored.id] = stored
         if body.get("stream"):
-            on_complete = (lambda: setattr(stored, "state", stored.state or "completed")) if background else None
-            return await self._stream_events(request, stored.events, on_complete=on_complete)
+            return await self._stream_events(request, stored.events, on_complete=self._completer(stored))
         if background:
             return _json_response(_unfinished(final, "queued"))
         return _json_response(final)
@@ -1199,10 +1236,21 @@ class FakeOpenAI:
         starting_after = _int_param(request.query, "starting_after", -1, -1, 1 << 31)
         events = stored.events
         if stored.status == "cancelled":  # a cancelled run never produced its output events
-            events = [e for e in events if e["type"] in ("response.created", "response.queued", "response.in_progress")]
+            lifecycle = ("response.created", "response.queued", "response.in_progress")
+            events = [e for e in events if e["type"] in lifecycle]
         events = [e for e in events if e["sequence_number"] > starting_after]
-        on_complete = (lambda: setattr(stored, "state", stored.state or "completed")) if stored.background else None
-        return await self._stream_events(request, events, on_complete=on_complete)
+        return await self._stream_events(request, events, on_complete=self._completer(stored))
+
+    def _completer(self, stored: StoredResponse) -> Callable[[], None] | None:
+        """For background responses: a callback marking the run completed once its stream ended."""
+        if not stored.background:
+            return None
+
+        def complete() -> None:
+            with self._lock:
+                stored.state = stored.state or "completed"
+
+        return complete
 
     async def _delete_response(self, request: web.Request) -> web.Response:
         await self._drain_body(request)
@@ -1250,7 +1298,8 @@ class FakeOpenAI:
     ) -> web.StreamResponse:
         """Write ``events`` as SSE, one write per event, ``stream_delay`` apart.  Honours
         ``drop_stream_after`` and counts client disconnects."""
-        resp = web.StreamResponse(headers={hdrs.CONTENT_TYPE: SSE_CONTENT_TYPE, hdrs.CACHE_CONTROL: "no-cache"})
+        headers = {hdrs.CONTENT_TYPE: SSE_CONTENT_TYPE, hdrs.CACHE_CONTROL: "no-cache"}
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         drop_after = self._take_stream_drop()
         with self._lock:
@@ -1263,7 +1312,8 @@ class FakeOpenAI:
                     if request.transport is not None:
                         request.transport.close()  # flushes what was written, no terminal chunk
                     return resp
-                if index and self.stream_delay > 0 and await self._sleep_until_disconnect(request, self.stream_delay):
+                delay = self.stream_delay
+                if index and delay > 0 and await self._sleep_until_disconnect(request, delay):
                     raise ConnectionResetError("client disconnected")
                 await resp.write(_sse(event))
             await resp.write_eof()
