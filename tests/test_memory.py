@@ -33,3 +33,32 @@ def test_512mib_local_upload_and_download_flat_memory(start_gateway, tmp_path):
     down_peak = gw.peak_rss()
     assert up_peak - idle < BUDGET, f"upload raised peak RSS by {(up_peak - idle) >> 20} MiB"
     assert down_peak - idle < BUDGET, f"download raised peak RSS by {(down_peak - idle) >> 20} MiB"
+
+
+def test_512mib_openai_passthrough_upload_and_download_flat_memory(start_gateway, fake_openai, tmp_path):
+    from tests.conftest import passthrough_config
+
+    src = tmp_path / "big.jsonl"
+    digest = make_big_file(src, SIZE)
+    cfg = passthrough_config(fake_openai)
+    cfg["providers"][1]["timeouts"] = {"read": "120s"}
+    gw = start_gateway(cfg)
+    c = client(gw, timeout=300)
+    headers = {"x-tfy-provider-name": "my-openai"}
+    c.files.list(extra_headers=headers)  # warm up the upstream pool
+    idle = gw.rss()
+    gw.reset_peak_rss()
+    with open(src, "rb") as fh:
+        f = c.files.create(file=fh, purpose="user_data", extra_headers=headers)
+    up_peak = gw.peak_rss()
+    assert f.bytes == SIZE
+    assert fake_openai.files[f.id].sha256 == digest  # the tee forwarded every byte unchanged
+    gw.reset_peak_rss()
+    h = hashlib.sha256()
+    with c.files.with_streaming_response.content(f.id) as resp:
+        for chunk in resp.iter_bytes(1 << 20):
+            h.update(chunk)
+    down_peak = gw.peak_rss()
+    assert h.hexdigest() == digest
+    assert up_peak - idle < BUDGET, f"upload raised peak RSS by {(up_peak - idle) >> 20} MiB"
+    assert down_peak - idle < BUDGET, f"download raised peak RSS by {(down_peak - idle) >> 20} MiB"
