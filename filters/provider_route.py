@@ -11,6 +11,8 @@ providers marked ``shared``; for everyone else they are a 404 and nothing goes u
 """
 from __future__ import annotations
 
+import time
+
 from proxy.errors import GatewayError
 
 from .base import Filter
@@ -83,7 +85,7 @@ class ProviderRouteFilter(Filter):
         is_file = ex.operation.startswith("files.")
         rec = await (store.get_file(ex.object_id) if is_file else store.get_response(ex.object_id))
         if rec is not None:
-            if rec.tenant != ex.tenant.name:
+            if rec.tenant != ex.tenant.name or (is_file and rec.expired(time.time())):
                 raise self._not_found(ex)
             provider = self.providers.get(rec.provider)
             if provider is None:

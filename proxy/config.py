@@ -32,7 +32,7 @@ DEFAULT_LOCAL_PATH = "./sluicegate-data/files"
 FILTER_NAMES = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
 DEFAULT_FILTERS = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+STORE_SCHEMES = ("sqlite:///",)
 
 _SIZE_UNITS = {
     "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -66,6 +66,7 @@ class ServerConfig:
     base_path: str = "/v1"          # starts with "/", no trailing slash ("/" becomes "")
     drain_timeout: float = 30.0     # seconds
     chunk_size: int = 256 * 1024    # bytes
+    expiry_sweep_interval: float = 60.0  # seconds between sweeps of expired files
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +424,7 @@ def _parse_server(s: _Section) -> ServerConfig:
         "base_path": base_path and base_path.rstrip("/"),
         "drain_timeout": s.duration("drain_timeout"),
         "chunk_size": s.size("chunk_size"),
+        "expiry_sweep_interval": s.duration("expiry_sweep_interval"),
     }))
 
 
@@ -430,7 +432,7 @@ def _parse_store(s: _Section) -> StoreConfig:
     s.reject_unknown(("url",))
     url = s.string("url")
     if url is not None and not url.startswith(STORE_SCHEMES):
-        s.problem("url", "must be a sqlite:/// or postgresql:// URL")
+        s.problem("url", "must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)")
         url = None
     return StoreConfig(**_given({"url": url}))
 

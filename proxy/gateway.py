@@ -61,14 +61,52 @@ class Gateway:
         self.draining = False
         self.inflight = 0
         self.ready = False
+        self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.store.open()
         for p in self.providers.values():
             await p.start()
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
         self.ready = True
 
+    async def sweep_expired(self) -> int:
+        """Delete files past their ``expires_at`` (bytes first, then the row: quota released)."""
+        removed = 0
+        for rec in await self.store.expired_files(int(time.time())):
+            provider = self.providers.get(rec.provider)
+            try:
+                if provider is not None:
+                    await provider.expire_file(rec)
+            except GatewayError as err:
+                if err.status != 404:
+                    log.warning("could not expire %s on %s: %s", rec.id, rec.provider, err.message)
+                    continue
+            except Exception:
+                log.exception("could not expire %s on %s", rec.id, rec.provider)
+                continue
+            await self.store.delete_file(rec.id)
+            removed += 1
+        return removed
+
+    async def _sweep_forever(self) -> None:
+        interval = self.config.server.expiry_sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                n = await self.sweep_expired()
+                if n:
+                    log.info("removed %d expired file(s)", n)
+            except Exception:  # pragma: no cover - keep sweeping
+                log.exception("expiry sweep failed")
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
         for p in self.providers.values():
             try:
                 await p.close()

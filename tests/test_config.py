@@ -29,7 +29,7 @@ MiB = 1024**2
 
 FULL_EXAMPLE = """\
 server: {host: 0.0.0.0, port: 9000, workers: 4, base_path: /gateway/v1/, drain_timeout: 45s, chunk_size: 1MiB}
-store: {url: "postgresql://gw:os.environ-not-a-ref@db/gw"}
+store: {url: "sqlite:///gw/os.environ-not-a-ref.db"}
 auth:
   keys:
     - {key: os.environ/TEAM_A_KEY, tenant: team-a}
@@ -162,7 +162,7 @@ def test_full_example(tmp_path):
     config = load_config(write(tmp_path, FULL_EXAMPLE), env=ENV)
     assert isinstance(config, Config)
     assert config.server == ServerConfig("0.0.0.0", 9000, 4, "/gateway/v1", 45.0, MiB)
-    assert config.store.url == "postgresql://gw:os.environ-not-a-ref@db/gw"
+    assert config.store.url == "sqlite:///gw/os.environ-not-a-ref.db"
     assert config.auth.enabled
     assert config.auth.keys == (AuthKey("sk-team-a", "team-a"), AuthKey("sk-admin", "ops", admin=True))
     assert config.limits == LimitsConfig(512 * MiB, 200 * MiB, 100 * 10**9, 50_000, 32 * MiB)
@@ -225,9 +225,9 @@ def test_env_reference_set():
         "server": {"chunk_size": "os.environ/CHUNK", "host": "os.environ/HOST"},
         "providers": [{"name": "o", "type": "openai", "api_key": "os.environ/OPENAI_API_KEY"}],
         "filters": ["os.environ/FIRST_FILTER"],
-    }, env={"DB_URL": "postgresql://u:p@h/d", "CHUNK": "64 KiB", "HOST": "::", "OPENAI_API_KEY": "sk-1",
+    }, env={"DB_URL": "sqlite:////var/lib/gw.db", "CHUNK": "64 KiB", "HOST": "::", "OPENAI_API_KEY": "sk-1",
             "FIRST_FILTER": "auth"})
-    assert config.store.url == "postgresql://u:p@h/d"
+    assert config.store.url == "sqlite:////var/lib/gw.db"
     assert config.server.chunk_size == 64 * 1024
     assert config.server.host == "::"
     assert config.providers[0].api_key == "sk-1"
@@ -323,7 +323,7 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"server": {"chunk_size": 0}}, "server.chunk_size: must be greater than 0"),
         ({"server": [1, 2]}, "server: must be a mapping"),
         # store
-        ({"store": {"url": "mysql://h/db"}}, "store.url: must be a sqlite:/// or postgresql:// URL"),
+        ({"store": {"url": "mysql://h/db"}}, "store.url: must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)"),
         # auth
         ({"auth": {"keys": {"key": "k"}}}, "auth.keys: must be a list"),
         ({"auth": {"keys": ["sk-1"]}}, "auth.keys[0]: must be a mapping"),

@@ -223,3 +223,27 @@ def test_multiple_workers_share_port_and_store(start_gateway):
     ids = {c.files.create(file=(f"{i}.txt", b"w"), purpose="assistants").id for i in range(6)}
     for _ in range(3):
         assert {f.id for f in client(gw).files.list()} == ids
+
+
+def test_expired_files_disappear_and_are_swept(start_gateway):
+    import sqlite3
+
+    cfg = local_config(tenant_storage_quota="1KB")
+    cfg["server"] = {"expiry_sweep_interval": "200ms"}
+    gw = start_gateway(cfg)
+    c = client(gw)
+    f = c.files.create(file=("e.txt", b"e" * 900), purpose="user_data",
+                       expires_after={"anchor": "created_at", "seconds": 3600})
+    keep = c.files.create(file=("k.txt", b"k"), purpose="user_data")
+    # Let an hour pass for this file.
+    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
+        db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, f.id))
+    deadline = time.time() + 5
+    while time.time() < deadline and (gw.workdir / "files" / f.id).exists():
+        time.sleep(0.05)
+    assert not (gw.workdir / "files" / f.id).exists()
+    assert [x.id for x in c.files.list()] == [keep.id]
+    with pytest.raises(openai.NotFoundError):
+        c.files.content(f.id)
+    # Its bytes no longer count against the quota.
+    assert c.files.create(file=("n.txt", b"n" * 900), purpose="user_data").bytes == 900

@@ -88,6 +88,11 @@ class Provider:
     async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
         raise self.unsupported("files.content")
 
+    async def expire_file(self, rec: "FileRecord") -> None:
+        """Remove an expired file's bytes. Gateway-managed providers delete what they store;
+        pass-through providers override this (the provider expires its files itself)."""
+        await self.delete_file(None, rec, rec.id)  # type: ignore[arg-type]
+
     # -- responses -----------------------------------------------------------------------
     def prepare_response_body(self, body: dict[str, Any]) -> bool:
         """Adjust a responses.create body for this provider in place; True if it changed."""

@@ -71,6 +71,9 @@ class OpenAIProvider(Provider):
         return body
 
     # -- files ---------------------------------------------------------------------------
+    async def expire_file(self, rec: "FileRecord") -> None:
+        """The provider expires its own files (``expires_after`` was forwarded to it)."""
+
     async def upload_passthrough(
         self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
     ) -> UploadResult:

@@ -19,6 +19,9 @@ class FileRecord:
     expires_at: int | None = None
     status: str = "processed"
 
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI File object for this record."""
         return {
@@ -63,6 +66,8 @@ class Store(Protocol):
         self, tenant: str, *, purpose: str | None, limit: int, order: str, after: str | None,
         provider: str | None = None,
     ) -> tuple[list[FileRecord], bool]: ...
+
+    async def expired_files(self, now: int, limit: int = 500) -> list[FileRecord]: ...
 
     async def delete_file(self, file_id: str) -> bool: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -145,7 +146,8 @@ class SQLiteStore:
         self, tenant: str, *, purpose: str | None, limit: int, order: str, after: str | None,
         provider: str | None = None,
     ) -> tuple[list[FileRecord], bool]:
-        where, args = ["tenant = ?"], [tenant]
+        # Expired files are gone for clients even before the sweeper removes them.
+        where, args = ["tenant = ?", "(expires_at IS NULL OR expires_at > ?)"], [tenant, int(time.time())]
         if purpose:
             where.append("purpose = ?")
             args.append(purpose)
@@ -164,6 +166,13 @@ class SQLiteStore:
             rows = await cur.fetchall()
         recs = [_row_to_file(r) for r in rows[:limit]]
         return recs, len(rows) > limit
+
+    async def expired_files(self, now: int, limit: int = 500) -> list[FileRecord]:
+        async with self.db.execute(
+            f"SELECT {_FILE_COLS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        ) as cur:
+            return [_row_to_file(r) for r in await cur.fetchall()]
 
     async def delete_file(self, file_id: str) -> bool:
         self._files.pop(file_id, None)
