@@ -1,0 +1,62 @@
+"""The SQLite store: quota atomicity, pagination cursors, write-behind responses."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.store.base import FileRecord, QuotaExceeded, ResponseRecord
+from proxy.store.sqlite import SQLiteStore
+
+
+def rec(i: int, tenant: str = "t", size: int = 10, purpose: str = "batch") -> FileRecord:
+    return FileRecord(id=f"file-{i}", tenant=tenant, provider="local", filename=f"{i}.jsonl", purpose=purpose,
+                      bytes=size, created_at=1000 + i)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SQLiteStore(str(tmp_path / "s.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_concurrent_adds_cannot_overrun_quota(store):
+    results = await asyncio.gather(*(store.add_file(rec(i, size=30), quota=100) for i in range(10)),
+                                   return_exceptions=True)
+    assert sum(r is None for r in results) == 3
+    assert all(isinstance(r, QuotaExceeded) for r in results if r is not None)
+    assert await store.tenant_usage("t") == 90
+
+
+async def test_pagination_and_isolation(store):
+    for i in range(5):
+        await store.add_file(rec(i))
+    await store.add_file(rec(99, tenant="other"))
+    page, more = await store.list_files("t", purpose=None, limit=2, order="desc", after=None)
+    assert [r.id for r in page] == ["file-4", "file-3"] and more
+    page, more = await store.list_files("t", purpose=None, limit=2, order="desc", after="file-3")
+    assert [r.id for r in page] == ["file-2", "file-1"] and more
+    page, more = await store.list_files("t", purpose=None, limit=10, order="asc", after="file-3")
+    assert [r.id for r in page] == ["file-4"] and not more
+    # Another tenant's id is no cursor.
+    assert (await store.list_files("t", purpose=None, limit=10, order="asc", after="file-99"))[0] == []
+    assert (await store.list_files("t", purpose="user_data", limit=10, order="asc", after=None))[0] == []
+    assert await store.delete_file("file-4") and not await store.delete_file("file-4")
+    assert await store.get_file("file-4") is None
+
+
+async def test_responses_write_behind_survive_reopen(tmp_path):
+    s = SQLiteStore(str(tmp_path / "r.db"))
+    await s.open()
+    for i in range(50):
+        await s.add_response(ResponseRecord(f"resp_{i}", "t", "p", "m", i))
+    assert (await s.get_response("resp_7")).tenant == "t"  # visible at once
+    assert await s.delete_response("resp_8")
+    await s.close()
+    s2 = SQLiteStore(str(tmp_path / "r.db"))
+    await s2.open()
+    assert (await s2.get_response("resp_49")).model == "m"
+    assert await s2.get_response("resp_8") is None
+    await s2.close()
