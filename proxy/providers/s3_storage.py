@@ -105,7 +105,6 @@ class S3MultipartSink:
         self._next_part = 1
         self._in_flight: deque[asyncio.Task[_Part]] = deque()
         self._parts: list[_Part] = []
-        self._error: BaseException | None = None
         self._finished = False           # completed or aborted
 
     async def write(self, chunk: bytes | memoryview) -> None:
@@ -173,8 +172,9 @@ class S3MultipartSink:
     def _check_usable(self) -> None:
         if self._finished:
             raise RuntimeError("S3 sink already completed or aborted")
-        if self._error is not None:
-            raise self._error
+        for task in self._in_flight:      # a failed part stays listed: the error is sticky
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
 
     async def _flush_part(self) -> None:
         """Hand the buffer to a background part upload, waiting for a free slot first."""
@@ -189,19 +189,13 @@ class S3MultipartSink:
         while len(self._in_flight) >= self._max_in_flight:
             await self._reap_oldest()
         body, self._buf = bytes(self._buf), bytearray()
-        task = asyncio.create_task(self._upload_part(self._next_part, body))
-        task.add_done_callback(self._record_failure)
-        self._in_flight.append(task)
+        self._in_flight.append(asyncio.create_task(self._upload_part(self._next_part, body)))
         self._next_part += 1
 
     async def _reap_oldest(self) -> None:
         part = await self._in_flight[0]      # stays listed for abort() if this raises
         self._in_flight.popleft()
         self._parts.append(part)
-
-    def _record_failure(self, task: asyncio.Task[_Part]) -> None:
-        if not task.cancelled() and task.exception() is not None and self._error is None:
-            self._error = task.exception()
 
     async def _upload_part(self, number: int, body: bytes) -> _Part:
         resp = await _call("UploadPart", self._client.upload_part(
