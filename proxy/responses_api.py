@@ -238,17 +238,24 @@ async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamRespons
     return await _json_answer(gw, ex, resp, record=False)
 
 
-async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    resp = await ex.provider.open_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
+async def _by_id(gw: "Gateway", ex: "Exchange", method: str, suffix: str) -> tuple[int, bytes]:
+    """A buffered call on ``/responses/{id}{suffix}``, answered as the upstream answered."""
+    ex.response_id = ex.object_id
+    resp = await ex.provider.open_responses(ex, method, f"/{ex.object_id}{suffix}", body=None,
                                             query=ex.request.query_string, stream=False)
     try:
-        data = await resp.read()
+        return resp.status, await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ex.provider.upstream.error_from_exception(exc) from None
     finally:
         resp.release()
+
+
+async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+    status, data = await _by_id(gw, ex, "DELETE", "")
     if ex.response_record is not None:
         await gw.store.delete_response(ex.object_id)
-    ex.response_id = ex.object_id
-    return gw.json_response(ex, data, status=resp.status)
+    return gw.json_response(ex, data, status=status)
 
 
 async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
@@ -259,11 +266,5 @@ async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
 
 
 async def responses_input_items(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
-                                            query=ex.request.query_string, stream=False)
-    try:
-        data = await resp.read()
-    finally:
-        resp.release()
-    ex.response_id = ex.object_id
-    return gw.json_response(ex, data, status=resp.status)
+    status, data = await _by_id(gw, ex, "GET", "/input_items")
+    return gw.json_response(ex, data, status=status)

@@ -90,25 +90,14 @@ class Upstream:
     ) -> tuple[int, bytes, "aiohttp.typedefs.LooseHeaders"]:
         """A buffered request for small JSON bodies; returns ``(status, body, headers)`` of a
         2xx answer and raises a translated GatewayError otherwise."""
-        hdrs = self._merge(headers)
-        attempt = 0
-        while True:
-            try:
-                async with self.session.request(method, url, params=params, data=body, headers=hdrs) as resp:
-                    data = await resp.read()
-                    if resp.status < 400:
-                        return resp.status, data, resp.headers
-                    if idempotent and resp.status in RETRY_STATUSES and attempt < self.max_retries:
-                        attempt += 1
-                        await asyncio.sleep(self._backoff(attempt, resp.headers))
-                        continue
-                    raise self.error_from_response(resp.status, data, resp.headers)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-                if idempotent and attempt < self.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self._backoff(attempt, None))
-                    continue
-                raise self.error_from_exception(exc) from None
+        resp = await self.open(method, url, params=params, data=body, headers=headers, idempotent=idempotent)
+        try:
+            data = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self.error_from_exception(exc) from None
+        finally:
+            resp.release()
+        return resp.status, data, resp.headers
 
     async def open(
         self,
