@@ -44,7 +44,9 @@ async def serve(config: "Config", *, reuse_port: bool = False) -> None:
     # upstream stream or upload it was feeding is closed instead of running on.
     server = web.Server(gw.handle, access_log=None, read_bufsize=srv.chunk_size, max_field_size=16384,
                         handler_cancellation=True)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=srv.drain_timeout)
+    # The drain below already waited for in-flight requests; aiohttp's own shutdown wait
+    # would add a second drain_timeout on top.
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port or None, backlog=2048)
     await site.start()
