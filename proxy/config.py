@@ -139,6 +139,7 @@ class ProviderConfig:
     anthropic_version: str = "2023-06-01"
     anthropic_beta: str = "files-api-2025-04-14"
     max_file_size: int | None = None                             # this provider's own cap, if lower
+    upload_chunk_size: int | None = None                         # bedrock: S3 part size; vertex: GCS chunk size
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +176,15 @@ _PROVIDER_TYPES = {
         ("api_base", "api_key", "headers"),
         required=("api_key",), defaults={"api_base": "https://api.groq.com/openai/v1"}),
     "anthropic": _ProviderType(
-        ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers"),
+        ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers", "path", "model"),
         required=("api_key",), defaults={"api_base": "https://api.anthropic.com"}),
     "local": _ProviderType(("path",), defaults={"path": DEFAULT_LOCAL_PATH}),
     "bedrock": _ProviderType(
-        ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "model"),
+        ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "model",
+         "upload_chunk_size"),
         required=("bucket", "region")),
     "vertex": _ProviderType(
-        ("bucket", "project_id", "region", "prefix", "endpoint_url", "service_file", "model"),
+        ("bucket", "project_id", "region", "prefix", "endpoint_url", "service_file", "model", "upload_chunk_size"),
         required=("bucket", "project_id"), defaults={"region": "us-central1"}),
 }
 _PROVIDER_FIELDS = frozenset(f.name for f in fields(ProviderConfig))
@@ -479,7 +481,7 @@ def _parse_provider_key(s: _Section, key: str, kind: _ProviderType) -> Any:
         return _parse_timeouts(s.section(key))
     if key == "max_retries":
         return s.integer(key, minimum=0)
-    if key == "max_file_size":
+    if key in ("max_file_size", "upload_chunk_size"):
         return s.size(key)
     if key in ("deployments", "headers"):
         return s.string_map(key)

@@ -237,6 +237,7 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
 
 async def _record(gw: "Gateway", ex: "Exchange", rec: FileRecord) -> None:
     """Store the record with the final, atomic quota check; undo the stored file on failure."""
+    ex.object_id = rec.id
     try:
         await gw.store.add_file(rec, quota=ex.quota_limit)
     except BaseException as exc:

@@ -101,6 +101,7 @@ class Env:
 
 
 def vertex_provider(name: str, bucket: str, gcs: FakeGCS, **extra: Any) -> dict[str, Any]:
+    extra.setdefault("upload_chunk_size", "256KiB")  # several chunks even for small test files
     return {"name": name, "type": "vertex", "bucket": bucket, "project_id": "test-project",
             "endpoint_url": gcs.api_root, **extra}
 
@@ -118,7 +119,7 @@ def env(fake_gcs: FakeGCS, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ],
         "default_provider": "vertex",
     }
-    gw = GatewayProcess(tmp_path_factory.mktemp("vertex-gw"), cfg, env={"SLUICEGATE_GCS_CHUNK_SIZE": "256KiB"})
+    gw = GatewayProcess(tmp_path_factory.mktemp("vertex-gw"), cfg)
     with gw:
         yield Env(gw, fake_gcs, bucket)
 
@@ -467,8 +468,8 @@ def test_512mib_upload_to_gcs_keeps_gateway_memory_flat(fake_gcs: FakeGCS, start
     bucket = new_bucket(fake_gcs)
     # 16 MiB chunks: 32 rounds. fake-gcs-server copies the whole object on every chunk, so
     # 8 MiB chunks (the default) take it ~45 s for 512 MiB, 16 MiB ~25 s.
-    gw = start_gateway({"providers": [vertex_provider("vertex", bucket, fake_gcs)], "default_provider": "vertex"},
-                       env={"SLUICEGATE_GCS_CHUNK_SIZE": "16MiB"})
+    gw = start_gateway({"providers": [vertex_provider("vertex", bucket, fake_gcs, upload_chunk_size="16MiB")],
+                        "default_provider": "vertex"})
     c = client(gw, timeout=300)
     c.files.list()  # warm up
     idle = gw.rss()

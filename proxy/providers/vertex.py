@@ -24,8 +24,7 @@ otherwise a gcloud-aio-auth ``Token`` from ``service_file`` or the default crede
 (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's application-default file, the metadata server).
 
 Upload chunk size: 8 MiB (a multiple of GCS's 256 KiB quantum; the most the sink holds in
-memory per upload). There is no config key for it; the environment variable
-``SLUICEGATE_GCS_CHUNK_SIZE`` (a size such as ``16MiB``) overrides it for the process. Larger
+memory per upload); the provider key ``upload_chunk_size`` (e.g. ``16MiB``) changes it. Larger
 chunks mean fewer requests, which matters for fake-gcs-server: its memory backend copies the
 whole object on every chunk, so its cost grows with the square of the chunk count.
 """
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
 from itertools import islice
@@ -45,7 +43,6 @@ from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import init_api_root
 
-from ..config import parse_size
 from ..errors import GatewayError
 from ..transforms.batch_vertex import vertex_batch_translator
 from ..transforms.batch_translate import BatchTranslator
@@ -65,7 +62,6 @@ log = logging.getLogger("sluicegate.vertex")
 BUCKET_HEADER = "x-tfy-vertex-storage-bucket-name"
 REGION_HEADER = "x-tfy-vertex-region"
 MODEL_HEADER = "x-tfy-provider-model"
-CHUNK_SIZE_ENV = "SLUICEGATE_GCS_CHUNK_SIZE"
 
 DEFAULT_CHUNK_SIZE = 8 << 20
 _MAX_CHUNK_SIZE = 256 << 20
@@ -118,17 +114,12 @@ def _segment(value: str, fallback: str, limit: int = _MAX_FILENAME_SEGMENT) -> s
     return fallback if clean.strip(".") == "" else clean
 
 
-def _chunk_size_from_env() -> int:
-    raw = os.environ.get(CHUNK_SIZE_ENV)
-    if not raw:
+def _chunk_size(configured: int | None) -> int:
+    if configured is None:
         return DEFAULT_CHUNK_SIZE
-    try:
-        size = parse_size(raw.strip())
-    except ValueError as exc:
-        raise ValueError(f"{CHUNK_SIZE_ENV}: {exc}") from None
-    if size <= 0 or size % UPLOAD_QUANTUM or size > _MAX_CHUNK_SIZE:
-        raise ValueError(f"{CHUNK_SIZE_ENV}: must be a multiple of 256KiB, at most 256MiB; got {raw!r}")
-    return size
+    if configured <= 0 or configured % UPLOAD_QUANTUM or configured > _MAX_CHUNK_SIZE:
+        raise ValueError(f"upload_chunk_size: must be a multiple of 256KiB, at most 256MiB; got {configured}")
+    return configured
 
 
 def _not_found(file_id: str) -> GatewayError:
@@ -255,7 +246,7 @@ class VertexProvider(Provider):
         self.region = config.region or "us-central1"
         self.prefix = config.prefix or ""
         self.model = config.model
-        self.chunk_size = _chunk_size_from_env()
+        self.chunk_size = _chunk_size(config.upload_chunk_size)
         self.api_is_dev, self.api_root = init_api_root(config.endpoint_url)
         self.api_root = self.api_root.rstrip("/")
         self.session: aiohttp.ClientSession | None = None

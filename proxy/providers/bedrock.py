@@ -1,0 +1,637 @@
+"""bedrock: AWS Bedrock. Gateway-managed files that live in Amazon S3.
+
+An upload streams into ``s3://{bucket}/{prefix}{tenant}/{file_id}/{filename}`` by S3
+multipart upload (:class:`~proxy.providers.s3_storage.S3MultipartSink`), one part at a time;
+the object carries the user metadata ``file-id``, ``purpose`` and ``tenant`` (ASCII; a
+non-ASCII tenant name is percent-encoded). A ``purpose=batch`` file is translated line by
+line on its way into the bucket, from OpenAI batch requests into Bedrock batch-inference
+records ``{"recordId", "modelInput"}``
+(:func:`~proxy.transforms.batch_bedrock.bedrock_batch_translator`), so the stored object is
+ready to be the ``s3InputDataConfig`` of a model invocation job; its key always ends in
+``.jsonl`` (Bedrock needs it) and its ``bytes`` is the translated size. Batch translation
+needs the model (its family decides the record body) and the ``purpose`` field before the
+file part (the OpenAI SDK always sends it first).
+
+Per request, three headers override the configured defaults of an upload (retrieve, delete
+and content always follow the record):
+
+* ``x-tfy-aws-s3-bucket`` — the bucket (checked against S3's naming rules);
+* ``x-tfy-aws-region`` — the bucket's region (a small cache keeps one client per region);
+* ``x-tfy-provider-model`` — the Bedrock model id rows are translated for (else ``model``).
+
+The store's ``location`` is ``{"bucket", "key", "region", "etag"}``, plus for batch files
+``"model"``, ``"invocation_type"`` (the job's ``modelInvocationType``) and, when any
+``custom_id`` could not be carried as a ``recordId`` unchanged, ``"ids"`` (recordId →
+custom_id).
+
+Credentials: ``aws_access_key_id``/``aws_secret_access_key`` from the config, else the default
+AWS credential chain (environment, profile, container/instance role). ``endpoint_url`` points
+the client at an S3-compatible store (moto in the tests).
+
+Memory per upload: S3 parts of 5 MiB (S3's minimum, so at most 10,000 parts hold ~48 GiB; a
+larger configured file limit raises the part size), at most two part uploads in flight. The
+sink then holds about three parts (plus aiohttp's copy of each body over plain ``http://``):
+a 512 MiB upload into moto raises the gateway's peak RSS by ≈ 35 MiB, inside its 64 MiB budget.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import time
+from contextlib import AsyncExitStack
+from itertools import islice
+from typing import TYPE_CHECKING, Any, AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from ..errors import GatewayError
+from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
+from ..transforms.batch_translate import BatchTranslator
+from ..transforms.jsonl import BatchLineError
+from . import s3_storage
+from .base import Download, Provider
+from .s3_storage import MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
+from .sink import SinkResult
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig
+    from ..exchange import Exchange
+    from ..store.base import FileRecord
+
+log = logging.getLogger("sluicegate.bedrock")
+
+BUCKET_HEADER = "x-tfy-aws-s3-bucket"
+REGION_HEADER = "x-tfy-aws-region"
+MODEL_HEADER = "x-tfy-provider-model"
+
+MAX_IN_FLIGHT = 2
+# Parts are sized so that the largest allowed upload needs at most this many (S3: 10,000).
+_PARTS_TARGET = 9_000
+_DEFAULT_FILE_LIMIT = 512 << 20
+# Bedrock's default "records per input file" quota (provider-apis.md §7.2: quotas vary, check
+# Service Quotas). The batch_jsonl filter applies the operator's own, usually lower, limit.
+_MAX_BATCH_LINES = 50_000
+# The recordId → custom_id map lives in the store row; ids Bedrock carries unchanged cost nothing.
+_MAX_IDS_BYTES = 4 << 20
+_MAX_FILENAME_SEGMENT = 200
+_MAX_TENANT_SEGMENT = 128
+_MAX_METADATA_VALUE = 512        # S3 user metadata: 2 KB in total
+# Regions other than the configured one get their own client; this many are kept, idle
+# ones are closed beyond it (least recently used first).
+_MAX_REGION_CLIENTS = 8
+
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,511}")
+_BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
+_BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+_AUTH_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity",
+    "AuthorizationHeaderMalformed", "InvalidClientTokenId", "UnrecognizedClientException",
+})
+_THROTTLE_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "RequestThrottled", "RequestThrottledException", "ServiceUnavailable", "503", "429",
+})
+_CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
+_RETRY_AFTER = "2"
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid S3 general-purpose bucket name, or None if it is."""
+    if not 3 <= len(name) <= 63:
+        return "must be 3 to 63 characters long"
+    if not _BUCKET_CHARS.fullmatch(name):
+        return ("may contain only lowercase letters, digits, '.' and '-', "
+                "and must start and end with a letter or digit")
+    if ".." in name:
+        return "must not contain two adjacent periods"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "must not be formatted as an IP address"
+    if name.startswith(_BUCKET_BAD_PREFIXES):
+        return f"must not start with {', '.join(repr(p) for p in _BUCKET_BAD_PREFIXES)}"
+    if name.endswith(_BUCKET_BAD_SUFFIXES):
+        return f"must not end with {', '.join(repr(s) for s in _BUCKET_BAD_SUFFIXES)}"
+    return None
+
+
+def _segment(value: str, fallback: str, limit: int = _MAX_FILENAME_SEGMENT) -> str:
+    """``value`` as one safe key segment: ``[A-Za-z0-9._-]``, at most ``limit`` long, keeping a
+    short extension when it has to be cut."""
+    clean = _UNSAFE.sub("_", value)
+    if len(clean) > limit:
+        root, dot, ext = clean.rpartition(".")
+        clean = f"{root[:limit - len(ext) - 1]}.{ext}" if dot and 0 < len(ext) <= 16 else clean[:limit]
+    return fallback if clean.strip(".") == "" else clean
+
+
+def _metadata_value(value: str) -> str:
+    """An ASCII, printable metadata value (S3 refuses others): percent-encode the rest."""
+    return quote(value, safe=" !#$&'()*+,-./:;<=>?@[]^_`{|}~")[:_MAX_METADATA_VALUE]
+
+
+def _not_found(file_id: str) -> GatewayError:
+    return GatewayError(404, f"No such File object: {file_id[:128]}", param="file_id", code="file_not_found")
+
+
+class _Target:
+    """Where an upload goes, and the model its batch rows are made for."""
+
+    __slots__ = ("bucket", "bucket_from_header", "region", "model")
+
+    def __init__(self, bucket: str, bucket_from_header: bool, region: str, model: str | None) -> None:
+        self.bucket = bucket
+        self.bucket_from_header = bucket_from_header
+        self.region = region
+        self.model = model
+
+
+class _RegionClient:
+    """One aiobotocore S3 client, leased by the operations that use it."""
+
+    __slots__ = ("region", "client", "stack", "users", "last_used")
+
+    def __init__(self, region: str, client: Any, stack: AsyncExitStack) -> None:
+        self.region = region
+        self.client = client
+        self.stack = stack
+        self.users = 0
+        self.last_used = time.monotonic()
+
+
+class _Lease:
+    """``async with provider.lease(region) as client`` for short operations; ``release()``
+    (idempotent) for leases that outlive one call (uploads, downloads)."""
+
+    __slots__ = ("provider", "region", "entry")
+
+    def __init__(self, provider: "BedrockProvider", region: str) -> None:
+        self.provider = provider
+        self.region = region
+        self.entry: _RegionClient | None = None
+
+    async def acquire(self) -> Any:
+        self.entry = await self.provider._acquire(self.region)
+        return self.entry.client
+
+    async def release(self) -> None:
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            await self.provider._release(entry)
+
+    async def __aenter__(self) -> Any:
+        return await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+class BedrockSink:
+    """The S3 sink of one upload; for batch files, a translator in front of it.
+
+    Holds at most the S3 sink's parts, one client chunk and (for batch files) one partial
+    line. Every failure leaves the exchange as an OpenAI-shaped :class:`GatewayError`.
+    """
+
+    __slots__ = ("provider", "ex", "inner", "translator", "target", "key", "lease", "content_type",
+                 "metadata", "purpose_at_open", "_ids_seen", "_ids_bytes")
+
+    def __init__(self, provider: "BedrockProvider", ex: "Exchange", inner: S3MultipartSink,
+                 translator: BatchTranslator | None, target: _Target, key: str, lease: _Lease,
+                 content_type: str, metadata: dict[str, str]) -> None:
+        self.provider = provider
+        self.ex = ex
+        self.inner = inner
+        self.translator = translator
+        self.target = target
+        self.key = key
+        self.lease = lease
+        self.content_type = content_type
+        self.metadata = metadata
+        self.purpose_at_open = ex.purpose
+        self._ids_seen = 0
+        self._ids_bytes = 0
+
+    async def write(self, chunk: bytes | memoryview) -> None:
+        if self.translator is None:
+            await self._store(chunk)
+            return
+        try:
+            rows = self.translator.feed(chunk)
+        except BatchLineError as err:
+            raise _batch_error(err) from None
+        self._check_ids()
+        if rows:
+            await self._store(rows)
+
+    async def complete(self) -> SinkResult:
+        self.provider.check_purpose(self.ex, self)
+        if self.translator is not None:
+            try:
+                rows = self.translator.close()
+            except BatchLineError as err:
+                raise _batch_error(err) from None
+            self._check_ids()
+            if rows:
+                await self._store(rows)
+        try:
+            stored = await self.inner.complete()
+        except S3StorageError as exc:
+            raise self.provider.s3_error(exc, "upload", target=self.target) from None
+        etag = stored.location.get("etag")
+        purpose = self.ex.purpose or ""
+        if purpose != (self.purpose_at_open or ""):
+            # The purpose came after the file part (curl's order): the object was created with
+            # an empty one. The store is authoritative; this keeps the metadata honest.
+            etag = await self.provider.replace_metadata(
+                self.lease, self.target.bucket, self.key, stored.bytes, self.content_type,
+                {**self.metadata, "purpose": purpose}) or etag
+        await self.lease.release()
+        location: dict[str, Any] = {"bucket": self.target.bucket, "key": self.key,
+                                    "region": self.target.region, "etag": etag}
+        if self.translator is not None:
+            assert self.target.model is not None
+            location["model"] = self.target.model
+            location["invocation_type"] = invocation_type(self.target.model)
+            if self.translator.ids:
+                location["ids"] = dict(self.translator.ids)
+        return SinkResult(bytes=stored.bytes, location=location)
+
+    async def abort(self) -> None:
+        try:
+            await self.inner.abort()
+        finally:
+            await self.lease.release()
+
+    async def _store(self, data: bytes | memoryview) -> None:
+        try:
+            await self.inner.write(data)
+        except S3StorageError as exc:  # the core aborts the sink: AbortMultipartUpload
+            raise self.provider.s3_error(exc, "upload", target=self.target) from None
+
+    def _check_ids(self) -> None:
+        """Bound the id map: it goes into the store row."""
+        ids = self.translator.ids  # type: ignore[union-attr]
+        new = len(ids) - self._ids_seen
+        if not new:
+            return
+        for record_id, custom_id in islice(reversed(ids.items()), new):
+            self._ids_bytes += len(record_id) + len(custom_id.encode()) + 8
+        self._ids_seen = len(ids)
+        if self._ids_bytes > _MAX_IDS_BYTES:
+            newest = next(reversed(ids))  # "R" + zero-padded line number
+            line = str(int(newest[1:])) if newest[1:].isdigit() else "?"
+            raise GatewayError(
+                400, f"Invalid batch file for Bedrock: line {line}: too many \"custom_id\" values that a "
+                "Bedrock recordId cannot carry unchanged (more than 4 MiB of them); use ids of at most 64 "
+                "letters and digits.", param="file", code="invalid_batch_file")
+
+
+def _batch_error(err: BatchLineError) -> GatewayError:
+    message = err.message.rstrip(".")
+    return GatewayError(400, f"Invalid batch file for Bedrock: line {err.line}: {message}.",
+                        param="file", code="invalid_batch_file")
+
+
+class BedrockProvider(Provider):
+    type = "bedrock"
+
+    def __init__(self, config: "ProviderConfig") -> None:
+        super().__init__(config)
+        if not config.bucket or not config.region:
+            raise ValueError(f"provider {config.name}: bedrock needs bucket and region")
+        self.bucket = config.bucket
+        self.region = config.region
+        self.prefix = config.prefix or ""
+        self.model = config.model
+        self._session: Any = None
+        self._clients: dict[str, _RegionClient] = {}
+        self._create_lock = asyncio.Lock()
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._session = get_session()
+        entry = await self._create_client(self.region)
+        entry.users = 1  # the configured region's client lives as long as the provider
+        self._clients[self.region] = entry
+        where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
+        log.info("bedrock provider %s: S3 bucket %s in %s%s", self.name, self.bucket, self.region, where)
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for entry in clients:
+            try:
+                await entry.stack.aclose()
+            except Exception as exc:  # pragma: no cover - closing is best effort
+                log.warning("bedrock %s: closing the S3 client for %s failed: %s",
+                            self.name, entry.region, type(exc).__name__)
+
+    def _client_kwargs(self, region: str) -> dict[str, Any]:
+        cfg = self.config
+        kwargs = s3_storage.make_client_kwargs(
+            region, cfg.endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key)
+        kwargs["config"] = kwargs["config"].merge(AioConfig(
+            connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
+            retries={"max_attempts": cfg.max_retries + 1, "mode": "standard"}))  # S3 calls are idempotent
+        return kwargs
+
+    async def _create_client(self, region: str) -> _RegionClient:
+        assert self._session is not None, "provider not started"
+        stack = AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(
+                self._session.create_client("s3", **self._client_kwargs(region)))
+        except BaseException:
+            await stack.aclose()
+            raise
+        return _RegionClient(region, client, stack)
+
+    def lease(self, region: str) -> _Lease:
+        return _Lease(self, region)
+
+    async def _acquire(self, region: str) -> _RegionClient:
+        entry = self._clients.get(region)
+        if entry is None:
+            async with self._create_lock:
+                entry = self._clients.get(region)
+                if entry is None:
+                    try:
+                        entry = await self._create_client(region)
+                    except Exception as exc:
+                        log.warning("bedrock %s: could not create an S3 client for %s: %s",
+                                    self.name, region, type(exc).__name__)
+                        raise GatewayError(502, f"Provider '{self.name}': could not set up an S3 client for "
+                                           f"region {region}.", code="upstream_error") from None
+                    self._clients[region] = entry
+        entry.users += 1
+        entry.last_used = time.monotonic()
+        return entry
+
+    async def _release(self, entry: _RegionClient) -> None:
+        entry.users -= 1
+        entry.last_used = time.monotonic()
+        while len(self._clients) > _MAX_REGION_CLIENTS:
+            idle = [e for e in self._clients.values() if e.users == 0]
+            if not idle:
+                break
+            oldest = min(idle, key=lambda e: e.last_used)
+            del self._clients[oldest.region]
+            try:
+                await oldest.stack.aclose()
+            except Exception as exc:  # pragma: no cover
+                log.warning("bedrock %s: closing the S3 client for %s failed: %s",
+                            self.name, oldest.region, type(exc).__name__)
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def _target(self, ex: "Exchange") -> _Target:
+        headers = ex.request.headers
+        bucket = headers.get(BUCKET_HEADER)
+        if bucket is not None:
+            bucket = bucket.strip()
+            problem = bucket_name_problem(bucket)
+            if problem:
+                raise GatewayError(400, f"{BUCKET_HEADER}: '{bucket[:64]}' is not a valid S3 bucket name: {problem}.",
+                                   param=BUCKET_HEADER, code="invalid_bucket_name")
+        region = headers.get(REGION_HEADER)
+        if region is not None:
+            region = region.strip()
+            if not _REGION.fullmatch(region):
+                raise GatewayError(400, f"{REGION_HEADER}: '{region[:64]}' is not an AWS region name such as "
+                                   "us-east-1.", param=REGION_HEADER, code="invalid_region")
+        model = headers.get(MODEL_HEADER)
+        if model is not None:
+            model = model.strip()
+            if not _MODEL.fullmatch(model):
+                raise GatewayError(400, f"{MODEL_HEADER}: '{model[:64]}' is not a Bedrock model id such as "
+                                   "anthropic.claude-3-haiku-20240307-v1:0.", param=MODEL_HEADER,
+                                   code="invalid_model")
+        return _Target(bucket or self.bucket, bucket is not None, region or self.region, model or self.model)
+
+    def check_upload(self, ex: "Exchange") -> None:
+        target = self._target(ex)  # refuse bad override headers before a byte is stored
+        sink = ex.extra.get("bedrock_sink")
+        if isinstance(sink, BedrockSink):
+            self.check_purpose(ex, sink)
+        elif ex.purpose == "batch":
+            self._batch_model(target)
+
+    def _batch_model(self, target: _Target) -> str:
+        """The model batch rows are translated for; 400 when none is known or its family has
+        no translation (checked before any byte is stored)."""
+        if not target.model:
+            raise GatewayError(
+                400, f"Provider '{self.name}' (Bedrock) translates batch files into the record format of "
+                f"one model family; name the Bedrock model with the {MODEL_HEADER} header (for example "
+                "anthropic.claude-3-haiku-20240307-v1:0) or configure the provider's 'model'.",
+                param=MODEL_HEADER, code="missing_model")
+        try:
+            invocation_type(target.model)
+        except UnsupportedModel as exc:
+            raise GatewayError(400, f"{MODEL_HEADER}: {exc}.", param=MODEL_HEADER, code="unsupported_model") from None
+        return target.model
+
+    def check_purpose(self, ex: "Exchange", sink: BedrockSink) -> None:
+        """The purpose the file was stored for must still be the upload's purpose."""
+        if ex.purpose == "batch" and sink.translator is None:
+            raise GatewayError(
+                400, f"Provider '{self.name}' (Bedrock) translates batch files into Bedrock records while they "
+                "stream, so it needs the 'purpose' field before the 'file' part of the form; send purpose "
+                "first (the OpenAI SDK does).", param="purpose", code="purpose_after_file")
+        if ex.purpose != "batch" and sink.translator is not None:
+            raise GatewayError(
+                400, "The 'purpose' field was sent twice with different values ('batch', then "
+                f"'{(ex.purpose or '')[:32]}'); send it once.", param="purpose", code="invalid_purpose")
+
+    def object_key(self, tenant: str, file_id: str, filename: str, *, batch: bool) -> str:
+        name = _segment(filename, "upload")
+        if batch and not name.endswith(".jsonl"):  # Bedrock reads only *.jsonl inputs
+            stem = name[:-6] if name.lower().endswith(".jsonl") else name
+            name = f"{stem[:_MAX_FILENAME_SEGMENT - 6]}.jsonl"
+        return f"{self.prefix}{_segment(tenant, 'tenant', _MAX_TENANT_SEGMENT)}/{file_id}/{name}"
+
+    @staticmethod
+    def part_size(ex: "Exchange", batch: bool) -> int:
+        """S3's 5 MiB minimum unless the upload limit needs more than ~9,000 such parts."""
+        limit = ex.size_limit or _DEFAULT_FILE_LIMIT
+        if batch:
+            limit *= 2  # translated rows can be longer than the lines they come from
+        per_part = -(-limit // _PARTS_TARGET)
+        return max(MIN_PART_SIZE, -(-per_part // (1 << 20)) << 20)
+
+    async def open_sink(self, ex: "Exchange", file_id: str) -> BedrockSink:
+        target = self._target(ex)
+        batch = ex.purpose == "batch"
+        translator: BatchTranslator | None = None
+        if batch:
+            try:
+                translator = bedrock_batch_translator(self._batch_model(target), max_lines=_MAX_BATCH_LINES)
+            except UnsupportedModel as exc:  # _batch_model checked it already
+                raise GatewayError(400, f"{MODEL_HEADER}: {exc}.", param=MODEL_HEADER,
+                                   code="unsupported_model") from None
+        tenant = ex.tenant.name if ex.tenant is not None else "default"
+        key = self.object_key(tenant, file_id, ex.filename or "upload", batch=batch)
+        content_type = "application/jsonl" if batch else "application/octet-stream"
+        metadata = {"file-id": file_id, "tenant": _metadata_value(tenant)}
+        if ex.purpose:  # unknown yet when the file part comes first (then set in complete())
+            metadata["purpose"] = ex.purpose
+        lease = self.lease(target.region)
+        client = await lease.acquire()
+        inner = S3MultipartSink(client, target.bucket, key, content_type=content_type, metadata=metadata,
+                                part_size=self.part_size(ex, batch), max_in_flight=MAX_IN_FLIGHT)
+        sink = BedrockSink(self, ex, inner, translator, target, key, lease, content_type, metadata)
+        ex.extra["bedrock_sink"] = sink
+        return sink
+
+    async def replace_metadata(self, lease: _Lease, bucket: str, key: str, size: int, content_type: str,
+                               metadata: dict[str, str]) -> str | None:
+        """Best effort: rewrite an object's metadata in place (CopyObject onto itself); the new
+        ETag, or None when it could not be done."""
+        if lease.entry is None or size > 5 * 1000**3:  # one CopyObject copies at most 5 GB
+            return None
+        try:
+            resp = await lease.entry.client.copy_object(
+                Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
+                MetadataDirective="REPLACE", Metadata=metadata, ContentType=content_type)
+            return resp["CopyObjectResult"]["ETag"]
+        except (ClientError, BotoCoreError, aiohttp.ClientError, KeyError) as exc:
+            detail = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            log.warning("bedrock %s: could not record the purpose in the object's metadata: %s", self.name, detail)
+            return None
+
+    # -- retrieve / delete / content -----------------------------------------------------
+
+    @staticmethod
+    def _located(rec: "FileRecord | None", file_id: str) -> tuple[str, str, str | None]:
+        if rec is None or not rec.location.get("bucket") or not rec.location.get("key"):
+            raise _not_found(file_id)
+        return rec.location["bucket"], rec.location["key"], rec.location.get("region")
+
+    async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+        bucket, key, region = self._located(rec, file_id)
+        assert rec is not None
+        async with self.lease(region or self.region) as client:
+            try:
+                meta = await s3_storage.head(client, bucket, key)
+            except S3StorageError as exc:
+                raise self.s3_error(exc, "metadata request", file_id=file_id) from None
+        if meta is None:
+            raise _not_found(file_id)  # removed from the bucket behind the gateway's back
+        return orjson.dumps(rec.to_openai())
+
+    async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
+        # ex is None when the expiry sweeper calls.
+        bucket, key, region = self._located(rec, file_id)
+        async with self.lease(region or self.region) as client:
+            try:
+                await s3_storage.delete(client, bucket, key)  # already gone: fine
+            except S3StorageError as exc:
+                raise self.s3_error(exc, "delete", file_id=file_id) from None
+        return orjson.dumps({"id": file_id, "object": "file", "deleted": True})
+
+    async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
+        bucket, key, region = self._located(rec, file_id)
+        lease = self.lease(region or self.region)
+        client = await lease.acquire()
+        try:
+            try:
+                meta = await s3_storage.head(client, bucket, key)
+            except S3StorageError as exc:
+                raise self.s3_error(exc, "metadata request", file_id=file_id) from None
+            if meta is None:
+                raise _not_found(file_id)
+            pieces = s3_storage.iter_object(client, bucket, key)
+            try:
+                first = await pieces.__anext__()  # fail as an error response, not a cut stream
+            except StopAsyncIteration:
+                first = b""
+            except S3StorageError as exc:
+                await pieces.aclose()
+                raise self.s3_error(exc, "download", file_id=file_id) from None
+            except BaseException:
+                await pieces.aclose()
+                raise
+        except BaseException:
+            await lease.release()
+            raise
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            try:
+                async for piece in pieces:
+                    yield piece
+            except S3StorageError as exc:  # headers are out: the core cuts the connection
+                raise self.s3_error(exc, "download", file_id=file_id) from None
+
+        async def release() -> None:
+            try:
+                await pieces.aclose()
+            finally:
+                await lease.release()
+
+        length = meta.get("ContentLength")
+        return Download(content_type="application/octet-stream",
+                        length=length if isinstance(length, int) else None, chunks=chunks(), release=release)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def s3_error(self, exc: S3StorageError, what: str, *, file_id: str | None = None,
+                 target: _Target | None = None) -> GatewayError:
+        """An S3 failure as the client should see it. S3StorageError messages name only the
+        operation, the HTTP status and S3's error code: never a bucket, key or credential."""
+        code, status, cause = exc.code, exc.status, exc.__cause__
+        log.warning("bedrock %s: %s", self.name, exc)
+        if file_id is not None and (isinstance(exc, S3NotFound) or code == "NoSuchBucket"):
+            return _not_found(file_id)
+        if code == "NoSuchBucket":
+            if target is not None and target.bucket_from_header:
+                return GatewayError(404, f"{BUCKET_HEADER}: the S3 bucket '{target.bucket}' does not exist.",
+                                    param=BUCKET_HEADER, code="bucket_not_found")
+            return GatewayError(502, f"Provider '{self.name}': the configured S3 bucket does not exist.",
+                                code="upstream_bucket_not_found")
+        if code in _AUTH_CODES or status in (401, 403) or isinstance(cause, _CREDENTIAL_ERRORS):
+            return GatewayError(502, f"Provider '{self.name}': Amazon S3 refused the gateway's credentials "
+                                f"({what}).", code="upstream_auth_failed")
+        if code in _THROTTLE_CODES or status in (429, 503):
+            rate = status == 429 or code in ("Throttling", "ThrottlingException", "TooManyRequestsException", "429")
+            return GatewayError(
+                429 if rate else 503,
+                f"Provider '{self.name}': Amazon S3 is {'rate limiting' if rate else 'asking the gateway to slow down'} "
+                f"({what}); retry in a few seconds.", code="rate_limit_exceeded" if rate else "upstream_throttled",
+                retryable=True, headers={"Retry-After": _RETRY_AFTER})
+        if code == "RequestTimeout" or isinstance(cause, (ReadTimeoutError, ConnectTimeoutError, asyncio.TimeoutError)):
+            return GatewayError(504, f"Provider '{self.name}': Amazon S3 did not answer in time ({what}).",
+                                code="upstream_timeout", retryable=True)
+        if isinstance(cause, EndpointConnectionError) or (status is None and isinstance(cause, aiohttp.ClientError)):
+            return GatewayError(502, f"Could not reach provider '{self.name}' (Amazon S3 {what}).",
+                                code="upstream_unreachable", retryable=True)
+        if code is None and status is None and f"{MAX_PARTS} parts" in str(exc):
+            return GatewayError(413, f"File is too large for provider '{self.name}': it needs more than "
+                                f"{MAX_PARTS} S3 parts.", param="file", code="file_too_large")
+        retryable = status is None or status >= 500
+        return GatewayError(502, f"Provider '{self.name}': {exc}.", code="upstream_error", retryable=retryable)

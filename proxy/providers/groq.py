@@ -1,0 +1,186 @@
+"""Groq: OpenAI-compatible pass-through (provider-apis.md §6), with Groq's differences closed.
+
+* Base ``https://api.groq.com/openai/v1``, ``Authorization: Bearer <gsk_… key>``; the raw
+  multipart body is teed upstream unchanged, exactly as for OpenAI.
+* ``purpose`` must be ``batch`` (Groq's only upload purpose). The gateway refuses any other
+  purpose with a 400 naming it **before anything goes upstream**: the upstream request is
+  opened only once the multipart preamble (the form fields before the file part, where the
+  OpenAI SDK puts ``purpose``) has been parsed and checked. A client that sends ``purpose``
+  after the file (curl's order) is refused at the end of the body; the tee never forwards the
+  chunk that completes a refused body, so Groq sees a truncated upload and stores nothing.
+* Size: Groq takes batch input files up to 100 MB (10^8 bytes, SDK docstring). The provider's
+  ``max_file_size`` defaults to that when the config leaves it unset, so the ``size_limit``
+  filter enforces ``min(limits.max_file_size, limits.max_batch_file_size, 100 MB)`` from
+  ``Content-Length`` and from the running byte count, exactly as for every other limit. An
+  explicit ``max_file_size`` in the config wins (lower it freely; raising it above 100 MB is
+  logged as a warning, for accounts whose limit Groq has raised). ``check_upload`` checks the
+  same limit again as a backstop.
+* File objects lack ``status``/``expires_at`` (and every field is optional): they are filled
+  in (``status: "processed"``, ``expires_at: null``, ``object: "file"``).
+* ``GET /files`` returns every file at once, without query parameters or cursors: the
+  gateway filters by ``purpose`` and paginates (``limit``/``order``/``after``,
+  ``has_more``/``first_id``/``last_id``) like OpenAI.
+* Groq has no file expiry, so a file whose gateway ``expires_at`` passes is deleted upstream
+  by the gateway's sweeper.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import orjson
+
+from ..errors import GatewayError
+from ..units import human_size
+from .base import UploadResult
+from .openai import OpenAIProvider
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig
+    from ..exchange import Exchange
+    from ..store.base import FileRecord
+
+log = logging.getLogger("sluicegate.groq")
+
+GROQ_API_BASE = "https://api.groq.com/openai/v1"
+GROQ_MAX_FILE_SIZE = 100 * 1000**2          # "100 MB" (§6)
+GROQ_PURPOSES = ("batch",)
+# Longest multipart preamble held back before the upstream request starts (form fields
+# before the file part; anything larger just starts streaming).
+_PREAMBLE_LIMIT = 1 << 20
+
+
+class GroqProvider(OpenAIProvider):
+    type = "groq"
+
+    def __init__(self, config: "ProviderConfig") -> None:
+        if config.max_file_size is None:
+            config = dataclasses.replace(config, max_file_size=GROQ_MAX_FILE_SIZE)
+        elif config.max_file_size > GROQ_MAX_FILE_SIZE:
+            log.warning("provider %s: max_file_size %s is above Groq's documented %s limit",
+                        config.name, human_size(config.max_file_size), human_size(GROQ_MAX_FILE_SIZE))
+        if not config.api_base:
+            config = dataclasses.replace(config, api_base=GROQ_API_BASE)
+        super().__init__(config)
+
+    def auth_headers(self) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.config.api_key}",
+             # The session does not decompress; JSON answers are parsed here.
+             "Accept-Encoding": "identity"}
+        h.update(self.config.headers)
+        return h
+
+    # -- uploads -------------------------------------------------------------------------
+    def check_upload(self, ex: "Exchange") -> None:
+        if ex.purpose is not None and ex.purpose not in GROQ_PURPOSES:
+            raise GatewayError(
+                400, f"Provider '{self.name}' (Groq) accepts only purpose 'batch' for file uploads; "
+                f"got '{ex.purpose[:64]}'.", param="purpose", code="invalid_purpose")
+        limit = min(ex.size_limit or self.config.max_file_size, self.config.max_file_size)  # type: ignore[type-var]
+        if ex.file_bytes > limit:
+            raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Groq) is "
+                               f"{human_size(limit)} ({limit} bytes).", param="file", code="file_too_large")
+
+    async def upload_passthrough(
+        self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
+    ) -> UploadResult:
+        # Parse the preamble before connecting: a refused purpose never reaches Groq.
+        it = body.__aiter__()
+        head: list[bytes] = []
+        held = 0
+        ended = False
+        while not ex.file_started and held < _PREAMBLE_LIMIT:
+            try:
+                chunk = await it.__anext__()
+            except StopAsyncIteration:
+                ended = True
+                break
+            head.append(chunk)
+            held += len(chunk)
+
+        async def replay() -> AsyncIterator[bytes]:
+            while head:
+                yield head.pop(0)
+            if not ended:
+                async for chunk in it:
+                    yield chunk
+
+        return await super().upload_passthrough(ex, replay(), content_type)
+
+    # -- shapes --------------------------------------------------------------------------
+    def file_object(self, body: bytes) -> bytes:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(502, f"Provider '{self.name}' answered with an unreadable body.",
+                               code="upstream_bad_response") from None
+        if not isinstance(obj, dict):
+            raise GatewayError(502, f"Provider '{self.name}' answered with an unreadable body.",
+                               code="upstream_bad_response")
+        return orjson.dumps(normalise_file(obj))
+
+    def file_list(self, body: bytes, query: dict[str, str]) -> bytes:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("data", []), list):
+            raise GatewayError(502, f"Provider '{self.name}' answered the file list with an unreadable body.",
+                               code="upstream_bad_response")
+        items = [normalise_file(f) for f in data.get("data") or [] if isinstance(f, dict)]
+        return orjson.dumps(paginate(items, query))
+
+    # -- files ---------------------------------------------------------------------------
+    async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
+        # Groq takes no query parameters on the list; everything is applied here.
+        _, body, _ = await self.upstream.request("GET", self.url("/files"))
+        return self.file_list(body, query)
+
+    async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
+        upstream_id = (rec.upstream_id or rec.id) if rec is not None else file_id
+        await self.upstream.request("DELETE", self.url(f"/files/{upstream_id}"))
+        return orjson.dumps({"id": file_id, "object": "file", "deleted": True})
+
+    async def expire_file(self, rec: "FileRecord") -> None:
+        """Groq files never expire by themselves: the gateway deletes them when due."""
+        await self.delete_file(None, rec, rec.id)
+
+
+def normalise_file(f: dict[str, Any]) -> dict[str, Any]:
+    """A Groq File object in OpenAI's shape (every Groq field is optional)."""
+    out = dict(f)
+    out["object"] = "file"
+    out["bytes"] = int(f.get("bytes") or 0)
+    created = f.get("created_at")
+    out["created_at"] = int(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else 0
+    out["filename"] = f.get("filename") or "upload"
+    out["purpose"] = f.get("purpose") or "batch"
+    out.setdefault("status", "processed")
+    out.setdefault("expires_at", None)
+    out.setdefault("status_details", None)
+    return out
+
+
+def paginate(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+    """OpenAI's list page over a complete list (Groq's, oldest first): ``purpose`` filter,
+    ``order`` (newest first by default), ``after`` cursor (an unknown cursor gives an empty
+    page), ``limit``."""
+    purpose = query.get("purpose")
+    if purpose:
+        items = [f for f in items if f.get("purpose") == purpose]
+    # Stable: files created in the same second keep Groq's (upload) order.
+    items = sorted(items, key=lambda f: f.get("created_at") or 0)
+    if query.get("order") != "asc":
+        items.reverse()
+    after = query.get("after")
+    if after:
+        ids = [f.get("id") for f in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    limit = int(query.get("limit") or 10_000)
+    page = items[:limit]
+    return {
+        "object": "list", "data": page,
+        "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
