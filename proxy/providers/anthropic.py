@@ -63,7 +63,7 @@ import logging
 import os
 import secrets
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import orjson
@@ -126,9 +126,12 @@ def rfc3339_to_unix(value: Any) -> int | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).timestamp())
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp())
 
 
 def _file_not_found(file_id: str) -> GatewayError:

@@ -30,6 +30,8 @@ the client at an S3-compatible store (moto in the tests).
 
 Memory per upload: S3 parts of 5 MiB (S3's minimum, so at most 10,000 parts hold ~48 GiB; a
 larger configured file limit raises the part size), at most two part uploads in flight. The
+provider key ``upload_chunk_size`` (5 MiB to 5 GiB) sets a larger part size: fewer requests,
+about three times as much memory per upload. The
 sink then holds about three parts (plus aiohttp's copy of each body over plain ``http://``):
 a 512 MiB upload into moto raises the gateway's peak RSS by ≈ 35 MiB, inside its 64 MiB budget.
 """
@@ -66,7 +68,7 @@ from ..transforms.batch_translate import BatchTranslator
 from ..transforms.jsonl import BatchLineError
 from . import s3_storage
 from .base import Download, Provider
-from .s3_storage import MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
+from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
 from .sink import SinkResult
 
 if TYPE_CHECKING:
@@ -151,6 +153,14 @@ def _segment(value: str, fallback: str, limit: int = _MAX_FILENAME_SEGMENT) -> s
 def _metadata_value(value: str) -> str:
     """An ASCII, printable metadata value (S3 refuses others): percent-encode the rest."""
     return quote(value, safe=" !#$&'()*+,-./:;<=>?@[]^_`{|}~")[:_MAX_METADATA_VALUE]
+
+
+def _part_size_setting(configured: int | None) -> int:
+    if configured is None:
+        return MIN_PART_SIZE
+    if not MIN_PART_SIZE <= configured <= MAX_PART_SIZE:
+        raise ValueError(f"upload_chunk_size: an S3 part must be 5MiB to 5GiB; got {configured}")
+    return configured
 
 
 def _not_found(file_id: str) -> GatewayError:
@@ -327,6 +337,7 @@ class BedrockProvider(Provider):
         self.region = config.region
         self.prefix = config.prefix or ""
         self.model = config.model
+        self.min_part_size = _part_size_setting(config.upload_chunk_size)
         self._session: Any = None
         self._clients: dict[str, _RegionClient] = {}
         self._create_lock = asyncio.Lock()
@@ -474,14 +485,14 @@ class BedrockProvider(Provider):
             name = f"{stem[:_MAX_FILENAME_SEGMENT - 6]}.jsonl"
         return f"{self.prefix}{_segment(tenant, 'tenant', _MAX_TENANT_SEGMENT)}/{file_id}/{name}"
 
-    @staticmethod
-    def part_size(ex: "Exchange", batch: bool) -> int:
-        """S3's 5 MiB minimum unless the upload limit needs more than ~9,000 such parts."""
+    def part_size(self, ex: "Exchange", batch: bool) -> int:
+        """``upload_chunk_size`` (default: S3's 5 MiB minimum), unless the upload limit needs more
+        than ~9,000 such parts."""
         limit = ex.size_limit or _DEFAULT_FILE_LIMIT
         if batch:
             limit *= 2  # translated rows can be longer than the lines they come from
         per_part = -(-limit // _PARTS_TARGET)
-        return max(MIN_PART_SIZE, -(-per_part // (1 << 20)) << 20)
+        return min(MAX_PART_SIZE, max(self.min_part_size, -(-per_part // (1 << 20)) << 20))
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> BedrockSink:
         target = self._target(ex)

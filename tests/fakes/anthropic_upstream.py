@@ -1,0 +1,586 @@
+"""Faithful fake of Anthropic's Files API (provider-apis.md §5), plus the shared fake machinery.
+
+Run it in a :class:`~tests.fakes.threaded.ThreadedServer` (the context manager does)::
+
+    with FakeAnthropic(data_dir=tmp_path) as fake:
+        ...   # point a gateway at fake.url (paths start with /v1/…)
+        assert fake.requests.filter("POST", "/v1/files")[-1].headers["x-api-key"] == fake.api_key
+
+What it checks, as the real service does (§5.1, §5.2, §5.6):
+
+* ``x-api-key`` (or, for API version ``2026-10-21``, ``Authorization: Bearer``) — missing or
+  wrong → 401 ``authentication_error``;
+* ``anthropic-version`` on every request — missing or unknown → 400 ``invalid_request_error``;
+* under ``2023-06-01`` the files beta ``anthropic-beta: files-api-2025-04-14`` (a comma list or
+  a repeated header) — missing → **400** ``invalid_request_error`` naming the header. The
+  real status is not documented (§11); a 404 would reach a gateway's client as "file not
+  found" and hide the misconfiguration, while a 400 that names the header makes it visible,
+  so the fake chose 400. Under ``2026-10-21`` the Files API is GA and needs no beta header.
+* upload: ``multipart/form-data`` with exactly one part, ``file`` (any other part → 400),
+  streamed to disk and hashed, never buffered; ≤ ``max_file_size`` (500 MB) else 413
+  ``request_too_large``; answers FileMetadata (``size_bytes``, RFC 3339 ``created_at``,
+  ``downloadable: false``). A body that does not end with the closing boundary (client gone,
+  connection reset) stores nothing.
+* list: ``limit`` (1–1000, default 20), ``after_id``, ``before_id``; newest first;
+  ``{"data", "has_more", "first_id", "last_id"}`` (no ``object`` key);
+* delete → ``{"id", "type": "file_deleted"}``; content → only ``downloadable`` files (seed one
+  with ``add_file(..., downloadable=True)``), otherwise 400 ``invalid_request_error`` (the
+  newer API's ``file_not_downloadable``, §5.2).
+* errors: ``{"type":"error","error":{"type","message"},"request_id"}`` and a ``request-id``
+  response header.
+
+Fault injection as in the OpenAI fake: ``fail_next`` (Anthropic-shaped error bodies by status,
+e.g. 529 ``overloaded_error``), ``reset_next`` (optionally after some body bytes),
+``delay_next``, ``clear_faults``. Observation: ``requests`` (a :class:`RecordLog` of
+:class:`Recorded`), ``files``, ``wait_until``.
+
+:class:`FakeUpstream` (records, faults, streaming multipart to disk, serving) is shared with
+the Groq fake.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from aiohttp import MultipartReader, hdrs, web
+from multidict import CIMultiDict, MultiDict
+
+from .openai_upstream import Recorded, RecordLog, UploadedPart
+from .threaded import ThreadedServer
+
+UPLOAD_CHUNK = 1 << 20
+MAX_FORM_FIELD = 64 * 1024
+_ALNUM = string.ascii_letters + string.digits
+_REC = "fake_record"
+_COUNT = "fake_body_counter"
+
+ANTHROPIC_VERSIONS = ("2023-06-01", "2026-10-21")
+FILES_BETA = "files-api-2025-04-14"
+
+
+# ============================================================================ shared machinery
+@dataclass
+class Fault:
+    kind: Literal["fail", "reset", "delay"]
+    times: int
+    path: str | None = None
+    status: int = 500
+    body: Any = None
+    headers: dict[str, str] | None = None
+    seconds: float = 0.0
+    after_bytes: int | None = None
+
+    def matches(self, path: str) -> bool:
+        return self.path is None or path.startswith(self.path)
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered in the provider's error shape."""
+
+    def __init__(self, status: int, message: str, *, kind: str | None = None, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.headers = headers
+
+
+class _BodyCounter:
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.done = False
+
+    def update(self, data: bytes) -> None:
+        if data:
+            self.sha.update(data)
+            self.size += len(data)
+
+
+class _CountingReader:
+    """What ``MultipartReader`` uses of a StreamReader, hashing each raw body byte once."""
+
+    def __init__(self, inner: Any, counter: _BodyCounter) -> None:
+        self._inner = inner
+        self._counter = counter
+        self._pending = bytearray()
+
+    def at_eof(self) -> bool:
+        return not self._pending and self._inner.at_eof()
+
+    def unread_data(self, data: bytes) -> None:
+        self._pending[:0] = data
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._pending:
+            k = len(self._pending) if n < 0 else min(n, len(self._pending))
+            data = bytes(self._pending[:k])
+            del self._pending[:k]
+            return data
+        data = await self._inner.read(n)
+        self._counter.update(data)
+        return data
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        head = b""
+        if self._pending:
+            idx = self._pending.find(b"\n")
+            if idx >= 0:
+                line = bytes(self._pending[: idx + 1])
+                del self._pending[: idx + 1]
+                return line
+            head = bytes(self._pending)
+            self._pending.clear()
+        rest = await self._inner.readline(max_line_length=max_line_length)
+        self._counter.update(rest)
+        return head + rest
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers)
+
+
+class FakeUpstream:
+    """Serving, recording, fault injection and streamed multipart reception for a fake API."""
+
+    DEFAULT_MESSAGES = {
+        400: "Bad request.", 401: "Invalid authentication.", 403: "Permission denied.", 404: "Not found.",
+        408: "Request timed out.", 409: "Conflict.", 413: "Request too large.",
+        429: "Rate limit reached. Please try again later.", 500: "Internal server error.",
+        502: "Bad gateway.", 503: "Service unavailable.", 504: "Gateway timeout.", 529: "Overloaded.",
+    }
+
+    def __init__(self, *, api_key: str, data_dir: str | os.PathLike[str] | None = None) -> None:
+        self.api_key = api_key
+        self._own_data_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="fake-upstream-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.requests = RecordLog()
+        self._lock = threading.RLock()
+        self._faults: list[Fault] = []
+        self._seq = itertools.count()
+        self._app: web.Application | None = None
+        self._server: ThreadedServer | None = None
+
+    # -- to be provided by a concrete fake ------------------------------------------------
+    def routes(self, router: web.UrlDispatcher) -> None:
+        raise NotImplementedError
+
+    def check_request(self, request: web.Request) -> None:
+        """Auth and required headers; raise ApiError."""
+
+    def error_body(self, status: int, message: str, *, kind: str | None, param: str | None,
+                   code: str | None) -> Any:
+        raise NotImplementedError
+
+    def response_headers(self) -> dict[str, str]:
+        return {}
+
+    # -- serving ------------------------------------------------------------------------
+    def serve(self) -> ThreadedServer:
+        if self._server is None:
+            self._app = web.Application(middlewares=[self._middleware])
+            self._app.on_response_prepare.append(self._on_prepare)
+            self.routes(self._app.router)
+            self._app.router.add_route("*", "/{tail:.*}", self._invalid_url)
+            self._server = ThreadedServer(self._app).start()
+        return self._server
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("call serve() first (or use the fake as a context manager)")
+        return self._server.url
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            self._app = None
+        if self._own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.serve()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- faults -------------------------------------------------------------------------
+    def fail_next(self, status: int, body: Any = None, times: int = 1, headers: dict[str, str] | None = None,
+                  *, path: str | None = None) -> None:
+        """Answer the next ``times`` requests (whose path starts with ``path``) with ``status``
+        and a provider-shaped error (or ``body``: dict → JSON, str/bytes verbatim)."""
+        self._add(Fault("fail", times, path, status=status, body=body, headers=headers))
+
+    def reset_next(self, times: int = 1, *, path: str | None = None, after_bytes: int | None = None) -> None:
+        """Close the connection without an answer (after ``after_bytes`` body bytes, if given)."""
+        self._add(Fault("reset", times, path, after_bytes=after_bytes))
+
+    def delay_next(self, seconds: float, times: int = 1, *, path: str | None = None) -> None:
+        self._add(Fault("delay", times, path, seconds=seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _add(self, fault: Fault) -> None:
+        if fault.times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(path):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # -- observation --------------------------------------------------------------------
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    # -- middleware ---------------------------------------------------------------------
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        rec = Recorded(method=request.method, path=request.path, query=MultiDict(request.query),
+                       headers=CIMultiDict(request.headers), content_length=request.headers.get(hdrs.CONTENT_LENGTH))
+        self.requests.append(rec)
+        request[_REC] = rec
+        request[_COUNT] = _BodyCounter()
+        fault = self._take_fault(request.path)
+        if fault is not None:
+            rec.fault = fault.kind
+            if fault.kind == "reset":
+                if fault.after_bytes:
+                    await self._read_some(request, fault.after_bytes)
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=500)   # never sent
+            if fault.kind == "delay":
+                await asyncio.sleep(fault.seconds)
+        try:
+            if fault is not None and fault.kind == "fail":
+                await self.drain(request)
+                return self._fault_response(fault)
+            self.check_request(request)
+            return await handler(request)
+        except ApiError as exc:
+            await self.drain(request)
+            return self.error_response(exc)
+        finally:
+            if not request[_COUNT].done and request.transport is not None and not request.transport.is_closing():
+                await self.drain(request)
+
+    async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        for k, v in self.response_headers().items():
+            response.headers.setdefault(k, v)
+        rec = request.get(_REC)
+        if rec is not None and rec.fault != "reset":
+            rec.status = response.status
+
+    def error_response(self, exc: ApiError) -> web.Response:
+        body = self.error_body(exc.status, exc.message, kind=exc.kind, param=exc.param, code=exc.code)
+        return json_response(body, exc.status, exc.headers)
+
+    def _fault_response(self, fault: Fault) -> web.Response:
+        headers = dict(fault.headers or {})
+        if fault.body is None:
+            message = self.DEFAULT_MESSAGES.get(fault.status, f"Injected HTTP {fault.status} error.")
+            return json_response(self.error_body(fault.status, message, kind=None, param=None, code=None),
+                                 fault.status, headers)
+        if isinstance(fault.body, (dict, list)):
+            return json_response(fault.body, fault.status, headers)
+        raw = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
+        headers.setdefault(hdrs.CONTENT_TYPE, "text/plain")
+        return web.Response(body=raw, status=fault.status, headers=headers)
+
+    async def _invalid_url(self, request: web.Request) -> web.Response:
+        raise ApiError(404, f"Not found: {request.method} {request.path}", kind="not_found_error")
+
+    # -- bodies -------------------------------------------------------------------------
+    def _finish(self, request: web.Request) -> None:
+        counter: _BodyCounter = request[_COUNT]
+        counter.done = True
+        rec: Recorded = request[_REC]
+        rec.body_size = counter.size
+        rec.body_sha256 = counter.sha.hexdigest()
+
+    async def drain(self, request: web.Request) -> None:
+        counter: _BodyCounter = request[_COUNT]
+        if counter.done:
+            return
+        try:
+            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+                counter.update(chunk)
+        except Exception:  # noqa: BLE001 - the client went away mid-body
+            return
+        self._finish(request)
+
+    async def _read_some(self, request: web.Request, limit: int) -> None:
+        counter: _BodyCounter = request[_COUNT]
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            counter.update(chunk)
+            if counter.size >= limit:
+                break
+
+    async def receive_multipart(self, request: web.Request, part_path: Path) -> tuple[dict[str, str], UploadedPart | None]:
+        """Stream a multipart body: the ``file`` part to ``part_path`` (hashed), fields kept.
+        Raises if the body ends before its closing boundary (nothing must be stored then)."""
+        if request.content_type != "multipart/form-data":
+            raise ApiError(400, f"Invalid Content-Type header ({request.content_type}), expected multipart/form-data.",
+                           kind="invalid_request_error")
+        rec: Recorded = request[_REC]
+        rec.form = {}
+        fields: dict[str, str] = {}
+        upload: UploadedPart | None = None
+        reader = MultipartReader(request.headers, _CountingReader(request.content, request[_COUNT]))  # type: ignore[arg-type]
+        try:
+            async for part in reader:
+                if isinstance(part, MultipartReader):
+                    raise ApiError(400, "Nested multipart bodies are not supported.", kind="invalid_request_error")
+                name = part.name or ""
+                if name == "file" and part.filename is not None:
+                    if upload is not None:
+                        raise ApiError(400, "Only one 'file' part is allowed.", kind="invalid_request_error", param="file")
+                    sha, size = hashlib.sha256(), 0
+                    with open(part_path, "wb") as out:
+                        while chunk := await part.read_chunk(UPLOAD_CHUNK):
+                            sha.update(chunk)
+                            out.write(chunk)
+                            size += len(chunk)
+                    upload = UploadedPart(part.filename, part.headers.get(hdrs.CONTENT_TYPE), size, sha.hexdigest())
+                    rec.form[name] = upload
+                else:
+                    value = bytearray()
+                    while chunk := await part.read_chunk(8192):
+                        value.extend(chunk)
+                        if len(value) > MAX_FORM_FIELD:
+                            raise ApiError(400, f"Form field '{name}' is too large.", kind="invalid_request_error")
+                    fields[name] = value.decode("utf-8", "replace")
+                    rec.form[name] = fields[name]
+        except (ValueError, AssertionError) as exc:
+            raise ApiError(400, f"Could not parse multipart form: {exc}", kind="invalid_request_error") from None
+        if not reader.at_eof():
+            raise ConnectionResetError("multipart body ended before its closing boundary")
+        await self.drain(request)
+        return fields, upload
+
+
+def rand_id(prefix: str, n: int) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(n))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(UPLOAD_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ============================================================================ Anthropic
+@dataclass
+class AnthropicFile:
+    id: str
+    filename: str
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    created_at: str          # RFC 3339
+    downloadable: bool
+    path: Path
+    seq: int
+    part_content_type: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "file", "filename": self.filename, "mime_type": self.mime_type,
+                "size_bytes": self.size_bytes, "created_at": self.created_at, "downloadable": self.downloadable}
+
+
+_MIME_BY_EXT = {".pdf": "application/pdf", ".txt": "text/plain", ".png": "image/png", ".jpg": "image/jpeg",
+                ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp", ".csv": "text/csv",
+                ".json": "application/json"}
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+
+
+def _rfc3339_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class FakeAnthropic(FakeUpstream):
+    """Anthropic Files API (``2023-06-01`` + files beta, and ``2026-10-21``)."""
+
+    def __init__(self, *, api_key: str = "sk-ant-upstream-test-key-0123456789",
+                 data_dir: str | os.PathLike[str] | None = None, max_file_size: int = 500 * 1000**2) -> None:
+        super().__init__(api_key=api_key, data_dir=data_dir)
+        self.max_file_size = max_file_size
+        self._files: dict[str, AnthropicFile] = {}
+
+    # -- wiring -------------------------------------------------------------------------
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/files", self._upload)
+        router.add_get("/v1/files", self._list)
+        router.add_get("/v1/files/{file_id}", self._retrieve)
+        router.add_delete("/v1/files/{file_id}", self._delete)
+        router.add_get("/v1/files/{file_id}/content", self._content)
+
+    def response_headers(self) -> dict[str, str]:
+        return {"request-id": rand_id("req_011C", 20)}
+
+    def error_body(self, status: int, message: str, *, kind: str | None, param: str | None,
+                   code: str | None) -> Any:
+        kind = kind or _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}, "request_id": rand_id("req_011C", 20)}
+
+    def check_request(self, request: web.Request) -> None:
+        version = request.headers.get("anthropic-version")
+        key = request.headers.get("x-api-key")
+        if key is None and version == "2026-10-21":
+            scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else None
+        if not key:
+            raise ApiError(401, "x-api-key header is required", kind="authentication_error")
+        if key != self.api_key:
+            raise ApiError(401, "invalid x-api-key", kind="authentication_error")
+        if not version:
+            raise ApiError(400, "anthropic-version: header is required", kind="invalid_request_error")
+        if version not in ANTHROPIC_VERSIONS:
+            raise ApiError(400, f"anthropic-version: unknown version '{version}'", kind="invalid_request_error")
+        if version == "2023-06-01":
+            betas = {b.strip() for v in request.headers.getall("anthropic-beta", []) for b in v.split(",")}
+            if FILES_BETA not in betas:
+                raise ApiError(400, f"The Files API is in beta: the anthropic-beta header must include "
+                               f"'{FILES_BETA}'.", kind="invalid_request_error")
+
+    # -- inspection ---------------------------------------------------------------------
+    @property
+    def files(self) -> dict[str, AnthropicFile]:
+        with self._lock:
+            return dict(self._files)
+
+    def add_file(self, content: bytes, *, filename: str = "output.txt", downloadable: bool = True,
+                 mime_type: str = "text/plain") -> AnthropicFile:
+        """Seed a file directly (e.g. one the code-execution tool created)."""
+        file_id = rand_id("file_011C", 22)
+        path = self.data_dir / file_id
+        path.write_bytes(content)
+        f = AnthropicFile(file_id, filename, mime_type, len(content), hashlib.sha256(content).hexdigest(),
+                          _rfc3339_now(), downloadable, path, self.next_seq())
+        with self._lock:
+            self._files[file_id] = f
+        return f
+
+    def set_downloadable(self, file_id: str, downloadable: bool = True) -> None:
+        with self._lock:
+            self._files[file_id].downloadable = downloadable
+
+    def remove_file(self, file_id: str) -> None:
+        """Delete a file behind the gateway's back (as another API client could)."""
+        with self._lock:
+            f = self._files.pop(file_id)
+        f.path.unlink(missing_ok=True)
+
+    def _get(self, file_id: str) -> AnthropicFile:
+        with self._lock:
+            f = self._files.get(file_id)
+        if f is None:
+            raise ApiError(404, f"File not found: {file_id}", kind="not_found_error")
+        return f
+
+    # -- handlers -----------------------------------------------------------------------
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = rand_id("file_011C", 22)
+        part_path = self.data_dir / f".{file_id}.part"
+        try:
+            fields, upload = await self.receive_multipart(request, part_path)
+            if fields:
+                name = next(iter(fields))
+                raise ApiError(400, f"{name}: Extra inputs are not permitted", kind="invalid_request_error")
+            if upload is None:
+                raise ApiError(400, "file: Field required", kind="invalid_request_error")
+            if upload.size > self.max_file_size:
+                raise ApiError(413, f"File size exceeds the maximum of {self.max_file_size} bytes.",
+                               kind="request_too_large")
+        except BaseException:
+            part_path.unlink(missing_ok=True)
+            raise
+        path = self.data_dir / file_id
+        part_path.replace(path)
+        filename = upload.filename or ""
+        ext = os.path.splitext(filename)[1].lower()
+        declared = (upload.content_type or "").split(";")[0].strip()
+        mime = declared if declared and declared != "application/octet-stream" else _MIME_BY_EXT.get(ext, declared or "application/octet-stream")
+        f = AnthropicFile(file_id, filename, mime, upload.size, upload.sha256, _rfc3339_now(), False, path,
+                          self.next_seq(), upload.content_type)
+        with self._lock:
+            self._files[file_id] = f
+        return json_response(f.metadata())
+
+    async def _list(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = int(q.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, "limit: Input should be between 1 and 1000", kind="invalid_request_error")
+        with self._lock:
+            items = sorted(self._files.values(), key=lambda f: f.seq, reverse=True)   # newest first
+        ids = [f.id for f in items]
+        if q.get("after_id"):
+            items = items[ids.index(q["after_id"]) + 1:] if q["after_id"] in ids else []
+            page, has_more = items[:limit], len(items) > limit
+        elif q.get("before_id"):
+            items = items[: ids.index(q["before_id"])] if q["before_id"] in ids else []
+            page, has_more = items[-limit:], len(items) > limit
+        else:
+            page, has_more = items[:limit], len(items) > limit
+        return json_response({"data": [f.metadata() for f in page], "has_more": has_more,
+                              "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None})
+
+    async def _retrieve(self, request: web.Request) -> web.Response:
+        return json_response(self._get(request.match_info["file_id"]).metadata())
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        f = self._get(request.match_info["file_id"])
+        with self._lock:
+            self._files.pop(f.id, None)
+        f.path.unlink(missing_ok=True)
+        return json_response({"id": f.id, "type": "file_deleted"})
+
+    async def _content(self, request: web.Request) -> web.StreamResponse:
+        f = self._get(request.match_info["file_id"])
+        if not f.downloadable:
+            raise ApiError(400, f"File {f.id} is not downloadable", kind="invalid_request_error")
+        return web.FileResponse(f.path, chunk_size=256 * 1024, headers={hdrs.CONTENT_TYPE: f.mime_type})
