@@ -36,6 +36,8 @@ log = logging.getLogger("sluicegate.uploads")
 
 PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 MIN_EXPIRES, MAX_EXPIRES = 3600, 2_592_000
+# Most form-field bytes held back before a pass-through upload connects upstream.
+PREAMBLE_LIMIT = 1 << 20
 
 
 class ClientDisconnected(GatewayError):
@@ -202,14 +204,34 @@ async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -
 
 async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ctype: str) -> bytes:
     driver = UploadDriver(gw, ex, parser, sink_mode=False)
+    chunks = _client_chunks(ex).__aiter__()
+    # Parse the form fields before connecting upstream (the SDK sends them first): a refused
+    # purpose or expiry, or a provider rule broken at the file's start, never reaches it.
+    head: list[bytes] = []
+    held = 0
+    ended = False
+    while not ex.file_started and not driver.done and held < PREAMBLE_LIMIT:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            ended = True
+            break
+        await driver.feed(chunk)
+        head.append(chunk)
+        held += len(chunk)
+    if ended:
+        driver.finish()
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in _client_chunks(ex):
-                # Parse and check first: a chunk is forwarded only once the filters accept it.
-                await driver.feed(chunk)
-                yield chunk
-            driver.finish()
+            while head:
+                yield head.pop(0)
+            if not ended:
+                async for chunk in chunks:
+                    # Parse and check first: a chunk is forwarded only once the filters accept it.
+                    await driver.feed(chunk)
+                    yield chunk
+                driver.finish()
         except BaseException as exc:
             driver.failure = exc
             raise

@@ -34,6 +34,7 @@ def test_openai_tee_forwards_exact_bytes_and_maps_headers(start_gateway, fake_op
     assert rec.headers["X-Stainless-Lang"] == "python"                    # end-to-end headers kept
     assert rec.headers["OpenAI-Beta"] == "assistants=v2"
     assert rec.headers["Content-Type"] == f"multipart/form-data; boundary={boundary}"
+    assert "gzip" not in rec.headers.get("Accept-Encoding", "")  # bodies are forwarded undecoded
     fid = r.json()["id"]
     assert fake_openai.files[fid].bytes == len(LINE % 1 + LINE % 2)
 
@@ -163,11 +164,12 @@ def test_disconnect_mid_passthrough_upload_stores_nothing(start_gateway, fake_op
             b'--zz\r\nContent-Disposition: form-data; name="file"; filename="p.bin"\r\n\r\n')
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + b"\3" * (1 << 20))
-        assert fake_openai.wait_until(lambda: len(fake_openai.requests.filter("POST", "/v1/files")) == 1)
+        # The tee opened the upstream request while the client was still sending.
+        assert fake_openai.wait_until(lambda: len(fake_openai.requests.filter("POST", "/v1/files")) == 1, 15)
         time.sleep(0.2)
-    assert fake_openai.wait_until(lambda: fake_openai.requests.filter("POST", "/v1/files")[0].body_size is not None
-                                  or fake_openai.requests.filter("POST", "/v1/files")[0].status is None, 5)
     time.sleep(0.5)
+    # The upstream saw a cut-off body: it answered nothing successful and stored nothing.
+    assert fake_openai.requests.filter("POST", "/v1/files")[0].status != 200
     assert fake_openai.files == {}
     assert client(gw).files.list().data == []
 
@@ -182,3 +184,15 @@ def test_invalid_batch_never_completes_upstream(start_gateway, fake_openai):
     time.sleep(0.3)
     assert fake_openai.files == {}
     assert c.files.list().data == []
+
+
+def test_refused_fields_never_reach_upstream(start_gateway, fake_openai):
+    gw = start_gateway(passthrough_config(fake_openai))
+    c = client(gw)
+    before = len(fake_openai.requests)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.files.create(file=("a.txt", b"x" * 100_000), purpose="nonsense", extra_headers=OPENAI)  # type: ignore[arg-type]
+    assert e.value.body["param"] == "purpose"
+    with pytest.raises(openai.BadRequestError):
+        c.files.create(file=("b.txt", b"x"), purpose="batch", extra_headers=OPENAI)  # not .jsonl
+    assert len(fake_openai.requests) == before

@@ -3,9 +3,9 @@
 * Base ``https://api.groq.com/openai/v1``, ``Authorization: Bearer <gsk_… key>``; the raw
   multipart body is teed upstream unchanged, exactly as for OpenAI.
 * ``purpose`` must be ``batch`` (Groq's only upload purpose). The gateway refuses any other
-  purpose with a 400 naming it **before anything goes upstream**: the upstream request is
-  opened only once the multipart preamble (the form fields before the file part, where the
-  OpenAI SDK puts ``purpose``) has been parsed and checked. A client that sends ``purpose``
+  purpose with a 400 naming it **before anything goes upstream**: the core's tee opens the
+  upstream request only once the multipart preamble (the form fields before the file part,
+  where the OpenAI SDK puts ``purpose``) has been parsed and checked. A client that sends ``purpose``
   after the file (curl's order) is refused at the end of the body; the tee never forwards the
   chunk that completes a refused body, so Groq sees a truncated upload and stores nothing.
 * Size: Groq takes batch input files up to 100 MB (10^8 bytes, SDK docstring). The provider's
@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import GatewayError
 from ..units import human_size
-from .base import UploadResult
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
@@ -46,9 +45,6 @@ log = logging.getLogger("sluicegate.groq")
 GROQ_API_BASE = "https://api.groq.com/openai/v1"
 GROQ_MAX_FILE_SIZE = 100 * 1000**2          # "100 MB" (§6)
 GROQ_PURPOSES = ("batch",)
-# Longest multipart preamble held back before the upstream request starts (form fields
-# before the file part; anything larger just starts streaming).
-_PREAMBLE_LIMIT = 1 << 20
 
 
 class GroqProvider(OpenAIProvider):
@@ -81,32 +77,6 @@ class GroqProvider(OpenAIProvider):
         if ex.file_bytes > limit:
             raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Groq) is "
                                f"{human_size(limit)} ({limit} bytes).", param="file", code="file_too_large")
-
-    async def upload_passthrough(
-        self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
-    ) -> UploadResult:
-        # Parse the preamble before connecting: a refused purpose never reaches Groq.
-        it = body.__aiter__()
-        head: list[bytes] = []
-        held = 0
-        ended = False
-        while not ex.file_started and held < _PREAMBLE_LIMIT:
-            try:
-                chunk = await it.__anext__()
-            except StopAsyncIteration:
-                ended = True
-                break
-            head.append(chunk)
-            held += len(chunk)
-
-        async def replay() -> AsyncIterator[bytes]:
-            while head:
-                yield head.pop(0)
-            if not ended:
-                async for chunk in it:
-                    yield chunk
-
-        return await super().upload_passthrough(ex, replay(), content_type)
 
     # -- shapes --------------------------------------------------------------------------
     def file_object(self, body: bytes) -> bytes:

@@ -23,7 +23,7 @@ from ..errors import GatewayError, error_type_for
 
 log = logging.getLogger("sluicegate.upstream")
 
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})  # 529: Anthropic "overloaded"
 _MAX_RETRY_AFTER = 30.0
 
 
@@ -53,7 +53,9 @@ class Upstream:
             # auto_decompress off: bytes reach the client as the upstream sent them.
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Content-Type"), json_serialize=lambda o: orjson.dumps(o).decode(),
+                # No Accept-Encoding: the gateway forwards bodies without decoding them, so
+                # they must arrive uncompressed (the client never asked for an encoding).
+                skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"), json_serialize=lambda o: orjson.dumps(o).decode(),
             )
 
     async def close(self) -> None:
