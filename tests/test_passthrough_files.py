@@ -196,3 +196,15 @@ def test_refused_fields_never_reach_upstream(start_gateway, fake_openai):
     with pytest.raises(openai.BadRequestError):
         c.files.create(file=("b.txt", b"x"), purpose="batch", extra_headers=OPENAI)  # not .jsonl
     assert len(fake_openai.requests) == before
+
+
+def test_upstream_cookies_are_not_replayed(start_gateway, fake_openai):
+    gw = start_gateway(passthrough_config(fake_openai))
+    c = client(gw)
+    f = c.files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=OPENAI)
+    fake_openai.fail_next(404, path="/v1/files/", headers={"Set-Cookie": "session=tenant-a-secret; Path=/"})
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(f.id)
+    c.files.retrieve(f.id)
+    last = fake_openai.requests.filter("GET", f"/v1/files/{f.id}")[-1]
+    assert "Cookie" not in last.headers

@@ -53,6 +53,8 @@ class Upstream:
             # auto_decompress off: bytes reach the client as the upstream sent them.
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False,
+                # A shared session must never carry one tenant's upstream cookies to another.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 # No Accept-Encoding: the gateway forwards bodies without decoding them, so
                 # they must arrive uncompressed (the client never asked for an encoding).
                 skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"), json_serialize=lambda o: orjson.dumps(o).decode(),

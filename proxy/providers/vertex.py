@@ -258,6 +258,7 @@ class VertexProvider(Provider):
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read),
             connector=aiohttp.TCPConnector(limit=100, ssl=not self.api_is_dev),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         if not self.api_is_dev:
             self.token = Token(service_file=self.config.service_file, session=self.session, scopes=_SCOPES)
