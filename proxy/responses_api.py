@@ -84,13 +84,8 @@ async def _record(gw: "Gateway", ex: "Exchange", response_id: str) -> None:
             created_at=int(time.time())))
 
 
-async def _json_answer(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientResponse, *, record: bool) -> web.Response:
-    try:
-        data = await resp.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ex.provider.upstream.error_from_exception(exc) from None
-    finally:
-        resp.release()
+async def _json_answer(gw: "Gateway", ex: "Exchange", status: int, data: bytes, *, record: bool) -> web.Response:
+    """A JSON Response object from upstream, to the client byte for byte plus ``provider``."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -101,7 +96,7 @@ async def _json_answer(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientRespon
         ex.model = obj.get("model") or ex.model
         if record and isinstance(obj.get("id"), str):
             await _record(gw, ex, obj["id"])
-    return gw.json_response(ex, inject_provider(data, ex.provider.type), status=resp.status)
+    return gw.json_response(ex, inject_provider(data, ex.provider.type), status=status)
 
 
 class _Observer:
@@ -221,50 +216,41 @@ async def responses_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     if ex.provider.prepare_response_body(body) or ex.extra.get("json_changed"):
         raw = orjson.dumps(body)
     ex.model = body.get("model")
-    stream = body.get("stream") is True
-    resp = await ex.provider.open_responses(ex, "POST", "", body=raw, query="", stream=stream)
-    if _is_sse(resp):
+    if body.get("stream") is True:
+        resp = await ex.provider.open_responses(ex, "POST", "", body=raw, query="", stream=True)
         return await pipe_sse(gw, ex, resp, record=True)
-    return await _json_answer(gw, ex, resp, record=True)
+    status, data = await ex.provider.call_responses(ex, "POST", "", body=raw, query="")
+    return await _json_answer(gw, ex, status, data, record=True)
 
 
 async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    stream = ex.request.query.get("stream") == "true"
-    resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None,
-                                            query=ex.request.query_string, stream=stream)
     ex.response_id = ex.object_id
-    if _is_sse(resp):
+    query = ex.request.query_string
+    if ex.request.query.get("stream") == "true":
+        resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query, stream=True)
         return await pipe_sse(gw, ex, resp, record=False)
-    return await _json_answer(gw, ex, resp, record=False)
-
-
-async def _by_id(gw: "Gateway", ex: "Exchange", method: str, suffix: str) -> tuple[int, bytes]:
-    """A buffered call on ``/responses/{id}{suffix}``, answered as the upstream answered."""
-    ex.response_id = ex.object_id
-    resp = await ex.provider.open_responses(ex, method, f"/{ex.object_id}{suffix}", body=None,
-                                            query=ex.request.query_string, stream=False)
-    try:
-        return resp.status, await resp.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise ex.provider.upstream.error_from_exception(exc) from None
-    finally:
-        resp.release()
+    status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query)
+    return await _json_answer(gw, ex, status, data, record=False)
 
 
 async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    status, data = await _by_id(gw, ex, "DELETE", "")
+    ex.response_id = ex.object_id
+    status, data = await ex.provider.call_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
+                                                    query=ex.request.query_string)
     if ex.response_record is not None:
         await gw.store.delete_response(ex.object_id)
     return gw.json_response(ex, data, status=status)
 
 
 async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    resp = await ex.provider.open_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
-                                            query=ex.request.query_string, stream=False)
     ex.response_id = ex.object_id
-    return await _json_answer(gw, ex, resp, record=False)
+    status, data = await ex.provider.call_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
+                                                    query=ex.request.query_string)
+    return await _json_answer(gw, ex, status, data, record=False)
 
 
 async def responses_input_items(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    status, data = await _by_id(gw, ex, "GET", "/input_items")
+    ex.response_id = ex.object_id
+    status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
+                                                    query=ex.request.query_string)
     return gw.json_response(ex, data, status=status)

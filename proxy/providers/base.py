@@ -98,6 +98,12 @@ class Provider:
         """Adjust a responses.create body for this provider in place; True if it changed."""
         return False
 
+    async def call_responses(
+        self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str,
+    ) -> tuple[int, bytes]:
+        """A buffered call on ``/responses{suffix}``: ``(status, body)`` of a 2xx answer."""
+        raise self.unsupported(ex.operation)
+
     async def open_responses(
         self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
     ) -> "aiohttp.ClientResponse":

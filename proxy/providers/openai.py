@@ -132,6 +132,18 @@ class OpenAIProvider(Provider):
 
 
     # -- responses -----------------------------------------------------------------------
+    async def call_responses(
+        self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str,
+    ) -> tuple[int, bytes]:
+        headers = forward_headers(ex.request.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        status, data, _ = await self.upstream.request(
+            method, self.raw_url("/responses" + suffix, query), body=body, headers=headers,
+            # create and cancel may have started work upstream: never sent twice
+            idempotent=method in ("GET", "DELETE"))
+        return status, data
+
     async def open_responses(
         self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
     ) -> aiohttp.ClientResponse:
