@@ -1,0 +1,177 @@
+"""Benchmark processes: the gateway and the upstreams, each pinned to a core, plus the
+/proc readings the benchmark needs (CPU time, RSS, peak RSS with a resettable high-water mark)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin_prefix(cpu: int | None) -> list[str]:
+    """``taskset -c N`` (the whole process and every thread it starts runs on core N)."""
+    if cpu is None:
+        return []
+    if shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu)]
+    raise RuntimeError("taskset not found (util-linux); run with --no-pin or install it")
+
+
+def system_cpu_seconds() -> tuple[float, float]:
+    """(user+nice+system CPU seconds of every process on the machine, steal seconds), all cores,
+    from /proc/stat. irq/softirq time (our own loopback traffic) is left out."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    return (f[0] + f[1] + f[2]) / CLK_TCK, f[7] / CLK_TCK
+
+
+_SPIN = """
+import time
+n = 0
+end = time.perf_counter() + {seconds}
+while time.perf_counter() < end:
+    for _ in range(10000):
+        n += 1
+print(n / {seconds} / 1e6)
+"""
+
+
+def core_speed(cpu: int | None, seconds: float = 0.25) -> float:
+    """Mops/s of a pure-Python loop pinned to ``cpu``: on a VM the same core can be twice as
+    slow at one time as at another (other guests on the host), which no CPU% shows."""
+    out = subprocess.run(pin_prefix(cpu) + [sys.executable, "-c", _SPIN.format(seconds=seconds)],
+                         capture_output=True, text=True, timeout=30)
+    try:
+        return float(out.stdout.strip())
+    except ValueError:
+        return float("nan")
+
+
+def self_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class Proc:
+    """A child process with /proc helpers."""
+
+    def __init__(self, name: str, args: list[str], *, cwd: Path, log_path: Path, env: dict[str, str] | None = None,
+                 stdout_pipe: bool = False):
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE if stdout_pipe else self._log, stderr=self._log, env=full_env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_line(self, prefix: bytes, timeout: float = 30) -> bytes:
+        """Wait for a stdout line starting with ``prefix`` (the READY line of bench/upstream.py)."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith(prefix):
+                return line
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"{self.name} did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+    # -- /proc ---------------------------------------------------------------------------
+    def cpu_seconds(self) -> float:
+        """user + system CPU time of the whole process (all threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def _status(self) -> dict[str, int]:
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS", "VmHWM")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) * 1024
+        return out
+
+    def rss(self) -> int:
+        return self._status()["VmRSS"]
+
+    def peak_rss(self) -> int:
+        return self._status()["VmHWM"]
+
+    def reset_peak_rss(self) -> None:
+        """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+
+def start_upstream(workdir: Path, *, mode: str, cpu: int | None, stream_delay: float = 0.0,
+                   data_dir: Path | None = None) -> tuple[Proc, str]:
+    port = free_port()
+    args = pin_prefix(cpu) + [sys.executable, str(ROOT / "bench" / "upstream.py"), "--mode", mode,
+                              "--port", str(port)]
+    if mode == "fake":
+        args += ["--data-dir", str(data_dir), "--stream-delay", str(stream_delay)]
+    p = Proc(f"upstream-{mode}", args, cwd=workdir, log_path=workdir / f"upstream-{mode}.log", stdout_pipe=True)
+    p.wait_line(b"READY")
+    return p, f"http://127.0.0.1:{port}"
+
+
+def start_gateway(workdir: Path, config: dict[str, Any], *, cpu: int | None) -> tuple[Proc, int]:
+    port = free_port()
+    gw_dir = workdir / "gateway"
+    gw_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(config)
+    cfg["server"] = {**cfg.get("server", {}), "host": "127.0.0.1", "port": port, "workers": 1}
+    cfg_path = gw_dir / "sluicegate.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    args = pin_prefix(cpu) + [sys.executable, "-m", "proxy", "--config", str(cfg_path), "--workers", "1"]
+    p = Proc("gateway", args, cwd=gw_dir, log_path=gw_dir / "gateway.log")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if p.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {p.proc.returncode}:\n{p.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return p, port
+        except OSError:
+            time.sleep(0.05)
+    p.stop()
+    raise RuntimeError(f"gateway did not become ready:\n{p.log()}")

@@ -1,0 +1,171 @@
+"""Serve a benchmark upstream in its own process (so it can be pinned to a core with taskset).
+
+    python bench/upstream.py --port 9001 --data-dir /tmp/fake [--stream-delay 0.05]
+    python bench/upstream.py --mode canned --port 9002
+
+``--mode fake`` (default) serves ``tests.fakes.openai_upstream.FakeOpenAI("openai").app`` with
+``aiohttp.web.run_app`` — the same faithful fake the integration tests use (uploads streamed
+to disk and hashed, content served from disk, SSE with ``stream_delay`` between events). The
+only change: its request log (``fake.requests``, a test-inspection aid) keeps nothing unless
+``--record`` is given, so a load run does not grow the process without bound.
+
+``--mode canned`` is a minimal raw-asyncio HTTP/1.1 server that answers ``GET
+/v1/files/{id}``, ``POST /v1/files`` and ``POST /v1/responses`` (non-streaming) with
+pre-rendered OpenAI-shaped JSON (a fresh ``resp_…`` id per response). It costs a few µs per
+request, so it shows what the *gateway* can do when the upstream is not the limit.
+
+Both use uvloop when it is installed (``--no-uvloop`` to turn it off). The process prints
+``READY <port>`` on stdout once it listens and exits on SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import secrets
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+# ============================================================================ fake mode
+def serve_fake(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from tests.fakes.openai_upstream import FakeOpenAI, RecordLog
+
+    class _NullLog(RecordLog):
+        def append(self, record) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    fake = FakeOpenAI("openai", api_key=args.api_key, data_dir=args.data_dir)
+    fake.stream_delay = args.stream_delay
+    if not args.record:
+        fake.requests = _NullLog()
+
+    def ready(*_a: object, **_k: object) -> None:
+        print(f"READY {args.port}", flush=True)
+
+    web.run_app(fake.app, host=args.host, port=args.port, access_log=None, print=ready,
+                shutdown_timeout=1.0, backlog=2048)
+
+
+# ============================================================================ canned mode
+_FILE_JSON = (b'{"id":"file-canned0000000000000000000","object":"file","bytes":1024,"created_at":%d,'
+              b'"filename":"small.jsonl","purpose":"user_data","status":"processed","expires_at":null,'
+              b'"status_details":null}')
+
+
+def _response_template() -> bytes:
+    """A non-streaming Response object as the fake renders it, with ``@ID@`` for the id."""
+    import orjson
+
+    from tests.fakes.openai_upstream import FakeOpenAI
+
+    fake = FakeOpenAI("openai")
+    try:
+        obj = fake._build_response({"model": "gpt-4o-mini", "input": "hello", "store": False},
+                                   fake._input_items("hello"))
+    finally:
+        fake.close()
+    obj["id"] = "@ID@"
+    return orjson.dumps(obj)
+
+
+class _Canned(asyncio.Protocol):
+    template: bytes = b""
+    counter = itertools.count()
+    prefix = secrets.token_hex(8)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while True:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            head = bytes(buf[:i])
+            length = 0
+            low = head.lower()
+            j = low.find(b"\r\ncontent-length:")
+            if j >= 0:
+                k = low.find(b"\r\n", j + 2)
+                length = int(low[j + 17: k if k >= 0 else len(low)])
+            if len(buf) < i + 4 + length:
+                return  # wait for the whole body (bodies here are small or drained below)
+            del buf[: i + 4 + length]
+            self._answer(head)
+
+    def _answer(self, head: bytes) -> None:
+        line = head.split(b"\r\n", 1)[0]
+        method, _, rest = line.partition(b" ")
+        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if method == b"POST" and path == b"/v1/responses":
+            rid = b"resp_%s%08x" % (self.prefix.encode(), next(self.counter))
+            body = self.template.replace(b"@ID@", rid, 1)
+            status = b"200 OK"
+        elif path.startswith(b"/v1/files"):
+            body = _FILE_JSON % int(time.time())
+            status = b"200 OK"
+        else:
+            body = b'{"error":{"message":"Invalid URL","type":"invalid_request_error","param":null,"code":null}}'
+            status = b"404 Not Found"
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\nx-request-id: req_canned\r\n\r\n" + body)
+
+
+def serve_canned(args: argparse.Namespace) -> None:
+    _Canned.template = _response_template()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Canned, args.host, args.port, backlog=2048, reuse_address=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"READY {args.port}", flush=True)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=("fake", "canned"), default="fake")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--data-dir", default=None, help="fake mode: where uploaded files are stored")
+    p.add_argument("--api-key", default="sk-upstream-test")
+    p.add_argument("--stream-delay", type=float, default=0.0, help="fake mode: seconds between SSE events")
+    p.add_argument("--record", action="store_true", help="fake mode: keep the fake's request log")
+    p.add_argument("--no-uvloop", action="store_true")
+    args = p.parse_args(argv)
+    if not args.no_uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    if args.mode == "fake":
+        serve_fake(args)
+    else:
+        serve_canned(args)
+
+
+if __name__ == "__main__":
+    main()
