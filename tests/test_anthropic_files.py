@@ -201,7 +201,9 @@ def test_upstream_errors_are_translated(start_gateway, fake_anthropic):
     assert e.value.body == {"message": f"No such File object: {f.id}", "type": "invalid_request_error",
                             "param": "file_id", "code": "file_not_found"}
 
-    fake_anthropic.fail_next(529, path=one)          # overloaded: 503, the client may retry
+    fake_anthropic.fail_next(529, path=one)          # one overloaded answer: retried by the gateway
+    assert c.files.retrieve(f.id).id == f.id
+    fake_anthropic.fail_next(529, times=3, path=one)  # still overloaded: 503, the client may retry
     with pytest.raises(openai.InternalServerError) as e:
         c.files.retrieve(f.id)
     assert e.value.status_code == 503 and e.value.body["code"] == "upstream_overloaded"
