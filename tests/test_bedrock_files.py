@@ -31,9 +31,9 @@ from proxy.providers.bedrock import (
     MODEL_HEADER,
     REGION_HEADER,
     BedrockProvider,
-    _Target,
     bucket_name_problem,
 )
+from proxy.providers.object_store import Target
 from proxy.providers.s3_storage import MIN_PART_SIZE, S3NotFound, S3StorageError
 from proxy.store.base import FileRecord
 from tests.conftest import client
@@ -591,7 +591,7 @@ def _wrapped(exc: S3StorageError, cause: BaseException) -> S3StorageError:
     (S3StorageError("upload exceeds S3's 10000 parts; use a larger part_size"), 413, "file_too_large", False),
 ])
 def test_s3_errors_become_openai_errors(exc: S3StorageError, status: int, code: str, retry: bool) -> None:
-    err = _provider().s3_error(exc, "upload", target=_Target("b", False, "us-east-1", None))
+    err = _provider().s3_error(exc, "upload", target=Target("b", False, "us-east-1", None))
     assert isinstance(err, GatewayError)
     assert (err.status, err.code, err.retryable) == (status, code, retry), err
     if status in (429, 503):
@@ -605,7 +605,7 @@ def test_s3_not_found_for_a_file_is_404() -> None:
         err = p.s3_error(exc, "download", file_id="file-abc")
         assert (err.status, err.code, err.param) == (404, "file_not_found", "file_id")
     err = p.s3_error(S3StorageError("S3 PutObject failed: HTTP 404 NoSuchBucket", code="NoSuchBucket", status=404),
-                     "upload", target=_Target("other-bucket", True, "us-east-1", None))
+                     "upload", target=Target("other-bucket", True, "us-east-1", None))
     assert (err.status, err.code, err.param) == (404, "bucket_not_found", BUCKET_HEADER)
 
 

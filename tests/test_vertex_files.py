@@ -443,16 +443,16 @@ def test_gcs_errors_become_openai_errors(exc: GCSStorageError, status: int, code
 
 
 def test_upload_404s() -> None:
-    from proxy.providers.vertex import _Target
+    from proxy.providers.object_store import Target
 
     p = _provider()
     start = GCSNotFound("GCS upload start failed with HTTP 404 (notFound)", 404, code="notFound")
-    from_header = p.gcs_error(start, "upload", target=_Target("hdr-bucket", True, None, None))
+    from_header = p.gcs_error(start, "upload", target=Target("hdr-bucket", True, None, None))
     assert (from_header.status, from_header.code, from_header.param) == (404, "bucket_not_found", BUCKET_HEADER)
-    configured = p.gcs_error(start, "upload", target=_Target("b", False, None, None))
+    configured = p.gcs_error(start, "upload", target=Target("b", False, None, None))
     assert (configured.status, configured.code) == (502, "upstream_bucket_not_found")
     session = p.gcs_error(GCSNotFound("GCS chunk upload failed with HTTP 404", 404), "upload",
-                          target=_Target("b", False, None, None))
+                          target=Target("b", False, None, None))
     assert (session.status, session.code, session.retryable) == (502, "upstream_error", True)
 
 
@@ -522,12 +522,13 @@ async def test_id_map_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
     from proxy.providers import vertex
+    from proxy.providers.object_store import Target
     from proxy.transforms.batch_vertex import vertex_batch_translator
 
     monkeypatch.setattr(vertex, "_MAX_IDS_BYTES", 1000)
     inner = _CollectingSink()
     sink = vertex.VertexSink(_provider(), SimpleNamespace(purpose="batch"), inner,  # type: ignore[arg-type]
-                             vertex_batch_translator(), vertex._Target("b", False, None, None), "o")
+                             vertex_batch_translator(), Target("b", False, None, None), "o")
     await sink.write(b"".join(batch_line(f"row-{i}") for i in range(100)))  # label-safe: no map entries
     assert sink.translator.ids == {}  # type: ignore[union-attr]
     with pytest.raises(GatewayError) as e:

@@ -38,12 +38,10 @@ a 512 MiB upload into moto raises the gateway's peak RSS by ≈ 35 MiB, inside i
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
 from contextlib import AsyncExitStack
-from itertools import islice
 from typing import TYPE_CHECKING, Any, AsyncIterator
 from urllib.parse import quote
 
@@ -65,9 +63,11 @@ from botocore.exceptions import (
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
-from ..transforms.jsonl import BatchLineError
 from . import s3_storage
 from .base import Download, Provider
+from .object_store import (MAX_FILENAME_SEGMENT, MAX_TENANT_SEGMENT, HeaderRule, Target, TranslatingSink,
+                           bucket_not_found, bucket_rule, first_piece, looks_like_ipv4, not_found, read_target,
+                           sanitise_segment, unless_matches)
 from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
 from .sink import SinkResult
 
@@ -91,8 +91,6 @@ _DEFAULT_FILE_LIMIT = 512 << 20
 _MAX_BATCH_LINES = 50_000
 # The recordId → custom_id map lives in the store row; ids Bedrock carries unchanged cost nothing.
 _MAX_IDS_BYTES = 4 << 20
-_MAX_FILENAME_SEGMENT = 200
-_MAX_TENANT_SEGMENT = 128
 _MAX_METADATA_VALUE = 512        # S3 user metadata: 2 KB in total
 # Regions other than the configured one get their own client; this many are kept, idle
 # ones are closed beyond it (least recently used first).
@@ -103,7 +101,6 @@ _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,511}")
 _BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
 _BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 _AUTH_CODES = frozenset({
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -127,11 +124,7 @@ def bucket_name_problem(name: str) -> str | None:
                 "and must start and end with a letter or digit")
     if ".." in name:
         return "must not contain two adjacent periods"
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        pass
-    else:
+    if looks_like_ipv4(name):
         return "must not be formatted as an IP address"
     if name.startswith(_BUCKET_BAD_PREFIXES):
         return f"must not start with {', '.join(repr(p) for p in _BUCKET_BAD_PREFIXES)}"
@@ -140,14 +133,13 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
-def _segment(value: str, fallback: str, limit: int = _MAX_FILENAME_SEGMENT) -> str:
-    """``value`` as one safe key segment: ``[A-Za-z0-9._-]``, at most ``limit`` long, keeping a
-    short extension when it has to be cut."""
-    clean = _UNSAFE.sub("_", value)
-    if len(clean) > limit:
-        root, dot, ext = clean.rpartition(".")
-        clean = f"{root[:limit - len(ext) - 1]}.{ext}" if dot and 0 < len(ext) <= 16 else clean[:limit]
-    return fallback if clean.strip(".") == "" else clean
+_TARGET_HEADERS = (
+    bucket_rule(BUCKET_HEADER, "S3", bucket_name_problem),
+    HeaderRule(REGION_HEADER, "invalid_region", unless_matches(
+        _REGION, "is not an AWS region name such as us-east-1.")),
+    HeaderRule(MODEL_HEADER, "invalid_model", unless_matches(
+        _MODEL, "is not a Bedrock model id such as anthropic.claude-3-haiku-20240307-v1:0.")),
+)
 
 
 def _metadata_value(value: str) -> str:
@@ -161,22 +153,6 @@ def _part_size_setting(configured: int | None) -> int:
     if not MIN_PART_SIZE <= configured <= MAX_PART_SIZE:
         raise ValueError(f"upload_chunk_size: an S3 part must be 5MiB to 5GiB; got {configured}")
     return configured
-
-
-def _not_found(file_id: str) -> GatewayError:
-    return GatewayError(404, f"No such File object: {file_id[:128]}", param="file_id", code="file_not_found")
-
-
-class _Target:
-    """Where an upload goes, and the model its batch rows are made for."""
-
-    __slots__ = ("bucket", "bucket_from_header", "region", "model")
-
-    def __init__(self, bucket: str, bucket_from_header: bool, region: str, model: str | None) -> None:
-        self.bucket = bucket
-        self.bucket_from_header = bucket_from_header
-        self.region = region
-        self.model = model
 
 
 class _RegionClient:
@@ -219,66 +195,45 @@ class _Lease:
         await self.release()
 
 
-class BedrockSink:
-    """The S3 sink of one upload; for batch files, a translator in front of it.
+class BedrockSink(TranslatingSink):
+    """The S3 sink of one upload (:class:`S3MultipartSink`); for batch files, a translator in
+    front of it. Holds at most the S3 sink's parts, one client chunk and one partial line."""
 
-    Holds at most the S3 sink's parts, one client chunk and (for batch files) one partial
-    line. Every failure leaves the exchange as an OpenAI-shaped :class:`GatewayError`.
-    """
+    __slots__ = ("key", "lease", "content_type", "metadata")
 
-    __slots__ = ("provider", "ex", "inner", "translator", "target", "key", "lease", "content_type",
-                 "metadata", "purpose_at_open", "_ids_seen", "_ids_bytes")
+    provider: "BedrockProvider"
+    storage_error = S3StorageError
+    service = "Bedrock"
+    translated_rows = "Bedrock records"
+    id_carrier = "Bedrock recordId"
+    carried_ids = "64 letters and digits"
 
     def __init__(self, provider: "BedrockProvider", ex: "Exchange", inner: S3MultipartSink,
-                 translator: BatchTranslator | None, target: _Target, key: str, lease: _Lease,
+                 translator: BatchTranslator | None, target: Target, key: str, lease: _Lease,
                  content_type: str, metadata: dict[str, str]) -> None:
-        self.provider = provider
-        self.ex = ex
-        self.inner = inner
-        self.translator = translator
-        self.target = target
+        super().__init__(provider, ex, inner, translator, target, max_ids_bytes=_MAX_IDS_BYTES)
         self.key = key
         self.lease = lease
         self.content_type = content_type
         self.metadata = metadata
-        self.purpose_at_open = ex.purpose
-        self._ids_seen = 0
-        self._ids_bytes = 0
 
-    async def write(self, chunk: bytes | memoryview) -> None:
-        if self.translator is None:
-            await self._store(chunk)
-            return
-        try:
-            rows = self.translator.feed(chunk)
-        except BatchLineError as err:
-            raise _batch_error(err) from None
-        self._check_ids()
-        if rows:
-            await self._store(rows)
+    def upload_error(self, exc: Exception) -> GatewayError:
+        assert isinstance(exc, S3StorageError)
+        return self.provider.s3_error(exc, "upload", target=self.target)
 
-    async def complete(self) -> SinkResult:
-        self.provider.check_purpose(self.ex, self)
-        if self.translator is not None:
-            try:
-                rows = self.translator.close()
-            except BatchLineError as err:
-                raise _batch_error(err) from None
-            self._check_ids()
-            if rows:
-                await self._store(rows)
-        try:
-            stored = await self.inner.complete()
-        except S3StorageError as exc:
-            raise self.provider.s3_error(exc, "upload", target=self.target) from None
+    def purpose_changed(self) -> GatewayError:
+        return GatewayError(
+            400, "The 'purpose' field was sent twice with different values ('batch', then "
+            f"'{(self.ex.purpose or '')[:32]}'); send it once.", param="purpose", code="invalid_purpose")
+
+    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
         etag = stored.location.get("etag")
-        purpose = self.ex.purpose or ""
-        if purpose != (self.purpose_at_open or ""):
+        if new_purpose is not None:
             # The purpose came after the file part (curl's order): the object was created with
             # an empty one. The store is authoritative; this keeps the metadata honest.
             etag = await self.provider.replace_metadata(
                 self.lease, self.target.bucket, self.key, stored.bytes, self.content_type,
-                {**self.metadata, "purpose": purpose}) or etag
+                {**self.metadata, "purpose": new_purpose}) or etag
         await self.lease.release()
         location: dict[str, Any] = {"bucket": self.target.bucket, "key": self.key,
                                     "region": self.target.region, "etag": etag}
@@ -286,44 +241,13 @@ class BedrockSink:
             assert self.target.model is not None
             location["model"] = self.target.model
             location["invocation_type"] = invocation_type(self.target.model)
-            if self.translator.ids:
-                location["ids"] = dict(self.translator.ids)
-        return SinkResult(bytes=stored.bytes, location=location)
+        return location
 
     async def abort(self) -> None:
         try:
-            await self.inner.abort()
+            await super().abort()  # AbortMultipartUpload
         finally:
             await self.lease.release()
-
-    async def _store(self, data: bytes | memoryview) -> None:
-        try:
-            await self.inner.write(data)
-        except S3StorageError as exc:  # the core aborts the sink: AbortMultipartUpload
-            raise self.provider.s3_error(exc, "upload", target=self.target) from None
-
-    def _check_ids(self) -> None:
-        """Bound the id map: it goes into the store row."""
-        ids = self.translator.ids  # type: ignore[union-attr]
-        new = len(ids) - self._ids_seen
-        if not new:
-            return
-        for record_id, custom_id in islice(reversed(ids.items()), new):
-            self._ids_bytes += len(record_id) + len(custom_id.encode()) + 8
-        self._ids_seen = len(ids)
-        if self._ids_bytes > _MAX_IDS_BYTES:
-            newest = next(reversed(ids))  # "R" + zero-padded line number
-            line = str(int(newest[1:])) if newest[1:].isdigit() else "?"
-            raise GatewayError(
-                400, f"Invalid batch file for Bedrock: line {line}: too many \"custom_id\" values that a "
-                "Bedrock recordId cannot carry unchanged (more than 4 MiB of them); use ids of at most 64 "
-                "letters and digits.", param="file", code="invalid_batch_file")
-
-
-def _batch_error(err: BatchLineError) -> GatewayError:
-    message = err.message.rstrip(".")
-    return GatewayError(400, f"Invalid batch file for Bedrock: line {err.line}: {message}.",
-                        param="file", code="invalid_batch_file")
 
 
 class BedrockProvider(Provider):
@@ -419,39 +343,18 @@ class BedrockProvider(Provider):
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def _target(self, ex: "Exchange") -> _Target:
-        headers = ex.request.headers
-        bucket = headers.get(BUCKET_HEADER)
-        if bucket is not None:
-            bucket = bucket.strip()
-            problem = bucket_name_problem(bucket)
-            if problem:
-                raise GatewayError(400, f"{BUCKET_HEADER}: '{bucket[:64]}' is not a valid S3 bucket name: {problem}.",
-                                   param=BUCKET_HEADER, code="invalid_bucket_name")
-        region = headers.get(REGION_HEADER)
-        if region is not None:
-            region = region.strip()
-            if not _REGION.fullmatch(region):
-                raise GatewayError(400, f"{REGION_HEADER}: '{region[:64]}' is not an AWS region name such as "
-                                   "us-east-1.", param=REGION_HEADER, code="invalid_region")
-        model = headers.get(MODEL_HEADER)
-        if model is not None:
-            model = model.strip()
-            if not _MODEL.fullmatch(model):
-                raise GatewayError(400, f"{MODEL_HEADER}: '{model[:64]}' is not a Bedrock model id such as "
-                                   "anthropic.claude-3-haiku-20240307-v1:0.", param=MODEL_HEADER,
-                                   code="invalid_model")
-        return _Target(bucket or self.bucket, bucket is not None, region or self.region, model or self.model)
+    def _target(self, ex: "Exchange") -> Target:
+        return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)
 
     def check_upload(self, ex: "Exchange") -> None:
         target = self._target(ex)  # refuse bad override headers before a byte is stored
         sink = ex.extra.get("bedrock_sink")
         if isinstance(sink, BedrockSink):
-            self.check_purpose(ex, sink)
+            sink.check_purpose()
         elif ex.purpose == "batch":
             self._batch_model(target)
 
-    def _batch_model(self, target: _Target) -> str:
+    def _batch_model(self, target: Target) -> str:
         """The model batch rows are translated for; 400 when none is known or its family has
         no translation (checked before any byte is stored)."""
         if not target.model:
@@ -466,24 +369,12 @@ class BedrockProvider(Provider):
             raise GatewayError(400, f"{MODEL_HEADER}: {exc}.", param=MODEL_HEADER, code="unsupported_model") from None
         return target.model
 
-    def check_purpose(self, ex: "Exchange", sink: BedrockSink) -> None:
-        """The purpose the file was stored for must still be the upload's purpose."""
-        if ex.purpose == "batch" and sink.translator is None:
-            raise GatewayError(
-                400, f"Provider '{self.name}' (Bedrock) translates batch files into Bedrock records while they "
-                "stream, so it needs the 'purpose' field before the 'file' part of the form; send purpose "
-                "first (the OpenAI SDK does).", param="purpose", code="purpose_after_file")
-        if ex.purpose != "batch" and sink.translator is not None:
-            raise GatewayError(
-                400, "The 'purpose' field was sent twice with different values ('batch', then "
-                f"'{(ex.purpose or '')[:32]}'); send it once.", param="purpose", code="invalid_purpose")
-
     def object_key(self, tenant: str, file_id: str, filename: str, *, batch: bool) -> str:
-        name = _segment(filename, "upload")
+        name = sanitise_segment(filename, "upload")
         if batch and not name.endswith(".jsonl"):  # Bedrock reads only *.jsonl inputs
             stem = name[:-6] if name.lower().endswith(".jsonl") else name
-            name = f"{stem[:_MAX_FILENAME_SEGMENT - 6]}.jsonl"
-        return f"{self.prefix}{_segment(tenant, 'tenant', _MAX_TENANT_SEGMENT)}/{file_id}/{name}"
+            name = f"{stem[:MAX_FILENAME_SEGMENT - 6]}.jsonl"
+        return f"{self.prefix}{sanitise_segment(tenant, 'tenant', MAX_TENANT_SEGMENT)}/{file_id}/{name}"
 
     def part_size(self, ex: "Exchange", batch: bool) -> int:
         """``upload_chunk_size`` (default: S3's 5 MiB minimum), unless the upload limit needs more
@@ -539,19 +430,24 @@ class BedrockProvider(Provider):
     @staticmethod
     def _located(rec: "FileRecord | None", file_id: str) -> tuple[str, str, str | None]:
         if rec is None or not rec.location.get("bucket") or not rec.location.get("key"):
-            raise _not_found(file_id)
+            raise not_found(file_id)
         return rec.location["bucket"], rec.location["key"], rec.location.get("region")
+
+    async def _head(self, client: Any, bucket: str, key: str, file_id: str) -> dict[str, Any]:
+        """The object's metadata; 404 when it was removed from the bucket behind the gateway's back."""
+        try:
+            meta = await s3_storage.head(client, bucket, key)
+        except S3StorageError as exc:
+            raise self.s3_error(exc, "metadata request", file_id=file_id) from None
+        if meta is None:
+            raise not_found(file_id)
+        return meta
 
     async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
         bucket, key, region = self._located(rec, file_id)
         assert rec is not None
         async with self.lease(region or self.region) as client:
-            try:
-                meta = await s3_storage.head(client, bucket, key)
-            except S3StorageError as exc:
-                raise self.s3_error(exc, "metadata request", file_id=file_id) from None
-        if meta is None:
-            raise _not_found(file_id)  # removed from the bucket behind the gateway's back
+            await self._head(client, bucket, key, file_id)
         return orjson.dumps(rec.to_openai())
 
     async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
@@ -569,23 +465,10 @@ class BedrockProvider(Provider):
         lease = self.lease(region or self.region)
         client = await lease.acquire()
         try:
-            try:
-                meta = await s3_storage.head(client, bucket, key)
-            except S3StorageError as exc:
-                raise self.s3_error(exc, "metadata request", file_id=file_id) from None
-            if meta is None:
-                raise _not_found(file_id)
+            meta = await self._head(client, bucket, key, file_id)
             pieces = s3_storage.iter_object(client, bucket, key)
-            try:
-                first = await pieces.__anext__()  # fail as an error response, not a cut stream
-            except StopAsyncIteration:
-                first = b""
-            except S3StorageError as exc:
-                await pieces.aclose()
-                raise self.s3_error(exc, "download", file_id=file_id) from None
-            except BaseException:
-                await pieces.aclose()
-                raise
+            first = await first_piece(pieces, S3StorageError,
+                                      lambda exc: self.s3_error(exc, "download", file_id=file_id))
         except BaseException:
             await lease.release()
             raise
@@ -612,19 +495,15 @@ class BedrockProvider(Provider):
     # -- errors ------------------------------------------------------------------------------
 
     def s3_error(self, exc: S3StorageError, what: str, *, file_id: str | None = None,
-                 target: _Target | None = None) -> GatewayError:
+                 target: Target | None = None) -> GatewayError:
         """An S3 failure as the client should see it. S3StorageError messages name only the
         operation, the HTTP status and S3's error code: never a bucket, key or credential."""
         code, status, cause = exc.code, exc.status, exc.__cause__
         log.warning("bedrock %s: %s", self.name, exc)
         if file_id is not None and (isinstance(exc, S3NotFound) or code == "NoSuchBucket"):
-            return _not_found(file_id)
+            return not_found(file_id)
         if code == "NoSuchBucket":
-            if target is not None and target.bucket_from_header:
-                return GatewayError(404, f"{BUCKET_HEADER}: the S3 bucket '{target.bucket}' does not exist.",
-                                    param=BUCKET_HEADER, code="bucket_not_found")
-            return GatewayError(502, f"Provider '{self.name}': the configured S3 bucket does not exist.",
-                                code="upstream_bucket_not_found")
+            return bucket_not_found(self.name, "S3", BUCKET_HEADER, target)
         if code in _AUTH_CODES or status in (401, 403) or isinstance(cause, _CREDENTIAL_ERRORS):
             return GatewayError(502, f"Provider '{self.name}': Amazon S3 refused the gateway's credentials "
                                 f"({what}).", code="upstream_auth_failed")

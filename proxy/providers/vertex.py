@@ -30,11 +30,9 @@ whole object on every chunk, so its cost grows with the square of the chunk coun
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -46,10 +44,12 @@ from gcloud.aio.storage.storage import init_api_root
 from ..errors import GatewayError
 from ..transforms.batch_vertex import vertex_batch_translator
 from ..transforms.batch_translate import BatchTranslator
-from ..transforms.jsonl import BatchLineError
 from . import gcs_storage
 from .base import Download, Provider
 from .gcs_storage import UPLOAD_QUANTUM, GCSResumableSink, GCSStorageError
+from .object_store import (MAX_TENANT_SEGMENT, HeaderRule, Target, TranslatingSink, bucket_not_found,
+                           bucket_rule, first_piece, looks_like_ipv4, not_found, read_target, sanitise_segment,
+                           unless_matches)
 from .sink import SinkResult
 
 if TYPE_CHECKING:
@@ -71,7 +71,6 @@ _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 _MAX_BATCH_LINES = 200_000
 # The id map lives in the store row; ids that labels carry unchanged cost nothing.
 _MAX_IDS_BYTES = 4 << 20
-_MAX_FILENAME_SEGMENT = 200
 _MAX_METADATA_VALUE = 1024
 _TOKEN_FAILURE = "could not obtain a GCS access token"  # gcs_storage's message, and ours
 _UPLOAD_START = "GCS upload start failed"  # gcs_storage's message when initiating a session fails
@@ -79,7 +78,6 @@ _UPLOAD_START = "GCS upload start failed"  # gcs_storage's message when initiati
 _BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
 _REGION = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:/-]{0,255}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def bucket_name_problem(name: str) -> str | None:
@@ -93,25 +91,19 @@ def bucket_name_problem(name: str) -> str | None:
         return "must be 3 to 63 characters long (up to 222 with dots)"
     if any(not 1 <= len(part) <= 63 for part in name.split(".")):
         return "each dot-separated part must be 1 to 63 characters long"
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        pass
-    else:
+    if looks_like_ipv4(name):
         return "must not be an IP address"
     if name.startswith("goog") or "google" in name or "g00gle" in name:
         return "must not start with 'goog' or contain 'google'"
     return None
 
 
-def _segment(value: str, fallback: str, limit: int = _MAX_FILENAME_SEGMENT) -> str:
-    """``value`` as one safe object-name segment: ``[A-Za-z0-9._-]``, at most ``limit`` long,
-    keeping a short extension when it has to be cut."""
-    clean = _UNSAFE.sub("_", value)
-    if len(clean) > limit:
-        root, dot, ext = clean.rpartition(".")
-        clean = f"{root[:limit - len(ext) - 1]}.{ext}" if dot and 0 < len(ext) <= 16 else clean[:limit]
-    return fallback if clean.strip(".") == "" else clean
+_TARGET_HEADERS = (
+    bucket_rule(BUCKET_HEADER, "GCS", bucket_name_problem),
+    HeaderRule(REGION_HEADER, "invalid_region", unless_matches(_REGION, "is not a region name such as us-central1.")),
+    HeaderRule(MODEL_HEADER, "invalid_model", unless_matches(
+        _MODEL, "is not a model name such as gemini-2.5-flash or publishers/google/models/gemini-2.5-flash.")),
+)
 
 
 def _chunk_size(configured: int | None) -> int:
@@ -122,116 +114,44 @@ def _chunk_size(configured: int | None) -> int:
     return configured
 
 
-def _not_found(file_id: str) -> GatewayError:
-    return GatewayError(404, f"No such File object: {file_id[:128]}", param="file_id", code="file_not_found")
+class VertexSink(TranslatingSink):
+    """The GCS sink of one upload (:class:`GCSResumableSink`); for batch files, a translator in
+    front of it. Holds at most one GCS chunk, one client chunk and one partial line."""
 
+    __slots__ = ("name",)
 
-class _Target:
-    """Where an upload goes: the bucket, and what is recorded with it."""
-
-    __slots__ = ("bucket", "bucket_from_header", "region", "model")
-
-    def __init__(self, bucket: str, bucket_from_header: bool, region: str | None, model: str | None) -> None:
-        self.bucket = bucket
-        self.bucket_from_header = bucket_from_header
-        self.region = region
-        self.model = model
-
-
-class VertexSink:
-    """The GCS sink of one upload; for batch files, a translator in front of it.
-
-    Holds at most one GCS chunk, one client chunk and (for batch files) one partial line.
-    Every failure leaves the exchange as an OpenAI-shaped :class:`GatewayError`.
-    """
-
-    __slots__ = ("provider", "ex", "inner", "translator", "target", "name", "purpose_at_open",
-                 "_ids_seen", "_ids_bytes")
+    provider: "VertexProvider"
+    storage_error = GCSStorageError
+    service = "Vertex AI"
+    translated_rows = "Gemini rows"
+    id_carrier = "Vertex label"
+    carried_ids = "63 lowercase letters, digits, '_' or '-'"
 
     def __init__(self, provider: "VertexProvider", ex: "Exchange", inner: GCSResumableSink,
-                 translator: BatchTranslator | None, target: _Target, name: str) -> None:
-        self.provider = provider
-        self.ex = ex
-        self.inner = inner
-        self.translator = translator
-        self.target = target
+                 translator: BatchTranslator | None, target: Target, name: str) -> None:
+        super().__init__(provider, ex, inner, translator, target, max_ids_bytes=_MAX_IDS_BYTES)
         self.name = name
-        self.purpose_at_open = ex.purpose
-        self._ids_seen = 0
-        self._ids_bytes = 0
 
-    async def write(self, chunk: bytes | memoryview) -> None:
-        if self.translator is None:
-            await self._store(chunk)
-            return
-        try:
-            rows = self.translator.feed(chunk)
-        except BatchLineError as err:
-            raise _batch_error(err) from None
-        self._check_ids()
-        if rows:
-            await self._store(rows)
+    def upload_error(self, exc: Exception) -> GatewayError:
+        assert isinstance(exc, GCSStorageError)
+        return self.provider.gcs_error(exc, "upload", target=self.target)
 
-    async def complete(self) -> SinkResult:
-        if self.translator is not None:
-            try:
-                rows = self.translator.close()
-            except BatchLineError as err:
-                raise _batch_error(err) from None
-            self._check_ids()
-            if rows:
-                await self._store(rows)
-        try:
-            stored = await self.inner.complete()
-        except GCSStorageError as exc:
-            raise self.provider.gcs_error(exc, "upload", target=self.target) from None
-        location: dict[str, Any] = {
+    def purpose_changed(self) -> GatewayError:
+        return GatewayError(400, "The 'purpose' field was sent twice with different values.",
+                            param="purpose", code="invalid_purpose")
+
+    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
+        if new_purpose is not None:
+            # The purpose came after the file part (curl's order): the session may have
+            # started with an empty one. The store is authoritative; this is for humans.
+            await self.provider.patch_purpose(self.target.bucket, self.name, new_purpose)
+        return {
             "bucket": self.target.bucket,
             "name": self.name,
             "generation": stored.location.get("generation"),
             "region": self.target.region,
             "model": self.target.model,
         }
-        if self.translator is not None and self.translator.ids:
-            location["ids"] = dict(self.translator.ids)
-        purpose = self.ex.purpose or ""
-        if purpose != (self.purpose_at_open or ""):
-            # The purpose came after the file part (curl's order): the session may have
-            # started with an empty one. The store is authoritative; this is for humans.
-            await self.provider.patch_purpose(self.target.bucket, self.name, purpose)
-        return SinkResult(bytes=stored.bytes, location=location)
-
-    async def abort(self) -> None:
-        await self.inner.abort()
-
-    async def _store(self, data: bytes | memoryview) -> None:
-        try:
-            await self.inner.write(data)
-        except GCSStorageError as exc:  # the inner sink has aborted itself
-            raise self.provider.gcs_error(exc, "upload", target=self.target) from None
-
-    def _check_ids(self) -> None:
-        """Bound the id map: it goes into the store row."""
-        ids = self.translator.ids  # type: ignore[union-attr]
-        new = len(ids) - self._ids_seen
-        if not new:
-            return
-        for label, custom_id in islice(reversed(ids.items()), new):
-            self._ids_bytes += len(label) + len(custom_id.encode()) + 8
-        self._ids_seen = len(ids)
-        if self._ids_bytes > _MAX_IDS_BYTES:
-            newest = next(reversed(ids))  # "l<line>"
-            line = newest[1:] if newest[1:].isdigit() else "?"
-            raise GatewayError(
-                400, f"Invalid batch file for Vertex AI: line {line}: too many \"custom_id\" values that a "
-                "Vertex label cannot carry unchanged (more than 4 MiB of them); use ids of at most 63 "
-                "lowercase letters, digits, '_' or '-'.", param="file", code="invalid_batch_file")
-
-
-def _batch_error(err: BatchLineError) -> GatewayError:
-    message = err.message.rstrip(".")
-    return GatewayError(400, f"Invalid batch file for Vertex AI: line {err.line}: {message}.",
-                        param="file", code="invalid_batch_file")
 
 
 class VertexProvider(Provider):
@@ -275,45 +195,18 @@ class VertexProvider(Provider):
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def _target(self, ex: "Exchange") -> _Target:
-        headers = ex.request.headers
-        bucket = headers.get(BUCKET_HEADER)
-        if bucket is not None:
-            bucket = bucket.strip()
-            problem = bucket_name_problem(bucket)
-            if problem:
-                raise GatewayError(400, f"{BUCKET_HEADER}: '{bucket[:64]}' is not a valid GCS bucket name: {problem}.",
-                                   param=BUCKET_HEADER, code="invalid_bucket_name")
-        region = headers.get(REGION_HEADER)
-        if region is not None:
-            region = region.strip()
-            if not _REGION.fullmatch(region):
-                raise GatewayError(400, f"{REGION_HEADER}: '{region[:64]}' is not a region name such as us-central1.",
-                                   param=REGION_HEADER, code="invalid_region")
-        model = headers.get(MODEL_HEADER)
-        if model is not None:
-            model = model.strip()
-            if not _MODEL.fullmatch(model):
-                raise GatewayError(400, f"{MODEL_HEADER}: '{model[:64]}' is not a model name such as "
-                                   "gemini-2.5-flash or publishers/google/models/gemini-2.5-flash.",
-                                   param=MODEL_HEADER, code="invalid_model")
-        return _Target(bucket or self.bucket, bucket is not None, region or self.region, model or self.model)
+    def _target(self, ex: "Exchange") -> Target:
+        return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)
 
     def check_upload(self, ex: "Exchange") -> None:
         self._target(ex)  # refuse bad override headers before a byte is stored
         sink = ex.extra.get("vertex_sink")
-        if not isinstance(sink, VertexSink) or (sink.translator is not None) == (ex.purpose == "batch"):
-            return
-        if sink.translator is not None:  # a second purpose field changed it
-            raise GatewayError(400, "The 'purpose' field was sent twice with different values.",
-                               param="purpose", code="invalid_purpose")
-        raise GatewayError(
-            400, f"Provider '{self.name}' (Vertex AI) translates batch files into Gemini rows while they "
-            "stream, so it needs the 'purpose' field before the 'file' part of the form; send purpose "
-            "first (the OpenAI SDK does).", param="purpose", code="purpose_after_file")
+        if isinstance(sink, VertexSink):
+            sink.check_purpose()
 
     def object_name(self, tenant: str, file_id: str, filename: str) -> str:
-        return f"{self.prefix}{_segment(tenant, 'tenant', 128)}/{file_id}/{_segment(filename, 'upload')}"
+        tenant_segment = sanitise_segment(tenant, "tenant", MAX_TENANT_SEGMENT)
+        return f"{self.prefix}{tenant_segment}/{file_id}/{sanitise_segment(filename, 'upload')}"
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> VertexSink:
         assert self.session is not None, "provider not started"
@@ -347,19 +240,25 @@ class VertexProvider(Provider):
 
     def _located(self, rec: "FileRecord | None", file_id: str) -> tuple[str, str]:
         if rec is None or not rec.location.get("bucket") or not rec.location.get("name"):
-            raise _not_found(file_id)
+            raise not_found(file_id)
         return rec.location["bucket"], rec.location["name"]
 
-    async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
-        bucket, name = self._located(rec, file_id)
-        assert rec is not None and self.storage is not None
+    async def _head(self, bucket: str, name: str, file_id: str) -> dict[str, Any]:
+        """The object's resource; 404 when it was removed from the bucket behind the gateway's back."""
+        assert self.storage is not None
         try:
             await self._token_ready()
             resource = await gcs_storage.head(self.storage, bucket, name)
         except GCSStorageError as exc:
             raise self.gcs_error(exc, "metadata request", file_id=file_id) from None
         if resource is None:
-            raise _not_found(file_id)  # removed from the bucket behind the gateway's back
+            raise not_found(file_id)
+        return resource
+
+    async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+        bucket, name = self._located(rec, file_id)
+        assert rec is not None
+        await self._head(bucket, name, file_id)
         return orjson.dumps(rec.to_openai())
 
     async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
@@ -375,25 +274,10 @@ class VertexProvider(Provider):
 
     async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
         bucket, name = self._located(rec, file_id)
+        resource = await self._head(bucket, name, file_id)
         assert self.storage is not None
-        try:
-            await self._token_ready()
-            resource = await gcs_storage.head(self.storage, bucket, name)
-        except GCSStorageError as exc:
-            raise self.gcs_error(exc, "metadata request", file_id=file_id) from None
-        if resource is None:
-            raise _not_found(file_id)
         pieces = gcs_storage.iter_object(self.storage, bucket, name)
-        try:
-            first = await pieces.__anext__()  # fail as an error response, not a cut stream
-        except StopAsyncIteration:
-            first = b""
-        except GCSStorageError as exc:
-            await pieces.aclose()
-            raise self.gcs_error(exc, "download", file_id=file_id) from None
-        except BaseException:
-            await pieces.aclose()
-            raise
+        first = await first_piece(pieces, GCSStorageError, lambda exc: self.gcs_error(exc, "download", file_id=file_id))
 
         async def chunks() -> AsyncIterator[bytes]:
             if first:
@@ -421,19 +305,15 @@ class VertexProvider(Provider):
             raise GCSStorageError(_TOKEN_FAILURE) from exc
 
     def gcs_error(self, exc: GCSStorageError, what: str, *, file_id: str | None = None,
-                  target: _Target | None = None) -> GatewayError:
+                  target: Target | None = None) -> GatewayError:
         """A GCS failure as the client should see it. GCSStorageError messages name only the
         operation, the status and GCS's reason code: never a token or a session URI."""
         status = exc.status
         log.warning("vertex %s: %s", self.name, exc.message)
         if status == 404 and file_id is not None:
-            return _not_found(file_id)
+            return not_found(file_id)
         if status == 404 and exc.message.startswith(_UPLOAD_START):  # no such bucket
-            if target is not None and target.bucket_from_header:
-                return GatewayError(404, f"{BUCKET_HEADER}: the GCS bucket '{target.bucket}' does not exist.",
-                                    param=BUCKET_HEADER, code="bucket_not_found")
-            return GatewayError(502, f"Provider '{self.name}': the configured GCS bucket does not exist.",
-                                code="upstream_bucket_not_found")
+            return bucket_not_found(self.name, "GCS", BUCKET_HEADER, target)
         if status in (401, 403) or exc.message.startswith(_TOKEN_FAILURE):
             return GatewayError(502, f"Provider '{self.name}': Google Cloud Storage refused the gateway's "
                                 "credentials.", code="upstream_auth_failed")
