@@ -485,13 +485,14 @@ def test_drop_stream_and_client_disconnect(fake: FakeOpenAI, client: openai.Open
     assert received == STREAM_EVENT_TYPES[:3]
     assert fake.streams_dropped == 1 and fake.stream_client_disconnects == 0
 
-    fake.stream_delay = 0.05
-    stream = client.responses.create(model="m", input="a b c d e f", stream=True)
+    # Long enough (~20 events x 0.2 s) that the disconnect is seen well before the last event.
+    fake.stream_delay = 0.2
+    stream = client.responses.create(model="m", input="a b c d e f g h i j k l m n", stream=True)
     events = iter(stream)
     next(events)
     assert fake.open_streams == 1
     stream.close()  # client goes away mid-stream
-    assert fake.wait_until(lambda: fake.stream_client_disconnects == 1 and fake.open_streams == 0, timeout=3)
+    assert fake.wait_until(lambda: fake.stream_client_disconnects == 1 and fake.open_streams == 0, timeout=8)
     assert fake.streams_completed == 0
 
     fake.stream_delay = 0
