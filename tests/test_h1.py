@@ -28,6 +28,8 @@ from proxy.providers.h1 import (
     H1Pool,
     H1ProtocolError,
     H1Response,
+    H1Stream,
+    UNBOUNDED,
     ResponseParser,
 )
 
@@ -301,6 +303,97 @@ def test_error_state_is_sticky():
         p.feed(b"nonsense\r\n\r\n")
     with pytest.raises(H1ProtocolError):
         p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+# -- incremental (streaming) mode
+
+
+def stream_parse(pieces: list[bytes], *, eof: bool = False, **kw) -> tuple[H1Response, list[bytes]]:
+    """Feed ``pieces`` through feed_stream: (head, body pieces), checking the head comes exactly once."""
+    p = ResponseParser(max_body_size=UNBOUNDED, **kw)
+    head = None
+    got: list[bytes] = []
+    for piece in pieces:
+        h, body = p.feed_stream(piece)
+        if h is not None:
+            assert head is None, "head returned twice"
+            assert not got, "body before head"
+            head = h
+        assert type(body) is bytes
+        if body:
+            assert head is not None
+            got.append(body)
+    if eof:
+        assert p.needs_eof
+        p.feed_eof()
+    assert head is not None and head.body == b""
+    assert p.complete
+    return head, got
+
+
+SSE_EVENTS = [b'event: a\ndata: {"x":1}\n\n', b"data: [partial]\n\n", b"!"]
+SSE_BODY = b"".join(SSE_EVENTS)
+SSE_CHUNKED = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"%x\r\n%s\r\n" % (len(SSE_EVENTS[0]), SSE_EVENTS[0])
+               + b"%x;ext=1\r\n%s\r\n" % (len(SSE_EVENTS[1]), SSE_EVENTS[1])
+               + b"%X\n%s\n" % (len(SSE_EVENTS[2]), SSE_EVENTS[2])  # bare LF framing too
+               + b"0\r\nX-Trailer: t\r\n\r\n")
+
+
+def test_stream_chunked_split_at_every_byte_boundary():
+    for pieces in splits(SSE_CHUNKED):
+        head, got = stream_parse(pieces)
+        assert (head.status, head.headers["content-type"], head.keep_alive) == (200, "text/event-stream", True)
+        assert b"".join(got) == SSE_BODY
+    # fed one byte at a time, every data byte comes out at once, framing never does
+    head, got = stream_parse([SSE_CHUNKED[i:i + 1] for i in range(len(SSE_CHUNKED))])
+    assert got == [bytes([c]) for c in SSE_BODY]
+
+
+def test_stream_chunk_data_delivered_before_the_chunk_is_whole():
+    p = ResponseParser(max_body_size=UNBOUNDED)
+    head, body = p.feed_stream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\nabc")
+    assert head is not None and body == b"abc"
+    assert p.feed_stream(b"x" * 1000) == (None, b"x" * 1000)
+    assert p.feed_stream(b"y" * (0x100000 - 1003) + b"\r\n2\r\nzz\r\n0\r") == (None, b"y" * (0x100000 - 1003) + b"zz")
+    assert not p.complete
+    assert p.feed_stream(b"\n\r\n") == (None, b"") and p.complete
+
+
+def test_stream_several_chunks_in_one_feed_come_out_as_one_piece():
+    _, got = stream_parse([SSE_CHUNKED])
+    assert got == [SSE_BODY]
+
+
+def test_stream_parser_content_length_and_close_delimited():
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
+    for pieces in splits(raw):
+        head, got = stream_parse(pieces)
+        assert b"".join(got) == b"0123456789" and head.keep_alive
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n"
+    for pieces in splits(raw):
+        head, got = stream_parse(pieces, eof=True)
+        assert b"".join(got) == b"data: 1\n\ndata: 2\n\n" and not head.keep_alive
+    head, got = stream_parse([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"])
+    assert head.status == 204 and got == []
+
+
+def test_stream_mode_is_unbounded_and_errors_as_feed():
+    p = ResponseParser(max_body_size=UNBOUNDED)
+    p.feed_stream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(100):  # 100 x 1 MiB chunks: no max_body_size
+        assert len(p.feed_stream(b"100000\r\n" + b"x" * 0x100000 + b"\r\n")[1]) == 0x100000
+    with pytest.raises(H1ProtocolError, match="chunk size"):
+        p.feed_stream(b"zz\r\n")
+    with pytest.raises(H1ProtocolError, match="error state"):
+        p.feed_stream(b"0\r\n\r\n")
+    p = ResponseParser(max_body_size=UNBOUNDED)
+    with pytest.raises(H1ProtocolError, match="after response"):
+        p.feed_stream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiJUNK")
+    p = ResponseParser(max_body_size=UNBOUNDED)
+    p.feed_stream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    with pytest.raises(H1ProtocolError, match="after response"):
+        p.feed_stream(b"JUNK")
 
 
 # ============================================================================ pool against raw servers
@@ -822,6 +915,275 @@ def test_under_uvloop():
         await test_stale_keep_alive_get_retried_on_new_connection()
         await test_timeout_closes_the_connection()
         await test_concurrency_limit_with_waiters()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+# ============================================================================ streams
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def read_all(st: H1Stream) -> list[bytes]:
+    out = []
+    while piece := await st.read():
+        out.append(piece)
+    return out
+
+
+async def test_stream_pieces_arrive_as_sent_then_connection_reused():
+    sent: list[float] = []
+
+    async def sse(conn: ServerConn) -> None:
+        while (req := await conn.read_request()) is not None:
+            if not req.startswith(b"POST"):
+                conn.send(ok())
+                continue
+            conn.send(SSE_HEAD)
+            for i in range(3):
+                if i:
+                    await asyncio.sleep(0.1)
+                sent.append(time.monotonic())
+                conn.send(chunk(b"data: {\"n\":%d}\n\n" % i))
+                await conn.writer.drain()
+            conn.send(b"0\r\n\r\n")
+
+    async with RawServer(sse) as srv, H1Pool(srv.origin) as pool:
+        async with await pool.stream("POST", "/v1/responses", [("Accept", "text/event-stream")], b'{"stream":true}',
+                                     timeout=5, idle_timeout=5) as st:
+            assert (st.status, st.headers["content-type"]) == (200, "text/event-stream")
+            assert await st.read() == b'data: {"n":0}\n\n'
+            assert len(sent) == 1  # returned before the server sent the second (100 ms later)
+            assert await st.read() == b'data: {"n":1}\n\n'
+            assert len(sent) == 2
+            assert [p async for p in st] == [b'data: {"n":2}\n\n']
+            assert await st.read() == b""  # (and again)
+            assert st.complete
+        assert (pool.open_connections, pool.idle_connections) == (1, 1)  # back in the pool
+        assert (await pool.request("GET", "/next", [], timeout=5)).body == JSON
+        assert len(srv.connections) == 1
+        assert srv.requests[0].endswith(b"\r\nAccept: text/event-stream\r\nContent-Length: 15\r\n\r\n{\"stream\":true}")
+
+
+async def test_stream_chunks_split_across_tcp_writes():
+    body = bytes(range(256)) * 64
+    wire = SSE_HEAD + chunk(body[:5000]) + chunk(body[5000:]) + b"0\r\n\r\n"
+
+    async def dribble(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            for i in range(0, len(wire), 997):  # cuts land inside sizes, data and CRLFs
+                conn.send(wire[i:i + 997])
+                await conn.writer.drain()
+                await asyncio.sleep(0.001)
+
+    async with RawServer(dribble) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        pieces = await read_all(st)
+        assert b"".join(pieces) == body and len(pieces) > 5  # handed over as it came
+        assert pool.idle_connections == 1
+
+
+async def test_stream_content_length_and_close_delimited():
+    async def varied(conn: ServerConn) -> None:
+        while (req := await conn.read_request()) is not None:
+            if b"/cl" in req:
+                conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+                await conn.writer.drain()
+                await asyncio.sleep(0.05)
+                conn.send(b"56789")
+            elif b"/small" in req:
+                conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+            else:
+                conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n")
+                await conn.writer.drain()
+                await asyncio.sleep(0.05)
+                conn.send(b"data: 2\n\n")
+                await conn.writer.drain()
+                conn.writer.close()
+                return
+
+    async with RawServer(varied) as srv, H1Pool(srv.origin) as pool:
+        async with await pool.stream("GET", "/cl", [], timeout=5, idle_timeout=5) as st:
+            assert await read_all(st) == [b"01234", b"56789"] and st.keep_alive
+        async with await pool.stream("GET", "/small", [], timeout=5, idle_timeout=5) as st:
+            assert st.complete and pool.idle_connections == 1  # whole body with the head: released at once
+            assert await read_all(st) == [b"hi"]
+        async with await pool.stream("GET", "/eof", [], timeout=5, idle_timeout=5) as st:
+            assert not st.keep_alive
+            assert await read_all(st) == [b"data: 1\n\n", b"data: 2\n\n"]
+        assert len(srv.connections) == 1 and pool.open_connections == 0
+
+
+async def test_stream_idle_timeout_raises_and_closes():
+    async def stall(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(SSE_HEAD + chunk(b"data: 1\n\n"))
+            await conn.writer.drain()
+            await asyncio.sleep(0.1)
+            conn.send(chunk(b"data: 2\n\n"))  # within idle_timeout
+            await asyncio.sleep(10)
+
+    async with RawServer(stall) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=0.25)
+        assert await st.read() == b"data: 1\n\n"
+        assert await st.read() == b"data: 2\n\n"
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await st.read()
+        assert 0.1 < time.monotonic() - t0 < 1
+        assert pool.open_connections == 0
+        with pytest.raises(asyncio.TimeoutError):
+            await st.read()  # sticky
+        await asyncio.sleep(0.05)
+        assert srv.connections[0].reader.at_eof()
+
+
+async def test_stream_head_timeout():
+    async def silent(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            await asyncio.sleep(10)
+
+    async with RawServer(silent) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await pool.stream("POST", "/", [], b"{}", timeout=0.1, idle_timeout=None)
+        assert time.monotonic() - t0 < 1 and pool.open_connections == 0
+
+
+async def test_stream_early_close_does_not_reuse():
+    async def endless(conn: ServerConn) -> None:
+        while (req := await conn.read_request()) is not None:
+            if req.startswith(b"GET /plain"):
+                conn.send(ok())
+                continue
+            conn.send(SSE_HEAD)
+            while True:
+                conn.send(chunk(b"data: tick\n\n"))
+                await conn.writer.drain()
+                await asyncio.sleep(0.01)
+
+    async with RawServer(endless) as srv, H1Pool(srv.origin) as pool:
+        async with await pool.stream("GET", "/sse", [], timeout=5, idle_timeout=5) as st:
+            assert await st.read() == b"data: tick\n\n"
+        assert (pool.open_connections, pool.idle_connections) == (0, 0)
+        with pytest.raises(RuntimeError):
+            await st.read()
+        assert (await pool.request("GET", "/plain", [], timeout=5)).status == 200
+        assert len(srv.connections) == 2
+        await asyncio.sleep(0.05)
+        assert srv.connections[0].writer.transport.is_closing()
+
+
+async def test_stream_dropped_without_close_frees_its_slot():
+    async def endless(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(SSE_HEAD + chunk(b"data: x\n\n"))
+            await asyncio.sleep(10)
+
+    async with RawServer(endless) as srv, H1Pool(srv.origin, limit=1) as pool:
+        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=None)
+        assert await st.read() == b"data: x\n\n"
+        del st
+        await asyncio.sleep(0.02)
+        assert pool.open_connections == 0
+        st = await pool.stream("GET", "/", [], timeout=1, idle_timeout=None)  # the only slot is free
+        st.close()
+        assert len(srv.connections) == 2
+
+
+async def test_stream_back_pressure_bounds_buffering():
+    total = 50 * 1024 * 1024
+    progress = {"sent": 0}
+
+    async def firehose(conn: ServerConn) -> None:
+        await conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"x" * 65536
+        while progress["sent"] < total:
+            conn.send(block)
+            progress["sent"] += len(block)
+            await conn.writer.drain()
+
+    async with RawServer(firehose) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/big", [], timeout=5, idle_timeout=0.2)
+        await asyncio.sleep(0.5)  # a consumer that does not read (longer than idle_timeout: no timeout)
+        assert st.buffered <= 2 * 1024 * 1024
+        assert progress["sent"] < 16 * 1024 * 1024  # the server is held back (socket buffers only)
+        got = peak = 0
+        while piece := await st.read():
+            got += len(piece)
+            peak = max(peak, st.buffered + len(piece))
+        assert got == total and peak <= 2 * 1024 * 1024
+        assert pool.idle_connections == 1  # and the connection was resumed before going back
+
+
+async def test_stream_reset_mid_body():
+    async def half(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(SSE_HEAD + chunk(b"data: 1\n\n") + b"40\r\npartial")
+            await conn.writer.drain()
+            await asyncio.sleep(0.05)
+            conn.reset()
+            return
+
+    async with RawServer(half) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        got = []
+        with pytest.raises(H1ConnectionError) as ei:
+            while True:
+                got.append(await st.read())
+        assert b"".join(got) == b"data: 1\n\npartial"  # what came before the reset, then the error
+        assert ei.value.response_started is True and ei.value.reused is False
+        assert pool.open_connections == 0
+
+
+async def test_stream_protocol_error_mid_body():
+    async def bad(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(SSE_HEAD + chunk(b"data: 1\n\n"))
+            await conn.writer.drain()
+            await asyncio.sleep(0.02)
+            conn.send(b"nothex\r\n")
+
+    async with RawServer(bad) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        assert await st.read() == b"data: 1\n\n"
+        with pytest.raises(H1ProtocolError, match="chunk size"):
+            await st.read()
+        assert pool.open_connections == 0
+
+
+async def test_stream_stale_keep_alive_rules():
+    async with RawServer(stale_second_request) as srv, H1Pool(srv.origin) as pool:
+        await pool.request("GET", "/1", [], timeout=5)
+        st = await pool.stream("GET", "/2", [], timeout=5, idle_timeout=5)  # retried on a new connection
+        assert await read_all(st) == [b'{"retried":true}']
+        assert [q.split(b" ")[1] for q in srv.requests] == [b"/1", b"/2", b"/2"]
+    async with RawServer(stale_second_request) as srv, H1Pool(srv.origin) as pool:
+        await pool.request("POST", "/v1/responses", [], b"{}", timeout=5)
+        with pytest.raises(H1ConnectionError) as ei:
+            await pool.stream("POST", "/v1/responses", [], b"{}", timeout=5, idle_timeout=5)
+        assert ei.value.reused is True and ei.value.response_started is False
+        assert len(srv.requests) == 2 and pool.open_connections == 0
+
+
+def test_streams_under_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        await test_stream_pieces_arrive_as_sent_then_connection_reused()
+        await test_stream_chunks_split_across_tcp_writes()
+        await test_stream_idle_timeout_raises_and_closes()
+        await test_stream_early_close_does_not_reuse()
+        await test_stream_back_pressure_bounds_buffering()
+        await test_stream_reset_mid_body()
+        await test_stream_stale_keep_alive_rules()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())

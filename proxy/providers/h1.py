@@ -1,16 +1,19 @@
-"""A lean keep-alive HTTP/1.1 client for small buffered upstream calls.
+"""A lean keep-alive HTTP/1.1 client for small buffered upstream calls, and SSE streams.
 
 ``aiohttp.ClientSession.request`` costs ~130 µs of CPU per small JSON exchange; this costs
 ~55 µs, of which ~20 µs is the kernel + event loop floor any client pays (see the benchmark in
-tests/test_h1.py). It serves only the buffered hot path (files.retrieve/list/delete,
+tests/test_h1.py). ``H1Pool.request`` serves the buffered hot path (files.retrieve/list/delete,
 non-streaming responses.create): the request body is in memory, the response body is read
-whole (bounded by ``max_body_size``). Streaming calls (uploads, downloads, SSE) stay on aiohttp.
+whole (bounded by ``max_body_size``). ``H1Pool.stream`` serves response streams (Responses API
+``stream: true``): the request body is in memory, the response body is handed over piece by
+piece as it arrives (:class:`H1Stream`). Uploads and downloads stay on aiohttp.
 
 Two layers:
 
 * :class:`ResponseParser` -- sans-IO HTTP/1.1 response parser (``bytes.find`` and compiled
   regexes, no per-byte Python loops). Feed it bytes, get an :class:`H1Response` back when the
-  response is complete.
+  response is complete (``feed``), or the head then the body pieces as they come
+  (``feed_stream``).
 * :class:`H1Pool` -- one origin, keep-alive connections (``asyncio.Protocol``) kept in a LIFO,
   at most ``limit`` open, waiters queued. A request on a reused connection that got no response
   byte before the connection died (stale keep-alive) is retried once on a new connection for
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl as _ssl
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -41,7 +45,8 @@ import orjson
 from multidict import CIMultiDict
 
 __all__ = [
-    "H1Response", "H1ProtocolError", "H1ConnectionError", "H1ConnectError", "ResponseParser", "H1Pool",
+    "H1Response", "H1Stream", "H1ProtocolError", "H1ConnectionError", "H1ConnectError", "ResponseParser", "H1Pool",
+    "UNBOUNDED",
 ]
 
 
@@ -97,6 +102,7 @@ _HEAD_RE = re.compile(_STATUS_RE.pattern + _HEADER_BLOCK_RE.pattern)  # a whole 
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?")
 
 _MAX_CHUNK_LINE = 4096
+UNBOUNDED = 1 << 62  # max_body_size for streams: no limit (a Content-Length has at most 18 digits)
 
 # parser states
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _EOF, _DONE, _ERROR = range(9)
@@ -111,6 +117,7 @@ class ResponseParser:
     Bytes past the end of the response are kept in :attr:`surplus`; on a keep-alive response
     they are an error (we never pipeline, so the server sent something unasked for).
     ``head_request=True``: the response answers a HEAD request and has no body.
+    ``feed_stream(data)`` is the incremental mode (head, then body pieces as they come).
     """
 
     __slots__ = (
@@ -193,6 +200,55 @@ class ResponseParser:
         elif pos < n:
             buf += memoryview(data)[pos:]
         return None
+
+    def feed_stream(self, data: bytes) -> tuple[H1Response | None, bytes]:
+        """Incremental mode: ``(head, body)`` for what ``data`` completed.
+
+        ``head`` is an :class:`H1Response` with an empty body, returned once, by the call that
+        completes the head (else None). ``body`` is all the body data (framing stripped) this
+        call decoded, b"" if none; a chunk's data is returned as it arrives, not when the chunk
+        is whole. :attr:`complete` tells when the body is done; a close-delimited body
+        (:attr:`needs_eof`) is ended by :meth:`feed_eof`. Errors and surplus bytes as for
+        :meth:`feed` (body data decoded by the failing call is dropped). Use one mode per
+        parser; create it with ``max_body_size=UNBOUNDED`` for an unbounded stream.
+        """
+        state = self._state
+        if state == _DONE or state == _ERROR or not data:
+            self.feed(data)  # surplus (an error on a keep-alive response) / sticky error / no-op
+            return None, b""
+        self._seen = True
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf
+        try:
+            pos = self._run(data)
+        except H1ProtocolError:
+            self._state = _ERROR
+            raise
+        n = len(data)
+        if self._state == _DONE:
+            if pos < n:
+                self.surplus = bytes(data[pos:])
+                if self._keep_alive:
+                    self._state = _ERROR
+                    raise H1ProtocolError("unexpected data after response")
+            if data is buf:
+                buf.clear()
+        elif data is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < n:
+            buf += memoryview(data)[pos:]
+        head = None
+        if state == _HEAD and self._state != _HEAD:
+            head = H1Response(self._status, self._reason, CIMultiDict(self._pairs), b"", self._keep_alive)
+        parts = self._parts
+        if not parts:
+            return head, b""
+        self._parts = []
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return head, body if type(body) is bytes else bytes(body)
 
     def feed_eof(self) -> H1Response | None:
         state = self._state
@@ -445,7 +501,7 @@ _SMALL_BODY = 64 * 1024
 
 class _H1Connection(asyncio.Protocol):
     __slots__ = ("pool", "loop", "transport", "parser", "waiter", "closed", "served", "started",
-                 "idle_since", "discarded", "lost", "deadline", "timer", "timer_when")
+                 "idle_since", "discarded", "lost", "deadline", "timer", "timer_when", "stream")
 
     def __init__(self, pool: H1Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
@@ -466,6 +522,10 @@ class _H1Connection(asyncio.Protocol):
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
+        # While serving an H1Stream: a weak reference to it (parser and waiter are then None, so
+        # the buffered fast path in data_received is untouched). Weak, so that a stream dropped
+        # without close() is collected and its __del__ aborts the connection.
+        self.stream: weakref.ReferenceType[H1Stream] | None = None
 
     # -- asyncio.Protocol
 
@@ -476,6 +536,12 @@ class _H1Connection(asyncio.Protocol):
         parser = self.parser
         waiter = self.waiter
         if parser is None or waiter is None or waiter.done():
+            ref = self.stream
+            if ref is not None:
+                st = ref()
+                if st is not None:
+                    st._data_received(self, data)
+                    return
             self.abort()  # bytes nobody asked for (e.g. a 408 on an idle connection)
             return
         self.started = True
@@ -495,6 +561,13 @@ class _H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        ref = self.stream
+        if ref is not None:  # serving a stream: tell it, give the slot back
+            self.stream = None
+            st = ref()
+            if st is not None:
+                st._connection_lost(self, exc)
+            self.pool._discard(self, abort=False)
         waiter = self.waiter
         parser = self.parser
         self.waiter = self.parser = None
@@ -542,8 +615,42 @@ class _H1Connection(asyncio.Protocol):
             transport.write(body)
         return waiter
 
+    def send_stream(self, st: H1Stream, head: bytes, body: bytes | None, deadline: float | None) -> None:
+        transport = self.transport
+        if self.closed or transport is None:
+            raise H1ConnectionError("connection closed before the request was sent",
+                                    reused=self.served > 0, response_started=False)
+        self.parser = self.waiter = None
+        self.deadline = None
+        self.stream = weakref.ref(st)
+        if deadline is not None:
+            self.arm(deadline)
+        if not body:
+            transport.write(head)
+        elif len(body) < _SMALL_BODY:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+
+    def arm(self, when: float) -> None:
+        """Make sure the timer fires at or before ``when`` (it re-arms itself if early)."""
+        if self.timer is None or self.timer_when > when:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(when, self._on_timer)
+            self.timer_when = when
+
     def _on_timer(self) -> None:
         self.timer = None
+        ref = self.stream
+        if ref is not None:
+            st = ref()
+            if st is None:
+                self.abort()  # the stream was dropped; connection_lost frees the slot
+            else:
+                st._on_timer(self)
+            return
         waiter = self.waiter
         deadline = self.deadline
         if waiter is None or waiter.done() or deadline is None:
@@ -567,6 +674,241 @@ class _H1Connection(asyncio.Protocol):
         self.parser = None
         if self.transport is not None:
             self.transport.close()
+
+
+# ----------------------------------------------------------------------------- streams
+
+_STREAM_HIGH_WATER = 1024 * 1024  # buffered body bytes above which reading the socket pauses
+_STREAM_LOW_WATER = 256 * 1024  # ... and at or below which it resumes
+
+
+class H1Stream:
+    """A response whose body is delivered piece by piece, as it arrives (see :meth:`H1Pool.stream`).
+
+    ``await read()``: the next piece of the body (framing stripped), b"" at its end; whatever
+    one socket read brought is one piece (``async for piece in stream`` works too).
+    Errors from ``read()`` (after the pieces received before them): :class:`asyncio.TimeoutError`
+    (no byte from the upstream for ``idle_timeout`` seconds), :class:`H1ConnectionError`
+    (``response_started=True``: connection lost mid-body), :class:`H1ProtocolError`.
+    In each case the connection is closed.
+
+    When the body is complete, a keep-alive connection goes back to the pool at once (the
+    unread pieces stay here). ``close()`` (or leaving ``async with``) before that closes the
+    connection. A stream dropped without ``close()`` aborts its connection when collected.
+    Back-pressure: above ~1 MiB of unread body the socket is no longer read, until ``read()``
+    brings it down to 256 KiB.
+    """
+
+    __slots__ = ("status", "reason", "headers", "keep_alive", "_pool", "_conn", "_loop", "_parser",
+                 "_head_ready", "_pieces", "_buffered", "_paused", "_eof", "_error", "_waiter", "_closed",
+                 "_idle", "_last", "_deadline", "_body_len", "__weakref__")
+
+    def __init__(self, pool: H1Pool, conn: _H1Connection, loop: asyncio.AbstractEventLoop, head_request: bool,
+                 deadline: float | None, idle_timeout: float | None, body_len: int) -> None:
+        self.status = 0
+        self.reason = ""
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.keep_alive = False
+        self._pool = pool
+        self._conn: _H1Connection | None = conn  # None once complete, failed or closed
+        self._loop = loop
+        self._parser = ResponseParser(max_body_size=UNBOUNDED, head_request=head_request)
+        self._head_ready: asyncio.Future[None] = loop.create_future()
+        self._pieces: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._idle = idle_timeout
+        self._last = 0.0
+        self._deadline = deadline
+        self._body_len = body_len
+
+    # -- public
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes received and not yet read."""
+        return self._buffered
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been received (it may not all have been read yet)."""
+        return self._eof
+
+    async def read(self) -> bytes:
+        while True:
+            pieces = self._pieces
+            if pieces:
+                data = pieces.popleft()
+                self._buffered -= len(data)
+                if self._paused and self._buffered <= _STREAM_LOW_WATER:
+                    self._resume()
+                return data
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            if self._closed:
+                raise RuntimeError("H1Stream is closed")
+            if self._waiter is not None:
+                raise RuntimeError("another coroutine is already reading this H1Stream")
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pieces.clear()
+        self._buffered = 0
+        conn = self._detach()
+        if conn is not None:  # body incomplete: this connection cannot be reused
+            self._pool._discard(conn, abort=True)
+        self._wake()
+
+    async def __aenter__(self) -> H1Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> H1Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.read()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    def __del__(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.abort()  # connection_lost then frees the pool slot
+            except Exception:  # loop already closed
+                pass
+
+    # -- internals (called by the connection)
+
+    def _detach(self) -> _H1Connection | None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            conn.stream = None
+            if self._paused:
+                self._paused = False
+                if not conn.closed:
+                    conn.transport.resume_reading()  # type: ignore[union-attr]
+        return conn
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _resume(self) -> None:
+        self._paused = False
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            conn.transport.resume_reading()  # type: ignore[union-attr]
+            self._last = self._loop.time()
+
+    def _fail(self, exc: BaseException) -> None:
+        conn = self._detach()
+        if not self._head_ready.done():
+            self._head_ready.set_exception(exc)
+        else:
+            self._error = exc
+            self._wake()
+        if conn is not None:
+            self._pool._discard(conn, abort=True)
+
+    def _data_received(self, conn: _H1Connection, data: bytes) -> None:
+        parser = self._parser
+        try:
+            head, piece = parser.feed_stream(data)
+        except H1ProtocolError as exc:
+            self._fail(exc)
+            return
+        if self._idle is not None:
+            self._last = now = self._loop.time()
+            if head is not None and not parser.complete:
+                conn.arm(now + self._idle)
+        if head is not None:
+            self.status, self.reason, self.headers, self.keep_alive = \
+                head.status, head.reason, head.headers, head.keep_alive
+            if not self._head_ready.done():
+                self._head_ready.set_result(None)
+        if piece:
+            self._pieces.append(piece)
+            self._buffered += len(piece)
+            if self._buffered > _STREAM_HIGH_WATER and not self._paused and not parser.complete:
+                self._paused = True
+                conn.transport.pause_reading()  # type: ignore[union-attr]
+            self._wake()
+        if parser.complete:
+            self._finish(conn)
+
+    def _finish(self, conn: _H1Connection) -> None:
+        self._detach()
+        self._eof = True
+        conn.served += 1
+        # reuse only if kept alive and all of our request went out (as in H1Pool.request)
+        if self.keep_alive and not conn.closed and (
+                self._body_len < _SMALL_BODY or not conn.transport.get_write_buffer_size()):  # type: ignore[union-attr]
+            self._pool._release(conn)
+        else:
+            self._pool._discard(conn, abort=False)
+        self._wake()
+
+    def _connection_lost(self, conn: _H1Connection, exc: Exception | None) -> None:
+        self._detach()  # (the connection gives its slot back itself)
+        parser = self._parser
+        what = "connection reset" if exc is not None else "connection closed"
+        if not self._head_ready.done():
+            where = "mid-response" if parser.started else "before any response byte"
+            err = H1ConnectionError(f"{what} {where}", reused=conn.served > 0, response_started=parser.started)
+            err.__cause__ = exc
+            self._head_ready.set_exception(err)
+            return
+        if exc is None and parser.needs_eof:
+            parser.feed_eof()  # a close-delimited body ends here
+            self._eof = True
+        else:
+            err = H1ConnectionError(f"{what} mid-body", reused=conn.served > 0, response_started=True)
+            err.__cause__ = exc
+            self._error = err
+        self._wake()
+
+    def _on_timer(self, conn: _H1Connection) -> None:
+        now = self._loop.time()
+        if not self._head_ready.done():
+            deadline = self._deadline
+            if deadline is None:
+                return
+            if now + 0.001 >= deadline:  # (timers may fire a hair early)
+                self._fail(asyncio.TimeoutError())
+            else:
+                conn.arm(deadline)
+            return
+        idle = self._idle
+        if idle is None:
+            return
+        if self._paused:  # we are the slow side, not the upstream
+            conn.arm(now + idle)
+            return
+        due = self._last + idle
+        if now + 0.001 >= due:
+            self._fail(asyncio.TimeoutError(f"no data from the upstream for {idle} s"))
+        else:
+            conn.arm(due)
 
 
 # ----------------------------------------------------------------------------- pool
@@ -671,6 +1013,54 @@ class H1Pool:
             else:
                 self._discard(conn, abort=False)
             return resp
+
+    async def stream(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                     body: bytes | None = None, *, timeout: float | None,
+                     idle_timeout: float | None) -> H1Stream:
+        """Send a request; return an :class:`H1Stream` as soon as the response head is in.
+
+        ``timeout`` bounds everything up to the end of the response head (waiting for a
+        connection, connecting, sending, the status line and headers); ``idle_timeout`` bounds
+        each silence of the upstream while the body arrives (see :class:`H1Stream`). The
+        stale keep-alive rule is that of :meth:`request`: a reused connection that died with
+        no response byte is retried once on a new connection for idempotent methods, else
+        :class:`H1ConnectionError` (``reused=True, response_started=False``) is raised.
+        Close the stream (``async with``) if you do not read it to the end.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._closed:
+            raise RuntimeError("H1Pool is closed")
+        head = self._head(method, target, headers, body)
+        deadline = None if timeout is None else loop.time() + timeout
+        head_request = method == "HEAD"
+        body_len = 0 if body is None else len(body)
+        fresh = False
+        while True:
+            conn = None if fresh else self._pop_idle()
+            if conn is None:
+                if deadline is None:
+                    conn = await self._acquire(fresh)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await self._acquire(fresh)
+            st = H1Stream(self, conn, loop, head_request, deadline, idle_timeout, body_len)
+            try:
+                conn.send_stream(st, head, body, deadline)
+                await st._head_ready
+            except H1ConnectionError as exc:
+                st.close()
+                self._discard(conn, abort=True)  # (no-op if already discarded)
+                if (exc.reused and not exc.response_started and not fresh and method in _IDEMPOTENT
+                        and not self._closed):
+                    fresh = True
+                    continue
+                raise
+            except BaseException:  # timeout, cancellation, protocol error
+                st.close()
+                raise
+            return st
 
     async def close(self) -> None:
         self._closed = True
