@@ -12,11 +12,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from .errors import GatewayError, bad_request
+from .providers.h1 import H1ProtocolError, H1Stream
 from .store.base import ResponseRecord
 from .transforms.sse import EventTooLarge, SSEParser
 
@@ -70,10 +70,6 @@ def inject_provider(body: bytes, provider_type: str) -> bytes:
     if rest.startswith(b"}"):
         return body[: i + 1] + field + body[i + 1:]
     return body[: i + 1] + field + b"," + body[i + 1:]
-
-
-def _is_sse(resp: aiohttp.ClientResponse) -> bool:
-    return resp.headers.get("Content-Type", "").startswith("text/event-stream")
 
 
 async def _record(gw: "Gateway", ex: "Exchange", response_id: str) -> None:
@@ -165,7 +161,7 @@ def error_event(code: str, message: str, sequence_number: int) -> bytes:
     return b"event: error\ndata: " + data + b"\n\n"
 
 
-async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientResponse, *, record: bool) -> web.StreamResponse:
+async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: H1Stream, *, record: bool) -> web.StreamResponse:
     out = web.StreamResponse(status=resp.status, headers={
         "Content-Type": resp.headers.get("Content-Type", "text/event-stream"),
         "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -177,11 +173,11 @@ async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientResponse, 
         await out.prepare(ex.request)
         while True:
             try:
-                chunk = await resp.content.readany()
+                chunk = await resp.read()
             except asyncio.TimeoutError:
                 failure = f"Provider '{ex.provider.name}' sent no event for {ex.provider.config.timeouts.idle:g}s."
                 break
-            except aiohttp.ClientError as exc:
+            except (ConnectionError, H1ProtocolError) as exc:
                 failure = f"The stream from provider '{ex.provider.name}' broke: {type(exc).__name__}."
                 break
             if not chunk:
@@ -201,10 +197,8 @@ async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: aiohttp.ClientResponse, 
     finally:
         # Client gone, cancelled or finished: the upstream stream is closed now, so no
         # generation keeps running through the gateway.
-        if resp.content.at_eof() and failure is None:
-            resp.release()
-        else:
-            resp.close()
+        # A fully read body has already gone back to the pool; anything else is cut.
+        resp.close()
         if obs.tasks:
             await asyncio.gather(*obs.tasks, return_exceptions=True)
     return out

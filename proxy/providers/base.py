@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from ..errors import GatewayError
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
+    from .h1 import H1Stream
     from .sink import Sink
 
 
@@ -106,8 +105,8 @@ class Provider:
 
     async def open_responses(
         self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
-    ) -> "aiohttp.ClientResponse":
-        """Call ``/responses{suffix}`` upstream and return the live 2xx response."""
+    ) -> "H1Stream":
+        """Call ``/responses{suffix}`` upstream and return the live 2xx body stream (SSE)."""
         raise self.unsupported(ex.operation)
 
     # -- helpers -------------------------------------------------------------------------

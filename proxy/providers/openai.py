@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -13,6 +12,7 @@ from .headers import forward_headers
 from .upstream import Upstream, iter_response
 
 if TYPE_CHECKING:
+    from .h1 import H1Stream
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
@@ -146,18 +146,15 @@ class OpenAIProvider(Provider):
 
     async def open_responses(
         self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
-    ) -> aiohttp.ClientResponse:
+    ) -> "H1Stream":
         headers = forward_headers(ex.request.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        t = self.config.timeouts
         # A stream may legitimately run for minutes: bound the gap between events, not the total.
-        timeout = aiohttp.ClientTimeout(total=None, connect=t.connect, sock_read=t.idle if stream else t.read)
-        return await self.upstream.open(
-            method, self.raw_url("/responses" + suffix, query), data=body, headers=headers,
-            idempotent=method in ("GET", "DELETE"), timeout=timeout,
+        return await self.upstream.stream(
+            method, self.raw_url("/responses" + suffix, query), body=body, headers=headers,
+            idempotent=method in ("GET", "DELETE"), idle_timeout=self.config.timeouts.idle,
         )
-
 
 def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
     return (rec.upstream_id or rec.id) if rec is not None else file_id

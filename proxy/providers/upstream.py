@@ -21,12 +21,13 @@ import aiohttp
 import orjson
 
 from ..errors import GatewayError, error_type_for
-from .h1 import H1ConnectError, H1Pool, H1ProtocolError
+from .h1 import H1ConnectError, H1Pool, H1ProtocolError, H1Stream
 
 log = logging.getLogger("sluicegate.upstream")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})  # 529: Anthropic "overloaded"
 _MAX_RETRY_AFTER = 30.0
+_MAX_ERROR_BODY = 1 << 20
 
 
 class Upstream:
@@ -109,9 +110,7 @@ class Upstream:
         origin, target = _split_url(str(url))
         if params:
             target += ("&" if "?" in target else "?") + urlencode(params)
-        pool = self._pools.get(origin)
-        if pool is None:
-            pool = self._pools[origin] = H1Pool(origin, limit=self._limit, connect_timeout=self.connect_timeout)
+        pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
         attempt = 0
         while True:
@@ -136,6 +135,63 @@ class Upstream:
                 await asyncio.sleep(self._backoff(attempt, resp.headers))
                 continue
             raise self.error_from_response(resp.status, resp.body, resp.headers)
+
+    def _pool(self, origin: str) -> H1Pool:
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = H1Pool(origin, limit=self._limit, connect_timeout=self.connect_timeout)
+        return pool
+
+    async def stream(
+        self,
+        method: str,
+        url: Any,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        idle_timeout: float,
+    ) -> H1Stream:
+        """Start a request whose 2xx body is read piece by piece as it arrives (SSE); the
+        caller must close the stream. Non-2xx answers raise a translated GatewayError."""
+        origin, target = _split_url(str(url))
+        pool = self._pool(origin)
+        hdrs = list(self._merge(headers).items())
+        attempt = 0
+        while True:
+            try:
+                st = await pool.stream(method, target, hdrs, body, timeout=self.read_timeout,
+                                       idle_timeout=idle_timeout)
+            except H1ConnectError as exc:
+                if attempt < self.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(self._backoff(attempt, None))
+                    continue
+                raise self.error_from_exception(exc) from None
+            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
+                if idempotent and attempt < self.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(self._backoff(attempt, None))
+                    continue
+                raise self.error_from_exception(exc) from None
+            if st.status < 400:
+                return st
+            data = b""
+            try:
+                while len(data) < _MAX_ERROR_BODY:
+                    piece = await st.read()
+                    if not piece:
+                        break
+                    data += piece
+            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError):
+                pass
+            finally:
+                st.close()
+            if idempotent and st.status in RETRY_STATUSES and attempt < self.max_retries:
+                attempt += 1
+                await asyncio.sleep(self._backoff(attempt, st.headers))
+                continue
+            raise self.error_from_response(st.status, data, st.headers)
 
     async def open(
         self,
