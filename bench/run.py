@@ -4,6 +4,7 @@
     python bench/run.py                      # everything, 512 MiB files, 5 s per load point
     python bench/run.py --quick              # 64 MiB files, 2 s per load point
     python bench/run.py --only retrieve,ttfe --json out.json
+    python bench/run.py --only s3,gcs,translate  # bedrock/vertex providers vs moto / fake-gcs-server
 
 See bench/README.md for what is measured, how, and the targets.
 """
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +33,7 @@ for p in (str(ROOT), str(HERE)):
 
 import httpclient as hc  # noqa: E402
 import procs  # noqa: E402
+import storage  # noqa: E402
 from profile_summary import summarize_collapsed  # noqa: E402
 from tests.fakes.bigfile import make_big_file, sha256_file  # noqa: E402
 
@@ -38,7 +41,7 @@ MiB = 1 << 20
 HOST = "127.0.0.1"
 UPSTREAM_KEY = "sk-upstream-test"
 CLIENT_KEY = "sk-bench-client"  # the gateway runs with auth off; the SDK always sends a key
-SECTIONS = ("upload", "download", "retrieve", "responses", "ttfe")
+SECTIONS = ("upload", "download", "retrieve", "responses", "ttfe") + storage.STORAGE_SECTIONS
 
 TARGET_TRANSFER_RATIO = 0.70
 TARGET_RPS = 5000
@@ -94,6 +97,12 @@ class Bench:
         self.procs: list[procs.Proc] = []
         self.other_cpu: list[float] = []  # other processes' CPU% during each measured window
         self.core_speeds: list[dict[str, Any]] = []  # per-core speed probes (host contention)
+        # getattr: bench/whatif.py builds its own Namespace without the storage options.
+        self.only = [s.strip() for s in (getattr(args, "only", "") or "").split(",") if s.strip()]
+        batch_mib = getattr(args, "batch_size_mib", None)
+        self.batch_size = batch_mib * MiB if batch_mib else (32 * MiB if self.quick else storage.BATCH_SIZE)
+        self.storage: storage.StorageEnv | None = None
+        self.notes: list[str] = []  # printed under the table
 
     # -- set-up --------------------------------------------------------------------------
     def setup(self) -> None:
@@ -127,6 +136,15 @@ class Bench:
         if self.canned is not None:
             providers.append({"name": "canned", "type": "openai", "api_base": self.canned_url + "/v1",
                               "api_key": UPSTREAM_KEY})
+        need_s3 = any(s in self.only for s in ("s3", "translate"))
+        need_gcs = any(s in self.only for s in ("gcs", "translate"))
+        if need_s3 or need_gcs:
+            # Emulators on the upstream core; the direct-client worker on the gateway's core.
+            self.storage = storage.StorageEnv(self.workdir, upstream_cpu=self.client_cpu, client_cpu=self.gw_cpu,
+                                              need_s3=need_s3, need_gcs=need_gcs,
+                                              s3_part=(getattr(self.args, "s3_part_mib", None) or 0) * MiB or None)
+            self.procs.extend(self.storage.procs)
+            providers.extend(self.storage.providers())
         self.gw_config = {
             "store": {"url": f"sqlite:///{self.workdir / 'gateway' / 'sluicegate.db'}"},
             "providers": providers,
@@ -153,6 +171,9 @@ class Bench:
             "workdir": str(self.workdir),
             "git": _git_describe(),
         }
+        if self.storage is not None:
+            self.results["meta"]["batch_file_size_bytes"] = self.batch_size
+            self.results["meta"]["storage_providers"] = self.storage.providers()
 
     def teardown(self) -> None:
         for p in reversed(self.procs):
@@ -647,6 +668,11 @@ def print_table(b: Bench) -> None:
           f"{' (access log off)' if m['gateway_log_level'] != 'info' and m['gateway_log_level'] != 'debug' else ''}")
     print(f"upstream: tests/fakes/openai_upstream.py FakeOpenAI('openai') in its own process (aiohttp, uvloop); "
           f"load generator: {m['loadgen']}")
+    if b.storage is not None:
+        print(f"s3/gcs/translate: {b.size // MiB} MiB file, batch file {b.batch_size / MiB:.1f} MiB, "
+              f"{storage._reps(b)} reps each; moto_server / fake-gcs-server pinned with the load generator"
+              f"{f' (core {b.client_cpu})' if b.client_cpu is not None else ''}; direct clients in "
+              f"bench/storage_client.py on the gateway's core")
     print("MB/s = 10^6 B/s; peak RSS + = VmHWM after clear_refs minus idle VmRSS; CPU% gw/up/lg/other = share of "
           "one core used by gateway / upstream / load generator / everything else on the machine")
     if b.other_cpu:
@@ -675,6 +701,9 @@ def print_table(b: Bench) -> None:
     print()
     print(f"targets: {sum(v['result'] == 'PASS' for v in b.verdicts)} passed, {len(fails)} failed"
           + ("" if not fails else " — " + "; ".join(f"{v['check']} ({v['detail']})" for v in fails)))
+    for note in b.notes:
+        print()
+        print(textwrap.fill(note, width=130, subsequent_indent="  "))
 
 
 def wait_quiet(limit: float, window: float = 5.0, need: int = 2, threshold: float = 10.0) -> None:
@@ -702,7 +731,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the results as JSON to this path")
     p.add_argument("--duration", type=float, default=None, help="seconds per load point (default 5, quick 2)")
     p.add_argument("--size-mib", type=int, default=None, help="file size for upload/download (default 512, quick 64)")
-    p.add_argument("--reps", type=int, default=None, help="upload/download repetitions (default 5, quick 2)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="upload/download repetitions (default 5, quick 2); s3/gcs/translate (default 3, quick 2)")
+    p.add_argument("--batch-size-mib", type=int, default=None,
+                   help="translate: batch file size (default 209,000,000 B, just under the 200 MiB batch limit; quick 32)")
+    p.add_argument("--s3-part-mib", type=int, default=None,
+                   help="s3/translate: the bedrock provider's upload_chunk_size and the direct part size "
+                        "(default: the provider's default, S3's 5 MiB minimum)")
     p.add_argument("--ttfe-runs", type=int, default=None, help="streams per side for TTFE (default 20, quick 10)")
     p.add_argument("--gateway-log-level", default="warning",
                    help="gateway log_level (default warning: no access log lines; 'info' to include them)")
@@ -733,13 +768,14 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench(args)
     try:
         b.setup()
-        if "upload" in only or "download" in only:
+        if any(s in only for s in ("upload", "download", "s3", "gcs")):
             log(f"making the {b.size // MiB} MiB test file")
             b.src_digest = make_big_file(b.workdir / "big.bin", b.size)
         b.kept_files = {}
         sections: dict[str, Callable[[Bench], None]] = {
             "upload": section_upload, "download": section_download, "retrieve": section_retrieve,
-            "responses": section_responses, "ttfe": section_ttfe}
+            "responses": section_responses, "ttfe": section_ttfe,
+            "s3": storage.section_s3, "gcs": storage.section_gcs, "translate": storage.section_translate}
         for name in SECTIONS:
             if name in only:
                 b.probe_cores(name)
