@@ -106,6 +106,7 @@ async def test_round_trip(
     )
     await upload(sink, data)
     result = await sink.complete()
+    assert len(sink._buffer) == 0  # nothing of the finished upload is kept in memory
 
     meta = await head(storage, gcs_bucket, NAME)
     assert meta is not None

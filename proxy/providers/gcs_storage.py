@@ -286,6 +286,7 @@ class GCSResumableSink:
         if not isinstance(resource, dict):
             raise GCSStorageError("GCS finalised the upload without an object resource", reply.status)
         self._resource = resource
+        self._persisted = limit  # a finalised object holds everything sent: nothing to keep
         if not final:
             raise GCSStorageError("GCS finalised the upload before the stream ended", reply.status)
 
