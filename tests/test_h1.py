@@ -455,7 +455,8 @@ class RawServer:
         assert self._server is not None
         self._server.close()
         for c in self.connections:
-            c.writer.transport.abort()
+            if not c.writer.transport.is_closing():  # already-closed transports have no loop left
+                c.writer.transport.abort()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
