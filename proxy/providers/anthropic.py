@@ -62,7 +62,6 @@ import dataclasses
 import logging
 import os
 import secrets
-import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -73,7 +72,7 @@ from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
 from ..units import human_size
 from .base import Download, Provider
-from .local import LocalFileSink
+from .local import LocalFileSink, prepare_partial_dir
 from .sink import SinkResult
 from .upstream import Upstream, iter_response
 
@@ -95,7 +94,6 @@ BATCH_KIND = "anthropic_batch"
 _QUEUE_DEPTH = 4                    # chunks in flight between the client and Anthropic
 _SPOOL_CHUNK = 256 * 1024
 _ABORT_ANSWER_WAIT = 30.0           # an aborted upload whose body was all sent: wait this long for the id
-_STALE_PARTIAL_SECONDS = 24 * 3600
 
 _CONTENT_TYPES = {
     ".pdf": "application/pdf",
@@ -442,15 +440,7 @@ class AnthropicProvider(Provider):
         return self.base + path
 
     async def start(self) -> None:
-        os.makedirs(self.partial_dir, exist_ok=True)
-        now = time.time()
-        for name in os.listdir(self.partial_dir):
-            p = os.path.join(self.partial_dir, name)
-            try:
-                if now - os.stat(p).st_mtime > _STALE_PARTIAL_SECONDS:
-                    os.unlink(p)
-            except FileNotFoundError:
-                pass
+        prepare_partial_dir(self.partial_dir)
         await self.upstream.start()
 
     async def close(self) -> None:

@@ -25,6 +25,20 @@ log = logging.getLogger("sluicegate.local")
 _STALE_PARTIAL_SECONDS = 24 * 3600
 
 
+def prepare_partial_dir(path: str) -> None:
+    """Create the directory for uploads in progress and drop partial files a crash left behind
+    (older than a day, so another worker's upload in progress is never touched)."""
+    os.makedirs(path, exist_ok=True)
+    now = time.time()
+    for name in os.listdir(path):
+        p = os.path.join(path, name)
+        try:
+            if now - os.stat(p).st_mtime > _STALE_PARTIAL_SECONDS:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
 class LocalFileSink:
     __slots__ = ("partial", "final", "fd", "bytes")
 
@@ -68,15 +82,7 @@ class LocalProvider(Provider):
         self.partial_dir = os.path.join(self.root, ".partial")
 
     async def start(self) -> None:
-        os.makedirs(self.partial_dir, exist_ok=True)
-        now = time.time()
-        for name in os.listdir(self.partial_dir):
-            p = os.path.join(self.partial_dir, name)
-            try:
-                if now - os.stat(p).st_mtime > _STALE_PARTIAL_SECONDS:
-                    os.unlink(p)
-            except FileNotFoundError:
-                pass
+        prepare_partial_dir(self.partial_dir)
 
     def _path(self, rec: "FileRecord") -> str:
         return os.path.join(self.root, rec.location.get("path") or rec.id)

@@ -112,29 +112,33 @@ class Upstream:
             target += ("&" if "?" in target else "?") + urlencode(params)
         pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
+        resp = await self._exchange(lambda: pool.request(method, target, hdrs, body, timeout=self.read_timeout),
+                                    idempotent, _buffered_body)
+        return resp.status, resp.body, resp.headers
+
+    async def _exchange(self, send: Any, idempotent: bool, error_body: Any) -> Any:
+        """Run ``send()`` with the retry rules: connect failures (nothing sent) always, other
+        transport failures and retryable statuses only for idempotent calls. Returns the 2xx
+        answer; raises a translated GatewayError otherwise."""
         attempt = 0
         while True:
             try:
-                resp = await pool.request(method, target, hdrs, body, timeout=self.read_timeout)
-            except H1ConnectError as exc:  # nothing was sent: safe to retry any method
-                if attempt < self.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self._backoff(attempt, None))
-                    continue
-                raise self.error_from_exception(exc) from None
+                resp = await send()
             except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
-                if idempotent and attempt < self.max_retries:
+                safe = idempotent or isinstance(exc, H1ConnectError)
+                if safe and attempt < self.max_retries:
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt, None))
                     continue
                 raise self.error_from_exception(exc) from None
             if resp.status < 400:
-                return resp.status, resp.body, resp.headers
+                return resp
+            data = await error_body(resp)
             if idempotent and resp.status in RETRY_STATUSES and attempt < self.max_retries:
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt, resp.headers))
                 continue
-            raise self.error_from_response(resp.status, resp.body, resp.headers)
+            raise self.error_from_response(resp.status, data, resp.headers)
 
     def _pool(self, origin: str) -> H1Pool:
         pool = self._pools.get(origin)
@@ -157,41 +161,9 @@ class Upstream:
         origin, target = _split_url(str(url))
         pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
-        attempt = 0
-        while True:
-            try:
-                st = await pool.stream(method, target, hdrs, body, timeout=self.read_timeout,
-                                       idle_timeout=idle_timeout)
-            except H1ConnectError as exc:
-                if attempt < self.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self._backoff(attempt, None))
-                    continue
-                raise self.error_from_exception(exc) from None
-            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
-                if idempotent and attempt < self.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self._backoff(attempt, None))
-                    continue
-                raise self.error_from_exception(exc) from None
-            if st.status < 400:
-                return st
-            data = b""
-            try:
-                while len(data) < _MAX_ERROR_BODY:
-                    piece = await st.read()
-                    if not piece:
-                        break
-                    data += piece
-            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError):
-                pass
-            finally:
-                st.close()
-            if idempotent and st.status in RETRY_STATUSES and attempt < self.max_retries:
-                attempt += 1
-                await asyncio.sleep(self._backoff(attempt, st.headers))
-                continue
-            raise self.error_from_response(st.status, data, st.headers)
+        return await self._exchange(
+            lambda: pool.stream(method, target, hdrs, body, timeout=self.read_timeout, idle_timeout=idle_timeout),
+            idempotent, _drain_error_body)
 
     async def open(
         self,
@@ -311,3 +283,23 @@ def _split_url(url: str) -> tuple[str, str]:
     if slash < 0:
         return url, "/"
     return url[:slash], url[slash:]
+
+
+async def _buffered_body(resp: Any) -> bytes:
+    return resp.body
+
+
+async def _drain_error_body(st: H1Stream) -> bytes:
+    """The (bounded) body of a non-2xx streamed answer; the stream is closed afterwards."""
+    data = b""
+    try:
+        while len(data) < _MAX_ERROR_BODY:
+            piece = await st.read()
+            if not piece:
+                break
+            data += piece
+    except (ConnectionError, asyncio.TimeoutError, H1ProtocolError):
+        pass
+    finally:
+        st.close()
+    return data
