@@ -95,6 +95,10 @@ class UploadDriver:
                 raise bad_request(f"'{value[:64]}' is not a valid purpose; use one of: {', '.join(sorted(PURPOSES))}.",
                                   param="purpose", code="invalid_purpose")
             ex.purpose = value
+            if ex.file_started:
+                # The purpose came after the file (curl's order): the provider's rules apply now,
+                # not only once the whole body has been read.
+                ex.provider.check_upload(ex)
         elif name == "expires_after[anchor]":
             if value != "created_at":
                 raise bad_request("expires_after[anchor] must be 'created_at'.", param="expires_after.anchor")
