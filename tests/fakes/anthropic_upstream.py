@@ -59,7 +59,7 @@ import orjson
 from aiohttp import MultipartReader, hdrs, web
 from multidict import CIMultiDict, MultiDict
 
-from .openai_upstream import Recorded, RecordLog, UploadedPart
+from .openai_upstream import BodyDigest, HashingReader, Recorded, RecordLog, UploadedPart
 from .threaded import ThreadedServer
 
 UPLOAD_CHUNK = 1 << 20
@@ -96,57 +96,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
         self.headers = headers
-
-
-class _BodyCounter:
-    def __init__(self) -> None:
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.done = False
-
-    def update(self, data: bytes) -> None:
-        if data:
-            self.sha.update(data)
-            self.size += len(data)
-
-
-class _CountingReader:
-    """What ``MultipartReader`` uses of a StreamReader, hashing each raw body byte once."""
-
-    def __init__(self, inner: Any, counter: _BodyCounter) -> None:
-        self._inner = inner
-        self._counter = counter
-        self._pending = bytearray()
-
-    def at_eof(self) -> bool:
-        return not self._pending and self._inner.at_eof()
-
-    def unread_data(self, data: bytes) -> None:
-        self._pending[:0] = data
-
-    async def read(self, n: int = -1) -> bytes:
-        if self._pending:
-            k = len(self._pending) if n < 0 else min(n, len(self._pending))
-            data = bytes(self._pending[:k])
-            del self._pending[:k]
-            return data
-        data = await self._inner.read(n)
-        self._counter.update(data)
-        return data
-
-    async def readline(self, *, max_line_length: int | None = None) -> bytes:
-        head = b""
-        if self._pending:
-            idx = self._pending.find(b"\n")
-            if idx >= 0:
-                line = bytes(self._pending[: idx + 1])
-                del self._pending[: idx + 1]
-                return line
-            head = bytes(self._pending)
-            self._pending.clear()
-        rest = await self._inner.readline(max_line_length=max_line_length)
-        self._counter.update(rest)
-        return head + rest
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -274,7 +223,7 @@ class FakeUpstream:
                        headers=CIMultiDict(request.headers), content_length=request.headers.get(hdrs.CONTENT_LENGTH))
         self.requests.append(rec)
         request[_REC] = rec
-        request[_COUNT] = _BodyCounter()
+        request[_COUNT] = BodyDigest()
         fault = self._take_fault(request.path)
         if fault is not None:
             rec.fault = fault.kind
@@ -327,14 +276,14 @@ class FakeUpstream:
 
     # -- bodies -------------------------------------------------------------------------
     def _finish(self, request: web.Request) -> None:
-        counter: _BodyCounter = request[_COUNT]
+        counter: BodyDigest = request[_COUNT]
         counter.done = True
         rec: Recorded = request[_REC]
         rec.body_size = counter.size
         rec.body_sha256 = counter.sha.hexdigest()
 
     async def drain(self, request: web.Request) -> None:
-        counter: _BodyCounter = request[_COUNT]
+        counter: BodyDigest = request[_COUNT]
         if counter.done:
             return
         try:
@@ -345,7 +294,7 @@ class FakeUpstream:
         self._finish(request)
 
     async def _read_some(self, request: web.Request, limit: int) -> None:
-        counter: _BodyCounter = request[_COUNT]
+        counter: BodyDigest = request[_COUNT]
         async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
             counter.update(chunk)
             if counter.size >= limit:
@@ -361,7 +310,7 @@ class FakeUpstream:
         rec.form = {}
         fields: dict[str, str] = {}
         upload: UploadedPart | None = None
-        reader = MultipartReader(request.headers, _CountingReader(request.content, request[_COUNT]))  # type: ignore[arg-type]
+        reader = MultipartReader(request.headers, HashingReader(request.content, request[_COUNT]))  # type: ignore[arg-type]
         try:
             async for part in reader:
                 if isinstance(part, MultipartReader):
@@ -396,14 +345,6 @@ class FakeUpstream:
 
 def rand_id(prefix: str, n: int) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(n))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(UPLOAD_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ============================================================================ Anthropic

@@ -238,7 +238,7 @@ class _ApiError(Exception):
 
 
 # ============================================================================ body hashing
-class _BodyDigest:
+class BodyDigest:
     """sha256 + size of the raw request body, fed exactly once per byte."""
 
     def __init__(self) -> None:
@@ -252,12 +252,12 @@ class _BodyDigest:
             self.size += len(data)
 
 
-class _HashingReader:
+class HashingReader:
     """The subset of ``aiohttp.StreamReader`` that ``MultipartReader`` uses, hashing every raw
     body byte once.  Data pushed back by the parser (``unread_data``) is served from a local
     buffer so it is not hashed twice."""
 
-    def __init__(self, inner: Any, digest: _BodyDigest) -> None:
+    def __init__(self, inner: Any, digest: BodyDigest) -> None:
         self._inner = inner
         self._digest = digest
         self._pending = bytearray()
@@ -624,7 +624,7 @@ class FakeOpenAI:
         )
         self.requests.append(rec)
         request[_REC_KEY] = rec
-        request[_DIGEST_KEY] = _BodyDigest()
+        request[_DIGEST_KEY] = BodyDigest()
         fault = self._take_fault(request.path)
         if fault is not None:
             rec.fault = fault.kind
@@ -763,7 +763,7 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ body reading
     def _finish_digest(self, request: web.Request) -> None:
-        digest: _BodyDigest = request[_DIGEST_KEY]
+        digest: BodyDigest = request[_DIGEST_KEY]
         digest.done = True
         rec: Recorded = request[_REC_KEY]
         rec.body_size = digest.size
@@ -771,7 +771,7 @@ class FakeOpenAI:
 
     async def _drain_body(self, request: web.Request) -> None:
         """Read and hash what is left of the body; a JSON body is also parsed into ``Recorded.json``."""
-        digest: _BodyDigest = request[_DIGEST_KEY]
+        digest: BodyDigest = request[_DIGEST_KEY]
         if digest.done:
             return
         keep = request.content_type == "application/json"
@@ -792,7 +792,7 @@ class FakeOpenAI:
 
     async def _read_some_body(self, request: web.Request, limit: int) -> None:
         """Receive (and hash) at least ``limit`` body bytes, or all of a shorter body."""
-        digest: _BodyDigest = request[_DIGEST_KEY]
+        digest: BodyDigest = request[_DIGEST_KEY]
         async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
             digest.update(chunk)
             if digest.size >= limit:
@@ -802,7 +802,7 @@ class FakeOpenAI:
         rec.body_sha256 = digest.sha.hexdigest()
 
     async def _read_json_body(self, request: web.Request) -> Any:
-        digest: _BodyDigest = request[_DIGEST_KEY]
+        digest: BodyDigest = request[_DIGEST_KEY]
         buf = bytearray()
         async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
             digest.update(chunk)
@@ -894,7 +894,7 @@ class FakeOpenAI:
         rec.form = {}
         fields: dict[str, str] = {}
         upload: UploadedPart | None = None
-        hashing = _HashingReader(request.content, request[_DIGEST_KEY])
+        hashing = HashingReader(request.content, request[_DIGEST_KEY])
         reader = MultipartReader(request.headers, hashing)  # type: ignore[arg-type]
         try:
             async for part in reader:
