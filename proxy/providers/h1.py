@@ -174,48 +174,11 @@ class ResponseParser:
             raise H1ProtocolError("parser is in an error state")
         if not data:
             return None
-        self._seen = True
-        buf = self._buf
-        if buf:
-            buf += data
-            data = buf
-        try:
-            pos = self._run(data)
-        except H1ProtocolError:
-            self._state = _ERROR
-            raise
-        n = len(data)
-        if self._state == _DONE:
-            if pos < n:
-                self.surplus = bytes(data[pos:])
-                if self._keep_alive:
-                    self._state = _ERROR
-                    raise H1ProtocolError("unexpected data after response")
-            if data is buf:
-                buf.clear()
-            return self._response()
-        if data is buf:
-            if pos:
-                del buf[:pos]
-        elif pos < n:
-            buf += memoryview(data)[pos:]
-        return None
+        self._advance(data)
+        return self._response() if self._state == _DONE else None
 
-    def feed_stream(self, data: bytes) -> tuple[H1Response | None, bytes]:
-        """Incremental mode: ``(head, body)`` for what ``data`` completed.
-
-        ``head`` is an :class:`H1Response` with an empty body, returned once, by the call that
-        completes the head (else None). ``body`` is all the body data (framing stripped) this
-        call decoded, b"" if none; a chunk's data is returned as it arrives, not when the chunk
-        is whole. :attr:`complete` tells when the body is done; a close-delimited body
-        (:attr:`needs_eof`) is ended by :meth:`feed_eof`. Errors and surplus bytes as for
-        :meth:`feed` (body data decoded by the failing call is dropped). Use one mode per
-        parser; create it with ``max_body_size=UNBOUNDED`` for an unbounded stream.
-        """
-        state = self._state
-        if state == _DONE or state == _ERROR or not data:
-            self.feed(data)  # surplus (an error on a keep-alive response) / sticky error / no-op
-            return None, b""
+    def _advance(self, data: bytes) -> None:
+        """Run the state machine over the held bytes plus ``data``; keep what is unconsumed."""
         self._seen = True
         buf = self._buf
         if buf:
@@ -240,6 +203,23 @@ class ResponseParser:
                 del buf[:pos]
         elif pos < n:
             buf += memoryview(data)[pos:]
+
+    def feed_stream(self, data: bytes) -> tuple[H1Response | None, bytes]:
+        """Incremental mode: ``(head, body)`` for what ``data`` completed.
+
+        ``head`` is an :class:`H1Response` with an empty body, returned once, by the call that
+        completes the head (else None). ``body`` is all the body data (framing stripped) this
+        call decoded, b"" if none; a chunk's data is returned as it arrives, not when the chunk
+        is whole. :attr:`complete` tells when the body is done; a close-delimited body
+        (:attr:`needs_eof`) is ended by :meth:`feed_eof`. Errors and surplus bytes as for
+        :meth:`feed` (body data decoded by the failing call is dropped). Use one mode per
+        parser; create it with ``max_body_size=UNBOUNDED`` for an unbounded stream.
+        """
+        state = self._state
+        if state == _DONE or state == _ERROR or not data:
+            self.feed(data)  # surplus (an error on a keep-alive response) / sticky error / no-op
+            return None, b""
+        self._advance(data)
         head = None
         if state == _HEAD and self._state != _HEAD:
             head = H1Response(self._status, self._reason, CIMultiDict(self._pairs), b"", self._keep_alive)
