@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from tests.gateway_proc import proc_memory, reset_peak_rss
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -122,23 +124,14 @@ class Proc:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
-    def _status(self) -> dict[str, int]:
-        out = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS", "VmHWM")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) * 1024
-        return out
-
     def rss(self) -> int:
-        return self._status()["VmRSS"]
+        return proc_memory(self.pid)["VmRSS"]
 
     def peak_rss(self) -> int:
-        return self._status()["VmHWM"]
+        return proc_memory(self.pid)["VmHWM"]
 
     def reset_peak_rss(self) -> None:
-        """Linux: writing 5 to clear_refs resets VmHWM to the current RSS."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        reset_peak_rss(self.pid)
 
 
 def start_upstream(workdir: Path, *, mode: str, cpu: int | None, stream_delay: float = 0.0,

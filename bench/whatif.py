@@ -23,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the repository: tests.gateway_proc, tests.fakes
 
 import httpclient as hc  # noqa: E402
 import procs  # noqa: E402

@@ -20,6 +20,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_memory(pid: int) -> dict[str, int]:
+    """Current (VmRSS) and peak (VmHWM) resident set size of a process, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS", "VmHWM")):
+            k, v = line.split(":")
+            out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 class GatewayProcess:
     """``python -m proxy`` in its own working directory, with a YAML config (or none)."""
 
@@ -91,25 +106,17 @@ class GatewayProcess:
         return self.proc.returncode
 
     # -- memory --------------------------------------------------------------------------
-    def _status(self) -> dict[str, int]:
-        out = {}
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS", "VmHWM")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) * 1024
-        return out
-
     def rss(self) -> int:
-        return self._status()["VmRSS"]
+        assert self.proc is not None
+        return proc_memory(self.proc.pid)["VmRSS"]
 
     def peak_rss(self) -> int:
-        return self._status()["VmHWM"]
+        assert self.proc is not None
+        return proc_memory(self.proc.pid)["VmHWM"]
 
     def reset_peak_rss(self) -> None:
-        """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
         assert self.proc is not None
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        reset_peak_rss(self.proc.pid)
 
     def __enter__(self) -> "GatewayProcess":
         return self.start()
