@@ -1,4 +1,4 @@
-"""The SQLite store: quota atomicity, pagination cursors, write-behind responses."""
+"""The SQLite store: quota atomicity, pagination cursors, group-committed responses."""
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +48,7 @@ async def test_pagination_and_isolation(store):
     assert await store.get_file("file-4") is None
 
 
-async def test_responses_write_behind_survive_reopen(tmp_path):
+async def test_responses_survive_reopen(tmp_path):
     s = SQLiteStore(str(tmp_path / "r.db"))
     await s.open()
     for i in range(50):
