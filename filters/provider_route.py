@@ -8,12 +8,16 @@ Responses ``model`` → ``default_provider``.
 Tenancy lives here too: another tenant's id is a 404, exactly as an id that does not exist.
 Ids the gateway never saw reach a provider only with auth off, for ``admin`` keys, or on
 providers marked ``shared``; for everyone else they are a 404 and nothing goes upstream.
+The ids inside a request body (:mod:`proxy.references`: ``previous_response_id``, an input
+file's ``file_id``, ``vector_store_ids``…) get the same check as a path id, with the 404
+naming the field; a recorded one also routes the request when nothing else names a provider.
 """
 from __future__ import annotations
 
 import time
 
 from proxy.errors import GatewayError
+from proxy.references import RECORDED_KINDS, Reference, body_references
 
 from .base import Filter
 
@@ -69,11 +73,19 @@ class ProviderRouteFilter(Filter):
         op = ex.operation
         if ex.object_id is not None:
             await self._route_by_id(ex)
+            # A body next to a path id (none of today's operations) is checked the same way.
+            self._check_references(ex, await self._look_up(ex, body_references(op, ex.extra.get("json"))))
             return
         provider = self.named(ex)
         if provider is None and op == "responses.create":
             provider = self._from_model_prefix(ex)
+        found = await self._look_up(ex, body_references(op, ex.extra.get("json")))
+        if provider is None:
+            provider = self._routed_by_reference(op, found)
         ex.provider = provider or self.default
+        if op.startswith("responses.") and not ex.provider.serves_responses:
+            raise self._unsupported(ex.provider, op)
+        self._check_references(ex, found)
         if op == "files.list":
             # Pass-through listings show the provider's own files; only callers that may see
             # ids the gateway never recorded get them. Everyone else lists what they created.
@@ -102,6 +114,58 @@ class ProviderRouteFilter(Filter):
             raise self._not_found(ex)
         ex.provider = provider
 
+    # -- ids inside the body ------------------------------------------------------------
+
+    async def _look_up(self, ex, refs: list[Reference]) -> list[tuple[Reference, object]]:  # type: ignore[no-untyped-def]
+        """Each reference with its store record (None: the gateway never recorded it). Another
+        tenant's (or an expired) record is a 404 at once, exactly like a path id."""
+        store = self.gateway.store
+        found = []
+        now = time.time()
+        for ref in refs:
+            rec = None
+            if ref.kind == "file":
+                rec = await store.get_file(ref.id)
+                if rec is not None and rec.expired(now):
+                    raise _reference_not_found(ref)
+            elif ref.kind == "response":
+                rec = await store.get_response(ref.id)
+            if rec is not None and rec.tenant != ex.tenant.name:
+                raise _reference_not_found(ref)
+            found.append((ref, rec))
+        return found
+
+    def _routed_by_reference(self, op: str, found):  # type: ignore[no-untyped-def]
+        """The provider of the first recorded id that can serve ``op`` (a recorded id routes by
+        itself, like a path id), else None."""
+        for _ref, rec in found:
+            p = self.providers.get(rec.provider) if rec is not None else None
+            if p is not None and (p.serves_responses or not op.startswith("responses.")):
+                return p
+        return None
+
+    def _check_references(self, ex, found) -> None:  # type: ignore[no-untyped-def]
+        provider = ex.provider
+        for ref, rec in found:
+            if rec is None:
+                if not self.may_reach_unseen(ex, provider):
+                    raise _reference_not_found(ref)
+            elif rec.provider != provider.name:
+                # Only the owner gets here (another tenant's id was a 404), so naming where it
+                # lives reveals nothing; the other provider could only answer "not found".
+                raise GatewayError(
+                    400, f"{ref.param}: {_LABELS.get(ref.kind, ref.kind)} {ref.id[:128]} lives on provider "
+                    f"'{rec.provider}', but this request goes to '{provider.name}'. Send it to '{rec.provider}' "
+                    "(or name no provider: a recorded id routes the request by itself).",
+                    param=ref.param, code="reference_on_other_provider")
+
+    def _unsupported(self, provider, op: str) -> GatewayError:  # type: ignore[no-untyped-def]
+        serving = [f"{p.name} ({p.type})" for p in self.providers.values() if p.serves_responses]
+        hint = (f"Configured providers that do: {', '.join(serving)}." if serving else
+                "No configured provider does; the OpenAI-compatible types (openai, azure, groq) do.")
+        return GatewayError(400, f"Provider '{provider.name}' (type {provider.type}) does not support {op}. {hint}",
+                            code="unsupported_operation")
+
     @staticmethod
     def _not_found(ex) -> GatewayError:  # type: ignore[no-untyped-def]
         kind = "File" if ex.operation.startswith("files.") else "Response"
@@ -123,3 +187,18 @@ class ProviderRouteFilter(Filter):
         body["model"] = rest
         ex.extra["json_changed"] = True
         return provider
+
+
+_LABELS = {"file": "File", "response": "Response", "conversation": "Conversation", "vector_store": "VectorStore",
+           "container": "Container", "prompt": "Prompt", "item": "Item", "skill": "Skill", "mcp_tunnel": "MCP tunnel"}
+
+
+def _reference_not_found(ref: Reference) -> GatewayError:
+    """The 404 for an id in a body: the same text as for that id in a path (nothing tells another
+    tenant's id from one that does not exist); kinds the gateway never records say why."""
+    label = _LABELS.get(ref.kind, ref.kind)
+    message = f"No such {label} object: {ref.id[:128]}"
+    if ref.kind not in RECORDED_KINDS:
+        message += (f" (the gateway keeps no record of {label} ids; ids it has not seen are forwarded only "
+                    "for admin keys or to providers marked shared)")
+    return GatewayError(404, message, param=ref.param, code=f"{ref.kind}_not_found")

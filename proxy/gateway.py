@@ -13,6 +13,7 @@ from filters import build_chain
 from filters.metrics import Metrics
 
 from . import files_api, responses_api
+from .body_checks import check_body
 from .errors import GatewayError
 from .exchange import Exchange
 from .providers import create_provider
@@ -153,6 +154,7 @@ class Gateway:
             try:
                 if op == "responses.create":
                     await responses_api.read_json_body(ex, self.config.limits.max_json_body)
+                    check_body(op, ex.extra["json"])
                 await self.chain.on_request(ex)
                 resp = await OPERATIONS[op](self, ex)
             except GatewayError as err:

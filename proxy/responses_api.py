@@ -1,9 +1,13 @@
 """The Responses API: create (JSON or SSE), retrieve, delete, cancel, input items.
 
-SSE streams pass through event by event, flushed as they arrive: every upstream chunk is
-written to the client *before* the gateway looks at it, and looking is done by a sans-IO
-observer (:class:`SSEParser`) that learns the response id (for tenancy routing), the token
-usage and the last ``sequence_number`` without ever holding bytes back.
+SSE streams pass through event by event, flushed as they arrive. A sans-IO observer
+(:class:`SSEParser`) reads each chunk as it goes by and learns the response id (for tenancy
+routing), the token usage and the last ``sequence_number``. The response's store record is
+written concurrently from ``response.created`` on, so no event waits for the store — except
+the chunk that ends the response (its terminal event, or the end of the stream), which goes
+out only once the record is committed: a client that has the whole response can rely on the
+gateway knowing its id, even if the gateway is killed the next moment. JSON answers likewise
+wait for the commit before they are sent.
 """
 from __future__ import annotations
 
@@ -73,11 +77,17 @@ def inject_provider(body: bytes, provider_type: str) -> bytes:
 
 
 async def _record(gw: "Gateway", ex: "Exchange", response_id: str) -> None:
+    """Record who owns a new response; returns once the record is committed."""
     ex.response_id = response_id
     if ex.response_record is None:
-        await gw.store.add_response(ResponseRecord(
-            id=response_id, tenant=ex.tenant.name, provider=ex.provider.name, model=ex.model,
-            created_at=int(time.time())))
+        try:
+            await gw.store.add_response(ResponseRecord(
+                id=response_id, tenant=ex.tenant.name, provider=ex.provider.name, model=ex.model,
+                created_at=int(time.time())))
+        except Exception as exc:
+            # The response exists upstream and the client gets it; without the record it is
+            # reachable through the gateway only for callers allowed unseen ids (fail closed).
+            log.error("could not record response %s: %s", response_id, type(exc).__name__)
 
 
 async def _json_answer(gw: "Gateway", ex: "Exchange", status: int, data: bytes, *, record: bool) -> web.Response:
@@ -143,6 +153,11 @@ class _Observer:
             if response and isinstance(response.get("usage"), dict):
                 self.ex.usage = response["usage"]
 
+    async def recorded(self) -> None:
+        """Wait for the store records started so far (the end of the response waits for this)."""
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+
     def next_sequence_number(self) -> int:
         if self.last_data is not None:
             try:
@@ -182,11 +197,14 @@ async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: H1Stream, *, record: boo
                 break
             if not chunk:
                 break
-            await out.write(chunk)  # first to the client, then observed
+            obs.feed(chunk)  # sans-IO, nothing held back ...
+            if obs.terminal:
+                await obs.recorded()  # ... but the end goes out only once the record is durable
+            await out.write(chunk)
             if first:
                 ex.first_byte_at = time.perf_counter()
                 first = False
-            obs.feed(chunk)
+        await obs.recorded()
         if failure is None and not obs.terminal:
             failure = f"The stream from provider '{ex.provider.name}' ended before the response was complete."
         if failure is not None:

@@ -1,6 +1,7 @@
 """Responses API through the gateway: JSON and SSE pass-through, routing by id, tenancy, faults."""
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -203,3 +204,49 @@ def test_azure_responses(start_gateway, fake_azure):
     assert final.status == "completed"
     assert c.responses.input_items.list(r.id).data
     c.responses.delete(r.id)
+
+
+def test_wrong_types_of_fields_the_gateway_acts_on_are_a_400(start_gateway, fake_openai):
+    gw = start_gateway(passthrough_config(fake_openai))
+    before = len(fake_openai.requests)
+    for field, value in [("stream", 1), ("stream", "yes"), ("stream", "false"), ("background", "true"),
+                         ("store", 1), ("input", 42), ("previous_response_id", 5)]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client(gw).responses.create(model="my-openai/gpt-4o", input="x", extra_body={field: value})
+        assert e.value.body["param"] == field and e.value.body["code"] == "invalid_type", (field, value)
+        assert e.value.response.headers["x-should-retry"] == "false"
+    assert len(fake_openai.requests) == before
+
+
+def test_unsupported_provider_names_the_providers_that_serve_responses(start_gateway, fake_openai):
+    gw = start_gateway(passthrough_config(fake_openai))  # default_provider: local
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gw).responses.create(model="gpt-4o", input="x")
+    assert e.value.body["code"] == "unsupported_operation"
+    assert e.value.body["message"] == ("Provider 'local' (type local) does not support responses.create. "
+                                       "Configured providers that do: my-openai (openai).")
+
+
+def test_response_record_survives_sigkill_right_after_the_end(start_gateway, fake_openai):
+    """The record is committed before the client has the end of the response (JSON and SSE):
+    the gateway killed at once afterwards still routes the id after a restart. A record lost
+    would show as a 404: the default provider (local) knows no unseen response ids."""
+    gw = start_gateway(passthrough_config(fake_openai))
+    c = client(gw)
+
+    def kill_and_restart() -> None:
+        gw.signal(signal.SIGKILL)
+        gw.proc.wait(10)
+        gw._log.close()
+        gw.start()
+
+    for _ in range(3):  # each round must keep both; a write-behind store loses most
+        json_id = c.responses.create(model="my-openai/gpt-4o", input="remember me").id
+        kill_and_restart()
+        with c.responses.create(model="my-openai/gpt-4o", input="and me", stream=True) as s:
+            events = list(s)
+        assert events[-1].type == "response.completed"
+        sse_id = events[-1].response.id
+        kill_and_restart()
+        for rid in (json_id, sse_id):
+            assert c.responses.retrieve(rid).id == rid

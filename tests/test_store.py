@@ -1,7 +1,8 @@
-"""The SQLite store: quota atomicity, pagination cursors, write-behind responses."""
+"""The SQLite store: quota atomicity, pagination cursors, group-committed responses."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -47,7 +48,7 @@ async def test_pagination_and_isolation(store):
     assert await store.get_file("file-4") is None
 
 
-async def test_responses_write_behind_survive_reopen(tmp_path):
+async def test_responses_survive_reopen(tmp_path):
     s = SQLiteStore(str(tmp_path / "r.db"))
     await s.open()
     for i in range(50):
@@ -60,3 +61,28 @@ async def test_responses_write_behind_survive_reopen(tmp_path):
     assert (await s2.get_response("resp_49")).model == "m"
     assert await s2.get_response("resp_8") is None
     await s2.close()
+
+
+async def test_add_response_returns_only_once_committed(tmp_path):
+    """Read back from a second connection right after add_response: the record is in the
+    database, not only in this process's cache; concurrent writers share commits."""
+    path = str(tmp_path / "d.db")
+    s = SQLiteStore(path)
+    await s.open()
+    other = sqlite3.connect(path)
+
+    def in_db(rid: str) -> bool:
+        return other.execute("SELECT 1 FROM responses WHERE id = ?", (rid,)).fetchone() is not None
+
+    await s.add_response(ResponseRecord("resp_one", "t", "p", "m", 1))
+    assert in_db("resp_one")
+    await asyncio.gather(*(s.add_response(ResponseRecord(f"resp_c{i}", "t", "p", "m", i)) for i in range(40)))
+    assert all(in_db(f"resp_c{i}") for i in range(40))
+    # A writer whose record is deleted before its commit still returns; the record stays gone.
+    writer = asyncio.ensure_future(s.add_response(ResponseRecord("resp_gone", "t", "p", "m", 1)))
+    await asyncio.sleep(0)
+    assert await s.delete_response("resp_gone")
+    await asyncio.wait_for(writer, 5)
+    assert not in_db("resp_gone") and await s.get_response("resp_gone") is None
+    other.close()
+    await s.close()

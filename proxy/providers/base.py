@@ -49,6 +49,7 @@ class Provider:
     type = "base"
     passthrough = False            # uploads are a raw-byte tee to the upstream
     serves_unseen_ids = False      # can answer for ids the gateway never recorded
+    serves_responses = False       # implements the Responses API (call_responses/open_responses)
 
     def __init__(self, config: "ProviderConfig") -> None:
         self.config = config

@@ -22,6 +22,7 @@ class OpenAIProvider(Provider):
     type = "openai"
     passthrough = True
     serves_unseen_ids = True
+    serves_responses = True        # azure and groq inherit it
 
     def __init__(self, config: "ProviderConfig") -> None:
         super().__init__(config)

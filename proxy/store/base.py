@@ -73,7 +73,10 @@ class Store(Protocol):
 
     async def tenant_usage(self, tenant: str) -> int: ...
 
-    async def add_response(self, rec: ResponseRecord) -> None: ...
+    async def add_response(self, rec: ResponseRecord) -> None:
+        """Return only once the record is durable (committed): the gateway sends the end of a
+        response to its client after this, so a crash right after cannot lose the record.
+        Concurrent calls may share one commit (group commit)."""
 
     async def get_response(self, response_id: str) -> ResponseRecord | None: ...
 

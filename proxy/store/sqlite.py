@@ -76,7 +76,7 @@ class SQLiteStore:
         self._write_lock = asyncio.Lock()
         self._pending_responses: dict[str, ResponseRecord] = {}
         self._flusher: asyncio.Future | None = None
-        self.flush_delay = 0.005
+        self._next_commit: asyncio.Future | None = None  # what the pending records' writers await
 
     @classmethod
     def from_url(cls, url: str) -> "SQLiteStore":
@@ -193,30 +193,51 @@ class SQLiteStore:
     # -- responses -----------------------------------------------------------------------
 
     async def add_response(self, rec: ResponseRecord) -> None:
-        """Write-behind: the record is visible in this process at once (cache) and reaches the
-        database in the next batch, a few milliseconds later, together with its neighbours —
-        one transaction for many responses instead of one per request."""
+        """Group commit: returns once the record is committed. The record is visible in this
+        process at once (cache); concurrent callers share one transaction — whoever arrives
+        while a commit is running joins the next one — so there is no fixed delay and, under
+        load, one commit for many responses instead of one per request."""
         self._responses.put(rec.id, rec)
         self._pending_responses[rec.id] = rec
+        if self._next_commit is None:
+            self._next_commit = asyncio.get_running_loop().create_future()
+        commit = self._next_commit
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_responses())
+        # Shielded: a caller that is cancelled (its client left) does not cancel the commit
+        # the others wait for.
+        await asyncio.shield(commit)
 
     async def _flush_responses(self) -> None:
-        await asyncio.sleep(self.flush_delay)
-        while self._pending_responses:
-            batch = list(self._pending_responses.values())
+        while self._next_commit is not None:
+            batch = list(self._pending_responses.values())  # empty if all were deleted meanwhile
             self._pending_responses.clear()
-            async with self._write_lock:
-                await self.db.execute("BEGIN")
-                try:
-                    await self.db.executemany(
-                        "INSERT OR REPLACE INTO responses (id, tenant, provider, model, created_at) VALUES (?,?,?,?,?)",
-                        [(r.id, r.tenant, r.provider, r.model, r.created_at) for r in batch],
-                    )
-                except BaseException:
-                    await self.db.execute("ROLLBACK")
-                    raise
-                await self.db.execute("COMMIT")
+            commit, self._next_commit = self._next_commit, None
+            try:
+                if batch:
+                    await self._insert_responses(batch)
+            except Exception as exc:
+                commit.set_exception(exc)
+                commit.exception()  # retrieved here: no "never retrieved" warning if nobody waits
+            except BaseException:
+                commit.set_exception(RuntimeError("the store closed before the commit"))
+                commit.exception()
+                raise
+            else:
+                commit.set_result(None)
+
+    async def _insert_responses(self, batch: list[ResponseRecord]) -> None:
+        async with self._write_lock:
+            await self.db.execute("BEGIN")
+            try:
+                await self.db.executemany(
+                    "INSERT OR REPLACE INTO responses (id, tenant, provider, model, created_at) VALUES (?,?,?,?,?)",
+                    [(r.id, r.tenant, r.provider, r.model, r.created_at) for r in batch],
+                )
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         rec = self._responses.get(response_id)
