@@ -6,8 +6,8 @@
   purpose with a 400 naming it **before anything goes upstream**: the core's tee opens the
   upstream request only once the multipart preamble (the form fields before the file part,
   where the OpenAI SDK puts ``purpose``) has been parsed and checked. A client that sends ``purpose``
-  after the file (curl's order) is refused at the end of the body; the tee never forwards the
-  chunk that completes a refused body, so Groq sees a truncated upload and stores nothing.
+  after the file (curl's order) is refused the moment the purpose is parsed; the tee never
+  forwards the chunk that carries it, so Groq sees a truncated upload and stores nothing.
 * Size: Groq takes batch input files up to 100 MB (10^8 bytes, SDK docstring). The provider's
   ``max_file_size`` defaults to that when the config leaves it unset, so the ``size_limit``
   filter enforces ``min(limits.max_file_size, limits.max_batch_file_size, 100 MB)`` from
