@@ -86,3 +86,19 @@ async def test_delete_is_a_claim_one_winner_across_connections(tmp_path):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_cache_never_serves_a_record_another_worker_deleted(tmp_path):
+    a, b = SQLiteStore(str(tmp_path / "c.db")), SQLiteStore(str(tmp_path / "c.db"))
+    await a.open()
+    await b.open()
+    try:
+        await a.add_file(rec(1))
+        await a.add_file(rec(2))
+        assert (await b.get_file("file-1")) is not None and (await b.get_file("file-2")) is not None  # cached in b
+        assert await a.delete_file("file-1") is not None
+        assert await b.get_file("file-1") is None
+        assert (await b.get_file("file-2")).id == "file-2"  # still there, re-read
+    finally:
+        await a.close()
+        await b.close()

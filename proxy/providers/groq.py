@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import GatewayError
-from ..units import human_size
+from ..units import human_size, size_and_bytes
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class GroqProvider(OpenAIProvider):
         limit = min(ex.size_limit or self.config.max_file_size, self.config.max_file_size)  # type: ignore[type-var]
         if ex.file_bytes > limit:
             raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Groq) is "
-                               f"{human_size(limit)} ({limit} bytes).", param="file", code="file_too_large")
+                               f"{size_and_bytes(limit)}.", param="file", code="file_too_large")
 
     # -- shapes --------------------------------------------------------------------------
     def file_object(self, body: bytes) -> bytes:
