@@ -2,8 +2,9 @@
 
 Validation runs on the bytes as they stream through (sans-IO BatchValidator), so an invalid
 line aborts the upload at once. When the client sends the file before the ``purpose`` field
-(curl's order), the file is validated speculatively and the verdict applied once the purpose
-is known; a file that turns out not to be batch just drops the validator.
+(curl's order), the file is validated speculatively and the verdict applied in ``on_field``
+when the purpose arrives (the upload driver allows one ``purpose`` per request, so the
+verdict is final); a file that turns out not to be batch just drops the validator.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from proxy.errors import GatewayError
 
 from .base import Filter
-from proxy.units import human_size
+from proxy.units import size_and_bytes
 
 FORM_ALLOWANCE = 1 << 20
 
@@ -34,8 +34,8 @@ class SizeLimitFilter(Filter):
 
     def _too_large(self, ex, limit: int) -> GatewayError:  # type: ignore[no-untyped-def]
         what = "batch files" if ex.purpose == "batch" else "files"
-        return GatewayError(413, f"File is too large: the limit for {what} is {human_size(limit)} "
-                            f"({limit} bytes).", param="file", code="file_too_large")
+        return GatewayError(413, f"File is too large: the limit for {what} is {size_and_bytes(limit)}.",
+                            param="file", code="file_too_large")
 
     async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
         if ex.operation != "files.create":

@@ -100,9 +100,9 @@ def upstream_timeout(message: str = "The upstream provider did not answer in tim
 
 def quota_error(tenant: str, used: int, adding: int, quota: int) -> GatewayError:
     """429 for an exhausted storage quota; a retry cannot help, so the SDK must not re-send."""
-    from .units import human_size
+    from .units import size_and_bytes
 
     return GatewayError(
-        429, f"Storage quota exceeded for tenant '{tenant}': {human_size(used)} stored + "
-        f"{adding} bytes uploaded would pass the quota of {human_size(quota)} ({quota} bytes). "
+        429, f"Storage quota exceeded for tenant '{tenant}': {size_and_bytes(used)} stored + "
+        f"{size_and_bytes(adding)} uploaded would pass the quota of {size_and_bytes(quota)}. "
         "Delete files to free space.", param="file", code="storage_quota_exceeded", retryable=False)

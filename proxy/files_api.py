@@ -14,6 +14,7 @@ from .uploads import handle_upload
 if TYPE_CHECKING:
     from .exchange import Exchange
     from .gateway import Gateway
+    from .store.base import FileRecord
 
 log = logging.getLogger("sluicegate.files")
 
@@ -69,16 +70,33 @@ async def files_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
 
 async def files_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     rec = ex.file_record
+    if rec is None:  # an id the gateway never recorded (admin / shared pass-through)
+        return gw.json_response(ex, await ex.provider.delete_file(ex, None, ex.object_id))
+    # Claim first: the store removes the row atomically and gives it to one caller only, so
+    # of concurrent deletes of one id (any worker) exactly one reaches the provider; the
+    # others are a 404, as for an id that is already gone.
+    claimed = await gw.store.delete_file(rec.id)
+    if claimed is None:
+        raise GatewayError(404, f"No such File object: {ex.object_id[:128]}", param="file_id", code="file_not_found")
+    # Shielded: a client that disconnects now must not leave the row claimed and the bytes kept.
+    return gw.json_response(ex, await asyncio.shield(_delete_claimed(gw, ex, claimed)))
+
+
+async def _delete_claimed(gw: "Gateway", ex: "Exchange", rec: "FileRecord") -> bytes:
+    """Remove a claimed file's bytes. If that fails, the row is put back (quota unchanged,
+    since the bytes are still stored) and the error goes to the client, who can retry: nothing
+    is lost or left half-deleted. (A row put back whose bytes did go after all heals on the
+    retry: the provider's 404 counts as already gone.)"""
     try:
-        body = await ex.provider.delete_file(ex, rec, ex.object_id)
+        return await ex.provider.delete_file(ex, rec, ex.object_id)
     except GatewayError as err:
-        if rec is None or err.status != 404:
-            raise
-        # Already gone upstream: the record is all that is left; drop it.
-        body = orjson.dumps({"id": ex.object_id, "object": "file", "deleted": True})
-    if rec is not None:
-        await gw.store.delete_file(rec.id)   # releases its bytes from the tenant's quota
-    return gw.json_response(ex, body)
+        if err.status == 404:  # already gone at the provider: the row was all that was left
+            return orjson.dumps({"id": ex.object_id, "object": "file", "deleted": True})
+        await gw.store.restore_file(rec)
+        raise
+    except BaseException:
+        await gw.store.restore_file(rec)
+        raise
 
 
 async def files_content(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:

@@ -9,3 +9,10 @@ def human_size(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor} {unit}"
     return f"{n} bytes"
+
+
+def size_and_bytes(n: int) -> str:
+    """A size as messages give it: ``"200 MiB (209715200 bytes)"``, or ``"1234 bytes"`` when
+    there is no rounder unit — one style for every limit and quota message."""
+    human = human_size(n)
+    return human if human.endswith(" bytes") else f"{human} ({n} bytes)"

@@ -38,12 +38,23 @@ PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data",
 MIN_EXPIRES, MAX_EXPIRES = 3600, 2_592_000
 # Most form-field bytes held back before a pass-through upload connects upstream.
 PREAMBLE_LIMIT = 1 << 20
+# Form fields the gateway does not read are ignored (OpenAI adds fields over time; a
+# pass-through provider receives them unchanged and applies its own rules), but bounded:
+# at most this many named parts, each value at most MAX_FIELD_SIZE (so all fields together
+# stay within size_limit's 1 MiB FORM_ALLOWANCE).
+MAX_FORM_PARTS = 16
+MAX_FIELD_SIZE = 64 << 10
 
 
 class ClientDisconnected(GatewayError):
     def __init__(self) -> None:
         super().__init__(400, "The client closed the connection before the upload was complete.",
                          code="client_disconnected")
+
+
+def _param(field: str) -> str:
+    """A form field's name as an error's ``param``: ``expires_after[anchor]`` → ``expires_after.anchor``."""
+    return field[:64].replace("[", ".").replace("]", "")
 
 
 class UploadDriver:
@@ -60,6 +71,7 @@ class UploadDriver:
         self.done = False
         self.anchor: str | None = None
         self.failure: BaseException | None = None
+        self.parts: set[str] = set()   # names of the parts parsed so far (each allowed once)
 
     async def feed(self, chunk: bytes) -> None:
         ex = self.ex
@@ -79,7 +91,6 @@ class UploadDriver:
                     await self.sink.write(data)
             elif kind is Field:
                 self._field(ev.name, ev.value)
-                chain.on_field(ex, ev.name, ev.value)
             elif kind is FileStart:
                 await self._file_start(ev)
             elif kind is FileEnd:
@@ -88,17 +99,38 @@ class UploadDriver:
                 self.done = True
                 await self._complete_checks()
 
+    def _once(self, name: str) -> None:
+        """Every part name may appear once: a repeat is refused the moment it is parsed (so
+        in a tee it never reaches the upstream), and the number of parts is bounded."""
+        if name in self.parts:
+            if name == "file":
+                raise bad_request("Only one file can be uploaded per request.", param="file")
+            raise bad_request(f"The form field '{name[:64]}' was sent more than once; send each field once.",
+                              param=_param(name), code="duplicate_field")
+        if len(self.parts) >= MAX_FORM_PARTS:
+            raise bad_request(f"The form has more than {MAX_FORM_PARTS} fields.", code="too_many_fields")
+        self.parts.add(name)
+
     def _field(self, name: str, value: str) -> None:
+        """One form field, and the one place of the field-ordering rule.
+
+        Each field comes at most once (:meth:`_once`). ``purpose`` may come before the file
+        part (the SDK's order) or after it (curl's); since it is set only once, a file is
+        never checked under one purpose and stored under another. When it comes after the
+        file, every rule that depends on it runs here, at once: the filters' ``on_field``
+        (size_limit's batch limit, batch_jsonl's verdict on the already-parsed file), then
+        the provider's ``check_upload`` (its purposes; for bedrock/vertex, that a batch file
+        needed the purpose first).
+        """
         ex = self.ex
+        self._once(name)
+        if name == "file":
+            raise bad_request("The 'file' field must be a file part (with a filename).", param="file")
         if name == "purpose":
             if value not in PURPOSES:
                 raise bad_request(f"'{value[:64]}' is not a valid purpose; use one of: {', '.join(sorted(PURPOSES))}.",
                                   param="purpose", code="invalid_purpose")
             ex.purpose = value
-            if ex.file_started:
-                # The purpose came after the file (curl's order): the provider's rules apply now,
-                # not only once the whole body has been read.
-                ex.provider.check_upload(ex)
         elif name == "expires_after[anchor]":
             if value != "created_at":
                 raise bad_request("expires_after[anchor] must be 'created_at'.", param="expires_after.anchor")
@@ -112,14 +144,16 @@ class UploadDriver:
                 raise bad_request(f"expires_after[seconds] must be an integer from {MIN_EXPIRES} to {MAX_EXPIRES}.",
                                   param="expires_after.seconds")
             ex.expires_after = seconds
+        self.gw.chain.on_field(ex, name, value)
+        if name == "purpose" and ex.file_started:
+            ex.provider.check_upload(ex)
 
     async def _file_start(self, ev: FileStart) -> None:
         ex = self.ex
         if ev.name != "file":
             raise bad_request(f"Unexpected file part '{ev.name[:64]}'; the file must be sent as the 'file' field.",
                               param="file")
-        if self.file_seen:
-            raise bad_request("Only one file can be uploaded per request.", param="file")
+        self._once("file")
         self.file_seen = True
         ex.filename = ev.filename or "upload"
         ex.file_started = True
@@ -177,7 +211,7 @@ async def handle_upload(gw: "Gateway", ex: "Exchange") -> bytes:
         boundary = boundary_from_content_type(ctype)
     except MultipartError as exc:
         raise bad_request(f"files.create needs a multipart/form-data body: {exc}", code="invalid_content_type") from None
-    parser = MultipartParser(boundary)
+    parser = MultipartParser(boundary, max_field_size=MAX_FIELD_SIZE)
     if ex.provider.passthrough:
         return await _tee_upload(gw, ex, parser, ctype or "")
     return await _sink_upload(gw, ex, parser)

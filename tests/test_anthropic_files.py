@@ -138,6 +138,20 @@ def test_purpose_after_file_is_spooled_then_sent(start_gateway, fake_anthropic):
     assert os.listdir(gw.workdir / "anthropic-batches" / ".partial") == []   # spool removed
 
 
+def test_late_purpose_validates_the_spooled_file_and_a_second_purpose_is_refused(start_gateway, fake_anthropic):
+    gw = start_gateway(anthropic_config(fake_anthropic))
+    headers = {**CLAUDE, "Content-Type": "multipart/form-data; boundary=b0undary"}
+    late_batch = multipart(False, "batch", "late.jsonl", b"this is not json\n")
+    r = httpx.post(gw.base_url + "/files", content=late_batch, headers=headers)
+    assert r.status_code == 400 and "line 1" in r.json()["error"]["message"], r.text
+    twice = (b'--b0undary\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+             + late_batch)
+    r = httpx.post(gw.base_url + "/files", content=twice, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "duplicate_field", r.text
+    assert os.listdir(gw.workdir / "anthropic-batches" / ".partial") == []
+    assert fake_anthropic.files == {} and client(gw).files.list().data == []
+
+
 # --------------------------------------------------------------------------- batch files
 
 

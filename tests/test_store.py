@@ -86,3 +86,45 @@ async def test_add_response_returns_only_once_committed(tmp_path):
     assert not in_db("resp_gone") and await s.get_response("resp_gone") is None
     other.close()
     await s.close()
+
+
+async def test_delete_is_a_claim_one_winner_across_connections(tmp_path):
+    """Two stores on one file are two workers: each caches the record, both delete it at once;
+    exactly one gets it, and neither serves it from its cache afterwards."""
+    a, b = SQLiteStore(str(tmp_path / "w.db")), SQLiteStore(str(tmp_path / "w.db"))
+    await a.open()
+    await b.open()
+    try:
+        for i in range(3):
+            await a.add_file(rec(i))
+        assert (await a.get_file("file-1")).id == (await b.get_file("file-1")).id == "file-1"  # both cached
+        won = await asyncio.gather(*(s.delete_file("file-1") for s in (a, b, a, b)))
+        [claimed] = [r for r in won if r is not None]
+        assert claimed.id == "file-1" and claimed.bytes == 10
+        assert await a.get_file("file-1") is None and await b.get_file("file-1") is None
+        assert await b.tenant_usage("t") == 20
+        # Undo: the row comes back where it was (list order) and counts again.
+        await b.restore_file(claimed)
+        assert (await a.get_file("file-1")).filename == "1.jsonl"
+        page, _ = await a.list_files("t", purpose=None, limit=10, order="asc", after=None)
+        assert [r.id for r in page] == ["file-0", "file-1", "file-2"]
+        assert await a.tenant_usage("t") == 30
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_cache_never_serves_a_record_another_worker_deleted(tmp_path):
+    a, b = SQLiteStore(str(tmp_path / "c.db")), SQLiteStore(str(tmp_path / "c.db"))
+    await a.open()
+    await b.open()
+    try:
+        await a.add_file(rec(1))
+        await a.add_file(rec(2))
+        assert (await b.get_file("file-1")) is not None and (await b.get_file("file-2")) is not None  # cached in b
+        assert await a.delete_file("file-1") is not None
+        assert await b.get_file("file-1") is None
+        assert (await b.get_file("file-2")).id == "file-2"  # still there, re-read
+    finally:
+        await a.close()
+        await b.close()

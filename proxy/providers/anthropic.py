@@ -70,7 +70,7 @@ import orjson
 from ..errors import GatewayError, error_type_for
 from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
-from ..units import human_size
+from ..units import size_and_bytes
 from .base import Download, Provider
 from .local import LocalFileSink, prepare_partial_dir
 from .sink import SinkResult
@@ -485,7 +485,7 @@ class AnthropicProvider(Provider):
             limit = min(limit, ex.size_limit)
         if ex.file_bytes > limit:
             raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Anthropic) is "
-                               f"{human_size(limit)} ({limit} bytes).", param="file", code="file_too_large")
+                               f"{size_and_bytes(limit)}.", param="file", code="file_too_large")
 
     def sink_for(self, ex: "Exchange", file_id: str) -> Any:
         if ex.purpose == "batch":

@@ -221,11 +221,6 @@ class BedrockSink(TranslatingSink):
         assert isinstance(exc, S3StorageError)
         return self.provider.s3_error(exc, "upload", target=self.target)
 
-    def purpose_changed(self) -> GatewayError:
-        return GatewayError(
-            400, "The 'purpose' field was sent twice with different values ('batch', then "
-            f"'{(self.ex.purpose or '')[:32]}'); send it once.", param="purpose", code="invalid_purpose")
-
     async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
         etag = stored.location.get("etag")
         if new_purpose is not None:

@@ -6,8 +6,8 @@
   purpose with a 400 naming it **before anything goes upstream**: the core's tee opens the
   upstream request only once the multipart preamble (the form fields before the file part,
   where the OpenAI SDK puts ``purpose``) has been parsed and checked. A client that sends ``purpose``
-  after the file (curl's order) is refused at the end of the body; the tee never forwards the
-  chunk that completes a refused body, so Groq sees a truncated upload and stores nothing.
+  after the file (curl's order) is refused the moment the purpose is parsed; the tee never
+  forwards the chunk that carries it, so Groq sees a truncated upload and stores nothing.
 * Size: Groq takes batch input files up to 100 MB (10^8 bytes, SDK docstring). The provider's
   ``max_file_size`` defaults to that when the config leaves it unset, so the ``size_limit``
   filter enforces ``min(limits.max_file_size, limits.max_batch_file_size, 100 MB)`` from
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import GatewayError
-from ..units import human_size
+from ..units import human_size, size_and_bytes
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class GroqProvider(OpenAIProvider):
         limit = min(ex.size_limit or self.config.max_file_size, self.config.max_file_size)  # type: ignore[type-var]
         if ex.file_bytes > limit:
             raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Groq) is "
-                               f"{human_size(limit)} ({limit} bytes).", param="file", code="file_too_large")
+                               f"{size_and_bytes(limit)}.", param="file", code="file_too_large")
 
     # -- shapes --------------------------------------------------------------------------
     def file_object(self, body: bytes) -> bytes:

@@ -16,10 +16,10 @@ This module owns the parts of that which do not depend on the store:
   is an error response rather than a cut stream;
 * :class:`TranslatingSink` — the sink wrapper of one upload: the optional
   :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the store's own sink,
-  the size cap on its id map, the write / complete / abort flow, and the check that the
-  ``purpose`` the file was opened with still holds. Subclasses supply the store-specific parts:
-  mapping the store's errors, their error texts, and what ``complete`` records (location,
-  metadata fix-ups, releasing clients).
+  the size cap on its id map, the write / complete / abort flow, and the check that a batch
+  file was opened as one (``purpose`` came before the file). Subclasses supply the
+  store-specific parts: mapping the store's errors, their error texts, and what ``complete``
+  records (location, metadata fix-ups, releasing clients).
 
 Nothing here talks to S3 or GCS or imports their SDKs.
 """
@@ -172,9 +172,9 @@ class TranslatingSink:
     Every failure leaves the exchange as an OpenAI-shaped :class:`GatewayError`.
 
     A subclass names its service and its id carrier for the error texts and implements the
-    hooks: :meth:`upload_error` (a ``storage_error`` of the inner sink, as the client sees it),
-    :meth:`purpose_changed` (the 400 for a second, different ``purpose``) and :meth:`finish`
-    (the stored object's location; the place to release clients and fix up metadata).
+    hooks: :meth:`upload_error` (a ``storage_error`` of the inner sink, as the client sees it)
+    and :meth:`finish` (the stored object's location; the place to release clients and fix up
+    metadata).
     """
 
     __slots__ = ("provider", "ex", "inner", "translator", "target", "purpose_at_open",
@@ -206,9 +206,6 @@ class TranslatingSink:
     def upload_error(self, exc: Exception) -> GatewayError:
         raise NotImplementedError
 
-    def purpose_changed(self) -> GatewayError:
-        raise NotImplementedError
-
     async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
         """The location of the stored object (the id map is added to it afterwards).
         ``new_purpose`` is the upload's purpose when it differs from the one the object was
@@ -218,16 +215,14 @@ class TranslatingSink:
     # -- the flow --------------------------------------------------------------------------
 
     def check_purpose(self) -> None:
-        """The purpose the file was stored for must still be the upload's purpose."""
-        batch = self.ex.purpose == "batch"
-        if batch and self.translator is None:
+        """A batch file must have been opened as one: its rows are translated while they stream.
+        (The upload driver sets ``purpose`` once, so it can only have arrived after the file.)"""
+        if self.ex.purpose == "batch" and self.translator is None:
             raise GatewayError(
                 400, f"Provider '{self.provider.name}' ({self.service}) translates batch files into "
                 f"{self.translated_rows} while they stream, so it needs the 'purpose' field before the "
                 "'file' part of the form; send purpose first (the OpenAI SDK does).",
                 param="purpose", code="purpose_after_file")
-        if not batch and self.translator is not None:
-            raise self.purpose_changed()
 
     async def write(self, chunk: bytes | memoryview) -> None:
         translator = self.translator

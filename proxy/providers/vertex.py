@@ -136,10 +136,6 @@ class VertexSink(TranslatingSink):
         assert isinstance(exc, GCSStorageError)
         return self.provider.gcs_error(exc, "upload", target=self.target)
 
-    def purpose_changed(self) -> GatewayError:
-        return GatewayError(400, "The 'purpose' field was sent twice with different values.",
-                            param="purpose", code="invalid_purpose")
-
     async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
         if new_purpose is not None:
             # The purpose came after the file part (curl's order): the session may have

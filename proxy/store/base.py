@@ -18,6 +18,7 @@ class FileRecord:
     location: dict[str, Any] = field(default_factory=dict)  # bucket/key/path; never shown to clients
     expires_at: int | None = None
     status: str = "processed"
+    seq: int | None = None       # the store's insertion order (list order); set by delete_file
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -69,7 +70,13 @@ class Store(Protocol):
 
     async def expired_files(self, now: int, limit: int = 500) -> list[FileRecord]: ...
 
-    async def delete_file(self, file_id: str) -> bool: ...
+    async def delete_file(self, file_id: str) -> FileRecord | None:
+        """Remove the row atomically and return it (``DELETE … RETURNING``): of concurrent
+        deletes of one id, in any process, exactly one gets the record; the others get None."""
+
+    async def restore_file(self, rec: FileRecord) -> None:
+        """Put back a record ``delete_file`` returned (same list position), without a quota
+        check: used when the file's bytes could not be removed, so its bytes never left."""
 
     async def tenant_usage(self, tenant: str) -> int: ...
 

@@ -2,13 +2,20 @@
 
 Records are immutable once written (only deleted), so lookups by id are served from a bounded
 in-process cache; a delete evicts. Several worker processes may share one database file (WAL
-mode); a record deleted by another worker can stay cached here, so callers that serve bytes
-re-validate against the backend (the upstream answers 404, the local file is gone).
+mode), so the cache is trusted only while the database is unchanged: every lookup first reads
+``PRAGMA data_version`` on a small synchronous connection (microseconds, no thread hop), and
+any commit by another connection — another worker's delete included — empties the cache.
+A record another worker deleted is therefore never served as live.
+
+Deleting is a claim: ``DELETE … RETURNING`` removes the row and hands it to exactly one caller
+(concurrent deletes of one id, in any worker, get None); :meth:`restore_file` puts it back if
+its bytes could not be removed. The same statements work on PostgreSQL.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections import OrderedDict
 from typing import Any
@@ -77,6 +84,9 @@ class SQLiteStore:
         self._pending_responses: dict[str, ResponseRecord] = {}
         self._flusher: asyncio.Future | None = None
         self._next_commit: asyncio.Future | None = None  # what the pending records' writers await
+        # Reads only PRAGMA data_version, to know when another connection has committed.
+        self._probe: sqlite3.Connection | None = None
+        self._data_version: int | None = None
 
     @classmethod
     def from_url(cls, url: str) -> "SQLiteStore":
@@ -94,10 +104,15 @@ class SQLiteStore:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=10000")
         await self._db.executescript(_SCHEMA)
+        if self.path != ":memory:":  # an in-memory database has no other connection
+            self._probe = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.1)
 
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -135,7 +150,21 @@ class SQLiteStore:
             raise
         await db.execute("COMMIT")
 
+    def _check_cache(self) -> None:
+        """Empty the file cache if any connection (another worker's too) committed since the
+        last check: a cached record may have been deleted there."""
+        if self._probe is None:
+            return
+        try:
+            (version,) = self._probe.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            version = None  # cannot tell: trust nothing cached
+        if version is None or version != self._data_version:
+            self._files.clear()
+        self._data_version = version
+
     async def get_file(self, file_id: str) -> FileRecord | None:
+        self._check_cache()
         rec = self._files.get(file_id)
         if rec is not None:
             return rec
@@ -179,11 +208,24 @@ class SQLiteStore:
         ) as cur:
             return [_row_to_file(r) for r in await cur.fetchall()]
 
-    async def delete_file(self, file_id: str) -> bool:
+    async def delete_file(self, file_id: str) -> FileRecord | None:
         self._files.pop(file_id, None)
         async with self._write_lock:
-            cur = await self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-        return cur.rowcount > 0
+            async with self.db.execute(f"DELETE FROM files WHERE id = ? RETURNING seq, {_FILE_COLS}", (file_id,)) as cur:
+                row = await cur.fetchone()
+        if row is None:
+            return None
+        rec = _row_to_file(row[1:])
+        rec.seq = row[0]
+        return rec
+
+    async def restore_file(self, rec: FileRecord) -> None:
+        async with self._write_lock:
+            await self.db.execute(
+                f"INSERT INTO files (seq, {_FILE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.seq, rec.id, rec.tenant, rec.provider, rec.upstream_id, orjson.dumps(rec.location).decode(),
+                 rec.filename, rec.purpose, rec.bytes, rec.created_at, rec.expires_at, rec.status),
+            )
 
     async def tenant_usage(self, tenant: str) -> int:
         async with self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (tenant,)) as cur:
