@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 
+from .body import client_chunks
 from .errors import GatewayError, bad_request, quota_error
 from .ids import new_id
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser, boundary_from_content_type
@@ -38,12 +39,6 @@ PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data",
 MIN_EXPIRES, MAX_EXPIRES = 3600, 2_592_000
 # Most form-field bytes held back before a pass-through upload connects upstream.
 PREAMBLE_LIMIT = 1 << 20
-
-
-class ClientDisconnected(GatewayError):
-    def __init__(self) -> None:
-        super().__init__(400, "The client closed the connection before the upload was complete.",
-                         code="client_disconnected")
 
 
 class UploadDriver:
@@ -151,19 +146,8 @@ class UploadDriver:
 
 
 async def _client_chunks(ex: "Exchange") -> AsyncIterator[bytes]:
-    content = ex.request.content
-    while True:
-        try:
-            chunk = await content.readany()
-        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-            raise ClientDisconnected() from exc
-        except Exception as exc:  # aiohttp's payload errors (incomplete body, reset)
-            if exc.__class__.__name__ in ("ClientPayloadError", "PayloadEncodingError", "ContentLengthError",
-                                          "TransferEncodingError"):
-                raise ClientDisconnected() from exc
-            raise
-        if not chunk:
-            return
+    # Idle timeout, 100-continue and disconnects are handled by the shared body reader.
+    async for chunk in client_chunks(ex.request):
         yield chunk
 
 
