@@ -7,7 +7,8 @@ happens around that, on every connection:
   chunked framing…) get an OpenAI-shaped JSON 400 that quotes nothing from the request, and one
   short, rate-limited log line — aiohttp's own answer quotes the raw line (a tenant's key, say)
   into a text/plain body and an ``ERROR`` traceback;
-* **header_timeout**: the request line and headers must arrive within it (408, then close);
+* **header_timeout**: the request line and headers must arrive within it (408, then close; a
+  new connection that sends nothing is closed without a response);
   ``keepalive_timeout`` bounds an idle connection; the body's idle timeout is applied by the
   body reader (:mod:`proxy.body`), which finds it here on ``request.protocol``;
 * **max_connections**: a connection past the limit is answered 503 (``Retry-After``) and closed;
@@ -127,6 +128,7 @@ class GatewayProtocol(RequestHandler):
         self._received = 0       # requests parsed (malformed ones included)
         self._answered = 0       # responses finished
         self._peer_eof = False
+        self._request_started = False  # a byte of a request not yet parsed has arrived
         self._closing = False    # the response is out, the FIN sent; dropping what still arrives
 
     # -- connection ------------------------------------------------------------------------
@@ -157,14 +159,17 @@ class GatewayProtocol(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
             return
-        if data and self._header_timer is None and self._between_requests():
-            self._arm_header_timer()      # the first byte of the next request
+        if data and not self._request_started and self._between_requests():
+            self._request_started = True
+            if self._header_timer is None:
+                self._arm_header_timer()  # the first byte of the next request
         before = len(self._messages)
         super().data_received(data)
         new = list(islice(self._messages, before, None))
         if not new:
             return
         self._received += len(new)
+        self._request_started = False
         self._cancel_header_timer()
         for msg, payload in new:
             if isinstance(msg, _ErrInfo):
@@ -221,11 +226,15 @@ class GatewayProtocol(RequestHandler):
             # A response is still due on this connection: the late pipelined request is dropped.
             self._close = True
             return
-        self.client_log.warning("request headers from %s not complete within %gs (408)", _peer(self.transport),
-                                self.header_timeout)
         self._force_close = True
         if self._waiter is not None:
             self._waiter.cancel()
+        if not self._request_started:
+            # Nothing was sent: no request to answer (a 408 could race a request being sent).
+            self.transport.close()
+            return
+        self.client_log.warning("request headers from %s not complete within %gs (408)", _peer(self.transport),
+                                self.header_timeout)
         self._send_and_close(self.transport, raw_error_response(GatewayError(
             408, f"The request line and headers did not arrive within {self.header_timeout:g}s.",
             code="request_timeout")))
