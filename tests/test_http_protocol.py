@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.conftest import passthrough_config
 from tests.gateway_proc import GatewayProcess
