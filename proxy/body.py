@@ -22,13 +22,10 @@ from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, Tra
 from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import GatewayError, bad_request
-from .http_server import MalformedBody
+from .http_server import CONTINUE, CONTINUED, MalformedBody
 
 if TYPE_CHECKING:
     from aiohttp.web import BaseRequest
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CONTINUED = "sluicegate.continued"
 
 
 class ClientDisconnected(GatewayError):
@@ -45,11 +42,11 @@ def body_timeout(seconds: float) -> GatewayError:
 
 async def send_continue(request: "BaseRequest") -> None:
     """Answer ``Expect: 100-continue`` once, when the gateway is about to read the body."""
-    if request.get(_CONTINUED) or request.version < (1, 1):
+    if request.get(CONTINUED) or request.version < (1, 1):
         return
     if request.headers.get("Expect", "").lower() == "100-continue":
-        request[_CONTINUED] = True
-        await request.writer.write(_CONTINUE)
+        request[CONTINUED] = True
+        await request.writer.write(CONTINUE)
 
 
 async def client_chunks(request: "BaseRequest") -> AsyncIterator[bytes]:

@@ -19,13 +19,15 @@ happens around that, on every connection:
   before the client has read it;
 * **half-close**: a client that shuts down its write side after a complete request still gets
   its response (aiohttp would close the transport and cancel the handler); a body left
-  incomplete by the EOF fails the body read at once.
+  incomplete by the EOF fails the body read at once; a client that closed the socket
+  entirely is told apart by a probe and cancelled as before.
 """
 from __future__ import annotations
 
 import asyncio
 import http
 import logging
+import socket
 import time
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,11 @@ log = logging.getLogger("sluicegate.http")
 # Most client-protocol log lines per second per worker; the rest are counted and reported.
 LOG_LINES_PER_SECOND = 10
 OVERLOAD_RETRY_AFTER = "1"
+# An interim response: a request's ``Expect: 100-continue`` answer, and the half-close probe.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUED = "sluicegate.continued"   # request key: a 100 Continue was sent for it
+PEER_WATCH_INTERVAL = 0.02
+_TCP_CLOSE = 7                       # Linux tcpi_state after a RST
 
 
 class RateLimitedLog:
@@ -124,6 +131,7 @@ class GatewayProtocol(RequestHandler):
         self.client_log = manager.client_log
         self._header_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._peer_timer: asyncio.TimerHandle | None = None
         self._last_payload: "StreamReader | None" = None
         self._received = 0       # requests parsed (malformed ones included)
         self._answered = 0       # responses finished
@@ -150,10 +158,10 @@ class GatewayProtocol(RequestHandler):
         self._arm_header_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        for timer in (self._header_timer, self._linger_timer):
+        for timer in (self._header_timer, self._linger_timer, self._peer_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._linger_timer = None
+        self._header_timer = self._linger_timer = self._peer_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -202,7 +210,39 @@ class GatewayProtocol(RequestHandler):
             if not payload.is_eof():
                 payload.set_exception(ConnectionResetError(
                     "The client closed its side of the connection before the body was complete."))
+        self._probe_peer()
         return True  # keep the transport open to send the response
+
+    # A FIN alone does not say whether the client only shut down its write side (it waits
+    # for the answer) or closed the socket (it is gone: the exchange must be cancelled, an
+    # upload not committed). Writing tells: a closed socket answers with a RST. The probe is
+    # an interim ``100 Continue``, which every HTTP/1.1 client must accept unasked
+    # (RFC 9110 §15.2); the TCP state then shows the RST (the loop reads no more after EOF).
+
+    def _probe_peer(self) -> None:
+        req = self._current_request
+        if req is not None:
+            if req.version < (1, 1) or req.writer.output_size > (len(CONTINUE) if req.get(CONTINUED) else 0):
+                return  # an HTTP/1.0 client cannot take a 1xx; a started response probes by itself
+        elif self._request_in_progress:
+            return  # a response is being written
+        assert self.transport is not None
+        self.transport.write(CONTINUE)
+        self._watch_peer()
+
+    def _watch_peer(self) -> None:
+        self._peer_timer = None
+        transport = self.transport
+        if transport is None or self._closing or self._received <= self._answered:
+            return
+        try:
+            state = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (AttributeError, OSError):
+            return  # not inspectable: the response is sent and a RST, if any, ends it then
+        if state == _TCP_CLOSE:
+            transport.abort()  # connection_lost cancels the exchange, as for any disconnect
+            return
+        self._peer_timer = self._loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
 
     def _between_requests(self) -> bool:
         return self._last_payload is None or self._last_payload.is_eof()

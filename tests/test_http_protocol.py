@@ -45,8 +45,15 @@ class Raw:
         self.buf += data
         return bool(data)
 
-    def response(self, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    def response(self, timeout: float = 10.0, *, interim: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """The next response; a 1xx is skipped unless ``interim`` (a client must accept one unasked)."""
         deadline = time.monotonic() + timeout
+        while True:
+            resp = self._next(deadline)
+            if interim or resp[0] >= 200:
+                return resp
+
+    def _next(self, deadline: float) -> tuple[int, dict[str, str], bytes]:
         while b"\r\n\r\n" not in self.buf:
             if not self._fill(deadline):
                 raise EOFError(f"connection closed before a response: {self.buf!r}")
@@ -337,6 +344,22 @@ def test_half_closed_client_gets_its_response(start_gateway):
     assert " 499 " not in gw.log() and "status=499" not in gw.log()
 
 
+def test_half_close_while_the_upstream_works_still_gets_the_answer(start_gateway, fake_openai):
+    # The EOF arrives while the exchange is in flight: it is answered, and the file is kept;
+    # a client that closes entirely instead is cancelled (tests/test_anthropic_files.py).
+    gw = start_gateway(passthrough_config(fake_openai))
+    fake_openai.delay_next(0.8, path="/v1/files")
+    body = form_start(purpose="user_data", filename="a.txt") + b"half" + form_end()
+    c = Raw(gw)
+    c.send(upload_head(len(body), extra="x-tfy-provider-name: my-openai\r\n").encode() + body)
+    c.sock.shutdown(socket.SHUT_WR)
+    resp = c.response(timeout=PROMPT)
+    assert resp[0] == 200, resp
+    file_id = orjson.loads(resp[2])["id"]
+    assert list(fake_openai.files) == [file_id]
+    assert file_id.encode() in get_body(gw, "/v1/files")
+
+
 def test_half_close_in_the_middle_of_a_body_ends_the_upload_at_once(start_gateway):
     gw = start_gateway(local_config())
     c = Raw(gw)
@@ -359,7 +382,7 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(start_gateway):
     body = form_start() + b"hello" + form_end()
     c = Raw(gw)
     c.send(upload_head(len(body), extra=EXPECT))
-    interim = c.response(timeout=PROMPT)   # sent before any body byte
+    interim = c.response(timeout=PROMPT, interim=True)   # sent before any body byte
     assert interim[0] == 100
     c.send(body)
     resp = c.response()
@@ -369,7 +392,7 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(start_gateway):
     payload = b'{"model": "x", "input": "hi"}'
     j.send(f"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(payload)}\r\n{EXPECT}\r\n")
-    assert j.response(timeout=PROMPT)[0] == 100
+    assert j.response(timeout=PROMPT, interim=True)[0] == 100
     j.send(payload)
     assert j.response()[0] == 400   # local does not serve responses.create; the body was read
 
@@ -380,21 +403,21 @@ def test_expect_100_continue_refused_at_once_from_content_length(start_gateway):
     # Larger than every limit that could apply: the final 413 at once, no 100, then EOF.
     c = Raw(gw)
     c.send(upload_head(250 * 1000 * 1000, extra=EXPECT, auth=SECRET))
-    resp = c.response(timeout=PROMPT)
+    resp = c.response(timeout=PROMPT, interim=True)
     assert resp[0] == 413 and error_of(resp)["code"] == "file_too_large"
     assert c.eof()
     # A wrong key: 401 without 100.
     u = Raw(gw)
     u.send(upload_head(1000, extra=EXPECT, auth="sk-wrong"))
-    assert u.response(timeout=PROMPT)[0] == 401
+    assert u.response(timeout=PROMPT, interim=True)[0] == 401
     assert u.eof()
     # A batch file over the batch limit: 100 at once, then the 413 as soon as the purpose and
     # the file part are in — the rest of the body is never needed.
     b = Raw(gw)
     b.send(upload_head(5 * 1024 * 1024, extra=EXPECT, auth=SECRET))
-    assert b.response(timeout=PROMPT)[0] == 100
+    assert b.response(timeout=PROMPT, interim=True)[0] == 100
     b.send(form_start(purpose="batch"))
-    resp = b.response(timeout=PROMPT)
+    resp = b.response(timeout=PROMPT, interim=True)
     assert resp[0] == 413 and "batch" in error_of(resp)["message"]
     assert b.eof()
 
