@@ -206,11 +206,14 @@ class GatewayProtocol(RequestHandler):
         pending = [p for _, p in self._messages]
         if self._current_request is not None:
             pending.append(self._current_request.content)
-        for payload in pending:
-            if not payload.is_eof():
-                payload.set_exception(ConnectionResetError(
-                    "The client closed its side of the connection before the body was complete."))
-        self._probe_peer()
+        incomplete = [p for p in pending if not p.is_eof()]
+        for payload in incomplete:
+            payload.set_exception(ConnectionResetError(
+                "The client closed its side of the connection before the body was complete."))
+        if not incomplete:
+            # (A body cut short already ends the exchange through its failed read, which
+            # also lets an upload's abort run to its end instead of being cancelled.)
+            self._probe_peer()
         return True  # keep the transport open to send the response
 
     # A FIN alone does not say whether the client only shut down its write side (it waits
