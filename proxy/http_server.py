@@ -199,6 +199,8 @@ class GatewayProtocol(RequestHandler):
     def eof_received(self) -> bool | None:
         if self._closing or self._received <= self._answered:
             return None  # idle or already closing: let the transport close
+        if self._response_started():
+            return None  # an EOF during a (streamed) response ends it, as a disconnect does
         # A half-close after (part of) a request: answer it, then close.
         self._peer_eof = True
         self._close = True
@@ -222,13 +224,16 @@ class GatewayProtocol(RequestHandler):
     # an interim ``100 Continue``, which every HTTP/1.1 client must accept unasked
     # (RFC 9110 §15.2); the TCP state then shows the RST (the loop reads no more after EOF).
 
+    def _response_started(self) -> bool:
+        req = self._current_request
+        if req is None:
+            return self._request_in_progress  # between the handler's return and the response's end
+        return req.writer.output_size > (len(CONTINUE) if req.get(CONTINUED) else 0)
+
     def _probe_peer(self) -> None:
         req = self._current_request
-        if req is not None:
-            if req.version < (1, 1) or req.writer.output_size > (len(CONTINUE) if req.get(CONTINUED) else 0):
-                return  # an HTTP/1.0 client cannot take a 1xx; a started response probes by itself
-        elif self._request_in_progress:
-            return  # a response is being written
+        if req is not None and req.version < (1, 1):
+            return  # an HTTP/1.0 client cannot take a 1xx: it is answered
         assert self.transport is not None
         self.transport.write(CONTINUE)
         self._watch_peer()
