@@ -130,6 +130,7 @@ class GatewayProtocol(RequestHandler):
         self.body_idle_timeout = manager.config.body_idle_timeout
         self.client_log = manager.client_log
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_deadline: float | None = None  # when the awaited headers are late
         self._linger_timer: asyncio.TimerHandle | None = None
         self._peer_timer: asyncio.TimerHandle | None = None
         self._last_payload: "StreamReader | None" = None
@@ -169,13 +170,13 @@ class GatewayProtocol(RequestHandler):
             return
         if data and not self._request_started and self._between_requests():
             self._request_started = True
-            if self._header_timer is None:
+            if self._header_deadline is None:
                 self._arm_header_timer()  # the first byte of the next request
         before = len(self._messages)
         super().data_received(data)
-        new = list(islice(self._messages, before, None))
-        if not new:
+        if len(self._messages) == before:
             return
+        new = list(islice(self._messages, before, None))
         self._received += len(new)
         self._request_started = False
         self._cancel_header_timer()
@@ -257,17 +258,27 @@ class GatewayProtocol(RequestHandler):
 
     # -- header timeout --------------------------------------------------------------------
 
+    # One timer per connection, moved lazily (as aiohttp's keep-alive timer is): a request
+    # only sets the deadline, so a busy keep-alive connection does not create and cancel a
+    # timer per request.
+
     def _arm_header_timer(self) -> None:
-        if self.header_timeout:
-            self._header_timer = self._loop.call_later(self.header_timeout, self._headers_late)
+        self._header_deadline = deadline = self._loop.time() + self.header_timeout
+        if self._header_timer is None:
+            self._header_timer = self._loop.call_at(deadline, self._headers_late)
 
     def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_deadline = None
 
     def _headers_late(self) -> None:
         self._header_timer = None
+        deadline = self._header_deadline
+        if deadline is None:
+            return
+        if self._loop.time() < deadline:
+            self._header_timer = self._loop.call_at(deadline, self._headers_late)
+            return
+        self._header_deadline = None
         if self.transport is None or self._closing:
             return
         if self._received > self._answered:
