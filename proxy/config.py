@@ -67,6 +67,10 @@ class ServerConfig:
     drain_timeout: float = 30.0     # seconds
     chunk_size: int = 256 * 1024    # bytes
     expiry_sweep_interval: float = 60.0  # seconds between sweeps of expired files
+    header_timeout: float = 10.0    # seconds for the request line and headers to arrive
+    body_idle_timeout: float = 60.0  # seconds between two reads of a request body
+    keepalive_timeout: float = 75.0  # seconds an idle keep-alive connection stays open
+    max_connections: int = 10000    # open client connections per worker; more are refused (503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +431,10 @@ def _parse_server(s: _Section) -> ServerConfig:
         "drain_timeout": s.duration("drain_timeout"),
         "chunk_size": s.size("chunk_size"),
         "expiry_sweep_interval": s.duration("expiry_sweep_interval"),
+        "header_timeout": s.duration("header_timeout", positive=True),
+        "body_idle_timeout": s.duration("body_idle_timeout", positive=True),
+        "keepalive_timeout": s.duration("keepalive_timeout", positive=True),
+        "max_connections": s.integer("max_connections", minimum=1),
     }))
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from .body import client_chunks
 from .errors import GatewayError, bad_request
 from .providers.h1 import H1ProtocolError, H1Stream
 from .store.base import ResponseRecord
@@ -41,10 +42,7 @@ async def read_json_body(ex: "Exchange", limit: int) -> None:
         raise GatewayError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")
     parts: list[bytes] = []
     size = 0
-    while True:
-        chunk = await req.content.readany()
-        if not chunk:
-            break
+    async for chunk in client_chunks(req):
         size += len(chunk)
         if size > limit:
             raise GatewayError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")

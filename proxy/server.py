@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .gateway import Gateway
+from .http_server import GatewayServer
 
 if TYPE_CHECKING:
     from .config import Config
@@ -49,8 +50,10 @@ async def serve(config: "Config", *, reuse_port: bool = False) -> None:
     srv = config.server
     # handler_cancellation: a client that disconnects cancels its exchange at once, so an
     # upstream stream or upload it was feeding is closed instead of running on.
-    server = web.Server(gw.handle, access_log=None, read_bufsize=srv.chunk_size, max_field_size=16384,
-                        handler_cancellation=True)
+    # GatewayServer: malformed requests answered in JSON, header/body/keep-alive timeouts,
+    # max_connections, a FIN right after a closing response (proxy/http_server.py).
+    server = GatewayServer(gw.handle, srv, access_log=None, read_bufsize=srv.chunk_size, max_field_size=16384,
+                           handler_cancellation=True)
     # The drain below already waited for in-flight requests; aiohttp's own shutdown wait
     # would add a second drain_timeout on top.
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 
+from .body import client_chunks
 from .errors import GatewayError, bad_request, quota_error
 from .ids import new_id
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser, boundary_from_content_type
@@ -44,12 +45,6 @@ PREAMBLE_LIMIT = 1 << 20
 # stay within size_limit's 1 MiB FORM_ALLOWANCE).
 MAX_FORM_PARTS = 16
 MAX_FIELD_SIZE = 64 << 10
-
-
-class ClientDisconnected(GatewayError):
-    def __init__(self) -> None:
-        super().__init__(400, "The client closed the connection before the upload was complete.",
-                         code="client_disconnected")
 
 
 def _param(field: str) -> str:
@@ -185,19 +180,8 @@ class UploadDriver:
 
 
 async def _client_chunks(ex: "Exchange") -> AsyncIterator[bytes]:
-    content = ex.request.content
-    while True:
-        try:
-            chunk = await content.readany()
-        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-            raise ClientDisconnected() from exc
-        except Exception as exc:  # aiohttp's payload errors (incomplete body, reset)
-            if exc.__class__.__name__ in ("ClientPayloadError", "PayloadEncodingError", "ContentLengthError",
-                                          "TransferEncodingError"):
-                raise ClientDisconnected() from exc
-            raise
-        if not chunk:
-            return
+    # Idle timeout, 100-continue and disconnects are handled by the shared body reader.
+    async for chunk in client_chunks(ex.request):
         yield chunk
 
 

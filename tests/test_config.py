@@ -105,6 +105,14 @@ def test_default_config():
     assert config.log_level == "info"
 
 
+def test_client_connection_bounds():
+    s = default_config().server
+    assert (s.header_timeout, s.body_idle_timeout, s.keepalive_timeout, s.max_connections) == (10.0, 60.0, 75.0, 10000)
+    s = parse_config({"server": {"header_timeout": "500ms", "body_idle_timeout": "2m", "keepalive_timeout": 5,
+                                 "max_connections": 64}}, env={}).server
+    assert (s.header_timeout, s.body_idle_timeout, s.keepalive_timeout, s.max_connections) == (0.5, 120.0, 5.0, 64)
+
+
 def test_no_path_empty_file_and_empty_dict_are_the_defaults(tmp_path):
     assert load_config(None) == default_config()
     assert load_config(write(tmp_path, ""), env={}) == default_config()
@@ -321,6 +329,11 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"server": {"drain_timeout": "30 seconds"}},
          "server.drain_timeout: must be a duration such as 500ms, 30s or 5m, not '30 seconds'"),
         ({"server": {"chunk_size": 0}}, "server.chunk_size: must be greater than 0"),
+        ({"server": {"header_timeout": 0}}, "server.header_timeout: must be greater than 0"),
+        ({"server": {"body_idle_timeout": "0s"}}, "server.body_idle_timeout: must be greater than 0"),
+        ({"server": {"keepalive_timeout": "soon"}},
+         "server.keepalive_timeout: must be a duration such as 500ms, 30s or 5m, not 'soon'"),
+        ({"server": {"max_connections": 0}}, "server.max_connections: must be at least 1"),
         ({"server": [1, 2]}, "server: must be a mapping"),
         # store
         ({"store": {"url": "mysql://h/db"}}, "store.url: must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)"),

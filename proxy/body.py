@@ -1,0 +1,70 @@
+"""Reading a request body from the client: the one place every body read goes through.
+
+:func:`client_chunks` yields the body chunk by chunk and
+
+* answers ``Expect: 100-continue`` just before the first read — so a request refused on what
+  its headers say (auth, route, ``Content-Length``) gets its final status without the client
+  ever sending the body, and one that may proceed gets its ``100 Continue`` at once;
+* bounds the wait for each chunk by ``server.body_idle_timeout`` (408 when it passes: a client
+  that stalls, or announced a ``Content-Length`` larger than what it sends);
+* turns aiohttp's payload errors into gateway errors: a disconnect (or an EOF before the
+  body's end) is :class:`ClientDisconnected`, broken framing a 400.
+
+Callers abort whatever they were writing on any exception from the iterator (sinks remove
+their partial data), so each of these ends an upload cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, AsyncIterator
+
+from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from .errors import GatewayError, bad_request
+from .http_server import CONTINUE, CONTINUED, MalformedBody
+
+if TYPE_CHECKING:
+    from aiohttp.web import BaseRequest
+
+
+class ClientDisconnected(GatewayError):
+    def __init__(self) -> None:
+        super().__init__(400, "The client closed the connection before the upload was complete.",
+                         code="client_disconnected")
+
+
+def body_timeout(seconds: float) -> GatewayError:
+    # Not retryable: a re-sent body stalls the same way, and the SDK would re-send it whole.
+    return GatewayError(408, f"The request body stalled: no data arrived for {seconds:g}s.",
+                        code="request_timeout")
+
+
+async def send_continue(request: "BaseRequest") -> None:
+    """Answer ``Expect: 100-continue`` once, when the gateway is about to read the body."""
+    if request.get(CONTINUED) or request.version < (1, 1):
+        return
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        request[CONTINUED] = True
+        await request.writer.write(CONTINUE)
+
+
+async def client_chunks(request: "BaseRequest") -> AsyncIterator[bytes]:
+    await send_continue(request)
+    content = request.content
+    idle = getattr(request.protocol, "body_idle_timeout", None) or None
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise body_timeout(idle or 0) from None
+        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+            raise ClientDisconnected() from exc
+        except (ContentLengthError, TransferEncodingError) as exc:  # the body ended short
+            raise ClientDisconnected() from exc
+        except (MalformedBody, HttpProcessingError, RequestPayloadError):
+            raise bad_request("Malformed request body: invalid body framing.", code="malformed_request") from None
+        if not chunk:
+            return
+        yield chunk
