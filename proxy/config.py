@@ -67,6 +67,7 @@ class ServerConfig:
     drain_timeout: float = 30.0     # seconds
     chunk_size: int = 256 * 1024    # bytes
     expiry_sweep_interval: float = 60.0  # seconds between sweeps of expired files
+    orphan_upload_age: float = 3600.0  # seconds: a partial upload no live process owns is then removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +428,7 @@ def _parse_server(s: _Section) -> ServerConfig:
         "drain_timeout": s.duration("drain_timeout"),
         "chunk_size": s.size("chunk_size"),
         "expiry_sweep_interval": s.duration("expiry_sweep_interval"),
+        "orphan_upload_age": s.duration("orphan_upload_age", positive=True),
     }))
 
 
