@@ -1,0 +1,300 @@
+"""Bytes in flight count against the quota, and crash leftovers are cleaned at start-up.
+
+Through the real openai SDK against the gateway as a process: concurrent uploads over the quota
+are refused before their bodies are stored; a gateway killed mid-upload (local disk, and
+bedrock on moto_server) leaves no partial data and no held quota once it is started again.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import openai
+import pytest
+
+from proxy.reservations import owner_gone, process_owner
+from tests.conftest import client
+from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
+from tests.gateway_proc import GatewayProcess
+
+MiB = 1 << 20
+CHUNK = 256 * 1024  # server.chunk_size's default: the most one read can add to a partial file
+BOUNDARY = "sgtestboundary"
+
+
+def local_config(quota: str, **server: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"providers": [{"name": "local", "type": "local", "path": "./files"}],
+                           "default_provider": "local", "limits": {"tenant_storage_quota": quota}}
+    if server:
+        cfg["server"] = server
+    return cfg
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    total += entry.stat().st_size
+                except FileNotFoundError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return total
+
+
+def db_rows(gw: GatewayProcess, sql: str) -> list[tuple]:
+    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db", timeout=10) as db:
+        return db.execute(sql).fetchall()
+
+
+def wait_for(what: str, check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- concurrent uploads over the quota ------------------------------------------------------------
+
+
+def test_concurrent_uploads_over_quota_are_refused_before_their_bodies(start_gateway):
+    gw = start_gateway(local_config("20MiB"))
+    partial = gw.workdir / "files" / ".partial"
+    data = os.urandom(8 * MiB)
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, dir_bytes(partial))
+            time.sleep(0.002)
+
+    results: list[Any] = [None] * 6
+
+    def upload(i: int) -> None:
+        try:
+            results[i] = client(gw, timeout=30).files.create(file=(f"{i}.bin", data), purpose="assistants")
+        except Exception as exc:  # noqa: BLE001 - collected and checked below
+            results[i] = exc
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    watcher.join(5)
+
+    stored = [r for r in results if isinstance(r, openai.types.FileObject)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(stored) == 2 and len(refused) == 4, results
+    for err in refused:
+        assert err.body["code"] == "storage_quota_exceeded"
+        assert err.response.headers["x-should-retry"] == "false"
+    # Refused before a byte of their files was taken in (not after the whole body).
+    sizes = [int(m) for m in re.findall(r"status=429 .*?upload_bytes=(\d+)", gw.log())]
+    assert sizes == [0, 0, 0, 0], gw.log()
+    # At no point did .partial hold more than the quota (+ one read per upload).
+    assert peak <= 20 * MiB + 6 * CHUNK, peak
+    assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert sum(f.bytes for f in client(gw).files.list()) == 16 * MiB
+
+
+def test_a_chunked_upload_is_refused_when_its_bytes_pass_the_quota(start_gateway):
+    # No Content-Length: the reservation grows as the bytes arrive and stops at the quota.
+    gw = start_gateway(local_config("3MiB"))
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n"
+            f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.bin\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    sent = 0
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as sock:
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: multipart/form-data; boundary=" + BOUNDARY.encode() + b"\r\n\r\n")
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        piece = b"z" * (64 * 1024)
+        sock.settimeout(0.01)
+        answer = b""
+        while sent < 10 * MiB and b"\r\n\r\n" not in answer:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+                answer += sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        sock.settimeout(10)
+        while b"\r\n\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
+    # Refused at the quota, not at the end of the body.
+    assert 3 * MiB <= sent < 9 * MiB
+    assert dir_bytes(gw.workdir / "files" / ".partial") == 0
+    assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
+
+
+# -- a gateway killed mid-upload --------------------------------------------------------------------
+
+
+def start_raw_upload(gw: GatewayProcess, total: int, sent: int, headers: str = "") -> socket.socket:
+    """Send the headers of a ``total``-byte file upload and its first ``sent`` bytes; keep the
+    connection open (the rest never comes)."""
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n"
+            f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"k.bin\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+    sock.sendall(f"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: {len(head) + total + len(tail)}\r\n"
+                 f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{headers}\r\n".encode() + head)
+    sock.sendall(b"k" * sent)
+    return sock
+
+
+def kill_and_restart(gw: GatewayProcess) -> None:
+    assert gw.proc is not None
+    gw.proc.kill()
+    gw.proc.wait(10)
+    gw.stop()
+    gw.start()
+
+
+def test_partial_file_of_a_killed_gateway_is_removed_at_start_up(start_gateway):
+    gw = start_gateway(local_config("16MiB"))
+    partial = gw.workdir / "files" / ".partial"
+    sock = start_raw_upload(gw, total=12 * MiB, sent=3 * MiB)
+    try:
+        wait_for("the partial file", lambda: dir_bytes(partial) >= 3 * MiB)
+        wait_for("the reservation to name it",
+                 lambda: db_rows(gw, "SELECT location FROM reservations WHERE location LIKE '%file-%'"))
+        kill_and_restart(gw)
+    finally:
+        sock.close()
+    # Gone as soon as the new gateway is ready, not after a day.
+    assert list(partial.iterdir()) == []
+    assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    # The quota it held is free again: 15 MiB fit into 16.
+    assert client(gw).files.create(file=("q.bin", b"q" * (15 * MiB)), purpose="assistants").bytes == 15 * MiB
+
+
+def test_unowned_partial_files_are_swept_but_fresh_ones_are_kept(start_gateway):
+    gw = start_gateway(local_config("16MiB"))
+    partial = gw.workdir / "files" / ".partial"
+    old, fresh = partial / "file-leftover", partial / "file-juststarting"
+    gw.stop()
+    old.write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    fresh.write_bytes(b"y")
+    gw.start()
+    assert not old.exists() and fresh.exists()
+
+
+def test_an_owner_is_gone_when_its_process_is():
+    now = time.time()
+    me = process_owner()
+    assert not owner_gone(me, 0, now, 3600)
+    host, pid, token = me.split(":")
+    # The same pid with another start token is an earlier process that had this pid.
+    assert owner_gone(f"{host}:{pid}:{token}0", 0, now, 3600)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert owner_gone(f"{host}:{dead.pid}:{token}", int(now), now, 3600)
+    # A live sibling (here: the parent) with its own start token is alive.
+    parent = os.getppid()
+    with open(f"/proc/{parent}/stat", "rb") as fh:
+        start = fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    assert not owner_gone(f"{host}:{parent}:{start}", 0, now, 3600)
+    # Another host: only the heartbeat tells.
+    assert not owner_gone("elsewhere:1:1", int(now) - 10, now, 3600)
+    assert owner_gone("elsewhere:1:1", int(now) - 4000, now, 3600)
+
+
+# -- bedrock on moto_server ---------------------------------------------------------------------------
+
+
+def s3_client(moto: MotoS3) -> Any:
+    return botocore.session.get_session().create_client(
+        "s3", region_name=moto.region, endpoint_url=moto.endpoint_url,
+        aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+
+
+def bedrock_config(moto: MotoS3, bucket: str, **server: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "providers": [{"name": "bedrock", "type": "bedrock", "bucket": bucket, "region": moto.region,
+                       "prefix": "gw/", "endpoint_url": moto.endpoint_url,
+                       "aws_access_key_id": moto.access_key, "aws_secret_access_key": moto.secret_key}],
+        "default_provider": "bedrock", "limits": {"tenant_storage_quota": "32MiB"}}
+    if server:
+        cfg["server"] = server
+    return cfg
+
+
+def uploads_in(s3: Any, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_s3_multipart_upload_of_a_killed_gateway_is_aborted_at_start_up(start_gateway, moto_s3):  # noqa: F811
+    s3 = s3_client(moto_s3)
+    bucket = f"sg-test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=bucket)
+    gw = start_gateway(bedrock_config(moto_s3, bucket))
+    sock = start_raw_upload(gw, total=24 * MiB, sent=12 * MiB)
+    try:
+        wait_for("the multipart upload", lambda: uploads_in(s3, bucket))
+        wait_for("the reservation to name it",
+                 lambda: db_rows(gw, "SELECT location FROM reservations WHERE location LIKE '%upload_id%'"))
+        kill_and_restart(gw)
+    finally:
+        sock.close()
+    # Aborted at once (its owner is dead), not after server.orphan_upload_age.
+    assert uploads_in(s3, bucket) == []
+    assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    f = client(gw).files.create(file=("q.bin", b"q" * (30 * MiB)), purpose="assistants")
+    assert f.bytes == 30 * MiB
+
+
+def test_unowned_s3_multipart_uploads_under_the_prefix_are_aborted_owned_ones_kept(start_gateway,
+                                                                                   moto_s3):  # noqa: F811
+    # moto_server reports every upload as initiated in 2010: all are older than the default 1 h,
+    # so what protects an upload in progress here is its reservation alone.
+    s3 = s3_client(moto_s3)
+    bucket = f"sg-test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=bucket)
+    for key in ("gw/team/file-abc/x.bin", "gw/not-ours.bin", "other/team/file-abc/x.bin"):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    gw = start_gateway(bedrock_config(moto_s3, bucket, expiry_sweep_interval="200ms"))
+    # At start-up; only the gateway's own key layout under its prefix is touched.
+    assert sorted(uploads_in(s3, bucket)) == ["gw/not-ours.bin", "other/team/file-abc/x.bin"]
+    # An upload in progress survives the periodic sweeps and completes.
+    total = 12 * MiB
+    sock = start_raw_upload(gw, total=total, sent=8 * MiB)
+    with sock:
+        wait_for("the reservation to name the upload",
+                 lambda: db_rows(gw, "SELECT location FROM reservations WHERE location LIKE '%upload_id%'"))
+        s3.create_multipart_upload(Bucket=bucket, Key="gw/team/file-lost/y.bin")
+        wait_for("a periodic sweep", lambda: "gw/team/file-lost/y.bin" not in uploads_in(s3, bucket), timeout=10)
+        assert len([k for k in uploads_in(s3, bucket) if k.startswith("gw/default/")]) == 1
+        sock.sendall(b"k" * (total - 8 * MiB) + f"\r\n--{BOUNDARY}--\r\n".encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert [k for k in uploads_in(s3, bucket) if k.startswith("gw/")] == ["gw/not-ours.bin"]
