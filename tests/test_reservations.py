@@ -73,7 +73,8 @@ def wait_for(what: str, check, timeout: float = 20.0):  # type: ignore[no-untype
 
 
 def test_concurrent_uploads_over_quota_are_refused_before_their_bodies(start_gateway):
-    gw = start_gateway(local_config("20MiB"))
+    # Two workers: the reservations of both count, through the one database file.
+    gw = start_gateway(local_config("20MiB"), workers=2)
     partial = gw.workdir / "files" / ".partial"
     data = os.urandom(8 * MiB)
     peak = 0
@@ -194,6 +195,18 @@ def test_partial_file_of_a_killed_gateway_is_removed_at_start_up(start_gateway):
     assert list(partial.iterdir()) == []
     assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
     # The quota it held is free again: 15 MiB fit into 16.
+    assert client(gw).files.create(file=("q.bin", b"q" * (15 * MiB)), purpose="assistants").bytes == 15 * MiB
+
+
+def test_a_client_that_disconnects_mid_upload_releases_its_reservation(start_gateway):
+    gw = start_gateway(local_config("16MiB"))
+    partial = gw.workdir / "files" / ".partial"
+    sock = start_raw_upload(gw, total=12 * MiB, sent=2 * MiB)
+    with sock:
+        wait_for("the reservation to name the partial file",
+                 lambda: db_rows(gw, "SELECT location FROM reservations WHERE location LIKE '%file-%'"))
+    wait_for("the release", lambda: db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)])
+    assert dir_bytes(partial) == 0
     assert client(gw).files.create(file=("q.bin", b"q" * (15 * MiB)), purpose="assistants").bytes == 15 * MiB
 
 
