@@ -24,6 +24,7 @@ import pytest
 
 from proxy.reservations import owner_gone, process_owner
 from tests.conftest import client
+from tests.emulator_gcs import fake_gcs  # noqa: F401  (fixture)
 from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
 from tests.gateway_proc import GatewayProcess
 
@@ -311,3 +312,72 @@ def test_unowned_s3_multipart_uploads_under_the_prefix_are_aborted_owned_ones_ke
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert [k for k in uploads_in(s3, bucket) if k.startswith("gw/")] == ["gw/not-ours.bin"]
+
+
+def test_gcs_session_of_a_killed_gateway_is_released_at_start_up(start_gateway, fake_gcs):  # noqa: F811
+    import httpx2 as httpx
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    assert httpx.post(f"{fake_gcs.api_root}/storage/v1/b", params={"project": "test"},
+                      json={"name": bucket}).status_code == 200
+    gw = start_gateway({"providers": [{"name": "vertex", "type": "vertex", "bucket": bucket, "project_id": "p",
+                                       "endpoint_url": fake_gcs.api_root, "upload_chunk_size": "256KiB"}],
+                        "default_provider": "vertex", "limits": {"tenant_storage_quota": "8MiB"}})
+    sock = start_raw_upload(gw, total=6 * MiB, sent=1 * MiB)
+    try:
+        # The session URI is what the janitor needs to cancel it.
+        wait_for("the reservation to name the session",
+                 lambda: db_rows(gw, "SELECT location FROM reservations WHERE location LIKE '%session_uri%'"))
+        kill_and_restart(gw)
+    finally:
+        sock.close()
+    assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert client(gw).files.create(file=("q.bin", b"q" * (7 * MiB)), purpose="assistants").bytes == 7 * MiB
+
+
+# -- the janitor, in process (a scripted GCS session server: fake-gcs-server's DELETE cancels nothing) --
+
+
+async def test_janitor_removes_dead_owners_partial_data_and_keeps_live_ones(tmp_path):
+    from proxy.config import ProviderConfig
+    from proxy.janitor import clean_orphans
+    from proxy.providers.local import LocalProvider
+    from proxy.providers.vertex import VertexProvider
+    from proxy.store.base import Reservation
+    from proxy.store.sqlite import SQLiteStore
+    from tests.test_gcs_storage import ScriptedSession
+
+    gcs = ScriptedSession([])
+    await gcs.server.start_server()
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    local = LocalProvider(ProviderConfig(name="local", type="local", path=str(tmp_path / "files")))
+    vertex = VertexProvider(ProviderConfig(name="vertex", type="vertex", bucket="b", project_id="p",
+                                           endpoint_url=gcs.api_root))
+    await local.start()
+    await vertex.start()
+    try:
+        dead_proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead_proc.wait()
+        host, _, token = process_owner().split(":")
+        dead, me = f"{host}:{dead_proc.pid}:{token}", process_owner()
+        partial = Path(local.partial_dir)
+        for name in ("file-dead", "file-dead.spool.partial", "file-mine"):
+            (partial / name).write_bytes(b"x")
+        rows = [("rsv-1", dead, "local", {"file_id": "file-dead"}),
+                ("rsv-2", dead, "vertex", {"file_id": "file-g", "session_uri": f"{gcs.api_root}/session?upload_id=u9"}),
+                ("rsv-3", me, "local", {"file_id": "file-mine"})]
+        for rid, owner, provider, location in rows:
+            await store.reserve(Reservation(id=rid, tenant="t", owner=owner, provider=provider, bytes=5,
+                                            location=location, started_at=1, heartbeat=1), minimum=0, quota=None)
+        done = await clean_orphans(store, {"local": local, "vertex": vertex}, 3600)
+        assert (done.reservations, done.partials) == (2, 0)
+        assert sorted(p.name for p in partial.iterdir()) == ["file-mine"]
+        assert gcs.deletes == ["/session?upload_id=u9"]
+        left = await store.reservations()
+        assert [r.id for r in left] == ["rsv-3"] and left[0].heartbeat > 1  # own rows get a heartbeat
+    finally:
+        await vertex.close()
+        await local.close()
+        await store.close()
+        await gcs.server.close()
