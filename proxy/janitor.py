@@ -60,8 +60,9 @@ async def clean_orphans(store: "Store", providers: Mapping[str, "Provider"], max
             continue
         if await store.release_reservation(row.id):
             done.reservations += 1
+    # Every live location, whatever provider it names: providers may share a bucket or a path.
+    owned = [row.location for row in live]
     for provider in providers.values():
-        owned = [row.location for row in live if row.provider == provider.name]
         try:
             done.partials += await provider.sweep_partials(owned, max_age)
         except Exception as exc:

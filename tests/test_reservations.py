@@ -296,7 +296,10 @@ def test_unowned_s3_multipart_uploads_under_the_prefix_are_aborted_owned_ones_ke
     s3.create_bucket(Bucket=bucket)
     for key in ("gw/team/file-abc/x.bin", "gw/not-ours.bin", "other/team/file-abc/x.bin"):
         s3.create_multipart_upload(Bucket=bucket, Key=key)
-    gw = start_gateway(bedrock_config(moto_s3, bucket, expiry_sweep_interval="200ms"))
+    cfg = bedrock_config(moto_s3, bucket, expiry_sweep_interval="200ms")
+    # A second provider on the same bucket and prefix must not take the first one's uploads.
+    cfg["providers"].append({**cfg["providers"][0], "name": "bedrock-twin"})
+    gw = start_gateway(cfg)
     # At start-up; only the gateway's own key layout under its prefix is touched.
     assert sorted(uploads_in(s3, bucket)) == ["gw/not-ours.bin", "other/team/file-abc/x.bin"]
     # An upload in progress survives the periodic sweeps and completes.

@@ -99,8 +99,9 @@ class Provider:
         already gone is fine; failures may raise (the janitor logs and retries later)."""
 
     async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
-        """Remove partial uploads in this provider's backend that no reservation location in
-        ``owned`` names and that are older than ``max_age`` seconds; return how many."""
+        """Remove partial uploads in this provider's backend that no live reservation location
+        in ``owned`` (of any provider: providers may share a bucket) names and that are older
+        than ``max_age`` seconds; return how many."""
         return 0
 
     # -- responses -----------------------------------------------------------------------

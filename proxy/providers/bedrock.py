@@ -468,13 +468,17 @@ class BedrockProvider(Provider):
         owns, started more than ``max_age`` ago (a crash before the reservation learnt the
         upload id, or an upload of another gateway whose store is lost)."""
         owned_ids = {loc.get("upload_id") for loc in owned}
+        # By file id too: an upload records its file id at its first chunk, its S3 upload id
+        # only once the first part is sent.
+        owned_files = {loc.get("file_id") for loc in owned}
         aborted = 0
         async with self.lease(self.region) as client:
             async for key, upload_id in s3_storage.stale_uploads(client, self.bucket, self.prefix,
                                                                  time.time() - max_age):
                 segments = key[len(self.prefix):].split("/")
                 # Only keys of the gateway's layout ({prefix}{tenant}/{file id}/{name}).
-                if upload_id not in owned_ids and len(segments) == 3 and segments[1].startswith("file-"):
+                if (len(segments) == 3 and segments[1].startswith("file-")
+                        and upload_id not in owned_ids and segments[1] not in owned_files):
                     await s3_storage.abort_upload(client, self.bucket, key, upload_id)
                     aborted += 1
         return aborted
