@@ -214,10 +214,12 @@ async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -
     res = ex.reservation
     try:
         async for chunk in _client_chunks(ex):
+            if driver.sink is not None and res is not None:
+                # Where the partial data is, once the upload outlives the chunk that opened it
+                # (an upload of one chunk commits at once: no write for it).
+                await res.track(driver.file_id, driver.sink)
             await _cover(ex, chunk)
             await driver.feed(chunk)
-            if driver.sink is not None and res is not None:
-                await res.track(driver.file_id, driver.sink)
         driver.finish()
         assert driver.sink is not None and driver.file_id is not None
         result = await driver.sink.complete()
