@@ -120,38 +120,70 @@ def test_concurrent_uploads_over_quota_are_refused_before_their_bodies(start_gat
     assert sum(f.bytes for f in client(gw).files.list()) == 16 * MiB
 
 
-def test_a_chunked_upload_is_refused_when_its_bytes_pass_the_quota(start_gateway):
-    # No Content-Length: the reservation grows as the bytes arrive and stops at the quota.
-    gw = start_gateway(local_config("3MiB"))
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n"
+class ChunkedUpload:
+    """A raw upload without Content-Length (chunked), sent piece by piece."""
+
+    HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n"
             f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.bin\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode()
-    sent = 0
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as sock:
-        sock.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                     b"Content-Type: multipart/form-data; boundary=" + BOUNDARY.encode() + b"\r\n\r\n")
-        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
-        piece = b"z" * (64 * 1024)
-        sock.settimeout(0.01)
-        answer = b""
-        while sent < 10 * MiB and b"\r\n\r\n" not in answer:
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+        self.sock.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                          b"Content-Type: multipart/form-data; boundary=" + BOUNDARY.encode() + b"\r\n\r\n")
+        self._chunk(self.HEAD)
+        self.sent = 0
+        self.answer = b""
+
+    def _chunk(self, data: bytes) -> None:
+        self.sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def send_file_bytes(self, n: int, piece: int = 64 * 1024) -> None:
+        """Send up to ``n`` more file bytes; stop early once the gateway has answered."""
+        goal = self.sent + n
+        while self.sent < goal and not self.answered():
             try:
-                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-                sent += len(piece)
-                answer += sock.recv(65536)
-            except (socket.timeout, BlockingIOError):
-                pass
+                self._chunk(b"z" * min(piece, goal - self.sent))
             except (BrokenPipeError, ConnectionResetError):
-                break
-        sock.settimeout(10)
-        while b"\r\n\r\n" not in answer:
-            more = sock.recv(65536)
-            if not more:
-                break
-            answer += more
-    assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
-    # Refused at the quota, not at the end of the body.
-    assert 3 * MiB <= sent < 9 * MiB
+                return
+            self.sent += min(piece, goal - self.sent)
+
+    def answered(self, wait: float = 0.005) -> bool:
+        self.sock.settimeout(wait)
+        try:
+            more = self.sock.recv(65536)
+            self.answer += more
+        except (socket.timeout, BlockingIOError):
+            pass
+        except ConnectionResetError:
+            return True
+        finally:
+            self.sock.settimeout(20)
+        return b"\r\n\r\n" in self.answer
+
+    def finish(self) -> bytes:
+        if not self.answered():
+            self._chunk(f"\r\n--{BOUNDARY}--\r\n".encode())
+            self.sock.sendall(b"0\r\n\r\n")
+            wait_for("the answer", lambda: self.answered(0.05))
+        self.sock.close()
+        return self.answer
+
+
+def test_chunked_uploads_are_refused_when_their_bytes_in_flight_pass_the_quota(start_gateway):
+    # No Content-Length: reservations grow as the bytes arrive, and stop at the quota.
+    gw = start_gateway(local_config("3MiB"))
+    first, second = ChunkedUpload(gw), ChunkedUpload(gw)
+    first.send_file_bytes(2 * MiB)
+    wait_for("the first upload's bytes", lambda: dir_bytes(gw.workdir / "files" / ".partial") >= 2 * MiB)
+    # The second passes the quota together with the first one's bytes in flight: refused then,
+    # not after its body (nor does it take the quota from the first, which was there before).
+    second.send_file_bytes(2 * MiB)
+    assert second.finish().startswith(b"HTTP/1.1 429"), second.answer[:200]
+    assert second.sent < 2 * MiB
+    answer = first.finish()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert [f.bytes for f in client(gw).files.list()] == [2 * MiB]
     assert dir_bytes(gw.workdir / "files" / ".partial") == 0
     assert db_rows(gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
 
