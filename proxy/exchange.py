@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from aiohttp.web import BaseRequest
 
     from .providers.base import Provider
+    from .reservations import UploadReservation
     from .store.base import FileRecord, ResponseRecord
 
 
@@ -27,7 +28,7 @@ class Exchange:
         "status", "started", "first_byte_at", "ended",
         # uploads
         "content_length", "purpose", "filename", "expires_after", "file_bytes", "body_bytes",
-        "file_started", "quota_limit", "quota_used", "size_limit",
+        "file_started", "quota_limit", "quota_used", "size_limit", "reservation",
         # responses / access log
         "model", "response_id", "usage", "error", "error_code", "response_headers", "extra",
     )
@@ -54,6 +55,7 @@ class Exchange:
         self.quota_limit: int | None = None
         self.quota_used = 0
         self.size_limit: int | None = None
+        self.reservation: UploadReservation | None = None  # quota bytes this upload holds
         self.model: str | None = None
         self.response_id: str | None = None
         self.usage: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ from . import files_api, responses_api
 from .body_checks import check_body
 from .errors import GatewayError
 from .exchange import Exchange
+from .janitor import clean_orphans
 from .providers import create_provider
 from .routes import Router
 from .store import open_store
@@ -68,6 +69,8 @@ class Gateway:
         await self.store.open()
         for p in self.providers.values():
             await p.start()
+        # What a crashed process left: partial uploads and the quota their reservations hold.
+        await self.clean_orphans()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
         self.ready = True
 
@@ -90,6 +93,16 @@ class Gateway:
             removed += 1
         return removed
 
+    async def clean_orphans(self) -> None:
+        try:
+            done = await clean_orphans(self.store, self.providers, self.config.server.orphan_upload_age)
+        except Exception:
+            log.exception("partial-upload clean-up failed")
+            return
+        if done:
+            log.info("removed %d abandoned upload reservation(s) and %d unowned partial upload(s)",
+                     done.reservations, done.partials)
+
     async def _sweep_forever(self) -> None:
         interval = self.config.server.expiry_sweep_interval
         while True:
@@ -100,6 +113,7 @@ class Gateway:
                     log.info("removed %d expired file(s)", n)
             except Exception:  # pragma: no cover - keep sweeping
                 log.exception("expiry sweep failed")
+            await self.clean_orphans()
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 
+from filters.size_limit import FORM_ALLOWANCE
+
 from .body import client_chunks
 from .errors import GatewayError, bad_request, quota_error
 from .ids import new_id
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser, boundary_from_content_type
+from .reservations import UploadReservation
 from .store.base import FileRecord, QuotaExceeded
 
 if TYPE_CHECKING:
@@ -196,15 +199,44 @@ async def handle_upload(gw: "Gateway", ex: "Exchange") -> bytes:
     except MultipartError as exc:
         raise bad_request(f"files.create needs a multipart/form-data body: {exc}", code="invalid_content_type") from None
     parser = MultipartParser(boundary, max_field_size=MAX_FIELD_SIZE)
-    if ex.provider.passthrough:
-        return await _tee_upload(gw, ex, parser, ctype or "")
-    return await _sink_upload(gw, ex, parser)
+    res = ex.reservation = UploadReservation(gw.store, ex.tenant.name, ex.provider.name, ex.quota_limit)
+    try:
+        await _reserve_announced(ex, res)
+        if ex.provider.passthrough:
+            return await _tee_upload(gw, ex, parser, ctype or "")
+        return await _sink_upload(gw, ex, parser)
+    finally:
+        # Also on cancellation (the client went away): release() is shielded.
+        await res.release()
+
+
+async def _reserve_announced(ex: "Exchange", res: UploadReservation) -> None:
+    """Reserve what Content-Length announces before reading the body: refused at once (429)
+    unless at least the announced file size (body minus the form-field allowance) fits."""
+    announced = ex.content_length or 0
+    try:
+        await res.open(announced, max(0, announced - FORM_ALLOWANCE))
+    except QuotaExceeded as exc:
+        raise quota_error(ex.tenant.name, exc.used, exc.adding, exc.quota) from None
+
+
+async def _cover(ex: "Exchange", chunk: bytes) -> None:
+    """Before a chunk goes in, hold quota for every file byte it may carry."""
+    res = ex.reservation
+    if res is not None and ex.file_bytes + len(chunk) > res.bytes:
+        await res.cover(ex.file_bytes + len(chunk))
 
 
 async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -> bytes:
     driver = UploadDriver(gw, ex, parser, sink_mode=True)
+    res = ex.reservation
     try:
         async for chunk in _client_chunks(ex):
+            if driver.sink is not None and res is not None:
+                # Where the partial data is, once the upload outlives the chunk that opened it
+                # (an upload of one chunk commits at once: no write for it).
+                await res.track(driver.file_id, driver.sink)
+            await _cover(ex, chunk)
             await driver.feed(chunk)
         driver.finish()
         assert driver.sink is not None and driver.file_id is not None
@@ -238,6 +270,7 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
         except StopAsyncIteration:
             ended = True
             break
+        await _cover(ex, chunk)
         await driver.feed(chunk)
         head.append(chunk)
         held += len(chunk)
@@ -251,6 +284,7 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
             if not ended:
                 async for chunk in chunks:
                     # Parse and check first: a chunk is forwarded only once the filters accept it.
+                    await _cover(ex, chunk)
                     await driver.feed(chunk)
                     yield chunk
                 driver.finish()
@@ -282,8 +316,12 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
 async def _record(gw: "Gateway", ex: "Exchange", rec: FileRecord) -> None:
     """Store the record with the final, atomic quota check; undo the stored file on failure."""
     ex.object_id = rec.id
+    res = ex.reservation
     try:
-        await gw.store.add_file(rec, quota=ex.quota_limit)
+        # The upload's reservation becomes the stored file in the same transaction.
+        await gw.store.add_file(rec, quota=ex.quota_limit, reservation=res.id if res is not None else None)
+        if res is not None:
+            res.converted()
     except BaseException as exc:
         try:
             await ex.provider.delete_file(ex, rec, rec.id)

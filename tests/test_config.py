@@ -94,6 +94,8 @@ def one_problem(data: dict, env: dict[str, str] | None = None) -> str:
 def test_default_config():
     config = default_config()
     assert config.server == ServerConfig("127.0.0.1", 8080, 1, "/v1", 30.0, 256 * 1024)
+    assert config.server.orphan_upload_age == 3600.0
+    assert parse_config({"server": {"orphan_upload_age": "5m"}}, env={}).server.orphan_upload_age == 300.0
     assert config.store == StoreConfig("sqlite:///./sluicegate-data/sluicegate.db")
     assert config.auth == AuthConfig(())
     assert not config.auth.enabled
@@ -334,6 +336,9 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"server": {"keepalive_timeout": "soon"}},
          "server.keepalive_timeout: must be a duration such as 500ms, 30s or 5m, not 'soon'"),
         ({"server": {"max_connections": 0}}, "server.max_connections: must be at least 1"),
+        ({"server": {"orphan_upload_age": 0}}, "server.orphan_upload_age: must be greater than 0"),
+        ({"server": {"orphan_upload_age": "an hour"}},
+         "server.orphan_upload_age: must be a duration such as 500ms, 30s or 5m, not 'an hour'"),
         ({"server": [1, 2]}, "server: must be a mapping"),
         # store
         ({"store": {"url": "mysql://h/db"}}, "store.url: must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)"),

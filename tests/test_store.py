@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from proxy.store.base import FileRecord, QuotaExceeded, ResponseRecord
+from proxy.store.base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
 from proxy.store.sqlite import SQLiteStore
 
 
@@ -114,6 +114,41 @@ async def test_delete_is_a_claim_one_winner_across_connections(tmp_path):
         await b.close()
 
 
+# -- reservations: bytes in flight -------------------------------------------------------------
+
+
+def reservation(i: int, want: int, tenant: str = "t", owner: str = "h:1:x") -> Reservation:
+    return Reservation(id=f"rsv-{i}", tenant=tenant, owner=owner, provider="local", bytes=want,
+                       started_at=1, heartbeat=1)
+
+
+async def test_reservations_cannot_overrun_quota_across_two_workers(tmp_path):
+    # Two store instances on one file, as two worker processes have.
+    a, b = SQLiteStore(str(tmp_path / "w.db")), SQLiteStore(str(tmp_path / "w.db"))
+    await a.open()
+    await b.open()
+    try:
+        await a.add_file(rec(0, size=10))
+        results = await asyncio.gather(
+            *((a if i % 2 else b).reserve(reservation(i, 30), minimum=30, quota=100) for i in range(12)),
+            return_exceptions=True)
+        granted = [r for r in results if not isinstance(r, BaseException)]
+        assert len(granted) == 3 and all(g[0] == 30 for g in granted)
+        assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, BaseException))
+        # Growing competes the same way: what is left (0) cannot be granted twice.
+        ids = [r.id for r in await a.reservations()]
+        grown = await asyncio.gather(*((a if i % 2 else b).grow_reservation(rid, "t", 60, quota=100)
+                                       for i, rid in enumerate(ids)))
+        assert [g[0] for g in grown] == [30, 30, 30]
+        assert sum(r.bytes for r in await b.reservations()) == 90
+        # A file that does not come through a reservation sees the reserved bytes too.
+        with pytest.raises(QuotaExceeded):
+            await b.add_file(rec(1, size=1), quota=100)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_cache_never_serves_a_record_another_worker_deleted(tmp_path):
     a, b = SQLiteStore(str(tmp_path / "c.db")), SQLiteStore(str(tmp_path / "c.db"))
     await a.open()
@@ -128,3 +163,44 @@ async def test_cache_never_serves_a_record_another_worker_deleted(tmp_path):
     finally:
         await a.close()
         await b.close()
+async def test_reservation_grants_what_the_quota_leaves(store):
+    await store.add_file(rec(0, size=70))
+    # Up to 50 wanted, at least 10 needed: the 30 left are granted.
+    assert await store.reserve(reservation(1, 50), minimum=10, quota=100) == (30, 70)
+    with pytest.raises(QuotaExceeded) as e:
+        await store.reserve(reservation(2, 50), minimum=1, quota=100)
+    assert (e.value.used, e.value.adding) == (100, 1)
+    # An empty want always fits; growing it gets nothing while the quota is full.
+    assert await store.reserve(reservation(3, 0), minimum=0, quota=100) == (0, 100)
+    assert await store.grow_reservation("rsv-3", "t", 5, quota=100) == (0, 100)
+    # Other tenants are not counted; no quota grants everything.
+    assert await store.reserve(reservation(4, 500, tenant="u"), minimum=500, quota=None) == (500, 0)
+    # Releasing gives the bytes back at once.
+    assert await store.release_reservation("rsv-1") and not await store.release_reservation("rsv-1")
+    assert await store.grow_reservation("rsv-3", "t", 5, quota=100) == (5, 70)
+    # A released reservation cannot grow again.
+    assert (await store.grow_reservation("rsv-1", "t", 5, quota=100))[0] == 0
+
+
+async def test_commit_converts_the_reservation_into_the_file(store):
+    assert (await store.reserve(reservation(1, 60), minimum=60, quota=100))[0] == 60
+    await store.locate_reservation("rsv-1", {"file_id": "file-1"})
+    assert (await store.reservations())[0].location == {"file_id": "file-1"}
+    # Its own reservation does not count against the file it becomes.
+    await store.add_file(rec(1, size=60), quota=100, reservation="rsv-1")
+    assert await store.reservations() == []
+    assert await store.tenant_usage("t") == 60
+    with pytest.raises(QuotaExceeded):
+        await store.reserve(reservation(2, 50), minimum=50, quota=100)
+    # A failed commit keeps the reservation (released by the upload's finally, not lost).
+    await store.reserve(reservation(3, 40), minimum=40, quota=100)
+    with pytest.raises(QuotaExceeded):
+        await store.add_file(rec(3, size=41), quota=100, reservation="rsv-3")
+    assert [r.id for r in await store.reservations()] == ["rsv-3"]
+
+
+async def test_heartbeats_refresh_only_the_owners_rows(store):
+    await store.reserve(reservation(1, 1, owner="h:1:a"), minimum=0, quota=None)
+    await store.reserve(reservation(2, 1, owner="h:2:b"), minimum=0, quota=None)
+    assert await store.touch_reservations("h:1:a", 99) == 1
+    assert {r.id: r.heartbeat for r in await store.reservations()} == {"rsv-1": 99, "rsv-2": 1}

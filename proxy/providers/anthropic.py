@@ -72,7 +72,7 @@ from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
 from ..units import size_and_bytes
 from .base import Download, Provider
-from .local import LocalFileSink, prepare_partial_dir
+from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
 from .upstream import Upstream, iter_response
 
@@ -447,6 +447,13 @@ class AnthropicProvider(Provider):
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
         await self.upstream.close()
+
+    # -- crash leftovers (spool and batch files in .partial/) -----------------------------
+    async def cleanup_partial(self, location: dict[str, Any]) -> None:
+        remove_partials(self.partial_dir, str(location.get("file_id") or ""))
+
+    async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
+        return sweep_partial_dir(self.partial_dir, {str(loc.get("file_id")) for loc in owned})
 
     # -- background clean-up -------------------------------------------------------------
     def spawn(self, coro: Any) -> None:

@@ -93,6 +93,18 @@ class Provider:
         pass-through providers override this (the provider expires its files itself)."""
         await self.delete_file(None, rec, rec.id)  # type: ignore[arg-type]
 
+    # -- crash leftovers ------------------------------------------------------------------
+    async def cleanup_partial(self, location: dict[str, Any]) -> None:
+        """Remove the partial data of an upload no live process owns: ``location`` is its
+        reservation's (``file_id``, plus what its sink's ``partial_location()`` said). Data
+        already gone is fine; failures may raise (the janitor logs and retries later)."""
+
+    async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
+        """Remove partial uploads in this provider's backend that no live reservation location
+        in ``owned`` (of any provider: providers may share a bucket) names and that are older
+        than ``max_age`` seconds; return how many."""
+        return 0
+
     # -- responses -----------------------------------------------------------------------
     def prepare_response_body(self, body: dict[str, Any]) -> bool:
         """Adjust a responses.create body for this provider in place; True if it changed."""

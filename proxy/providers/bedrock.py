@@ -244,6 +244,12 @@ class BedrockSink(TranslatingSink):
         finally:
             await self.lease.release()
 
+    def partial_location(self) -> dict[str, Any]:
+        location = super().partial_location()
+        if location:
+            location["region"] = self.target.region
+        return location
+
 
 class BedrockProvider(Provider):
     type = "bedrock"
@@ -444,6 +450,33 @@ class BedrockProvider(Provider):
         async with self.lease(region or self.region) as client:
             await self._head(client, bucket, key, file_id)
         return orjson.dumps(rec.to_openai())
+
+    async def cleanup_partial(self, location: dict[str, Any]) -> None:
+        upload_id, bucket, key = location.get("upload_id"), location.get("bucket"), location.get("key")
+        if not (upload_id and bucket and key):
+            return  # the multipart upload had not started: nothing in S3
+        async with self.lease(location.get("region") or self.region) as client:
+            await s3_storage.abort_upload(client, bucket, key, upload_id)
+
+    async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
+        """Abort multipart uploads under the configured bucket and prefix that no reservation
+        owns, started more than ``max_age`` ago (a crash before the reservation learnt the
+        upload id, or an upload of another gateway whose store is lost)."""
+        owned_ids = {loc.get("upload_id") for loc in owned}
+        # By file id too: an upload records its file id at its first chunk, its S3 upload id
+        # only once the first part is sent.
+        owned_files = {loc.get("file_id") for loc in owned}
+        aborted = 0
+        async with self.lease(self.region) as client:
+            async for key, upload_id in s3_storage.stale_uploads(client, self.bucket, self.prefix,
+                                                                 time.time() - max_age):
+                segments = key[len(self.prefix):].split("/")
+                # Only keys of the gateway's layout ({prefix}{tenant}/{file id}/{name}).
+                if (len(segments) == 3 and segments[1].startswith("file-")
+                        and upload_id not in owned_ids and segments[1] not in owned_files):
+                    await s3_storage.abort_upload(client, self.bucket, key, upload_id)
+                    aborted += 1
+        return aborted
 
     async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
         # ex is None when the expiry sweeper calls.

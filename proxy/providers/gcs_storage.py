@@ -189,6 +189,13 @@ class GCSResumableSink:
         elif self._session_uri is not None:
             await self._best_effort("upload cancel", self._session_uri, (204, 404, 410, 499))
 
+    def partial_location(self) -> dict[str, Any]:
+        """The open session, for a janitor after a crash (empty before it opens and once the
+        upload completed or was aborted). The session URI is a credential: store it, never log it."""
+        if self._session_uri is None or self._finished:
+            return {}
+        return {"session_uri": str(self._session_uri)}
+
     # -- one round: a single request that moves the upload forward --------------------------
 
     async def _round(self, size: int, *, final: bool) -> None:
@@ -355,6 +362,20 @@ def _translated(what: str) -> Iterator[None]:
         raise _status_error(what, exc.status) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise GCSStorageError(f"GCS {what} failed: {type(exc).__name__}", retryable=True) from exc
+
+
+async def cancel_session(session: aiohttp.ClientSession, session_uri: str) -> None:
+    """Cancel a resumable upload session (``DELETE`` on its URI, GCS answers 499); a session
+    already gone (404/410) is fine. The URI itself authorises the call."""
+    try:
+        async with session.delete(URL(session_uri, encoded=True), headers={"Content-Length": "0"},
+                                  allow_redirects=False) as resp:
+            body = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise GCSStorageError(f"GCS upload cancel failed: {type(exc).__name__}", retryable=True) from exc
+    if status not in (200, 204, 404, 410, 499):
+        raise _status_error("upload cancel", status, body)
 
 
 async def head(storage: Storage, bucket: str, name: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -37,6 +37,57 @@ def prepare_partial_dir(path: str) -> None:
                 os.unlink(p)
         except FileNotFoundError:
             pass
+
+
+# A partial file no reservation names is left alone this long: the upload that is creating it
+# records its file id in its reservation right after its first chunk.
+UNOWNED_PARTIAL_GRACE = 10.0
+
+
+def _upload_of(name: str) -> str:
+    """The file id a partial file belongs to (``file-…``, ``file-….spool.partial``…)."""
+    return name.split(".", 1)[0]
+
+
+def remove_partials(path: str, file_id: str) -> int:
+    """Remove every partial file of the upload ``file_id`` in the directory ``path``."""
+    removed = 0
+    if not file_id or _upload_of(file_id) != file_id or "/" in file_id:
+        return 0
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if _upload_of(name) == file_id:
+            try:
+                os.unlink(os.path.join(path, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def sweep_partial_dir(path: str, owned: set[str], grace: float = UNOWNED_PARTIAL_GRACE) -> int:
+    """Remove the partial files in ``path`` of no upload in ``owned`` (file ids), unless they
+    changed within ``grace`` seconds (an upload just starting)."""
+    removed = 0
+    now = time.time()
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if _upload_of(name) in owned:
+            continue
+        p = os.path.join(path, name)
+        try:
+            if now - os.stat(p).st_mtime > grace:
+                os.unlink(p)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 class LocalFileSink:
@@ -83,6 +134,12 @@ class LocalProvider(Provider):
 
     async def start(self) -> None:
         prepare_partial_dir(self.partial_dir)
+
+    async def cleanup_partial(self, location: dict[str, Any]) -> None:
+        remove_partials(self.partial_dir, str(location.get("file_id") or ""))
+
+    async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
+        return sweep_partial_dir(self.partial_dir, {str(loc.get("file_id")) for loc in owned})
 
     def _path(self, rec: "FileRecord") -> str:
         return os.path.join(self.root, rec.location.get("path") or rec.id)

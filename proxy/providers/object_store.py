@@ -249,6 +249,11 @@ class TranslatingSink:
     async def abort(self) -> None:
         await self.inner.abort()
 
+    def partial_location(self) -> dict[str, Any]:
+        """The inner sink's locator of its unfinished upload (for the crash janitor)."""
+        partial = getattr(self.inner, "partial_location", None)
+        return partial() if partial is not None else {}
+
     async def _store_rows(self, translate: Callable[[], bytes]) -> None:
         """Store what ``translate`` (the translator's feed or close) turns out, if anything."""
         try:

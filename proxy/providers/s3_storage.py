@@ -169,6 +169,13 @@ class S3MultipartSink:
         except Exception as exc:  # abort must never raise
             log.warning("S3 multipart abort failed: %s", type(exc).__name__)
 
+    def partial_location(self) -> dict[str, Any]:
+        """Where the unfinished upload lives, for a janitor after a crash (empty before the
+        multipart upload starts, and once it is completed or aborted)."""
+        if self._upload_id is None or self._finished:
+            return {}
+        return {"bucket": self._bucket, "key": self._key, "upload_id": self._upload_id}
+
     def _check_usable(self) -> None:
         if self._finished:
             raise RuntimeError("S3 sink already completed or aborted")
@@ -206,6 +213,36 @@ class S3MultipartSink:
         if "ChecksumCRC32" in resp:      # absent only from stores that ignore checksums
             part["ChecksumCRC32"] = resp["ChecksumCRC32"]
         return part
+
+
+async def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    """``AbortMultipartUpload``; an upload already gone succeeds."""
+    try:
+        await _call("AbortMultipartUpload", client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
+    except S3StorageError as exc:
+        if exc.code != "NoSuchUpload":
+            raise
+
+
+async def stale_uploads(client: Any, bucket: str, prefix: str, older_than: float,
+                        max_pages: int = 10) -> AsyncIterator[tuple[str, str]]:
+    """``(key, upload_id)`` of the multipart uploads under ``prefix`` initiated before
+    ``older_than`` (a Unix time); at most ``max_pages`` pages of ``ListMultipartUploads``."""
+    paginator = client.get_paginator("list_multipart_uploads")
+    pages = 0
+    try:
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for upload in page.get("Uploads") or ():
+                initiated = upload.get("Initiated")
+                if initiated is not None and initiated.timestamp() < older_than:
+                    yield upload["Key"], upload["UploadId"]
+            pages += 1
+            if pages >= max_pages:
+                return
+    except ClientError as exc:
+        raise _client_error("ListMultipartUploads", exc) from exc
+    except (BotoCoreError, aiohttp.ClientError) as exc:
+        raise S3StorageError(f"S3 ListMultipartUploads failed: {type(exc).__name__}") from exc
 
 
 async def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:

@@ -223,6 +223,11 @@ class VertexProvider(Provider):
         ex.extra["vertex_sink"] = sink
         return sink
 
+    async def cleanup_partial(self, location: dict[str, Any]) -> None:
+        uri = location.get("session_uri")
+        if uri and self.session is not None:
+            await gcs_storage.cancel_session(self.session, uri)
+
     async def patch_purpose(self, bucket: str, name: str, purpose: str) -> None:
         assert self.storage is not None
         try:

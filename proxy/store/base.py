@@ -47,6 +47,26 @@ class ResponseRecord:
     created_at: int
 
 
+@dataclass(slots=True)
+class Reservation:
+    """Quota bytes held by one upload while it streams, and where its partial data lives.
+
+    ``owner`` is ``host:pid:token`` of the process running the upload (token: that process's
+    start time, so a reused pid is told apart); ``location`` is the provider's locator of the
+    partial data (a file id on disk, an S3 upload id, a GCS session URI), kept so that a
+    janitor can remove what a crashed process left behind. Never shown to clients.
+    """
+
+    id: str
+    tenant: str
+    owner: str
+    provider: str
+    bytes: int = 0
+    location: dict[str, Any] = field(default_factory=dict)
+    started_at: int = 0
+    heartbeat: int = 0
+
+
 class QuotaExceeded(Exception):
     def __init__(self, used: int, adding: int, quota: int) -> None:
         super().__init__(f"quota exceeded: {used} + {adding} > {quota}")
@@ -57,9 +77,11 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
-    async def add_file(self, rec: FileRecord, *, quota: int | None = None) -> None:
+    async def add_file(self, rec: FileRecord, *, quota: int | None = None, reservation: str | None = None) -> None:
         """Insert atomically with the quota check: raise QuotaExceeded if the tenant's stored
-        bytes plus ``rec.bytes`` would exceed ``quota``."""
+        and reserved bytes (without ``reservation``) plus ``rec.bytes`` would exceed ``quota``.
+        The ``reservation``, if given, is removed in the same transaction: its bytes become
+        stored bytes."""
 
     async def get_file(self, file_id: str) -> FileRecord | None: ...
 
@@ -79,6 +101,31 @@ class Store(Protocol):
         check: used when the file's bytes could not be removed, so its bytes never left."""
 
     async def tenant_usage(self, tenant: str) -> int: ...
+
+    # -- reservations: bytes in flight ------------------------------------------------------
+    # Each is one atomic step (SQLite: one BEGIN IMMEDIATE transaction; PostgreSQL: one
+    # statement, e.g. a CTE that locks the tenant's usage row, grants and inserts/updates).
+
+    async def reserve(self, res: Reservation, *, minimum: int, quota: int | None) -> tuple[int, int]:
+        """Insert ``res`` holding as many of ``res.bytes`` as the quota leaves, at least
+        ``minimum``: returns ``(granted, used)`` (``used``: the tenant's stored and reserved
+        bytes before it); raises QuotaExceeded (nothing inserted) when fewer than ``minimum`` fit."""
+
+    async def grow_reservation(self, res_id: str, tenant: str, want: int, *, quota: int | None) -> tuple[int, int]:
+        """Raise a reservation towards ``want`` bytes as far as the quota allows (never lower it)
+        and refresh its heartbeat: ``(granted total, bytes used by everything else)``."""
+
+    async def locate_reservation(self, res_id: str, location: dict[str, Any]) -> None:
+        """Record where the reservation's partial data is now."""
+
+    async def release_reservation(self, res_id: str) -> bool:
+        """Drop a reservation (upload aborted, failed, or its owner is gone)."""
+
+    async def reservations(self) -> list[Reservation]:
+        """Every reservation (for the janitor)."""
+
+    async def touch_reservations(self, owner: str, now: int) -> int:
+        """Refresh the heartbeat of every reservation ``owner`` holds."""
 
     async def add_response(self, rec: ResponseRecord) -> None:
         """Return only once the record is durable (committed): the gateway sends the end of a

@@ -14,6 +14,7 @@ its bytes could not be removed. The same statements work on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from .base import FileRecord, QuotaExceeded, ResponseRecord
+from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -48,7 +49,23 @@ CREATE TABLE IF NOT EXISTS responses (
     model TEXT,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    location TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant);
 """
+
+# A tenant's stored plus reserved bytes, leaving one reservation out (params: tenant, tenant, id).
+_USED = ("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?)"
+         " + (SELECT COALESCE(SUM(bytes), 0) FROM reservations WHERE tenant = ? AND id IS NOT ?)")
+_RESERVATION_COLS = "id, tenant, owner, provider, bytes, location, started_at, heartbeat"
 
 _FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
 
@@ -124,20 +141,31 @@ class SQLiteStore:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def add_file(self, rec: FileRecord, *, quota: int | None = None) -> None:
+    @contextlib.asynccontextmanager
+    async def _immediate(self) -> Any:
+        """One write transaction. BEGIN IMMEDIATE takes the database's write lock first, so the
+        usage read inside cannot change before the write, even with several worker processes
+        on the same file."""
         async with self._write_lock:
-            await self._add_file_locked(rec, quota)
-        self._files.put(rec.id, rec)
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
 
-    async def _add_file_locked(self, rec: FileRecord, quota: int | None) -> None:
-        db = self.db
-        # BEGIN IMMEDIATE takes the write lock first, so the usage we read cannot change
-        # before our insert, even with several worker processes on the same file.
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+    @staticmethod
+    async def _used(db: aiosqlite.Connection, tenant: str, leaving_out: str | None = None) -> int:
+        async with db.execute(_USED, (tenant, tenant, leaving_out)) as cur:
+            (used,) = await cur.fetchone()
+        return int(used)
+
+    async def add_file(self, rec: FileRecord, *, quota: int | None = None, reservation: str | None = None) -> None:
+        async with self._immediate() as db:
             if quota is not None:
-                async with db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (rec.tenant,)) as cur:
-                    (used,) = await cur.fetchone()
+                used = await self._used(db, rec.tenant, reservation)
                 if used + rec.bytes > quota:
                     raise QuotaExceeded(used, rec.bytes, quota)
             await db.execute(
@@ -145,10 +173,9 @@ class SQLiteStore:
                 (rec.id, rec.tenant, rec.provider, rec.upstream_id, orjson.dumps(rec.location).decode(),
                  rec.filename, rec.purpose, rec.bytes, rec.created_at, rec.expires_at, rec.status),
             )
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        await db.execute("COMMIT")
+            if reservation is not None:
+                await db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+        self._files.put(rec.id, rec)
 
     def _check_cache(self) -> None:
         """Empty the file cache if any connection (another worker's too) committed since the
@@ -231,6 +258,54 @@ class SQLiteStore:
         async with self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (tenant,)) as cur:
             (used,) = await cur.fetchone()
         return int(used)
+
+    # -- reservations ----------------------------------------------------------------------
+
+    async def reserve(self, res: Reservation, *, minimum: int, quota: int | None) -> tuple[int, int]:
+        async with self._immediate() as db:
+            used = await self._used(db, res.tenant) if quota is not None else 0
+            granted = res.bytes if quota is None else min(res.bytes, quota - used)
+            if granted < minimum:
+                raise QuotaExceeded(used, minimum, quota or 0)
+            await db.execute(
+                f"INSERT INTO reservations ({_RESERVATION_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+                (res.id, res.tenant, res.owner, res.provider, granted, orjson.dumps(res.location).decode(),
+                 res.started_at, res.heartbeat),
+            )
+        return granted, used
+
+    async def grow_reservation(self, res_id: str, tenant: str, want: int, *, quota: int | None) -> tuple[int, int]:
+        async with self._immediate() as db:
+            async with db.execute("SELECT bytes FROM reservations WHERE id = ?", (res_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:  # released already (the janitor took it): nothing more to grant
+                return 0, await self._used(db, tenant)
+            others = await self._used(db, tenant, res_id) if quota is not None else 0
+            granted = max(row[0], want if quota is None else min(want, quota - others))
+            await db.execute("UPDATE reservations SET bytes = ?, heartbeat = ? WHERE id = ?",
+                             (granted, int(time.time()), res_id))
+        return granted, others
+
+    async def locate_reservation(self, res_id: str, location: dict[str, Any]) -> None:
+        async with self._write_lock:
+            await self.db.execute("UPDATE reservations SET location = ? WHERE id = ?",
+                                  (orjson.dumps(location).decode(), res_id))
+
+    async def release_reservation(self, res_id: str) -> bool:
+        async with self._write_lock:
+            cur = await self.db.execute("DELETE FROM reservations WHERE id = ?", (res_id,))
+        return cur.rowcount > 0
+
+    async def reservations(self) -> list[Reservation]:
+        async with self.db.execute(f"SELECT {_RESERVATION_COLS} FROM reservations ORDER BY started_at") as cur:
+            rows = await cur.fetchall()
+        return [Reservation(id=r[0], tenant=r[1], owner=r[2], provider=r[3], bytes=r[4], location=orjson.loads(r[5]),
+                            started_at=r[6], heartbeat=r[7]) for r in rows]
+
+    async def touch_reservations(self, owner: str, now: int) -> int:
+        async with self._write_lock:
+            cur = await self.db.execute("UPDATE reservations SET heartbeat = ? WHERE owner = ?", (now, owner))
+        return cur.rowcount
 
     # -- responses -----------------------------------------------------------------------
 
