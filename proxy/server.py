@@ -14,13 +14,13 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .gateway import Gateway
+from .logs import setup_logging  # noqa: F401 - where callers import it from
 
 if TYPE_CHECKING:
     from .config import Config
@@ -129,8 +129,3 @@ def run(config: "Config") -> int:
         if os.waitstatus_to_exitcode(st) not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = 1
     return status
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
