@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from proxy.logs import utc_timestamp
+from proxy.logs import ACCESS_LOGGER, utc_timestamp
 
 from .base import Filter
 
-log = logging.getLogger("sluicegate.access")
+log = logging.getLogger(ACCESS_LOGGER)
 
 # Longest value logged for each client-derived field, in characters.
 LIMITS = {"method": 32, "path": 2048, "id": 256, "model": 256}
