@@ -1,16 +1,62 @@
-"""access_log: one logfmt line per exchange on the ``sluicegate.access`` logger.
+"""access_log: one JSON line per exchange on the ``sluicegate.access`` logger.
 
 Never logs credentials or bodies: method, path, operation, status, tenant, provider, bytes,
-duration, time to first byte, object id, model, token usage, error code.
+duration, time to first byte, object id, model, token usage, error code. The line is built with
+one ``orjson.dumps`` and handed to the logger finished (``proxy.logs.AccessLineHandler`` writes
+it as it is), so it is valid JSON whatever the client sent; values that come from the client
+(method, path, id, model) are cut to a bounded length and named in ``truncated`` when cut.
 """
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
+
+import orjson
+
+from proxy.logs import ACCESS_LOGGER, utc_timestamp
 
 from .base import Filter
 
-log = logging.getLogger("sluicegate.access")
+log = logging.getLogger(ACCESS_LOGGER)
+
+# Longest value logged for each client-derived field, in characters.
+LIMITS = {"method": 32, "path": 2048, "id": 256, "model": 256}
+
+
+def _clip(fields: dict[str, Any], name: str, value: Any) -> None:
+    if value is None:
+        fields[name] = None
+        return
+    if not isinstance(value, str):
+        value = str(value)  # e.g. a "model" that is not a string: the gateway answers 400 anyway
+    limit = LIMITS[name]
+    if len(value) > limit:
+        value = value[:limit]
+        fields.setdefault("truncated", []).append(name)
+    fields[name] = value
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+# Characters JSON allows raw in a string that some line readers (Python's ``splitlines``,
+# older JavaScript, log shippers) still take as a line break: NEL, LINE and PARAGRAPH SEPARATOR.
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def _dumps(fields: dict[str, Any]) -> bytes:
+    try:
+        line = orjson.dumps(fields)
+    except orjson.JSONEncodeError:
+        # A lone surrogate is not UTF-8: keep it visible as an escape.
+        line = orjson.dumps({k: v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+                             for k, v in fields.items()})
+    if not line.isascii():
+        for raw, escaped in _LINE_BREAKS:
+            line = line.replace(raw, escaped)
+    return line
 
 
 class AccessLogFilter(Filter):
@@ -20,14 +66,21 @@ class AccessLogFilter(Filter):
         if not log.isEnabledFor(logging.INFO):
             return
         end = ex.ended or time.perf_counter()
-        ttfb = f"{(ex.first_byte_at - ex.started) * 1000:.2f}" if ex.first_byte_at else "-"
         usage = ex.usage or {}
         req = ex.request
-        log.info(
-            'method=%s path="%s" op=%s status=%d tenant=%s provider=%s upload_bytes=%d duration_ms=%.2f '
-            "ttfb_ms=%s id=%s model=%s input_tokens=%s output_tokens=%s error=%s",
-            req.method, req.path, ex.operation, ex.status, ex.tenant_name,
-            ex.provider.name if ex.provider else "-", ex.file_bytes, (end - ex.started) * 1000, ttfb,
-            ex.response_id or ex.object_id or "-", ex.model or "-",
-            usage.get("input_tokens", "-"), usage.get("output_tokens", "-"), ex.error_code or "-",
-        )
+        fields: dict[str, Any] = {"time": utc_timestamp()}
+        _clip(fields, "method", req.method)
+        _clip(fields, "path", req.path)
+        fields["op"] = ex.operation
+        fields["status"] = ex.status
+        fields["tenant"] = ex.tenant.name if ex.tenant else None
+        fields["provider"] = ex.provider.name if ex.provider else None
+        fields["upload_bytes"] = ex.file_bytes
+        fields["duration_ms"] = round((end - ex.started) * 1000, 2)
+        fields["ttfb_ms"] = round((ex.first_byte_at - ex.started) * 1000, 2) if ex.first_byte_at else None
+        _clip(fields, "id", ex.response_id or ex.object_id)
+        _clip(fields, "model", ex.model)
+        fields["input_tokens"] = _int_or_none(usage.get("input_tokens"))
+        fields["output_tokens"] = _int_or_none(usage.get("output_tokens"))
+        fields["error"] = ex.error_code
+        log.info(_dumps(fields))

@@ -40,6 +40,7 @@ _SIZE_UNITS = {
 }
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER_WITH_UNIT = re.compile(r"(\d+(?:\.\d+)?) ?([A-Za-z]*)")
+_MAX_DIGITS = 30  # longer numbers are typos; and a float of 400 digits is infinite
 # Provider names appear in model prefixes (``name/model``) and headers.
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HTTP_URL = re.compile(r"https?://[^/\s]+\S*")
@@ -205,8 +206,9 @@ def parse_size(value: int | str) -> int:
         return value
     if isinstance(value, str) and (m := _NUMBER_WITH_UNIT.fullmatch(value.strip())):
         number, unit = m.groups()
-        if unit in _SIZE_UNITS or not unit:
-            return round(float(number) * _SIZE_UNITS[unit or "B"])
+        if (unit in _SIZE_UNITS or not unit) and len(number) <= _MAX_DIGITS:
+            factor = _SIZE_UNITS[unit or "B"]
+            return int(number) * factor if "." not in number else round(float(number) * factor)
     raise ValueError(f"must be a size such as 512MiB or 200MB (units: {', '.join(_SIZE_UNITS)}), not {value!r}")
 
 
@@ -216,7 +218,7 @@ def parse_duration(value: int | float | str) -> float:
         return float(value)
     if isinstance(value, str) and (m := _NUMBER_WITH_UNIT.fullmatch(value.strip())):
         number, unit = m.groups()
-        if unit in _DURATION_UNITS or not unit:
+        if (unit in _DURATION_UNITS or not unit) and len(number) <= _MAX_DIGITS:
             return float(number) * _DURATION_UNITS[unit or "s"]
     raise ValueError(f"must be a duration such as 500ms, 30s or 5m, not {value!r}")
 

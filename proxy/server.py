@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from .gateway import Gateway
 from .http_server import GatewayServer
+from .logs import setup_logging  # noqa: F401 - where callers import it from
 
 if TYPE_CHECKING:
     from .config import Config
@@ -132,8 +132,3 @@ def run(config: "Config") -> int:
         if os.waitstatus_to_exitcode(st) not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = 1
     return status
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 
@@ -87,6 +88,10 @@ class GatewayProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """The access log's lines (JSON objects, one per exchange), in order."""
+        return [orjson.loads(line) for line in self.log().splitlines() if line.startswith("{")]
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None

@@ -54,10 +54,17 @@ class SSEParser:
         return events
 
     def close(self) -> list[SSEEvent]:
-        """End of stream: an unterminated final event is dropped (per the spec)."""
+        """End of stream: an unterminated final event is dropped (per the spec).
+
+        A CR held back as the possible first half of a CRLF is a line end now that nothing
+        follows, and may complete the last event.
+        """
+        events = []
+        if self._pending_cr:
+            self._pending_cr = False
+            events = self.feed(b"\n")
         self._buf = b""
-        self._pending_cr = False
-        return []
+        return events
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
