@@ -125,13 +125,11 @@ def multipart_cases(rng: random.Random) -> list[Case]:
         lambda: _upload(_form(purpose, ok_file), key=rng.choice([None, "sk-wrong", ""])),  # auth first
     ]
     cases = [Case("multipart", *rng.choice(builders)()) for _ in range(CASES_PER_KIND)]
-    # A second "file" (here a plain field first) or "purpose": to be a 400 under issue 7.4; accepted
-    # today, so allowed to succeed (and cleaned up) until that lands.
+    # A second "file" (here a plain field first) or "purpose": always a 400 (one of each per request).
     for _ in range(4):
         cases.append(Case("multipart-duplicate", *_upload(rng.choice([
             _form(purpose, _part("file", b"x"), ok_file), _form(purpose, ok_file, _part("file", b"y")),
-            _form(purpose, purpose, ok_file), _form(purpose, ok_file, _part("file", b"z", "b.txt"))])),
-            may_succeed=True))
+            _form(purpose, purpose, ok_file), _form(purpose, ok_file, _part("file", b"z", "b.txt"))]))))
     # Random byte mutations of a valid upload: these may still be valid.
     base = _form(purpose, _part("file", b"line one\r\nline two\r\n", "m.txt", "text/plain"))
     for _ in range(CASES_PER_KIND // 2):
@@ -277,17 +275,11 @@ def _send(port: int, case: Case) -> tuple[int, bytes]:
     status = int(out.split(b" ", 2)[1])
     head, _, body = out.partition(b"\r\n\r\n")
     assert KEY.encode() not in out, f"the key echoed to {case!r}"
-    if body and not _aiohttp_parser_error(status, head):
+    if body:
         error = orjson.loads(body)["error"] if status >= 400 else {}
         assert status < 400 or ({"message", "type", "param", "code"} <= set(error)
                                 and b"\r\nx-should-retry: " in head.lower()), (case, out[:500])
     return status, body
-
-
-def _aiohttp_parser_error(status: int, head: bytes) -> bool:
-    """aiohttp's own plain-text 400 for a request line or header it cannot parse; issue 7.2
-    (another change) turns these into OpenAI-shaped errors."""
-    return status == 400 and b"\r\ncontent-type: text/plain" in head.lower()
 
 
 def test_fuzzed_requests_get_4xx_and_leave_nothing(start_gateway):
