@@ -217,9 +217,15 @@ async def responses_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     return await _json_answer(gw, ex, status, data, record=True)
 
 
+def _raw_query(ex: "Exchange") -> str:
+    """The query string as the client encoded it: the decoded form (``request.query_string``)
+    would splice ``&``, ``#``, control bytes and non-ASCII into the upstream request target."""
+    return ex.request.rel_url.raw_query_string
+
+
 async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
-    query = ex.request.query_string
+    query = _raw_query(ex)
     if ex.request.query.get("stream") == "true":
         resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query, stream=True)
         return await pipe_sse(gw, ex, resp, record=False)
@@ -230,7 +236,7 @@ async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamRespons
 async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
-                                                    query=ex.request.query_string)
+                                                    query=_raw_query(ex))
     if ex.response_record is not None:
         await gw.store.delete_response(ex.object_id)
     return gw.json_response(ex, data, status=status)
@@ -239,12 +245,12 @@ async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
 async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
-                                                    query=ex.request.query_string)
+                                                    query=_raw_query(ex))
     return await _json_answer(gw, ex, status, data, record=False)
 
 
 async def responses_input_items(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
-                                                    query=ex.request.query_string)
+                                                    query=_raw_query(ex))
     return gw.json_response(ex, data, status=status)

@@ -21,7 +21,8 @@ _TABLE: dict[tuple[str, int, str | None, str], str] = {
     ("responses", 2, "input_items", "GET"): "responses.input_items",
 }
 
-ADMIN_PATHS = {"/healthz": "admin.healthz", "/readyz": "admin.readyz", "/metrics": "admin.metrics"}
+ADMIN_PATHS = {"/healthz": "admin.healthz", "/readyz": "admin.readyz", "/metrics": "admin.metrics",
+               "/openapi.json": "admin.openapi"}
 
 _ALLOWED: dict[tuple[str, int, str | None], list[str]] = {}
 for (_seg, _n, _tail, _method) in _TABLE:
