@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+import openai
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -138,3 +139,35 @@ def test_gateway_conforms_to_its_openapi_document(case, live_gateway) -> None:
         return
     headers = {"Authorization": f"Bearer {KEY}"} if auth else None
     case.call_and_validate(headers=headers, checks=CHECKS)
+
+
+# -- defects schemathesis found (each also pinned here through the SDK) -------------------------
+
+def test_malformed_path_id_is_a_404_and_never_reaches_the_upstream(start_gateway, fake_openai) -> None:
+    from tests.conftest import client, passthrough_config
+
+    # auth off: ids the gateway never saw may reach the pass-through provider, so only the id's
+    # shape stands between a client and the upstream request target
+    gw = start_gateway(passthrough_config(fake_openai, default_provider="my-openai"))
+    c = client(gw)
+    for bad in ("file-a\x11b", "file-é", "file-a?purpose=batch", "file-a#x", "x" * 300):
+        with pytest.raises(openai.NotFoundError) as err:
+            c.files.retrieve(bad)
+        assert err.value.body["param"] == "file_id"  # type: ignore[index]
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve(bad.replace("file", "resp"))
+    assert not fake_openai.requests.filter(path="/v1/files/*")
+    assert not fake_openai.requests.filter(path="/v1/responses/*")
+    assert "unhandled error" not in gw.log()
+
+
+def test_responses_query_reaches_the_upstream_as_the_client_encoded_it(start_gateway, fake_openai) -> None:
+    from tests.conftest import client, passthrough_config
+
+    gw = start_gateway(passthrough_config(fake_openai, default_provider="my-openai"))
+    c = client(gw)
+    r = c.responses.create(model="gpt-4o", input="hi")
+    c.responses.input_items.list(r.id, after="msg_é\x11&limit=1", order="asc")  # was a 500
+    sent = fake_openai.requests.filter("GET", f"/v1/responses/{r.id}/input_items")[-1]
+    assert sent.query["after"] == "msg_é\x11&limit=1" and "limit" not in sent.query
+    assert "unhandled error" not in gw.log()
