@@ -291,7 +291,8 @@ _SHOULD_RETRY = {"description": "Whether a retry can help; the OpenAI SDK honour
 def _error_response(status: str) -> Schema:
     headers: Schema = {"x-should-retry": {"$ref": "#/components/headers/x-should-retry"}}
     if status == "503":
-        headers["Retry-After"] = {"required": True, "schema": {"type": "integer", "minimum": 0}}
+        headers["Retry-After"] = {"description": "Seconds; sent while draining.",
+                                  "schema": {"type": "integer", "minimum": 0}}
     return {"description": _ERROR_TEXT[status], "headers": headers,
             "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
 
