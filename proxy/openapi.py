@@ -408,7 +408,8 @@ PATHS: dict[str, Schema] = {
             "operationId": "getResponse", "tags": ["Responses"], "summary": "Retrieve a response (or replay its events).",
             "parameters": [
                 _param("Include"),
-                _query("stream", {"type": "boolean"}, "true: the stored events as SSE."),
+                _query("stream", {"type": "boolean"}, "true: the stored events as SSE. Once, as true or false; "
+                       "anything else is a 400."),
                 _query("starting_after", {"type": "integer", "minimum": -1},
                        "With stream=true: resume after this sequence_number."),
                 _query("include_obfuscation", {"type": "boolean"}, "Stream obfuscation fields (default true)."),

@@ -223,10 +223,22 @@ def _raw_query(ex: "Exchange") -> str:
     return ex.request.rel_url.raw_query_string
 
 
+def _stream_flag(ex: "Exchange") -> bool:
+    """``?stream=`` of a retrieve: the gateway reads the answer as SSE or as JSON by it, so only
+    the values every upstream reads the same way pass (``1`` or ``True`` streams on some and not
+    on others: the answer would then be misread, a 502)."""
+    values = ex.request.query.getall("stream", [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        raise bad_request("stream must be given once, as 'true' or 'false'.", param="stream", code="invalid_value")
+    return values[0] == "true"
+
+
 async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     query = _raw_query(ex)
-    if ex.request.query.get("stream") == "true":
+    if _stream_flag(ex):
         resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query, stream=True)
         return await pipe_sse(gw, ex, resp, record=False)
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query)

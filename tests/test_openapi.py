@@ -33,6 +33,14 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
         return r.status, dict(r.headers), r.read()
 
 
+def _get_status(url: str) -> tuple[int, dict[str, str], bytes]:
+    """Like _get, but an HTTP error status is returned, not raised."""
+    try:
+        return _get(url)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
 def _config(fake: FakeOpenAI, *, default: str, auth: bool, base_path: str = "/v1") -> dict:
     cfg = {
         "server": {"base_path": base_path},
@@ -179,3 +187,69 @@ def test_responses_query_reaches_the_upstream_as_the_client_encoded_it(start_gat
     sent = fake_openai.requests.filter("GET", f"/v1/responses/{r.id}/input_items")[-1]
     assert sent.query["after"] == "msg_é\x11&limit=1" and "limit" not in sent.query
     assert "unhandled error" not in gw.log()
+
+
+def test_documented_answers_for_real_objects(tmp_path: Path) -> None:
+    """Generated ids rarely exist, so the 200 bodies of the id operations are checked here on
+    objects made through the SDK: File objects from both kinds of provider, content, deletes,
+    a Response retrieved as JSON and replayed as SSE, its input items, a cancelled background
+    response, a deleted response."""
+    from tests.conftest import client
+
+    with FakeOpenAI("openai", data_dir=tmp_path / "fake") as fake, \
+            GatewayProcess(tmp_path / "gw", _config(fake, default="local", auth=True)) as gw:
+        doc = schemathesis.openapi.from_url(gw.url + "/openapi.json")
+        doc.config.update(base_url=gw.base_url, request_timeout=20)
+        auth = {"Authorization": f"Bearer {KEY}"}
+        checks = [c for c in CHECKS if c is not unsupported_method]  # that one judges generated methods only
+
+        def call(path: str, method: str, **kw):  # type: ignore[no-untyped-def]
+            case = doc[path][method].Case(**kw)
+            resp = case.call_and_validate(headers=auth, checks=checks)
+            assert resp.status_code == 200, (method, path, resp.text)
+            return resp
+
+        c = client(gw, api_key=KEY)
+        up = {"x-tfy-provider-name": "up"}
+        local_file = c.files.create(file=("a.txt", b"local bytes"), purpose="user_data")
+        up_file = c.files.create(file=("b.jsonl", b'{"x": 1}\n'), purpose="user_data", extra_headers=up)
+        call("/files", "GET", query={"limit": 5, "order": "asc"})
+        for f in (local_file, up_file):
+            ids = {"file_id": f.id}
+            call("/files/{file_id}", "GET", path_parameters=ids)
+            assert call("/files/{file_id}/content", "GET", path_parameters=ids).content in (b"local bytes", b'{"x": 1}\n')
+            call("/files/{file_id}", "DELETE", path_parameters=ids)
+
+        r = c.responses.create(model="up/gpt-4o", input=[{"role": "user", "content": "hello there"}])
+        ids = {"response_id": r.id}
+        call("/responses/{response_id}", "GET", path_parameters=ids, query={"include[]": ["message.output_text.logprobs"]})
+        replay = call("/responses/{response_id}", "GET", path_parameters=ids, query={"stream": "true", "starting_after": 1})
+        assert replay.headers["content-type"][0].startswith("text/event-stream") and b"response.completed" in replay.content
+        items = call("/responses/{response_id}/input_items", "GET", path_parameters=ids, query={"limit": 10}).json()
+        assert items["data"][0]["content"][0]["text"] == "hello there"
+        call("/responses/{response_id}", "DELETE", path_parameters=ids)
+
+        background = c.responses.create(model="up/gpt-4o", input="slow", background=True)
+        cancelled = call("/responses/{response_id}/cancel", "POST", path_parameters={"response_id": background.id})
+        assert cancelled.json()["status"] == "cancelled"
+
+        streamed = call("/responses", "POST", body={"model": "up/gpt-4o", "input": "stream it", "stream": True},
+                        media_type="application/json")
+        assert b"response.completed" in streamed.content
+
+
+def test_retrieve_stream_flag_other_than_true_or_false_is_a_400(start_gateway, fake_openai) -> None:
+    from tests.conftest import client, passthrough_config
+
+    gw = start_gateway(passthrough_config(fake_openai, default_provider="my-openai"))
+    c = client(gw)
+    r = c.responses.create(model="gpt-4o", input="hi")
+    before = len(fake_openai.requests)
+    for value in ("1", "True", "yes"):
+        with pytest.raises(openai.BadRequestError) as err:  # was a 502 for "1" and "True": SSE read as JSON
+            c.responses.retrieve(r.id, extra_query={"stream": value})
+        assert err.value.body["param"] == "stream"  # type: ignore[index]
+    status, _, body = _get_status(f"{gw.base_url}/responses/{r.id}?stream=true&stream=false")
+    assert status == 400 and json.loads(body)["error"]["param"] == "stream"
+    assert len(fake_openai.requests) == before  # nothing went upstream
+    assert c.responses.retrieve(r.id, extra_query={"stream": "false"}).id == r.id
