@@ -297,8 +297,9 @@ def _error_response(status: str) -> Schema:
             "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
 
 
-# Errors every operation can answer with: auth, routing headers, upstream failures, drain.
-_COMMON_ERRORS = ("400", "401", "4XX", "500", "502", "503", "504")
+# Errors every operation can answer with: auth, routing headers, upstream errors (rate limits
+# included), drain.
+_COMMON_ERRORS = ("400", "401", "429", "4XX", "500", "502", "503", "504")
 
 
 def _responses(ok: Schema, *extra_errors: str) -> Schema:
