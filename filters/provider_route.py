@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 from proxy.errors import GatewayError
+from proxy.ids import is_wellformed_id
 from proxy.references import RECORDED_KINDS, Reference, body_references
 
 from .base import Filter
@@ -93,6 +94,8 @@ class ProviderRouteFilter(Filter):
             ex.extra["list_provider"] = provider.name if provider is not None else None
 
     async def _route_by_id(self, ex) -> None:  # type: ignore[no-untyped-def]
+        if not is_wellformed_id(ex.object_id):
+            raise self._not_found(ex)  # no provider has such an id; nothing goes upstream
         store = self.gateway.store
         is_file = ex.operation.startswith("files.")
         rec = await (store.get_file(ex.object_id) if is_file else store.get_response(ex.object_id))

@@ -12,7 +12,7 @@ from aiohttp import web
 from filters import build_chain
 from filters.metrics import Metrics
 
-from . import files_api, responses_api
+from . import files_api, openapi, responses_api
 from .body_checks import check_body
 from .errors import GatewayError
 from .exchange import Exchange
@@ -53,6 +53,7 @@ class Gateway:
         self.store = open_store(config.store.url)
         self.providers = {p.name: create_provider(p) for p in config.providers}
         self.router = Router(sorted({"/v1", config.server.base_path}))
+        self.openapi_document = openapi.document_bytes(config)  # built once, served as is
         self.metrics = Metrics()
         names = list(config.filters)
         for required in reversed(REQUIRED_FILTERS):
@@ -201,6 +202,8 @@ class Gateway:
                 return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json",
                                     headers={"Retry-After": DRAIN_RETRY_AFTER})
             return web.Response(body=b'{"status":"ready"}', content_type="application/json")
+        if op == "admin.openapi":
+            return web.Response(body=self.openapi_document, content_type="application/json")
         text = self.metrics.render({"sluicegate_inflight_requests": self.inflight,
                                     "sluicegate_draining": int(self.draining)})
         return web.Response(text=text, content_type="text/plain")

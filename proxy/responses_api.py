@@ -233,10 +233,28 @@ async def responses_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     return await _json_answer(gw, ex, status, data, record=True)
 
 
+def _raw_query(ex: "Exchange") -> str:
+    """The query string as the client encoded it: the decoded form (``request.query_string``)
+    would splice ``&``, ``#``, control bytes and non-ASCII into the upstream request target."""
+    return ex.request.rel_url.raw_query_string
+
+
+def _stream_flag(ex: "Exchange") -> bool:
+    """``?stream=`` of a retrieve: the gateway reads the answer as SSE or as JSON by it, so only
+    the values every upstream reads the same way pass (``1`` or ``True`` streams on some and not
+    on others: the answer would then be misread, a 502)."""
+    values = ex.request.query.getall("stream", [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        raise bad_request("stream must be given once, as 'true' or 'false'.", param="stream", code="invalid_value")
+    return values[0] == "true"
+
+
 async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
-    query = ex.request.query_string
-    if ex.request.query.get("stream") == "true":
+    query = _raw_query(ex)
+    if _stream_flag(ex):
         resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query, stream=True)
         return await pipe_sse(gw, ex, resp, record=False)
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query)
@@ -246,7 +264,7 @@ async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamRespons
 async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
-                                                    query=ex.request.query_string)
+                                                    query=_raw_query(ex))
     if ex.response_record is not None:
         await gw.store.delete_response(ex.object_id)
     return gw.json_response(ex, data, status=status)
@@ -255,12 +273,12 @@ async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
 async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
-                                                    query=ex.request.query_string)
+                                                    query=_raw_query(ex))
     return await _json_answer(gw, ex, status, data, record=False)
 
 
 async def responses_input_items(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
-                                                    query=ex.request.query_string)
+                                                    query=_raw_query(ex))
     return gw.json_response(ex, data, status=status)

@@ -21,7 +21,8 @@ _TABLE: dict[tuple[str, int, str | None, str], str] = {
     ("responses", 2, "input_items", "GET"): "responses.input_items",
 }
 
-ADMIN_PATHS = {"/healthz": "admin.healthz", "/readyz": "admin.readyz", "/metrics": "admin.metrics"}
+ADMIN_PATHS = {"/healthz": "admin.healthz", "/readyz": "admin.readyz", "/metrics": "admin.metrics",
+               "/openapi.json": "admin.openapi"}
 
 _ALLOWED: dict[tuple[str, int, str | None], list[str]] = {}
 for (_seg, _n, _tail, _method) in _TABLE:
@@ -58,6 +59,8 @@ class Router:
                 return op, (parts[1] if n else None)
             allowed = _ALLOWED.get(key)
             if allowed:
-                raise GatewayError(405, f"Method {method} is not allowed on {path}; use {', '.join(sorted(allowed))}.",
-                                   code="method_not_allowed")
+                methods = ", ".join(sorted(allowed))
+                # RFC 9110: a 405 must say what is allowed
+                raise GatewayError(405, f"Method {method} is not allowed on {path}; use {methods}.",
+                                   code="method_not_allowed", headers={"Allow": methods})
         raise GatewayError(404, f"Unknown path: {method} {path}", code="unknown_url")

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import MultipartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, MultiDict
 
 from .threaded import ThreadedServer
@@ -921,7 +922,8 @@ class FakeOpenAI:
                             raise _ApiError(400, f"Form field '{name}' is too large.", param=name)
                     fields[name] = value.decode("utf-8", "replace")
                     rec.form[name] = fields[name]
-        except (ValueError, AssertionError) as exc:
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
+            # e.g. a control byte in a part header: OpenAI answers 400, never 500
             raise _ApiError(400, f"Could not parse multipart form: {exc}") from None
         await self._drain_body(request)  # epilogue, if any
         return fields, upload
