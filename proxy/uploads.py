@@ -243,7 +243,9 @@ async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -
         result = await driver.sink.complete()
     except BaseException:
         if driver.sink is not None:
-            await driver.sink.abort()
+            # Shielded: a client that goes away during the abort (an S3 AbortMultipartUpload, a
+            # GCS session DELETE) must not cut the clean-up short.
+            await asyncio.shield(driver.sink.abort())
         raise
     created = int(time.time())
     rec = FileRecord(

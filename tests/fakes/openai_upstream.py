@@ -69,6 +69,13 @@ _REC_KEY = "sluicegate_fake_record"
 _DIGEST_KEY = "sluicegate_fake_digest"
 
 
+def _or_default(body: dict, key: str, default: object) -> object:
+    """A request field as the Response object shows it: OpenAI answers an absent or null
+    parameter with its default (``"parallel_tool_calls": null`` comes back as ``true``)."""
+    value = body.get(key)
+    return default if value is None else value
+
+
 # ============================================================================ records
 @dataclass
 class UploadedPart:
@@ -1132,20 +1139,20 @@ class FakeOpenAI:
             "max_tool_calls": body.get("max_tool_calls"),
             "model": body["model"],
             "output": [message],
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "parallel_tool_calls": _or_default(body, "parallel_tool_calls", True),
             "previous_response_id": body.get("previous_response_id"),
             "prompt_cache_key": body.get("prompt_cache_key"),
             "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
             "safety_identifier": body.get("safety_identifier"),
             "service_tier": "default" if service_tier in (None, "auto") else service_tier,
             "store": body.get("store", True) is not False,
-            "temperature": body.get("temperature", 1.0),
+            "temperature": _or_default(body, "temperature", 1.0),
             "text": body.get("text") or {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": body.get("tool_choice", "auto"),
+            "tool_choice": _or_default(body, "tool_choice", "auto"),
             "tools": body.get("tools") or [],
-            "top_logprobs": body.get("top_logprobs", 0),
-            "top_p": body.get("top_p", 1.0),
-            "truncation": body.get("truncation", "disabled"),
+            "top_logprobs": _or_default(body, "top_logprobs", 0),
+            "top_p": _or_default(body, "top_p", 1.0),
+            "truncation": _or_default(body, "truncation", "disabled"),
             "usage": {
                 "input_tokens": input_tokens,
                 "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
