@@ -7,6 +7,12 @@
   ever sending the body, and one that may proceed gets its ``100 Continue`` at once;
 * bounds the wait for each chunk by ``server.body_idle_timeout`` (408 when it passes: a client
   that stalls, or announced a ``Content-Length`` larger than what it sends);
+* bounds the whole body by a minimum average rate, ``server.body_min_rate``, after a grace of
+  :data:`BODY_RATE_GRACE` seconds, or ``body_idle_timeout`` if shorter (Apache mod_reqtimeout's
+  ``MinRate``): each byte received
+  extends the deadline by ``1 / body_min_rate`` seconds, so a client that trickles (1 byte/s
+  is never idle) cannot hold a connection and a partial upload open for ever, while a fast
+  upload earns all the time a later pause could need;
 * turns aiohttp's payload errors into gateway errors: a disconnect (or an EOF before the
   body's end) is :class:`ClientDisconnected`, broken framing a 400.
 
@@ -34,9 +40,17 @@ class ClientDisconnected(GatewayError):
                          code="client_disconnected")
 
 
+BODY_RATE_GRACE = 10.0
+
+
 def body_timeout(seconds: float) -> GatewayError:
     # Not retryable: a re-sent body stalls the same way, and the SDK would re-send it whole.
     return GatewayError(408, f"The request body stalled: no data arrived for {seconds:g}s.",
+                        code="request_timeout")
+
+
+def body_too_slow(rate: int) -> GatewayError:
+    return GatewayError(408, f"The request body arrived too slowly: under {rate} bytes/s on average.",
                         code="request_timeout")
 
 
@@ -52,13 +66,24 @@ async def send_continue(request: "BaseRequest") -> None:
 async def client_chunks(request: "BaseRequest") -> AsyncIterator[bytes]:
     await send_continue(request)
     content = request.content
-    idle = getattr(request.protocol, "body_idle_timeout", None) or None
+    protocol = request.protocol
+    idle = getattr(protocol, "body_idle_timeout", None) or None
+    rate = getattr(protocol, "body_min_rate", None) or 0
+    loop = asyncio.get_running_loop()
+    # Moved on by every byte received, when rate > 0.
+    deadline = loop.time() + min(BODY_RATE_GRACE, idle or BODY_RATE_GRACE)
     while True:
+        wait = idle
+        slow = False
+        if rate:
+            left = deadline - loop.time()
+            if wait is None or left < wait:
+                wait, slow = max(left, 0.0), True
         try:
-            async with asyncio.timeout(idle):
+            async with asyncio.timeout(wait):
                 chunk = await content.readany()
         except TimeoutError:
-            raise body_timeout(idle or 0) from None
+            raise (body_too_slow(rate) if slow else body_timeout(idle or 0)) from None
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             raise ClientDisconnected() from exc
         except (ContentLengthError, TransferEncodingError) as exc:  # the body ended short
@@ -67,4 +92,5 @@ async def client_chunks(request: "BaseRequest") -> AsyncIterator[bytes]:
             raise bad_request("Malformed request body: invalid body framing.", code="malformed_request") from None
         if not chunk:
             return
+        deadline += len(chunk) / rate if rate else 0.0
         yield chunk

@@ -72,6 +72,7 @@ class ServerConfig:
     body_idle_timeout: float = 60.0  # seconds between two reads of a request body
     keepalive_timeout: float = 75.0  # seconds an idle keep-alive connection stays open
     max_connections: int = 10000    # open client connections per worker; more are refused (503)
+    body_min_rate: int = 1024       # bytes/s a request body must average after its first 10 s (proxy/body.py)
     orphan_upload_age: float = 3600.0  # seconds: a partial upload no live process owns is then removed
 
 
@@ -438,6 +439,7 @@ def _parse_server(s: _Section) -> ServerConfig:
         "body_idle_timeout": s.duration("body_idle_timeout", positive=True),
         "keepalive_timeout": s.duration("keepalive_timeout", positive=True),
         "max_connections": s.integer("max_connections", minimum=1),
+        "body_min_rate": s.size("body_min_rate"),
         "orphan_upload_age": s.duration("orphan_upload_age", positive=True),
     }))
 

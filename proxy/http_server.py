@@ -128,6 +128,7 @@ class GatewayProtocol(RequestHandler):
         super().__init__(manager, **kwargs)
         self.header_timeout = manager.config.header_timeout
         self.body_idle_timeout = manager.config.body_idle_timeout
+        self.body_min_rate = manager.config.body_min_rate
         self.client_log = manager.client_log
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_deadline: float | None = None  # when the awaited headers are late

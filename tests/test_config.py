@@ -113,6 +113,8 @@ def test_client_connection_bounds():
     s = parse_config({"server": {"header_timeout": "500ms", "body_idle_timeout": "2m", "keepalive_timeout": 5,
                                  "max_connections": 64}}, env={}).server
     assert (s.header_timeout, s.body_idle_timeout, s.keepalive_timeout, s.max_connections) == (0.5, 120.0, 5.0, 64)
+    assert default_config().server.body_min_rate == 1024
+    assert parse_config({"server": {"body_min_rate": "10KiB"}}, env={}).server.body_min_rate == 10240
 
 
 def test_no_path_empty_file_and_empty_dict_are_the_defaults(tmp_path):
@@ -336,6 +338,7 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"server": {"keepalive_timeout": "soon"}},
          "server.keepalive_timeout: must be a duration such as 500ms, 30s or 5m, not 'soon'"),
         ({"server": {"max_connections": 0}}, "server.max_connections: must be at least 1"),
+        ({"server": {"body_min_rate": 0}}, "server.body_min_rate: must be greater than 0"),
         ({"server": {"orphan_upload_age": 0}}, "server.orphan_upload_age: must be greater than 0"),
         ({"server": {"orphan_upload_age": "an hour"}},
          "server.orphan_upload_age: must be a duration such as 500ms, 30s or 5m, not 'an hour'"),

@@ -4,6 +4,7 @@ proxy/body.py), each against a real gateway process."""
 from __future__ import annotations
 
 import re
+import select
 import socket
 import time
 from pathlib import Path
@@ -246,6 +247,30 @@ def test_trickled_upload_with_gaps_over_the_idle_timeout_gets_408(start_gateway)
         pass
     resp = c.response(timeout=PROMPT)
     assert resp[0] == 408
+    assert wait_for(lambda: partials(gw) == [])
+
+
+def test_upload_trickled_below_the_minimum_rate_gets_408(start_gateway):
+    """1 byte every 0.2 s is never idle for body_idle_timeout, but averages far under
+    body_min_rate: the body is cut once its grace and the credit its bytes earned are spent."""
+    gw = start_gateway(local_config(body_idle_timeout="1s", body_min_rate="1KiB"))
+    c = Raw(gw)
+    c.send(upload_head(100_000))
+    c.send(form_start())
+    assert wait_for(lambda: len(partials(gw)) == 1)
+    started = time.monotonic()
+    cut = False
+    while time.monotonic() - started < 8 and not cut:   # bounded: the old code never cuts it
+        try:
+            c.send(b"z")
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True
+            break
+        cut = bool(select.select([c.sock], [], [], 0.2)[0])  # the answer (or EOF) is there
+    resp = c.response(timeout=PROMPT)
+    assert resp[0] == 408 and error_of(resp)["code"] == "request_timeout"
+    assert "too slowly" in error_of(resp)["message"]
+    assert time.monotonic() - started < 5
     assert wait_for(lambda: partials(gw) == [])
 
 
