@@ -21,6 +21,10 @@ happens around that, on every connection:
   its response (aiohttp would close the transport and cancel the handler); a body left
   incomplete by the EOF fails the body read at once; a client that closed the socket
   entirely is told apart by a probe and cancelled as before.
+
+This extends ``RequestHandler`` beyond its public surface (``_messages``, ``_ErrInfo``,
+``_current_request``…), so setup.cfg pins aiohttp to the 3.14 series; a new series needs this
+module re-read against its ``web_protocol.py`` (tests/test_http_protocol.py covers each rule).
 """
 from __future__ import annotations
 
