@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections import OrderedDict
 from typing import Any
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at INTEGER NOT NULL
 );
 """
+
+_BUSY_TIMEOUT_MS = 10_000
 
 _FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
 
@@ -90,9 +93,20 @@ class SQLiteStore:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
+        # Workers starting together on a new database contend for the locks that switching to
+        # WAL and creating the schema take, and must wait, not fail: busy_timeout first, and
+        # the switch to WAL retried, since SQLite answers it "locked" without waiting.
+        await self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                await self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=10000")
         await self._db.executescript(_SCHEMA)
 
     async def close(self) -> None:
