@@ -191,12 +191,20 @@ def _supervise_workers(config: "Config", sockets: list[socket.socket]) -> int:
         if stopping:
             break
         pid = os.fork()
-        if pid == 0:  # worker
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.close(reports)
-            _end_with_parent(parent)
-            os._exit(_serve_here(config, sockets, lambda line: os.write(report_end, (line + "\n").encode())))
+        if pid == 0:  # worker: whatever happens, it never returns into the parent's loop
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                os.close(reports)
+                _end_with_parent(parent)
+                code = _serve_here(config, sockets, lambda line: os.write(report_end, (line + "\n").encode()))
+            except KeyboardInterrupt:
+                pass
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                os._exit(code)
         children.add(pid)
     os.close(report_end)
     for sock in sockets:  # the workers hold the port now

@@ -78,6 +78,12 @@ def test_busy_port_is_one_line_and_an_exit(tmp_path, busy_port, workers):
     assert not (tmp_path / "sluicegate-data").exists()
 
 
+def test_address_not_on_this_host_is_one_line_and_an_exit(tmp_path):
+    port = free_port()
+    r = sluicegate(["--host", "192.0.2.1", "--port", str(port)], tmp_path)  # TEST-NET-1, never local
+    assert (r.returncode, r.stderr) == (1, f"sluicegate: cannot listen on 192.0.2.1:{port}: cannot assign requested address\n")
+
+
 def test_second_gateway_on_the_same_port_fails(start_gateway, tmp_path):
     first = start_gateway(workers=2)
     f = client(first).files.create(file=("a.txt", b"first gateway"), purpose="assistants")
