@@ -251,3 +251,43 @@ def test_default_data_dir_is_logged_as_an_absolute_path(start_gateway):
     gw = start_gateway()
     data = gw.workdir.resolve() / "sluicegate-data"
     assert f"data directory {data}; store sqlite:///{data}/sluicegate.db" in gw.log()
+
+
+def test_workers_opening_a_new_database_together_all_succeed(tmp_path):
+    """Workers start at once on a fresh SQLite file; switching it to WAL used to fail one of
+    them with 'database is locked' now and then (which now stops the whole gateway)."""
+    import asyncio
+
+    from proxy.store.sqlite import SQLiteStore
+
+    def open_and_close(path: str) -> None:
+        async def go() -> None:
+            store = SQLiteStore(path)
+            await store.open()
+            await store.close()
+        asyncio.run(go())
+
+    failures = 0
+    for round_ in range(40):
+        path = str(tmp_path / f"r{round_}" / "gw.db")
+        go_read, go_write = os.pipe()
+        pids = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(go_write)
+                    os.read(go_read, 1)  # start together
+                    open_and_close(path)
+                    code = 0
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        os.close(go_read)
+        os.write(go_write, b"go!")
+        os.close(go_write)
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            failures += os.waitstatus_to_exitcode(status) != 0
+    assert failures == 0
