@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import client
-from tests.gateway_proc import CLI_ENV_VARS, GatewayProcess, free_port, gateway_env
+from tests.gateway_proc import CLI_ENV_VARS, free_port, gateway_env
 
 # Generous: a start-up failure must end the process at once; only the interpreter's start-up
 # (imports, ~1 s on a loaded machine) counts against this.
