@@ -9,6 +9,7 @@ it as it is), so it is valid JSON whatever the client sent; values that come fro
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -62,13 +63,17 @@ def _dumps(fields: dict[str, Any]) -> bytes:
 class AccessLogFilter(Filter):
     name = "access_log"
 
+    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(gateway)
+        self.pid = os.getpid()  # built in the worker (after the fork): tells workers apart
+
     async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
         if not log.isEnabledFor(logging.INFO):
             return
         end = ex.ended or time.perf_counter()
         usage = ex.usage or {}
         req = ex.request
-        fields: dict[str, Any] = {"time": utc_timestamp()}
+        fields: dict[str, Any] = {"time": utc_timestamp(), "pid": self.pid}
         _clip(fields, "method", req.method)
         _clip(fields, "path", req.path)
         fields["op"] = ex.operation

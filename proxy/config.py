@@ -10,6 +10,10 @@ sees raw YAML. Conventions:
   ``KiB MiB GiB TiB`` (powers of 1024), as written, with an optional space: ``"512 MiB"``.
 * Durations are seconds as a number, or a string ``500ms``, ``30s``, ``5m``, ``1h``.
 * A key that is null or ``""`` counts as absent, so templated configs can leave keys blank.
+* Paths are resolved to absolute paths at load, a relative one against the working directory.
+  ``server.data_dir`` is the one base of the default paths: the SQLite store
+  (``<data_dir>/sluicegate.db``), the ``local`` provider's files (``<data_dir>/files``) and the
+  ``anthropic`` provider's batch files (``<data_dir>/anthropic-batches``).
 * Every problem is collected, each as ``"<key path>: <what is wrong>"`` (for example
   ``providers[2].api_base: required``), and all are raised together in one :class:`ConfigError`.
   Messages name environment variables but never show a secret's value.
@@ -28,7 +32,8 @@ from typing import Any, Callable, Mapping
 import yaml
 
 ENV_PREFIX = "os.environ/"
-DEFAULT_LOCAL_PATH = "./sluicegate-data/files"
+DEFAULT_DATA_DIR = "./sluicegate-data"
+STORE_FILE = "sluicegate.db"            # the default SQLite store, under server.data_dir
 FILTER_NAMES = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
 DEFAULT_FILTERS = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -74,14 +79,20 @@ class ServerConfig:
     max_connections: int = 10000    # open client connections per worker; more are refused (503)
     body_min_rate: int = 1024       # bytes/s a request body must average after its first 10 s (proxy/body.py)
     orphan_upload_age: float = 3600.0  # seconds: a partial upload no live process owns is then removed
+    data_dir: str = DEFAULT_DATA_DIR     # base of the default store and provider paths (absolute once loaded)
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    url: str = "sqlite:///./sluicegate-data/sluicegate.db"
+    url: str = f"sqlite:///{DEFAULT_DATA_DIR}/{STORE_FILE}"
+
+    @property
+    def masked_url(self) -> str:
+        """The URL with any password replaced by ``***``, for logs and messages."""
+        return _USERINFO_PASSWORD.sub(_MASK_PASSWORD, self.url)
 
     def __repr__(self) -> str:  # a PostgreSQL URL may hold a password
-        return f"StoreConfig(url={_USERINFO_PASSWORD.sub(_MASK_PASSWORD, self.url)!r})"
+        return f"StoreConfig(url={self.masked_url!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +180,7 @@ class _ProviderType:
     keys: tuple[str, ...]                # the keys this type reads, beyond _COMMON_PROVIDER_KEYS
     required: tuple[str, ...] = ()
     defaults: Mapping[str, str] = field(default_factory=dict)
+    data_paths: Mapping[str, str] = field(default_factory=dict)  # path keys → default dir under data_dir
 
 
 _COMMON_PROVIDER_KEYS = ("shared", "timeouts", "max_retries", "max_file_size")
@@ -184,8 +196,9 @@ _PROVIDER_TYPES = {
         required=("api_key",), defaults={"api_base": "https://api.groq.com/openai/v1"}),
     "anthropic": _ProviderType(
         ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers", "path", "model"),
-        required=("api_key",), defaults={"api_base": "https://api.anthropic.com"}),
-    "local": _ProviderType(("path",), defaults={"path": DEFAULT_LOCAL_PATH}),
+        required=("api_key",), defaults={"api_base": "https://api.anthropic.com"},
+        data_paths={"path": "anthropic-batches"}),
+    "local": _ProviderType(("path",), data_paths={"path": "files"}),
     "bedrock": _ProviderType(
         ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "model",
          "upload_chunk_size"),
@@ -195,6 +208,11 @@ _PROVIDER_TYPES = {
         required=("bucket", "project_id"), defaults={"region": "us-central1"}),
 }
 _PROVIDER_FIELDS = frozenset(f.name for f in fields(ProviderConfig))
+
+
+def default_provider_path(provider_type: str, data_dir: str = DEFAULT_DATA_DIR) -> str:
+    """Where a provider of ``provider_type`` keeps its files when its ``path`` is not set."""
+    return os.path.abspath(os.path.join(data_dir, _PROVIDER_TYPES[provider_type].data_paths["path"]))
 _URL_KEYS = ("api_base", "endpoint_url")
 
 
@@ -441,16 +459,25 @@ def _parse_server(s: _Section) -> ServerConfig:
         "max_connections": s.integer("max_connections", minimum=1),
         "body_min_rate": s.size("body_min_rate"),
         "orphan_upload_age": s.duration("orphan_upload_age", positive=True),
+        "data_dir": os.path.abspath(s.string("data_dir") or DEFAULT_DATA_DIR),
     }))
 
 
-def _parse_store(s: _Section) -> StoreConfig:
+def _absolute_sqlite_url(url: str) -> str:
+    """``sqlite:///relative.db`` → ``sqlite:////<cwd>/relative.db``; absolute and in-memory URLs unchanged."""
+    path = url[len("sqlite:///"):]
+    if not path or path.startswith("/") or path == ":memory:":
+        return url
+    return "sqlite:///" + os.path.abspath(path)
+
+
+def _parse_store(s: _Section, data_dir: str) -> StoreConfig:
     s.reject_unknown(("url",))
     url = s.string("url")
     if url is not None and not url.startswith(STORE_SCHEMES):
         s.problem("url", "must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)")
         url = None
-    return StoreConfig(**_given({"url": url}))
+    return StoreConfig(_absolute_sqlite_url(url or "sqlite:///" + os.path.join(data_dir, STORE_FILE)))
 
 
 def _parse_auth(s: _Section) -> AuthConfig:
@@ -488,7 +515,7 @@ def _parse_timeouts(s: _Section) -> TimeoutConfig:
     return TimeoutConfig(**_given({key: s.duration(key, positive=True) for key in _field_names(TimeoutConfig)}))
 
 
-def _parse_provider_key(s: _Section, key: str, kind: _ProviderType) -> Any:
+def _parse_provider_key(s: _Section, key: str, kind: _ProviderType, data_dir: str) -> Any:
     if key == "shared":
         return s.boolean(key)
     if key == "timeouts":
@@ -499,11 +526,14 @@ def _parse_provider_key(s: _Section, key: str, kind: _ProviderType) -> Any:
         return s.size(key)
     if key in ("deployments", "headers"):
         return s.string_map(key)
+    if key in kind.data_paths:
+        path = s.string(key)
+        return os.path.abspath(path) if path else os.path.abspath(os.path.join(data_dir, kind.data_paths[key]))
     read = s.url if key in _URL_KEYS else s.string
     return read(key, kind.defaults.get(key), required=key in kind.required)
 
 
-def _parse_provider(s: _Section) -> ProviderConfig | None:
+def _parse_provider(s: _Section, data_dir: str) -> ProviderConfig | None:
     """The provider, or None when its name or type is unusable (the problem is recorded)."""
     name = s.string("name", required=True)
     if name is not None and not _PROVIDER_NAME.fullmatch(name):
@@ -519,7 +549,7 @@ def _parse_provider(s: _Section) -> ProviderConfig | None:
     for key in s.data:
         if key not in used:
             s.problem(str(key), f"not used by provider type {type_}" if key in _PROVIDER_FIELDS else "unknown key")
-    values = {key: _parse_provider_key(s, key, kind) for key in (*_COMMON_PROVIDER_KEYS, *kind.keys)}
+    values = {key: _parse_provider_key(s, key, kind, data_dir) for key in (*_COMMON_PROVIDER_KEYS, *kind.keys)}
     for key, partner in (("aws_access_key_id", "aws_secret_access_key"), ("aws_secret_access_key", "aws_access_key_id")):
         if key in kind.keys and s.has(partner) and not s.has(key):
             s.problem(key, f"required when {partner} is set")
@@ -528,15 +558,15 @@ def _parse_provider(s: _Section) -> ProviderConfig | None:
     return ProviderConfig(name=name, type=type_, **_given(values))
 
 
-def _parse_providers(root: _Section) -> tuple[ProviderConfig, ...]:
+def _parse_providers(root: _Section, data_dir: str) -> tuple[ProviderConfig, ...]:
     """The configured providers; with none configured, the one ``local`` provider."""
     sections = root.sections("providers")
     if not sections:
-        return (ProviderConfig(name="local", type="local", path=DEFAULT_LOCAL_PATH),)
+        return (ProviderConfig(name="local", type="local", path=default_provider_path("local", data_dir)),)
     providers: list[ProviderConfig] = []
     first_use: dict[str, str] = {}      # name → the path of the provider that has it first
     for section in sections:
-        provider = _parse_provider(section)
+        provider = _parse_provider(section, data_dir)
         if provider is None:
             continue
         if provider.name in first_use:
@@ -575,11 +605,21 @@ def _parse_filters(root: _Section, auth: AuthConfig) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _parse_log_level(root: _Section) -> str:
-    level = (root.string("log_level") or "info").lower()
+def check_log_level(value: str) -> str:
+    """``value`` as a level name of LOG_LEVELS (any case); the config and the command line share it."""
+    level = value.lower()
     if level not in LOG_LEVELS:
-        root.problem("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def _parse_log_level(root: _Section) -> str:
+    level = root.string("log_level") or "info"
+    try:
+        return check_log_level(level)
+    except ValueError as exc:
+        root.problem("log_level", str(exc))
+        return level
 
 
 # --------------------------------------------------------------------------- entry points
@@ -592,10 +632,10 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     root = _Section(data, "", _Context(env))
     root.reject_unknown(_field_names(Config))
     server = _parse_server(root.section("server"))
-    store = _parse_store(root.section("store"))
+    store = _parse_store(root.section("store"), server.data_dir)
     auth = _parse_auth(root.section("auth"))
     limits = _parse_limits(root.section("limits"))
-    providers = _parse_providers(root)
+    providers = _parse_providers(root, server.data_dir)
     default_provider = _parse_default_provider(root, providers)
     filters = _parse_filters(root, auth)
     log_level = _parse_log_level(root)
@@ -609,10 +649,26 @@ def default_config() -> Config:
     return parse_config({}, env={})
 
 
-def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config:
-    """The validated config from the YAML file at ``path`` (None: the defaults)."""
+def _with_overrides(data: Any, overrides: Mapping[str, Any]) -> Any:
+    """``data`` with each ``"section.key"`` (or top-level ``"key"``) of ``overrides`` set over it."""
+    if not overrides or not isinstance(data, Mapping):
+        return data     # a top level that is not a mapping is reported by parse_config
+    merged = dict(data)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        if not section:
+            merged[key] = value
+        elif isinstance(merged.get(section), Mapping) or merged.get(section) is None:
+            merged[section] = {**(merged.get(section) or {}), key: value}
+    return merged
+
+
+def load_config(path: str | None, env: Mapping[str, str] = os.environ,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """The validated config from the YAML file at ``path`` (None: the defaults), with
+    ``overrides`` (``{"server.port": 9000}``, from the command line or environment) over the file."""
     if path is None:
-        return default_config()
+        return parse_config(_with_overrides({}, overrides or {}), env) if overrides else default_config()
     try:
         with open(path, "rb") as f:
             data = yaml.load(f, Loader=_YamlLoader)
@@ -623,7 +679,7 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
         raise ConfigError([f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
-    return parse_config({} if data is None else data, env)
+    return parse_config(_with_overrides({} if data is None else data, overrides or {}), env)
 
 
 def check_config_main(path: str | None) -> int:

@@ -19,6 +19,7 @@ from .exchange import Exchange
 from .janitor import clean_orphans
 from .providers import create_provider
 from .routes import Router
+from .startup import StartupError, reason
 from .store import open_store
 
 if TYPE_CHECKING:
@@ -67,9 +68,17 @@ class Gateway:
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self.store.open()
+        """Open the store and start the providers; a failure is a :class:`StartupError` naming
+        what could not start (the caller closes the gateway)."""
+        try:
+            await self.store.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open store {self.config.store.masked_url}: {reason(exc)}") from exc
         for p in self.providers.values():
-            await p.start()
+            try:
+                await p.start()
+            except Exception as exc:
+                raise StartupError(f"cannot start provider {p.name} (type {p.type}): {reason(exc)}") from exc
         # What a crashed process left: partial uploads and the quota their reservations hold.
         await self.clean_orphans()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"  # the pid tells workers apart
 ACCESS_LOGGER = "sluicegate.access"
 MAX_MESSAGE_CHARS = 8192
 

@@ -1,9 +1,14 @@
 """The listener: aiohttp's low-level server, uvloop, worker processes, graceful drain.
 
-``--workers N`` forks N processes that each bind the port with ``SO_REUSEPORT`` and run their
-own event loop (Envoy's one-loop-per-worker model); the kernel spreads connections. On
-SIGTERM (or SIGINT) a worker stops being ready at once (``/readyz`` → 503, new API requests →
-503 with ``Retry-After``), lets in-flight exchanges finish, and exits within
+The starting process binds the listening socket first (:func:`proxy.startup.bind_listeners`,
+no ``SO_REUSEPORT``, so a second gateway on the port fails instead of sharing it), then opens
+the store and providers. ``--workers N`` forks N processes that inherit that one socket and
+each accept on it with their own event loop (Envoy's one-loop-per-worker model); the parent
+only supervises. Any start-up failure is one ``sluicegate: …`` line on stderr and a non-zero
+exit, in either mode: a worker reports its failure to the parent, which stops the others and
+exits. A worker that ends on its own stops the whole gateway, so a supervisor restarts it
+whole. On SIGTERM (or SIGINT) a worker stops being ready at once (``/readyz`` → 503, new API
+requests → 503 with ``Retry-After``), lets in-flight exchanges finish, and exits within
 ``server.drain_timeout``.
 """
 from __future__ import annotations
@@ -14,14 +19,17 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
+import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from aiohttp import web
 
 from .gateway import Gateway
 from .http_server import GatewayServer
 from .logs import setup_logging  # noqa: F401 - where callers import it from
+from .startup import BACKLOG, StartupError, bind_listeners, reason
 
 if TYPE_CHECKING:
     from .config import Config
@@ -38,9 +46,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(config: "Config", *, reuse_port: bool = False) -> None:
-    gw = Gateway(config)
-    await gw.start()
+async def serve(config: "Config", sockets: list[socket.socket]) -> None:
+    """Serve on the already bound ``sockets`` until SIGTERM/SIGINT, then drain. A failure
+    before the gateway serves is a :class:`StartupError`, with everything opened closed again."""
+    gw: Gateway | None = None
+    try:
+        gw = Gateway(config)
+        await gw.start()
+    except BaseException as exc:
+        log.debug("start-up failed", exc_info=True)
+        if gw is not None:
+            await _close_quietly(gw)    # the store's thread would keep the process alive
+        if isinstance(exc, StartupError) or not isinstance(exc, Exception):
+            raise
+        raise StartupError(f"cannot start: {reason(exc)}") from exc
     # Everything allocated so far lives for the whole process: move it out of the cyclic
     # collector's sight, and collect less often, so full collections stop costing tens of
     # milliseconds of tail latency on a busy worker.
@@ -58,12 +77,19 @@ async def serve(config: "Config", *, reuse_port: bool = False) -> None:
     # would add a second drain_timeout on top.
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port or None, backlog=2048)
-    await site.start()
+    sites = [web.SockSite(runner, sock, backlog=BACKLOG) for sock in sockets]
+    try:
+        for site in sites:
+            await site.start()
+    except Exception as exc:
+        await runner.cleanup()
+        await _close_quietly(gw)
+        raise StartupError(f"cannot serve on {srv.host}:{srv.port}: {reason(exc)}") from exc
     if not config.auth.enabled and not _is_loopback(srv.host):
         log.warning("auth is off and the gateway listens on %s: anyone who can reach it shares one tenant. "
                     "Configure auth.keys.", srv.host)
-    log.info("sluicegate listening on http://%s:%d (pid %d, providers: %s)", srv.host, srv.port, os.getpid(),
+    host = f"[{srv.host}]" if ":" in srv.host else srv.host  # an IPv6 address in a URL
+    log.info("sluicegate listening on http://%s:%d (pid %d, providers: %s)", host, srv.port, os.getpid(),
              ", ".join(gw.providers))
 
     stop = asyncio.Event()
@@ -79,10 +105,19 @@ async def serve(config: "Config", *, reuse_port: bool = False) -> None:
         await asyncio.sleep(0.05)
     if gw.inflight:
         log.warning("drain timeout: closing %d request(s) still in flight", gw.inflight)
-    await site.stop()
+    for site in sites:
+        await site.stop()
     await runner.cleanup()
     await gw.close()
     log.info("stopped")
+
+
+async def _close_quietly(gw: Gateway) -> None:
+    """Close what a failed start-up opened; the start-up failure is what gets reported."""
+    try:
+        await gw.close()
+    except Exception:
+        log.debug("closing after a failed start-up", exc_info=True)
 
 
 def _install_uvloop() -> None:
@@ -93,42 +128,137 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _print_failure(line: str) -> None:
+    print(f"sluicegate: {line}", file=sys.stderr, flush=True)
+
+
+def _serve_here(config: "Config", sockets: list[socket.socket], report: Callable[[str], None]) -> int:
+    """Run one gateway event loop in this process; the exit code (1: it could not start)."""
+    try:
+        asyncio.run(serve(config, sockets))
+    except StartupError as exc:
+        report(str(exc))
+        return 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0
+
+
+def _log_where_data_goes(config: "Config") -> None:
+    log.info("data directory %s; store %s", config.server.data_dir, config.store.masked_url)
+    for p in config.providers:
+        if p.path:
+            log.info("provider %s (type %s) keeps files in %s", p.name, p.type, p.path)
+
+
 def run(config: "Config") -> int:
     """Run the gateway in the foreground with ``server.workers`` processes; returns an exit code."""
+    srv = config.server
+    try:
+        sockets = bind_listeners(srv.host, srv.port)
+    except StartupError as exc:
+        _print_failure(str(exc))
+        return 1
+    _log_where_data_goes(config)
     _install_uvloop()
-    workers = config.server.workers
-    if workers <= 1:
-        asyncio.run(serve(config))
-        return 0
-    children: list[int] = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                asyncio.run(serve(config, reuse_port=True))
-            except BaseException:  # pragma: no cover
-                log.exception("worker failed")
-                os._exit(1)
-            os._exit(0)
-        children.append(pid)
+    if srv.workers <= 1:
+        return _serve_here(config, sockets, _print_failure)
+    return _supervise_workers(config, sockets)
 
-    def forward(signum: int, _frame: object) -> None:
+
+_EXITED_NORMALLY = (0, -signal.SIGTERM, -signal.SIGINT)
+
+
+def _supervise_workers(config: "Config", sockets: list[socket.socket]) -> int:
+    """Fork ``server.workers`` workers on the inherited ``sockets`` and wait for them. The first
+    worker that ends (a start-up failure, a crash, a signal) stops the others; the exit code is
+    1 if any worker failed. Workers write start-up failures to a pipe, so the same failure of N
+    workers is printed once."""
+    reports, report_end = os.pipe()
+    children: set[int] = set()
+    stopping = False
+
+    def stop_all(signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
         for pid in children:
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for pid in children:
-        while True:
+    # Installed before forking, so a signal during the forks is not lost; each child resets them.
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    parent = os.getpid()
+    for _ in range(config.server.workers):
+        if stopping:
+            break
+        pid = os.fork()
+        if pid == 0:  # worker: whatever happens, it never returns into the parent's loop
+            code = 1
             try:
-                _, st = os.waitpid(pid, 0)
-                break
-            except InterruptedError:  # pragma: no cover
-                continue
-        if os.waitstatus_to_exitcode(st) not in (0, -signal.SIGTERM, -signal.SIGINT):
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                os.close(reports)
+                _end_with_parent(parent)
+                code = _serve_here(config, sockets, lambda line: os.write(report_end, (line + "\n").encode()))
+            except KeyboardInterrupt:
+                pass
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                os._exit(code)
+        children.add(pid)
+    os.close(report_end)
+    for sock in sockets:  # the workers hold the port now
+        sock.close()
+    os.set_blocking(reports, False)
+    printed: set[str] = set()
+    status = 0
+    while children:
+        pid, st = os.wait()
+        children.discard(pid)
+        _print_reports(reports, printed)
+        code = os.waitstatus_to_exitcode(st)
+        if code not in _EXITED_NORMALLY:
             status = 1
+        if children and not stopping:
+            if code not in _EXITED_NORMALLY and not printed:
+                log.error("worker %d exited with %d; stopping the gateway", pid, code)
+            stop_all()
+    _print_reports(reports, printed)
+    os.close(reports)
     return status
+
+
+def _print_reports(reports: int, printed: set[str]) -> None:
+    """Print the start-up failures workers wrote so far, each distinct line once."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(reports, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    for line in data.decode(errors="replace").splitlines():
+        if line not in printed:
+            printed.add(line)
+            _print_failure(line)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGTERM this worker when the parent dies (even by SIGKILL), so
+    workers are never orphaned serving a port their supervisor no longer watches."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+

@@ -21,6 +21,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The command line's environment variables (proxy/__main__.py OPTIONS; tests/test_startup.py
+# checks the two lists agree).
+CLI_ENV_VARS = ("SLUICEGATE_CONFIG", "SLUICEGATE_HOST", "SLUICEGATE_PORT", "SLUICEGATE_WORKERS",
+                "SLUICEGATE_LOG_LEVEL", "SLUICEGATE_DATA_DIR")
+
+
+def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a gateway process: this worktree's code first on the path, and none
+    of the command line's variables (SLUICEGATE_PORT, …) from the outer environment, only
+    those in ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV_VARS}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
 def proc_memory(pid: int) -> dict[str, int]:
     """Current (VmRSS) and peak (VmHWM) resident set size of a process, in bytes."""
     out = {}
@@ -66,9 +82,7 @@ class GatewayProcess:
             args += ["--config", str(cfg_path)]
         if self.workers != 1:
             args += ["--workers", str(self.workers)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
-        env.update(self.env)
+        env = gateway_env(self.env)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 20

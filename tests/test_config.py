@@ -91,17 +91,19 @@ def one_problem(data: dict, env: dict[str, str] | None = None) -> str:
 # --------------------------------------------------------------------------- defaults
 
 
-def test_default_config():
+def test_default_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     config = default_config()
-    assert config.server == ServerConfig("127.0.0.1", 8080, 1, "/v1", 30.0, 256 * 1024)
+    data = tmp_path / "sluicegate-data"
+    assert config.server == ServerConfig("127.0.0.1", 8080, 1, "/v1", 30.0, 256 * 1024, data_dir=str(data))
     assert config.server.orphan_upload_age == 3600.0
     assert parse_config({"server": {"orphan_upload_age": "5m"}}, env={}).server.orphan_upload_age == 300.0
-    assert config.store == StoreConfig("sqlite:///./sluicegate-data/sluicegate.db")
+    assert config.store == StoreConfig(f"sqlite:///{data}/sluicegate.db")
     assert config.auth == AuthConfig(())
     assert not config.auth.enabled
     assert config.limits == LimitsConfig(512 * MiB, 200 * MiB, 100 * 10**9, 50_000, 32 * MiB)
     assert config.default_provider == "local"
-    assert config.providers == (ProviderConfig(name="local", type="local", path="./sluicegate-data/files"),)
+    assert config.providers == (ProviderConfig(name="local", type="local", path=str(data / "files")),)
     assert config.filters == DEFAULT_FILTERS == (
         "auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log")
     assert config.log_level == "info"
@@ -143,7 +145,6 @@ def test_provider_defaults():
         ({"type": "openai", "api_key": "k"}, "api_base", "https://api.openai.com/v1"),
         ({"type": "groq", "api_key": "k"}, "api_base", "https://api.groq.com/openai/v1"),
         ({"type": "anthropic", "api_key": "k"}, "api_base", "https://api.anthropic.com"),
-        ({"type": "local"}, "path", "./sluicegate-data/files"),
         ({"type": "vertex", "bucket": "b", "project_id": "p"}, "region", "us-central1"),
     ],
 )
@@ -170,11 +171,14 @@ def test_config_objects_are_frozen():
 # --------------------------------------------------------------------------- full example
 
 
-def test_full_example(tmp_path):
+def test_full_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     config = load_config(write(tmp_path, FULL_EXAMPLE), env=ENV)
     assert isinstance(config, Config)
-    assert config.server == ServerConfig("0.0.0.0", 9000, 4, "/gateway/v1", 45.0, MiB)
-    assert config.store.url == "sqlite:///gw/os.environ-not-a-ref.db"
+    assert config.server == ServerConfig("0.0.0.0", 9000, 4, "/gateway/v1", 45.0, MiB,
+                                         data_dir=str(tmp_path / "sluicegate-data"))
+    # explicit relative paths are relative to the working directory, made absolute at load
+    assert config.store.url == f"sqlite:///{tmp_path}/gw/os.environ-not-a-ref.db"
     assert config.auth.enabled
     assert config.auth.keys == (AuthKey("sk-team-a", "team-a"), AuthKey("sk-admin", "ops", admin=True))
     assert config.limits == LimitsConfig(512 * MiB, 200 * MiB, 100 * 10**9, 50_000, 32 * MiB)
@@ -189,7 +193,7 @@ def test_full_example(tmp_path):
     assert (azure.api_base, azure.api_key, azure.api_version) == (
         "https://res.openai.azure.com", "azure-secret", "2024-10-21")
     assert azure.deployments == {"gpt-4o": "my-gpt4o-deployment"}
-    assert config.provider("local").path == "./sluicegate-data/files"
+    assert config.provider("local").path == str(tmp_path / "sluicegate-data" / "files")
     bedrock = config.provider("my-bedrock")
     assert (bedrock.bucket, bedrock.region, bedrock.prefix, bedrock.endpoint_url) == (
         "batch-in", "us-east-1", "gw/", "http://localhost:5000")
@@ -226,6 +230,52 @@ def test_blank_optional_value_means_default():
                                           "api_base": None}]}, env={})
     assert config.providers[0].organization is None
     assert config.providers[0].api_base == "https://api.openai.com/v1"
+
+
+# --------------------------------------------------------------------------- server.data_dir
+
+
+@pytest.mark.parametrize("data_dir", ["/srv/gw-data", "rel/data"])
+def test_data_dir_is_the_base_of_the_default_paths(tmp_path, monkeypatch, data_dir):
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"server": {"data_dir": data_dir},
+                           "providers": [{"name": "local", "type": "local"},
+                                         {"name": "claude", "type": "anthropic", "api_key": "k"}]}, env={})
+    base = tmp_path / data_dir if not data_dir.startswith("/") else data_dir
+    assert config.server.data_dir == str(base)
+    assert config.store.url == f"sqlite:///{base}/sluicegate.db"
+    assert config.provider("local").path == f"{base}/files"
+    assert config.provider("claude").path == f"{base}/anthropic-batches"
+    # without providers, the embedded local provider too
+    assert parse_config({"server": {"data_dir": data_dir}}, env={}).providers[0].path == f"{base}/files"
+
+
+def test_explicit_paths_do_not_move_with_data_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"server": {"data_dir": "/srv/gw-data"}, "store": {"url": "sqlite:///db/gw.db"},
+                           "providers": [{"name": "local", "type": "local", "path": "files"},
+                                         {"name": "abs", "type": "local", "path": "/mnt/files"}]}, env={})
+    assert config.store.url == f"sqlite:///{tmp_path}/db/gw.db"
+    assert [p.path for p in config.providers] == [str(tmp_path / "files"), "/mnt/files"]
+    assert parse_config({"store": {"url": "sqlite:///:memory:"}}, env={}).store.url == "sqlite:///:memory:"
+
+
+def test_overrides_win_over_the_file_and_move_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "server: {port: 9000, host: 0.0.0.0, data_dir: from-file}\nlog_level: warning\n")
+    config = load_config(path, env={}, overrides={"server.port": 9100, "server.data_dir": "/srv/d",
+                                                  "log_level": "debug"})
+    assert (config.server.port, config.server.host, config.log_level) == (9100, "0.0.0.0", "debug")
+    assert config.store.url == "sqlite:////srv/d/sluicegate.db"
+    assert load_config(None, env={}, overrides={"server.workers": 3}).server.workers == 3
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={}, overrides={"log_level": "verbose"})
+    assert info.value.problems == ["log_level: must be one of debug, info, warning, error, critical"]
+
+
+def test_store_masked_url():
+    assert StoreConfig("postgresql://gw:hunter2@db:5432/gw").masked_url == "postgresql://gw:***@db:5432/gw"
+    assert StoreConfig("sqlite:////data/gw.db").masked_url == "sqlite:////data/gw.db"
 
 
 # --------------------------------------------------------------------------- environment references

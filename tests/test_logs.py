@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import socket
 
@@ -16,7 +17,7 @@ from tests.conftest import passthrough_config
 KEY = "sk-log-team"
 FORGED = "2026-01-01 00:00:00,000 ERROR sluicegate FORGED"
 # A text-log line of the gateway's own: its timestamp, a level, a logger name.
-TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.-]+ ")
+TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.-]+\[\d+\] ")
 
 
 def _raw(port: int, request: bytes) -> bytes:
@@ -161,4 +162,4 @@ def test_log_level_switches_the_access_log(level, access_on):
         logging.getLogger().setLevel(root_level)
         logging.getLogger(ACCESS_LOGGER).propagate = True
     assert access.getvalue() == (b'{"status":200}\n' if access_on else b"")
-    assert text.getvalue().endswith(" WARNING sluicegate two\\nlines\n")
+    assert text.getvalue().endswith(f" WARNING sluicegate[{os.getpid()}] two\\nlines\n")

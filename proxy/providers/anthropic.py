@@ -29,7 +29,7 @@ Uploads (any purpose but ``batch``)
     are translated while they stream in (:func:`~proxy.transforms.batch_anthropic.anthropic_batch_translator`,
     default model ``model`` from the config) into Message Batches request rows
     ``{"custom_id", "params"}`` and the translated JSONL is kept on the gateway's disk under
-    ``path`` (default ``./sluicegate-data/anthropic-batches``), written to ``.partial/`` and
+    ``path`` (default ``<server.data_dir>/anthropic-batches``), written to ``.partial/`` and
     renamed into place when complete. ``files.content`` returns those translated rows, and
     the File object's ``bytes`` is their size. ``custom_id`` s Anthropic cannot carry
     (1–64 of ``[A-Za-z0-9_-]``) are rewritten; the map back to the client's ids is kept
@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import orjson
 
+from ..config import default_provider_path
 from ..errors import GatewayError, error_type_for
 from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
@@ -87,7 +88,6 @@ log = logging.getLogger("sluicegate.anthropic")
 ANTHROPIC_API_BASE = "https://api.anthropic.com"
 ANTHROPIC_MAX_FILE_SIZE = 500 * 1000**2        # "500 MB per file" (§5.5)
 ANTHROPIC_MAX_BATCH_REQUESTS = 100_000         # per Message Batch (§5.7)
-DEFAULT_BATCH_PATH = "./sluicegate-data/anthropic-batches"
 FILES_BETA = "files-api-2025-04-14"
 BATCH_KIND = "anthropic_batch"
 
@@ -415,7 +415,7 @@ class AnthropicProvider(Provider):
         super().__init__(config)
         base = (config.api_base or ANTHROPIC_API_BASE).rstrip("/")
         self.base = base[:-3] if base.endswith("/v1") else base
-        self.root = os.path.abspath(getattr(config, "path", None) or DEFAULT_BATCH_PATH)
+        self.root = os.path.abspath(getattr(config, "path", None) or default_provider_path(self.type))
         self.partial_dir = os.path.join(self.root, ".partial")
         self.default_model = getattr(config, "model", None)
         headers = {

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..config import default_provider_path
 from ..errors import GatewayError
 from .base import Download, Provider
 from .sink import SinkResult
@@ -129,7 +130,7 @@ class LocalProvider(Provider):
 
     def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
         super().__init__(config)
-        self.root = os.path.abspath(config.path or "./sluicegate-data/files")
+        self.root = os.path.abspath(config.path or default_provider_path(self.type))
         self.partial_dir = os.path.join(self.root, ".partial")
 
     async def start(self) -> None:

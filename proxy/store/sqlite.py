@@ -66,6 +66,7 @@ CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant);
 _USED = ("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?)"
          " + (SELECT COALESCE(SUM(bytes), 0) FROM reservations WHERE tenant = ? AND id IS NOT ?)")
 _RESERVATION_COLS = "id, tenant, owner, provider, bytes, location, started_at, heartbeat"
+_BUSY_TIMEOUT_MS = 10_000
 
 _FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
 
@@ -117,9 +118,20 @@ class SQLiteStore:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
+        # Workers starting together on a new database contend for the locks that switching to
+        # WAL and creating the schema take, and must wait, not fail: busy_timeout first, and
+        # the switch to WAL retried, since SQLite answers it "locked" without waiting.
+        await self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                await self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=10000")
         await self._db.executescript(_SCHEMA)
         if self.path != ":memory:":  # an in-memory database has no other connection
             self._probe = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.1)
