@@ -331,6 +331,19 @@ def test_responses_create_json(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     assert raw["output"] == [o.model_dump(mode="json", exclude_unset=True) for o in response.output]
 
 
+def test_responses_create_refuses_wrongly_typed_parameters(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """OpenAI's 400s (invalid_type / invalid_value), and null as the parameter's default."""
+    for extra, param, code in (({"truncation": [[1]]}, "truncation", "invalid_type"),
+                               ({"truncation": "sometimes"}, "truncation", "invalid_value"),
+                               ({"temperature": "hot"}, "temperature", "invalid_type"),
+                               ({"parallel_tool_calls": 1}, "parallel_tool_calls", "invalid_type")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model="gpt-4o-mini", input="hi", extra_body=extra)
+        assert (err.value.body["param"], err.value.body["code"]) == (param, code)  # type: ignore[index]
+    r = client.responses.create(model="gpt-4o-mini", input="hi", extra_body={"parallel_tool_calls": None})
+    assert r.parallel_tool_calls is True
+
+
 def test_responses_stream_events_and_wire_format(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     events = list(client.responses.create(model="m", input="one two", stream=True))
     assert [e.type for e in events] == STREAM_EVENT_TYPES

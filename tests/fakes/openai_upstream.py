@@ -76,6 +76,56 @@ def _or_default(body: dict, key: str, default: object) -> object:
     return default if value is None else value
 
 
+# responses.create parameters the fake echoes into the Response object, with the types
+# OpenAI's API accepts for them (openai-python ``ResponseCreateParams``; OpenAI's API reference
+# for POST /v1/responses). OpenAI answers a wrong type with a 400 ``invalid_type`` and a value
+# outside an enum with a 400 ``invalid_value``, before anything is generated.
+_NUMBER = (int, float)
+_ECHOED_PARAMS: dict[str, tuple[tuple[type, ...], str]] = {
+    "instructions": ((str, list), "a string"),
+    "max_output_tokens": ((int,), "an integer"),
+    "max_tool_calls": ((int,), "an integer"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "prompt_cache_key": ((str,), "a string"),
+    "reasoning": ((dict,), "an object"),
+    "safety_identifier": ((str,), "a string"),
+    "service_tier": ((str,), "a string"),
+    "temperature": (_NUMBER, "a decimal"),
+    "text": ((dict,), "an object"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "tools": ((list,), "an array"),
+    "top_logprobs": ((int,), "an integer"),
+    "top_p": (_NUMBER, "a decimal"),
+    "truncation": ((str,), "a string"),
+    "user": ((str,), "a string"),
+    "metadata": ((dict,), "an object"),
+}
+_ENUMS = {
+    "truncation": ("auto", "disabled"),
+    "service_tier": ("auto", "default", "flex", "scale", "priority"),
+    "tool_choice": ("none", "auto", "required"),
+}
+_JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a decimal", str: "a string", list: "an array",
+                    dict: "an object"}
+
+
+def _check_echoed_params(body: dict) -> None:
+    """OpenAI's 400s for a wrongly typed (or out-of-enum) parameter the fake would echo."""
+    for key, (types, expected) in _ECHOED_PARAMS.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        # bool is an int in Python, never in JSON
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            got = _JSON_TYPE_NAMES.get(type(value), "another type")
+            raise _ApiError(400, f"Invalid type for '{key}': expected {expected}, but got {got} instead.",
+                            param=key, code="invalid_type")
+        allowed = _ENUMS.get(key)
+        if allowed and isinstance(value, str) and value not in allowed:
+            raise _ApiError(400, f"Invalid value: '{value[:64]}'. Supported values are: "
+                            + ", ".join(f"'{a}'" for a in allowed) + ".", param=key, code="invalid_value")
+
+
 # ============================================================================ records
 @dataclass
 class UploadedPart:
@@ -1199,6 +1249,7 @@ class FakeOpenAI:
             raise _ApiError(
                 400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
             )
+        _check_echoed_params(body)
         previous = body.get("previous_response_id")
         if previous is not None:
             with self._lock:
