@@ -1,6 +1,6 @@
 """anthropic: files in Anthropic's Files API, behind gateway-minted OpenAI-looking ids.
 
-Anthropic's Files API (provider-apis.md §5) differs from OpenAI's in ways a client of the
+Anthropic's Files API (docs/provider-facts.md §5) differs from OpenAI's in ways a client of the
 gateway must never see, so this provider is *gateway-managed* (``passthrough = False``): the
 gateway mints ``file-…`` ids, keeps ``purpose`` and ownership in its store, and maps each id
 to Anthropic's ``file_…`` id (``FileRecord.location["anthropic_id"]``).
@@ -50,10 +50,11 @@ Other operations
     downloading them — unless Anthropic's metadata says ``downloadable: true``, when
     ``GET /v1/files/{id}/content`` is streamed through.
 
-Errors ``{"type":"error","error":{"type","message"}}`` become OpenAI's shape (§9.4): 404 →
-404 ``file_not_found``; 429 → 429 ``rate_limit_exceeded`` with ``Retry-After``; 529
-overloaded → 503 ``upstream_overloaded``; 401/403 → 502 (the gateway's key was refused);
-other 5xx → 502, timeouts 504. The gateway's key never appears in a message.
+Errors ``{"type":"error","error":{"type","message"}}`` become OpenAI's shape
+(docs/provider-facts.md §9.4): 404 → 404 ``file_not_found``; 429 → 429 ``rate_limit_exceeded``
+with ``Retry-After``; 529 overloaded → 503 ``upstream_overloaded``; 401/403 → 502 (the
+gateway's key was refused); other 5xx → 502, timeouts 504. The gateway's key never appears
+in a message.
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluicegate.anthropic")
 
 ANTHROPIC_API_BASE = "https://api.anthropic.com"
-ANTHROPIC_MAX_FILE_SIZE = 500 * 1000**2        # "500 MB per file" (§5.5)
-ANTHROPIC_MAX_BATCH_REQUESTS = 100_000         # per Message Batch (§5.7)
+ANTHROPIC_MAX_FILE_SIZE = 500 * 1000**2        # "500 MB per file" (docs/provider-facts.md §5.5)
+ANTHROPIC_MAX_BATCH_REQUESTS = 100_000         # per Message Batch (docs/provider-facts.md §5.7)
 FILES_BETA = "files-api-2025-04-14"
 BATCH_KIND = "anthropic_batch"
 

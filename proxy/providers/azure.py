@@ -1,6 +1,6 @@
 """Azure OpenAI: pass-through with Azure's URL scheme, auth header and shapes.
 
-Two URL families (provider-apis.md §4.1):
+Two URL families (docs/provider-facts.md §4.1):
 
 * classic — ``{api_base}/openai/files?api-version=2024-10-21``; upload answers 201 with
   ``status: "pending"``; list has only ``object`` and ``data``;

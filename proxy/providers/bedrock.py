@@ -86,7 +86,7 @@ MAX_IN_FLIGHT = 2
 # Parts are sized so that the largest allowed upload needs at most this many (S3: 10,000).
 _PARTS_TARGET = 9_000
 _DEFAULT_FILE_LIMIT = 512 << 20
-# Bedrock's default "records per input file" quota (provider-apis.md §7.2: quotas vary, check
+# Bedrock's default "records per input file" quota (docs/provider-facts.md §7.2: quotas vary, check
 # Service Quotas). The batch_jsonl filter applies the operator's own, usually lower, limit.
 _MAX_BATCH_LINES = 50_000
 # The recordId → custom_id map lives in the store row; ids Bedrock carries unchanged cost nothing.

@@ -1,7 +1,7 @@
 """Google Cloud Storage for the Vertex provider: a streaming upload sink and a few object helpers.
 
 Uploads run GCS's resumable-upload protocol by hand over aiohttp, because gcloud-aio-storage
-uploads only seekable, known-length sources in one PUT (provider-apis.md §8.5-8.6):
+uploads only seekable, known-length sources in one PUT (docs/provider-facts.md §8.5-8.6):
 
 1. ``POST {api_root}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&name=...`` with the
    object metadata as JSON; the session URI comes back in ``Location``.

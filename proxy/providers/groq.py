@@ -1,4 +1,4 @@
-"""Groq: OpenAI-compatible pass-through (provider-apis.md §6), with Groq's differences closed.
+"""Groq: OpenAI-compatible pass-through (docs/provider-facts.md §6), with Groq's differences closed.
 
 * Base ``https://api.groq.com/openai/v1``, ``Authorization: Bearer <gsk_… key>``; the raw
   multipart body is teed upstream unchanged, exactly as for OpenAI.
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluicegate.groq")
 
 GROQ_API_BASE = "https://api.groq.com/openai/v1"
-GROQ_MAX_FILE_SIZE = 100 * 1000**2          # "100 MB" (§6)
+GROQ_MAX_FILE_SIZE = 100 * 1000**2          # "100 MB" (docs/provider-facts.md §6)
 GROQ_PURPOSES = ("batch",)
 
 

@@ -66,7 +66,7 @@ MODEL_HEADER = "x-tfy-provider-model"
 DEFAULT_CHUNK_SIZE = 8 << 20
 _MAX_CHUNK_SIZE = 256 << 20
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-# Vertex's documented per-job cap (provider-apis.md §8.1). The batch_jsonl filter applies the
+# Vertex's documented per-job cap (docs/provider-facts.md §8.1). The batch_jsonl filter applies the
 # operator's own, usually lower, limit before a line reaches the translator.
 _MAX_BATCH_LINES = 200_000
 # The id map lives in the store row; ids that labels carry unchanged cost nothing.

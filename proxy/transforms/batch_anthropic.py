@@ -1,4 +1,4 @@
-"""OpenAI batch rows → Anthropic Message Batches request objects (provider-apis.md §5.7).
+"""OpenAI batch rows → Anthropic Message Batches request objects (docs/provider-facts.md §5.7).
 
 Each line becomes ``{"custom_id", "params"}`` with ``params`` a non-streaming Messages
 request. The rows are JSONL; the caller wraps them as ``{"requests": [...]}`` for
@@ -14,7 +14,7 @@ CLAUDE_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/w
 
 ANTHROPIC = Target("Anthropic", image_types=CLAUDE_IMAGE_TYPES, url_schemes=frozenset({"https"}))
 
-# custom_id: 1-64 of [A-Za-z0-9_-] (§5.7); others become "L<line>".
+# custom_id: 1-64 of [A-Za-z0-9_-] (docs/provider-facts.md §5.7); others become "L<line>".
 CUSTOM_IDS = IdRule(r"[A-Za-z0-9_-]{1,64}", prefix="L")
 
 

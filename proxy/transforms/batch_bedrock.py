@@ -1,4 +1,4 @@
-"""OpenAI batch rows → Bedrock batch-inference records (provider-apis.md §7.2).
+"""OpenAI batch rows → Bedrock batch-inference records (docs/provider-facts.md §7.2).
 
 Each line becomes ``{"recordId", "modelInput"}``; ``modelInput`` depends on the model family:
 
@@ -18,8 +18,8 @@ from .batch_translate import BatchTranslator, IdRule
 from .chat_mapping import ChatRequest, Part, Target, Text, compact, read_request
 from .jsonl import describe
 
-# recordId: alphanumeric (§7.2); others become "R" + 10 digits (11 characters, the length
-# older Bedrock docs asked for).
+# recordId: alphanumeric (docs/provider-facts.md §7.2); others become "R" + 10 digits
+# (11 characters, the length older Bedrock docs asked for).
 RECORD_IDS = IdRule(r"[A-Za-z0-9]{1,64}", prefix="R", digits=10)
 
 _CONVERSE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})

@@ -1,4 +1,4 @@
-"""OpenAI batch rows → Vertex AI Gemini batch-prediction lines (provider-apis.md §8.2).
+"""OpenAI batch rows → Vertex AI Gemini batch-prediction lines (docs/provider-facts.md §8.2).
 
 Each line becomes ``{"request": GenerateContentRequest}``. Vertex has no per-line id, but
 the output echoes the request, so the ``custom_id`` rides in ``request.labels`` under

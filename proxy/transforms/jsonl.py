@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 
-# Endpoints ``POST /v1/batches`` accepts (provider-apis.md §1.8), in the order messages list them.
+# Endpoints ``POST /v1/batches`` accepts (docs/provider-facts.md §1.8), in the order messages list them.
 BATCH_ENDPOINTS = (
     "/v1/responses",
     "/v1/chat/completions",

@@ -1,4 +1,4 @@
-"""Faithful fake of Anthropic's Files API (provider-apis.md §5), plus the shared fake machinery.
+"""Faithful fake of Anthropic's Files API (docs/provider-facts.md §5), plus the shared fake machinery.
 
 Run it in a :class:`~tests.fakes.threaded.ThreadedServer` (the context manager does)::
 
@@ -6,16 +6,16 @@ Run it in a :class:`~tests.fakes.threaded.ThreadedServer` (the context manager d
         ...   # point a gateway at fake.url (paths start with /v1/…)
         assert fake.requests.filter("POST", "/v1/files")[-1].headers["x-api-key"] == fake.api_key
 
-What it checks, as the real service does (§5.1, §5.2, §5.6):
+What it checks, as the real service does (docs/provider-facts.md §5.1, §5.2, §5.6):
 
 * ``x-api-key`` (or, for API version ``2026-10-21``, ``Authorization: Bearer``) — missing or
   wrong → 401 ``authentication_error``;
 * ``anthropic-version`` on every request — missing or unknown → 400 ``invalid_request_error``;
 * under ``2023-06-01`` the files beta ``anthropic-beta: files-api-2025-04-14`` (a comma list or
-  a repeated header) — missing → **400** ``invalid_request_error`` naming the header. The
-  real status is not documented (§11); a 404 would reach a gateway's client as "file not
-  found" and hide the misconfiguration, while a 400 that names the header makes it visible,
-  so the fake chose 400. Under ``2026-10-21`` the Files API is GA and needs no beta header.
+  a repeated header) — missing → **400** ``invalid_request_error`` naming the header. No
+  source gives the real status (tests/fakes/README.md); a 404 would reach a gateway's client
+  as "file not found" and hide the misconfiguration, while a 400 that names the header makes
+  it visible, so the fake chose 400. Under ``2026-10-21`` the Files API is GA and needs no beta header.
 * upload: ``multipart/form-data`` with exactly one part, ``file`` (any other part → 400),
   streamed to disk and hashed, never buffered; ≤ ``max_file_size`` (500 MB) else 413
   ``request_too_large``; answers FileMetadata (``size_bytes``, RFC 3339 ``created_at``,
@@ -25,7 +25,7 @@ What it checks, as the real service does (§5.1, §5.2, §5.6):
   ``{"data", "has_more", "first_id", "last_id"}`` (no ``object`` key);
 * delete → ``{"id", "type": "file_deleted"}``; content → only ``downloadable`` files (seed one
   with ``add_file(..., downloadable=True)``), otherwise 400 ``invalid_request_error`` (the
-  newer API's ``file_not_downloadable``, §5.2).
+  newer API's ``file_not_downloadable``, docs/provider-facts.md §5.2).
 * errors: ``{"type":"error","error":{"type","message"},"request_id"}`` and a ``request-id``
   response header.
 

@@ -1,4 +1,4 @@
-"""Faithful fake of Groq's (OpenAI-compatible) Files API, provider-apis.md §6.
+"""Faithful fake of Groq's (OpenAI-compatible) Files API, docs/provider-facts.md §6.
 
     with FakeGroq(data_dir=tmp_path) as fake:
         ...   # gateway api_base = fake.base_url  (= fake.url + "/openai/v1")

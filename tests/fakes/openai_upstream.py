@@ -1,8 +1,8 @@
 """Faithful fake of the OpenAI / Azure OpenAI Files and Responses HTTP APIs.
 
-Shapes follow /work/shared/docs/provider-apis.md (§1 Files, §2 SDK wire behaviour, §3
-Responses, §4 Azure classic family).  The fake is an ``aiohttp`` application meant to run
-in a :class:`~tests.fakes.threaded.ThreadedServer`::
+Shapes follow docs/provider-facts.md (§1 Files, §2 SDK wire behaviour, §3 Responses, §4
+Azure classic family); tests/fakes/README.md lists each fact's source.  The fake is an
+``aiohttp`` application meant to run in a :class:`~tests.fakes.threaded.ThreadedServer`::
 
     with FakeOpenAI(flavor="openai", data_dir=tmp_path) as fake:
         client = openai.OpenAI(base_url=fake.url + "/v1", api_key=fake.api_key)
@@ -1216,7 +1216,8 @@ class FakeOpenAI:
 
     @staticmethod
     def _build_events(final: dict[str, Any], *, background: bool, obfuscate: bool) -> list[dict[str, Any]]:
-        """The §3.5 event sequence of a plain text answer, ``sequence_number`` from 0 by 1."""
+        """The event sequence of a plain text answer (docs/provider-facts.md §3.5),
+        ``sequence_number`` from 0 by 1."""
         events: list[dict[str, Any]] = []
 
         def add(type_: str, **payload: Any) -> None:
