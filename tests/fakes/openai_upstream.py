@@ -102,7 +102,7 @@ _ECHOED_PARAMS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 _ENUMS = {
     "truncation": ("auto", "disabled"),
-    "service_tier": ("auto", "default", "flex", "scale", "priority"),
+    "service_tier": ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast"),
     "tool_choice": ("none", "auto", "required"),
 }
 _JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a decimal", str: "a string", list: "an array",
