@@ -430,7 +430,7 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"providers": [{"name": "x"}]}, "providers[0].type: required"),
         ({"providers": [{"name": "x", "type": "cohere"}]},
          "providers[0].type: unknown provider type 'cohere' "
-         "(valid types: openai, azure, groq, anthropic, local, bedrock, vertex)"),
+         "(valid types: openai, azure, groq, anthropic, local, bedrock, vertex, s3, gcs)"),
         ({"providers": [{"name": "x", "type": "local"}, {"name": "x", "type": "local"}]},
          "providers[1].name: duplicate provider name 'x' (also providers[0])"),
         ({"providers": [{"name": "o", "type": "openai"}]}, "providers[0].api_key: required"),

@@ -1,8 +1,10 @@
-"""object_store: what the object-store providers (bedrock: S3, vertex: GCS) have in common.
+"""object_store: what the object-store providers (s3 and bedrock: S3; gcs and vertex: GCS) have
+in common.
 
-Both keep gateway-managed files in a bucket, translate ``purpose=batch`` files line by line on
-their way in, and let three request headers override the configured bucket, region and model.
-This module owns the parts of that which do not depend on the store:
+All keep gateway-managed files in a bucket. ``s3`` and ``gcs`` store every file as sent;
+``bedrock`` and ``vertex`` are those two plus the translation of ``purpose=batch`` files line by
+line on their way in, and three request headers that override the configured bucket, region
+and model. This module owns the parts of that which do not depend on the store:
 
 * :class:`Target` — where one upload goes (bucket, region, model), and :class:`HeaderRule`
   (with :func:`bucket_rule`, :func:`unless_matches`) and :func:`read_target`, which read and
@@ -14,10 +16,13 @@ This module owns the parts of that which do not depend on the store:
   errors for a missing file, a missing bucket and a bad batch line;
 * :func:`first_piece` — the start of a download, read before the response so that a failure
   is an error response rather than a cut stream;
-* :class:`TranslatingSink` — the sink wrapper of one upload: the optional
-  :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the store's own sink,
-  the size cap on its id map, the write / complete / abort flow, and the check that a batch
-  file was opened as one (``purpose`` came before the file). Subclasses supply the
+* :func:`content_type_for` — the stored object's content type for a purpose;
+* :class:`TranslatingSink` — the sink wrapper of one upload (kept in ``ex.extra[SINK_KEY]``):
+  the optional :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the
+  store's own sink, the size cap on its id map, the write / complete / abort flow, and, for
+  the translating types, the check that a batch file was opened as one (``purpose`` came
+  before the file). A late purpose otherwise only updates the stored object's metadata
+  (:meth:`TranslatingSink.finish`). Subclasses supply the
   store-specific parts: mapping the store's errors, their error texts, and what ``complete``
   records (location, metadata fix-ups, releasing clients).
 
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
     from ..exchange import Exchange
     from .base import Provider
 
+#: Where an open upload's :class:`TranslatingSink` is kept in ``Exchange.extra``.
+SINK_KEY = "object_store_sink"
 MAX_FILENAME_SEGMENT = 200
 MAX_TENANT_SEGMENT = 128
 
@@ -65,6 +72,11 @@ def looks_like_ipv4(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def content_type_for(purpose: str | None) -> str:
+    """The stored object's content type: batch files are JSONL, everything else opaque bytes."""
+    return "application/jsonl" if purpose == "batch" else "application/octet-stream"
 
 
 def not_found(file_id: str) -> GatewayError:
@@ -182,12 +194,15 @@ class TranslatingSink:
 
     #: The inner sink's failure type, mapped by :meth:`upload_error`.
     storage_error: ClassVar[type[Exception]]
+    #: Whether batch files are translated (so ``purpose=batch`` must come before the file);
+    #: False: every file is stored as sent and a late purpose is only recorded.
+    translates_batches: ClassVar[bool] = True
     #: For error texts: the service ("Bedrock"), what batch lines become ("Bedrock records"),
     #: what carries a ``custom_id`` ("Bedrock recordId") and the ids it carries unchanged.
     service: ClassVar[str]
-    translated_rows: ClassVar[str]
-    id_carrier: ClassVar[str]
-    carried_ids: ClassVar[str]
+    translated_rows: ClassVar[str] = ""
+    id_carrier: ClassVar[str] = ""
+    carried_ids: ClassVar[str] = ""
 
     def __init__(self, provider: "Provider", ex: "Exchange", inner: Sink, translator: BatchTranslator | None,
                  target: Target, *, max_ids_bytes: int) -> None:
@@ -217,7 +232,7 @@ class TranslatingSink:
     def check_purpose(self) -> None:
         """A batch file must have been opened as one: its rows are translated while they stream.
         (The upload driver sets ``purpose`` once, so it can only have arrived after the file.)"""
-        if self.ex.purpose == "batch" and self.translator is None:
+        if self.translates_batches and self.ex.purpose == "batch" and self.translator is None:
             raise GatewayError(
                 400, f"Provider '{self.provider.name}' ({self.service}) translates batch files into "
                 f"{self.translated_rows} while they stream, so it needs the 'purpose' field before the "
