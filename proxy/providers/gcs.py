@@ -28,7 +28,6 @@ whole object on every chunk, so its cost grows with the square of the chunk coun
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,10 +40,10 @@ from gcloud.aio.storage.storage import init_api_root
 from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from . import gcs_storage
-from .base import Download, Provider
+from .base import Download
 from .gcs_storage import UPLOAD_QUANTUM, GCSResumableSink, GCSStorageError
-from .object_store import (MAX_TENANT_SEGMENT, SINK_KEY, Target, TranslatingSink, bucket_not_found,
-                           content_type_for, first_piece, not_found, sanitise_segment)
+from .object_store import (SINK_KEY, BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
+                           first_piece, not_found)
 from .sink import SinkResult
 
 if TYPE_CHECKING:
@@ -96,23 +95,16 @@ class GCSSink(TranslatingSink):
         return {"bucket": self.target.bucket, "name": self.name, "generation": stored.location.get("generation")}
 
 
-class GCSProvider(Provider):
+class GCSProvider(BucketProvider):
     type = "gcs"
     #: The sink class of one upload (vertex's translates batch rows).
     sink_class: ClassVar[type[GCSSink]] = GCSSink
-    #: The request header that may name the bucket (vertex's), for the bucket-not-found error.
-    bucket_header: ClassVar[str] = ""
 
     def __init__(self, config: "ProviderConfig") -> None:
         super().__init__(config)
-        if not config.bucket:
-            raise ValueError(f"provider {config.name}: {self.type} needs a bucket")
-        self.bucket = config.bucket
-        self.prefix = config.prefix or ""
         self.chunk_size = chunk_size_setting(config.upload_chunk_size)
         self.api_is_dev, self.api_root = init_api_root(config.endpoint_url)
         self.api_root = self.api_root.rstrip("/")
-        self.log = logging.getLogger(f"sluicegate.{self.type}")
         self.session: aiohttp.ClientSession | None = None
         self.token: Token | None = None
         self.storage: Storage | None = None
@@ -140,17 +132,8 @@ class GCSProvider(Provider):
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def target(self, ex: "Exchange") -> Target:
-        """Where an upload goes: the configured bucket (vertex: or its header's)."""
-        return Target(self.bucket, False, None, None)
-
-    def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
-        """What rewrites the upload's lines on their way in; None: stored as sent."""
-        return None
-
     def object_name(self, tenant: str, file_id: str, filename: str) -> str:
-        tenant_segment = sanitise_segment(tenant, "tenant", MAX_TENANT_SEGMENT)
-        return f"{self.prefix}{tenant_segment}/{file_id}/{sanitise_segment(filename, 'upload')}"
+        return self.object_path(tenant, file_id, filename)
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> GCSSink:
         assert self.session is not None, "provider not started"

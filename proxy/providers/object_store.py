@@ -16,6 +16,9 @@ and model. This module owns the parts of that which do not depend on the store:
   errors for a missing file, a missing bucket and a bad batch line;
 * :func:`first_piece` — the start of a download, read before the response so that a failure
   is an error response rather than a cut stream;
+* :class:`BucketProvider` — the provider skeleton: the configured bucket and prefix, the
+  object path ``{prefix}{tenant}/{file_id}/{filename}``, and the hooks a translating type
+  overrides (:meth:`~BucketProvider.target`, :meth:`~BucketProvider.batch_translator`);
 * :func:`content_type_for` — the stored object's content type for a purpose;
 * :class:`TranslatingSink` — the sink wrapper of one upload (kept in ``ex.extra[SINK_KEY]``):
   the optional :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the
@@ -31,6 +34,7 @@ Nothing here talks to S3 or GCS or imports their SDKs.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -40,11 +44,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.jsonl import BatchLineError
+from .base import Provider
 from .sink import Sink, SinkResult
 
 if TYPE_CHECKING:
+    from ..config import ProviderConfig
     from ..exchange import Exchange
-    from .base import Provider
 
 #: Where an open upload's :class:`TranslatingSink` is kept in ``Exchange.extra``.
 SINK_KEY = "object_store_sink"
@@ -174,6 +179,40 @@ def read_target(headers: Mapping[str, str], rules: tuple[HeaderRule, HeaderRule,
                   for_region.read(headers) or region, for_model.read(headers) or model)
 
 
+# -- the provider skeleton -------------------------------------------------------------------
+
+
+class BucketProvider(Provider):
+    """A provider whose files live in a bucket (``s3``, ``gcs``, and through them ``bedrock``,
+    ``vertex``): stored as sent unless a subclass's :meth:`batch_translator` says otherwise."""
+
+    #: The request header that may name the bucket (bedrock's, vertex's), for the
+    #: bucket-not-found error; the plain types take no override headers.
+    bucket_header: ClassVar[str] = ""
+
+    def __init__(self, config: "ProviderConfig") -> None:
+        super().__init__(config)
+        if not config.bucket:
+            raise ValueError(f"provider {config.name}: {self.type} needs a bucket")
+        self.bucket = config.bucket
+        self.prefix = config.prefix or ""
+        self.region: str | None = None  # recorded with each file where the store has regions
+        self.log = logging.getLogger(f"sluicegate.{self.type}")
+
+    def target(self, ex: "Exchange") -> Target:
+        """Where an upload goes: the configured bucket and region (a subclass: or its headers')."""
+        return Target(self.bucket, False, self.region, None)
+
+    def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
+        """What rewrites the upload's lines on their way in; None: stored as sent."""
+        return None
+
+    def object_path(self, tenant: str, file_id: str, filename: str) -> str:
+        """``{prefix}{tenant}/{file_id}/{filename}``, each segment made safe."""
+        tenant_segment = sanitise_segment(tenant, "tenant", MAX_TENANT_SEGMENT)
+        return f"{self.prefix}{tenant_segment}/{file_id}/{sanitise_segment(filename, 'upload')}"
+
+
 # -- the sink of one upload ------------------------------------------------------------------
 
 
@@ -204,7 +243,7 @@ class TranslatingSink:
     id_carrier: ClassVar[str] = ""
     carried_ids: ClassVar[str] = ""
 
-    def __init__(self, provider: "Provider", ex: "Exchange", inner: Sink, translator: BatchTranslator | None,
+    def __init__(self, provider: Provider, ex: "Exchange", inner: Sink, translator: BatchTranslator | None,
                  target: Target, *, max_ids_bytes: int) -> None:
         self.provider = provider
         self.ex = ex

@@ -33,7 +33,6 @@ gateway's peak RSS by ≈ 35 MiB, inside its 64 MiB budget.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar
@@ -57,9 +56,9 @@ from botocore.exceptions import (
 from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from . import s3_storage
-from .base import Download, Provider
-from .object_store import (MAX_TENANT_SEGMENT, SINK_KEY, Target, TranslatingSink, bucket_not_found,
-                           content_type_for, first_piece, not_found, sanitise_segment)
+from .base import Download
+from .object_store import (SINK_KEY, BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
+                           first_piece, not_found)
 from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
 from .sink import SinkResult
 
@@ -192,22 +191,15 @@ class S3Sink(TranslatingSink):
         return location
 
 
-class S3Provider(Provider):
+class S3Provider(BucketProvider):
     type = "s3"
     #: The sink class of one upload (bedrock's translates batch rows).
     sink_class: ClassVar[type[S3Sink]] = S3Sink
-    #: The request header that may name the bucket (bedrock's), for the bucket-not-found error.
-    bucket_header: ClassVar[str] = ""
 
     def __init__(self, config: "ProviderConfig") -> None:
         super().__init__(config)
-        if not config.bucket:
-            raise ValueError(f"provider {config.name}: {self.type} needs a bucket")
-        self.bucket = config.bucket
         self.region = config.region or DEFAULT_REGION
-        self.prefix = config.prefix or ""
         self.min_part_size = part_size_setting(config.upload_chunk_size)
-        self.log = logging.getLogger(f"sluicegate.{self.type}")
         self._session: Any = None
         self._clients: dict[str, _RegionClient] = {}
         self._create_lock = asyncio.Lock()
@@ -289,17 +281,9 @@ class S3Provider(Provider):
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def target(self, ex: "Exchange") -> Target:
-        """Where an upload goes: the configured bucket and region (bedrock: or its headers')."""
-        return Target(self.bucket, False, self.region, None)
-
-    def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
-        """What rewrites the upload's lines on their way in; None: stored as sent."""
-        return None
-
     def object_key(self, tenant: str, file_id: str, filename: str, *, batch: bool) -> str:
-        name = sanitise_segment(filename, "upload")
-        return f"{self.prefix}{sanitise_segment(tenant, 'tenant', MAX_TENANT_SEGMENT)}/{file_id}/{name}"
+        """The upload's key (``batch``: bedrock makes it end in ``.jsonl``)."""
+        return self.object_path(tenant, file_id, filename)
 
     def part_size(self, ex: "Exchange", batch: bool) -> int:
         """``upload_chunk_size`` (default: S3's 5 MiB minimum), unless the upload limit needs more
