@@ -263,3 +263,34 @@ async def test_janitor_aborts_unowned_multipart_uploads_and_cleans_a_dead_owners
         await p.close()
     left = {u["UploadId"] for u in pending_uploads(s3, bucket)}
     assert left == {started["owned"], started["foreign"]}
+
+
+# -- memory: the same multipart sink as bedrock (tests/test_bedrock_files.py has the 512 MiB run) --
+
+BUDGET = 48 << 20  # measured ≈ 29 MiB; a buffered file alone would be 64
+
+
+def test_64mib_upload_keeps_gateway_memory_flat(moto_s3: MotoS3, start_gateway, tmp_path) -> None:  # noqa: F811
+    from tests.fakes.bigfile import make_big_file
+
+    s3 = s3_client(moto_s3)
+    bucket = new_bucket(s3)
+    src = tmp_path / "big.bin"
+    digest = make_big_file(src, 64 * MiB)
+    gw = start_gateway({"providers": [s3_provider("s3", bucket, moto_s3)]})
+    c = client(gw, timeout=120)
+    c.files.create(file=("warm.txt", b"warm up the S3 client"), purpose="assistants")
+    idle = gw.rss()
+    gw.reset_peak_rss()
+    with open(src, "rb") as fh:
+        f = c.files.create(file=fh, purpose="assistants")
+    peak = gw.peak_rss()
+    assert f.bytes == 64 * MiB
+    h = hashlib.sha256()
+    with c.files.with_streaming_response.content(f.id) as resp:
+        for chunk in resp.iter_bytes(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == digest
+    # A buffered upload would raise it by the file's 64 MiB; the sink holds about three parts.
+    assert peak - idle < BUDGET, f"upload raised peak RSS by {(peak - idle) >> 20} MiB"
+    c.files.delete(f.id)  # free moto's memory
