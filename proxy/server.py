@@ -28,8 +28,8 @@ from aiohttp import web
 
 from .gateway import Gateway
 from .http_server import GatewayServer
-from .providers.local import replica_only_providers
 from .logs import setup_logging  # noqa: F401 - where callers import it from
+from .providers.local import replica_only_providers
 from .startup import BACKLOG, StartupError, bind_listeners, reason
 
 if TYPE_CHECKING:
