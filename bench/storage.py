@@ -4,7 +4,8 @@
 * **s3**: ``files.create`` of the big file through the gateway to a ``bedrock`` provider backed
   by a real ``moto_server`` vs aiobotocore uploading the same file straight to moto (multipart,
   the gateway's part size — S3's 5 MiB minimum, the provider's default — CRC32 checksums, 2
-  parts in flight, as ``S3MultipartSink``).
+  parts in flight, as ``S3MultipartSink``); and the same upload to an ``s3`` provider (bedrock
+  without translation: the same sink, so it should match bedrock).
 * **gcs**: the same through a ``vertex`` provider to the real fake-gcs-server vs (a) the
   gateway's own ``GCSResumableSink`` driven in-process with the same 32 MiB chunks (the fair,
   protocol-level baseline) and (b) gcloud-aio-storage ``Storage.upload`` (a resumable session
@@ -165,10 +166,12 @@ class StorageEnv:
         out = []
         if self.moto is not None:
             # upload_chunk_size unset by default: S3's 5 MiB minimum, the provider's default part size.
-            out.append({"name": "bedrock", "type": "bedrock", "bucket": BUCKET, "region": REGION,
-                        "endpoint_url": self.s3_endpoint, "aws_access_key_id": "testing",
-                        "aws_secret_access_key": "testing",
-                        **({"upload_chunk_size": f"{self.s3_part // MiB}MiB"} if self.s3_part else {})})
+            s3 = {"bucket": BUCKET, "region": REGION, "endpoint_url": self.s3_endpoint, "aws_access_key_id": "testing",
+                  "aws_secret_access_key": "testing",
+                  **({"upload_chunk_size": f"{self.s3_part // MiB}MiB"} if self.s3_part else {})}
+            # bedrock = the s3 type + batch translation: the same sink, so user_data uploads should match.
+            out.append({"name": "bedrock", "type": "bedrock", **s3})
+            out.append({"name": "s3", "type": "s3", "prefix": "s3-type/", **s3})
         if self.gcs is not None:
             out.append({"name": "vertex", "type": "vertex", "bucket": BUCKET, "project_id": "bench",
                         "endpoint_url": self.gcs_root, "upload_chunk_size": f"{GCS_CHUNK // MiB}MiB"})
@@ -323,9 +326,8 @@ def _parts(etag: str | None) -> str:
 
 # ============================================================================ s3
 def section_s3(b: "Bench") -> None:
-    from proxy.providers import bedrock
+    from proxy.providers.s3 import MAX_IN_FLIGHT
     from proxy.providers.s3_storage import MIN_PART_SIZE
-    MAX_IN_FLIGHT = getattr(bedrock, "MAX_IN_FLIGHT", 2)
     env: StorageEnv = b.storage
     size, reps, src = b.size, _reps(b), b.workdir / "big.bin"
     # What the bedrock provider uses without upload_chunk_size (for file limits up to ~45 GiB).
@@ -333,7 +335,7 @@ def section_s3(b: "Bench") -> None:
     log(f"s3: {size // MiB} MiB x {reps} reps (gateway→bedrock→moto, direct aiobotocore→moto, "
         f"{part // MiB} MiB parts, {MAX_IN_FLIGHT} in flight)")
     expected = s3_multipart_etag(src, part)
-    res: dict[str, list[dict[str, Any]]] = {"gateway": [], "direct": []}
+    res: dict[str, list[dict[str, Any]]] = {"gateway": [], "direct": [], "s3type": []}
     for rep in range(reps):
         def direct() -> tuple[float, dict[str, Any]]:
             r = env.worker.call(op="s3_upload", endpoint=env.s3_endpoint, region=REGION, bucket=BUCKET,
@@ -349,25 +351,27 @@ def section_s3(b: "Bench") -> None:
         drop_direct(m)
         res["direct"].append(m)
 
-        m = measure(b, f"s3 rep {rep + 1} gateway", size, lambda: gateway_upload(b, src, "bedrock"),
-                    lambda m: gateway_delete(b, m["id"]))
-        objs = [o for o in env.s3_objects() if m["id"] in o["key"]]
-        if len(objs) == 1 and objs[0]["etag"] != expected and objs[0]["size"] == size:
-            # The gateway used another part size than the direct baseline: check its content anyway.
-            n = int(_parts(objs[0]["etag"]))
-            gw_part = -(-size // n // MiB) * MiB
-            log(f"  WARNING: the gateway stored {n} parts (~{gw_part // MiB} MiB), the direct baseline "
-                f"{_parts(expected)} ({part // MiB} MiB)")
-            if objs[0]["etag"] != s3_multipart_etag(src, gw_part):
-                raise RuntimeError(f"gateway S3 upload: stored {objs}, content differs from the source")
-        elif len(objs) != 1 or objs[0]["size"] != size or objs[0]["etag"] != expected:
-            raise RuntimeError(f"gateway S3 upload: stored {objs}, expected {size} bytes, ETag {expected}")
-        m["etag"] = objs[0]["etag"]
-        gateway_delete(b, m["id"])
-        res["gateway"].append(m)
+        for provider, kind in (("bedrock", "gateway"), ("s3", "s3type")):
+            m = measure(b, f"s3 rep {rep + 1} gateway→{provider}", size,
+                        lambda provider=provider: gateway_upload(b, src, provider), lambda m: gateway_delete(b, m["id"]))
+            objs = [o for o in env.s3_objects() if m["id"] in o["key"]]
+            if len(objs) == 1 and objs[0]["etag"] != expected and objs[0]["size"] == size:
+                # The gateway used another part size than the direct baseline: check its content anyway.
+                n = int(_parts(objs[0]["etag"]))
+                gw_part = -(-size // n // MiB) * MiB
+                log(f"  WARNING: the gateway stored {n} parts (~{gw_part // MiB} MiB), the direct baseline "
+                    f"{_parts(expected)} ({part // MiB} MiB)")
+                if objs[0]["etag"] != s3_multipart_etag(src, gw_part):
+                    raise RuntimeError(f"gateway S3 upload: stored {objs}, content differs from the source")
+            elif len(objs) != 1 or objs[0]["size"] != size or objs[0]["etag"] != expected:
+                raise RuntimeError(f"gateway S3 upload: stored {objs}, expected {size} bytes, ETag {expected}")
+            m["etag"] = objs[0]["etag"]
+            gateway_delete(b, m["id"])
+            res[kind].append(m)
     log(f"  stored objects match the source (multipart ETag {expected}) for both paths")
     s = {k: summary(v) for k, v in res.items()}
     s["ratio"] = s["gateway"]["median_mbps"] / s["direct"]["median_mbps"]
+    s["s3type_vs_bedrock"] = s["s3type"]["median_mbps"] / s["gateway"]["median_mbps"]
     s["part_size"] = part
     s["in_flight"] = MAX_IN_FLIGHT
     b.results["s3"] = s
@@ -385,6 +389,11 @@ def section_s3(b: "Bench") -> None:
     b.row("", "S3 parts (ETag)", _parts(gw["runs"][0]["etag"]), _parts(d["runs"][0]["etag"]), "",
           "same part size: equal",
           "ok" if _parts(gw["runs"][0]["etag"]) == _parts(d["runs"][0]["etag"]) else "DIFF")
+    t = s["s3type"]
+    b.row(f"files.create {mib} (s3 type→S3)", "MB/s (median)", f"{t['median_mbps']:.0f}", f"{gw['median_mbps']:.0f}",
+          f"{s['s3type_vs_bedrock']:.0%}", "bedrock in the direct column", "info")
+    b.row("", "peak RSS + (max)", f"{t['max_gateway_rss_increase_mib']:.1f} MiB",
+          f"{gw['max_gateway_rss_increase_mib']:.1f} MiB", "", "vs bedrock, <= 64", "info")
     b.notes.append(f"s3: moto_server {procs_version('moto')} on the upstream core; the direct baseline is aiobotocore "
                    f"in bench/storage_client.py on the gateway's core (gateway idle): CreateMultipartUpload + "
                    f"UploadPart of {part // MiB} MiB ("

@@ -138,6 +138,7 @@ class ProviderConfig:
     api_key: str | None = field(default=None, repr=False)
     api_version: str | None = None
     path: str | None = None
+    shared_filesystem: bool = False  # local: `path` is a filesystem every replica mounts
     shared: bool = False          # all tenants may reach upstream ids the gateway has not seen
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     max_retries: int = 2
@@ -157,7 +158,7 @@ class ProviderConfig:
     anthropic_version: str = "2023-06-01"
     anthropic_beta: str = "files-api-2025-04-14"
     max_file_size: int | None = None                             # this provider's own cap, if lower
-    upload_chunk_size: int | None = None                         # bedrock: S3 part size; vertex: GCS chunk size
+    upload_chunk_size: int | None = None                         # s3/bedrock: S3 part size; gcs/vertex: GCS chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,7 @@ _PROVIDER_TYPES = {
         ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers", "path", "model"),
         required=("api_key",), defaults={"api_base": "https://api.anthropic.com"},
         data_paths={"path": "anthropic-batches"}),
-    "local": _ProviderType(("path",), data_paths={"path": "files"}),
+    "local": _ProviderType(("path", "shared_filesystem"), data_paths={"path": "files"}),
     "bedrock": _ProviderType(
         ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "model",
          "upload_chunk_size"),
@@ -206,6 +207,13 @@ _PROVIDER_TYPES = {
     "vertex": _ProviderType(
         ("bucket", "project_id", "region", "prefix", "endpoint_url", "service_file", "model", "upload_chunk_size"),
         required=("bucket", "project_id"), defaults={"region": "us-central1"}),
+    # The operator's own bucket, files stored as sent (bedrock / vertex without translation).
+    "s3": _ProviderType(
+        ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key",
+         "upload_chunk_size"),
+        required=("bucket",), defaults={"region": "us-east-1"}),
+    "gcs": _ProviderType(
+        ("bucket", "prefix", "endpoint_url", "service_file", "upload_chunk_size"), required=("bucket",)),
 }
 _PROVIDER_FIELDS = frozenset(f.name for f in fields(ProviderConfig))
 
@@ -516,7 +524,7 @@ def _parse_timeouts(s: _Section) -> TimeoutConfig:
 
 
 def _parse_provider_key(s: _Section, key: str, kind: _ProviderType, data_dir: str) -> Any:
-    if key == "shared":
+    if key in ("shared", "shared_filesystem"):
         return s.boolean(key)
     if key == "timeouts":
         return _parse_timeouts(s.section(key))

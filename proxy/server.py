@@ -29,6 +29,7 @@ from aiohttp import web
 from .gateway import Gateway
 from .http_server import GatewayServer
 from .logs import setup_logging  # noqa: F401 - where callers import it from
+from .providers.local import replica_only_providers
 from .startup import BACKLOG, StartupError, bind_listeners, reason
 
 if TYPE_CHECKING:
@@ -150,6 +151,10 @@ def _log_where_data_goes(config: "Config") -> None:
     for p in config.providers:
         if p.path:
             log.info("provider %s (type %s) keeps files in %s", p.name, p.type, p.path)
+    for p in replica_only_providers(config):
+        log.warning("provider %s (type local): its files in %s are visible only to this replica, but the "
+                    "PostgreSQL store is shared; use an s3 or gcs provider, or set shared_filesystem: true "
+                    "if that path is a filesystem every replica mounts", p.name, p.path)
 
 
 def run(config: "Config") -> int:

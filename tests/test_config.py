@@ -146,6 +146,9 @@ def test_provider_defaults():
         ({"type": "groq", "api_key": "k"}, "api_base", "https://api.groq.com/openai/v1"),
         ({"type": "anthropic", "api_key": "k"}, "api_base", "https://api.anthropic.com"),
         ({"type": "vertex", "bucket": "b", "project_id": "p"}, "region", "us-central1"),
+        ({"type": "s3", "bucket": "b"}, "region", "us-east-1"),
+        ({"type": "gcs", "bucket": "b"}, "prefix", ""),
+        ({"type": "local"}, "shared_filesystem", False),
     ],
 )
 def test_provider_type_defaults(provider, field, expected):
@@ -430,7 +433,7 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"providers": [{"name": "x"}]}, "providers[0].type: required"),
         ({"providers": [{"name": "x", "type": "cohere"}]},
          "providers[0].type: unknown provider type 'cohere' "
-         "(valid types: openai, azure, groq, anthropic, local, bedrock, vertex)"),
+         "(valid types: openai, azure, groq, anthropic, local, bedrock, vertex, s3, gcs)"),
         ({"providers": [{"name": "x", "type": "local"}, {"name": "x", "type": "local"}]},
          "providers[1].name: duplicate provider name 'x' (also providers[0])"),
         ({"providers": [{"name": "o", "type": "openai"}]}, "providers[0].api_key: required"),
@@ -443,6 +446,20 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
          "providers[0].aws_secret_access_key: required when aws_access_key_id is set"),
         ({"providers": [{"name": "v", "type": "vertex", "bucket": "x"}]}, "providers[0].project_id: required"),
         ({"providers": [{"name": "v", "type": "vertex", "project_id": "p"}]}, "providers[0].bucket: required"),
+        ({"providers": [{"name": "s", "type": "s3", "region": "auto"}]}, "providers[0].bucket: required"),
+        ({"providers": [{"name": "s", "type": "s3", "bucket": "x", "aws_secret_access_key": "k"}]},
+         "providers[0].aws_access_key_id: required when aws_secret_access_key is set"),
+        ({"providers": [{"name": "s", "type": "s3", "bucket": "x", "model": "m"}]},
+         "providers[0].model: not used by provider type s3"),
+        ({"providers": [{"name": "g", "type": "gcs"}]}, "providers[0].bucket: required"),
+        ({"providers": [{"name": "g", "type": "gcs", "bucket": "x", "project_id": "p"}]},
+         "providers[0].project_id: not used by provider type gcs"),
+        ({"providers": [{"name": "g", "type": "gcs", "bucket": "x", "region": "us"}]},
+         "providers[0].region: not used by provider type gcs"),
+        ({"providers": [{"name": "l", "type": "local", "shared_filesystem": "yes"}]},
+         "providers[0].shared_filesystem: must be true or false"),
+        ({"providers": [{"name": "s", "type": "s3", "bucket": "x", "shared_filesystem": True}]},
+         "providers[0].shared_filesystem: not used by provider type s3"),
         ({"providers": [{**AZURE_OK, "api_base": "res.openai.azure.com"}]},
          "providers[0].api_base: must be an http:// or https:// URL"),
         ({"providers": [{**AZURE_OK, "deployments": ["gpt-4o"]}]}, "providers[0].deployments: must be a mapping"),
@@ -592,3 +609,55 @@ def test_check_config_main_yaml_error(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(f"{path}: line 2, column 1: ")
+
+
+# -- s3 / gcs: the operator's own bucket; local with a store shared by replicas ----------------
+
+
+def test_s3_and_gcs_take_the_connection_keys_of_bedrock_and_vertex():
+    config = parse_config({"providers": [
+        {"name": "bytes", "type": "s3", "bucket": "b", "prefix": "p/", "region": "auto",
+         "endpoint_url": "https://acct.r2.cloudflarestorage.com", "aws_access_key_id": "AKIA",
+         "aws_secret_access_key": "os.environ/S3_SECRET", "upload_chunk_size": "8MiB"},
+        {"name": "gbytes", "type": "gcs", "bucket": "g", "prefix": "q/", "service_file": "/sa.json",
+         "upload_chunk_size": "16MiB"},
+    ]}, env={"S3_SECRET": "s3-secret-value"})
+    s3, gcs = config.providers
+    assert (s3.bucket, s3.prefix, s3.region, s3.endpoint_url, s3.aws_access_key_id, s3.aws_secret_access_key,
+            s3.upload_chunk_size) == ("b", "p/", "auto", "https://acct.r2.cloudflarestorage.com", "AKIA",
+                                      "s3-secret-value", 8 * MiB)
+    assert "s3-secret-value" not in repr(s3)
+    assert (gcs.bucket, gcs.prefix, gcs.service_file, gcs.upload_chunk_size) == ("g", "q/", "/sa.json", 16 * MiB)
+
+
+def _with_store(config: Config, url: str) -> Config:
+    # config.py does not accept a PostgreSQL URL yet; the warning only looks at the scheme.
+    return dataclasses.replace(config, store=StoreConfig(url))
+
+
+def test_local_files_with_a_postgresql_store_are_replica_only_unless_shared_filesystem():
+    from proxy.providers.local import replica_only_providers
+
+    config = parse_config({"providers": [
+        {"name": "disk", "type": "local", "path": "/srv/files"},
+        {"name": "nfs", "type": "local", "path": "/mnt/nfs/files", "shared_filesystem": True},
+        {"name": "bytes", "type": "s3", "bucket": "b"},
+    ]}, env={})
+    assert replica_only_providers(config) == []  # SQLite: one host, nothing is shared
+    for url in ("postgresql://u:p@db:5432/sg", "postgres://db/sg", "PostgreSQL://db/sg"):
+        assert [p.name for p in replica_only_providers(_with_store(config, url))] == ["disk"], url
+
+
+def test_start_up_warns_about_replica_only_local_files(caplog):
+    from proxy.server import _log_where_data_goes
+
+    config = _with_store(parse_config({"providers": [
+        {"name": "disk", "type": "local", "path": "/srv/files"},
+        {"name": "nfs", "type": "local", "path": "/mnt/nfs/files", "shared_filesystem": True},
+    ]}, env={}), "postgresql://u:secret@db/sg")
+    with caplog.at_level("INFO", logger="sluicegate"):
+        _log_where_data_goes(config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "provider disk" in warnings[0] and "/srv/files" in warnings[0], warnings
+    assert "visible only to this replica" in warnings[0] and "shared_filesystem: true" in warnings[0]
+    assert all("secret" not in r.getMessage() for r in caplog.records)

@@ -409,7 +409,7 @@ _SECTION_KEYS = {
 _PROVIDER_KEYS = ["name", "api_base", "api_key", "api_version", "path", "shared", "timeouts", "max_retries",
                   "deployments", "headers", "organization", "project", "region", "bucket", "prefix", "endpoint_url",
                   "aws_access_key_id", "aws_secret_access_key", "service_file", "project_id", "model",
-                  "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size"]
+                  "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size", "shared_filesystem"]
 _PROVIDER_BASE = {"name": "p", "api_key": "k", "api_base": "http://127.0.0.1:1", "api_version": "v1", "bucket": "b",
                   "region": "r", "project_id": "x"}
 _KEY_PATHS = ([(section, key) for section, keys in _SECTION_KEYS.items() for key in keys]
@@ -436,7 +436,7 @@ def _config_with(where: str, key: str, value, provider_type: str) -> dict:
 
 @FAST
 @given(st.sampled_from(_KEY_PATHS), _ODD | _SCALARS | _junk,
-       st.sampled_from(["local", "openai", "azure", "groq", "anthropic", "bedrock", "vertex"]))
+       st.sampled_from(["local", "openai", "azure", "groq", "anthropic", "bedrock", "vertex", "s3", "gcs"]))
 def test_config_any_value_at_any_key_gives_a_config_or_config_error(path, value, provider_type):
     try:
         parse_config(_config_with(*path, value, provider_type), env=ENV)

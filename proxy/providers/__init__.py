@@ -19,6 +19,8 @@ PROVIDER_TYPES: dict[str, tuple[str, str]] = {
     "groq": ("groq", "GroqProvider"),
     "bedrock": ("bedrock", "BedrockProvider"),
     "vertex": ("vertex", "VertexProvider"),
+    "s3": ("s3", "S3Provider"),
+    "gcs": ("gcs", "GCSProvider"),
 }
 
 

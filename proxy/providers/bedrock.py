@@ -24,97 +24,42 @@ The store's ``location`` is ``{"bucket", "key", "region", "etag"}``, plus for ba
 ``custom_id`` could not be carried as a ``recordId`` unchanged, ``"ids"`` (recordId →
 custom_id).
 
-Credentials: ``aws_access_key_id``/``aws_secret_access_key`` from the config, else the default
-AWS credential chain (environment, profile, container/instance role). ``endpoint_url`` points
-the client at an S3-compatible store (moto in the tests).
-
-Memory per upload: S3 parts of 5 MiB (S3's minimum, so at most 10,000 parts hold ~48 GiB; a
-larger configured file limit raises the part size), at most two part uploads in flight. The
-provider key ``upload_chunk_size`` (5 MiB to 5 GiB) sets a larger part size: fewer requests,
-about three times as much memory per upload. The
-sink then holds about three parts (plus aiohttp's copy of each body over plain ``http://``):
-a 512 MiB upload into moto raises the gateway's peak RSS by ≈ 35 MiB, inside its 64 MiB budget.
+The S3 side (clients per region, the multipart sink, retrieve / delete / content, the janitor
+hooks, error mapping, credentials, memory per upload) is :class:`~proxy.providers.s3.S3Provider`,
+the ``s3`` type; this module adds the headers and the translation.
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
-import time
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, AsyncIterator
-from urllib.parse import quote
-
-import aiohttp
-import orjson
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
-from . import s3_storage
-from .base import Download, Provider
-from .object_store import (MAX_FILENAME_SEGMENT, MAX_TENANT_SEGMENT, HeaderRule, Target, TranslatingSink,
-                           bucket_not_found, bucket_rule, first_piece, looks_like_ipv4, not_found, read_target,
-                           sanitise_segment, unless_matches)
-from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
+from .object_store import (MAX_FILENAME_SEGMENT, SINK_KEY, HeaderRule, Target, TranslatingSink, bucket_rule,
+                           looks_like_ipv4, read_target, sanitise_segment, unless_matches)
+from .s3 import S3Provider, S3Sink
 from .sink import SinkResult
 
 if TYPE_CHECKING:
     from ..config import ProviderConfig
     from ..exchange import Exchange
-    from ..store.base import FileRecord
-
-log = logging.getLogger("sluicegate.bedrock")
 
 BUCKET_HEADER = "x-tfy-aws-s3-bucket"
 REGION_HEADER = "x-tfy-aws-region"
 MODEL_HEADER = "x-tfy-provider-model"
 
-MAX_IN_FLIGHT = 2
-# Parts are sized so that the largest allowed upload needs at most this many (S3: 10,000).
-_PARTS_TARGET = 9_000
-_DEFAULT_FILE_LIMIT = 512 << 20
 # Bedrock's default "records per input file" quota (docs/provider-facts.md §7.2: quotas vary, check
 # Service Quotas). The batch_jsonl filter applies the operator's own, usually lower, limit.
 _MAX_BATCH_LINES = 50_000
 # The recordId → custom_id map lives in the store row; ids Bedrock carries unchanged cost nothing.
 _MAX_IDS_BYTES = 4 << 20
-_MAX_METADATA_VALUE = 512        # S3 user metadata: 2 KB in total
-# Regions other than the configured one get their own client; this many are kept, idle
-# ones are closed beyond it (least recently used first).
-_MAX_REGION_CLIENTS = 8
 
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,511}")
 _BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
 _BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
-
-_AUTH_CODES = frozenset({
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-    "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity",
-    "AuthorizationHeaderMalformed", "InvalidClientTokenId", "UnrecognizedClientException",
-})
-_THROTTLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
-    "RequestThrottled", "RequestThrottledException", "ServiceUnavailable", "503", "429",
-})
-_CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
-_RETRY_AFTER = "2"
-
-
 def bucket_name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid S3 general-purpose bucket name, or None if it is."""
     if not 3 <= len(name) <= 63:
@@ -142,215 +87,51 @@ _TARGET_HEADERS = (
 )
 
 
-def _metadata_value(value: str) -> str:
-    """An ASCII, printable metadata value (S3 refuses others): percent-encode the rest."""
-    return quote(value, safe=" !#$&'()*+,-./:;<=>?@[]^_`{|}~")[:_MAX_METADATA_VALUE]
+class BedrockSink(S3Sink):
+    """The S3 sink of one upload with, for batch files, a translator in front of it. Holds at
+    most the S3 sink's parts, one client chunk and one partial line."""
 
-
-def _part_size_setting(configured: int | None) -> int:
-    if configured is None:
-        return MIN_PART_SIZE
-    if not MIN_PART_SIZE <= configured <= MAX_PART_SIZE:
-        raise ValueError(f"upload_chunk_size: an S3 part must be 5MiB to 5GiB; got {configured}")
-    return configured
-
-
-class _RegionClient:
-    """One aiobotocore S3 client, leased by the operations that use it."""
-
-    __slots__ = ("region", "client", "stack", "users", "last_used")
-
-    def __init__(self, region: str, client: Any, stack: AsyncExitStack) -> None:
-        self.region = region
-        self.client = client
-        self.stack = stack
-        self.users = 0
-        self.last_used = time.monotonic()
-
-
-class _Lease:
-    """``async with provider.lease(region) as client`` for short operations; ``release()``
-    (idempotent) for leases that outlive one call (uploads, downloads)."""
-
-    __slots__ = ("provider", "region", "entry")
-
-    def __init__(self, provider: "BedrockProvider", region: str) -> None:
-        self.provider = provider
-        self.region = region
-        self.entry: _RegionClient | None = None
-
-    async def acquire(self) -> Any:
-        self.entry = await self.provider._acquire(self.region)
-        return self.entry.client
-
-    async def release(self) -> None:
-        entry, self.entry = self.entry, None
-        if entry is not None:
-            await self.provider._release(entry)
-
-    async def __aenter__(self) -> Any:
-        return await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.release()
-
-
-class BedrockSink(TranslatingSink):
-    """The S3 sink of one upload (:class:`S3MultipartSink`); for batch files, a translator in
-    front of it. Holds at most the S3 sink's parts, one client chunk and one partial line."""
-
-    __slots__ = ("key", "lease", "content_type", "metadata")
+    __slots__ = ()
 
     provider: "BedrockProvider"
-    storage_error = S3StorageError
+    translates_batches = True
     service = "Bedrock"
     translated_rows = "Bedrock records"
     id_carrier = "Bedrock recordId"
     carried_ids = "64 letters and digits"
 
-    def __init__(self, provider: "BedrockProvider", ex: "Exchange", inner: S3MultipartSink,
-                 translator: BatchTranslator | None, target: Target, key: str, lease: _Lease,
-                 content_type: str, metadata: dict[str, str]) -> None:
-        super().__init__(provider, ex, inner, translator, target, max_ids_bytes=_MAX_IDS_BYTES)
-        self.key = key
-        self.lease = lease
-        self.content_type = content_type
-        self.metadata = metadata
-
-    def upload_error(self, exc: Exception) -> GatewayError:
-        assert isinstance(exc, S3StorageError)
-        return self.provider.s3_error(exc, "upload", target=self.target)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, max_ids_bytes=_MAX_IDS_BYTES, **kwargs)
 
     async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
-        etag = stored.location.get("etag")
-        if new_purpose is not None:
-            # The purpose came after the file part (curl's order): the object was created with
-            # an empty one. The store is authoritative; this keeps the metadata honest.
-            etag = await self.provider.replace_metadata(
-                self.lease, self.target.bucket, self.key, stored.bytes, self.content_type,
-                {**self.metadata, "purpose": new_purpose}) or etag
-        await self.lease.release()
-        location: dict[str, Any] = {"bucket": self.target.bucket, "key": self.key,
-                                    "region": self.target.region, "etag": etag}
+        location = await super().finish(stored, new_purpose)
         if self.translator is not None:
             assert self.target.model is not None
             location["model"] = self.target.model
             location["invocation_type"] = invocation_type(self.target.model)
         return location
 
-    async def abort(self) -> None:
-        try:
-            await super().abort()  # AbortMultipartUpload
-        finally:
-            await self.lease.release()
 
-    def partial_location(self) -> dict[str, Any]:
-        location = super().partial_location()
-        if location:
-            location["region"] = self.target.region
-        return location
-
-
-class BedrockProvider(Provider):
+class BedrockProvider(S3Provider):
     type = "bedrock"
+    sink_class = BedrockSink
+    bucket_header = BUCKET_HEADER
 
     def __init__(self, config: "ProviderConfig") -> None:
-        super().__init__(config)
         if not config.bucket or not config.region:
             raise ValueError(f"provider {config.name}: bedrock needs bucket and region")
-        self.bucket = config.bucket
-        self.region = config.region
-        self.prefix = config.prefix or ""
+        super().__init__(config)
         self.model = config.model
-        self.min_part_size = _part_size_setting(config.upload_chunk_size)
-        self._session: Any = None
-        self._clients: dict[str, _RegionClient] = {}
-        self._create_lock = asyncio.Lock()
-
-    # -- clients ---------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._session = get_session()
-        entry = await self._create_client(self.region)
-        entry.users = 1  # the configured region's client lives as long as the provider
-        self._clients[self.region] = entry
-        where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
-        log.info("bedrock provider %s: S3 bucket %s in %s%s", self.name, self.bucket, self.region, where)
-
-    async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for entry in clients:
-            try:
-                await entry.stack.aclose()
-            except Exception as exc:  # pragma: no cover - closing is best effort
-                log.warning("bedrock %s: closing the S3 client for %s failed: %s",
-                            self.name, entry.region, type(exc).__name__)
-
-    def _client_kwargs(self, region: str) -> dict[str, Any]:
-        cfg = self.config
-        kwargs = s3_storage.make_client_kwargs(
-            region, cfg.endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key)
-        kwargs["config"] = kwargs["config"].merge(AioConfig(
-            connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
-            retries={"max_attempts": cfg.max_retries + 1, "mode": "standard"}))  # S3 calls are idempotent
-        return kwargs
-
-    async def _create_client(self, region: str) -> _RegionClient:
-        assert self._session is not None, "provider not started"
-        stack = AsyncExitStack()
-        try:
-            client = await stack.enter_async_context(
-                self._session.create_client("s3", **self._client_kwargs(region)))
-        except BaseException:
-            await stack.aclose()
-            raise
-        return _RegionClient(region, client, stack)
-
-    def lease(self, region: str) -> _Lease:
-        return _Lease(self, region)
-
-    async def _acquire(self, region: str) -> _RegionClient:
-        entry = self._clients.get(region)
-        if entry is None:
-            async with self._create_lock:
-                entry = self._clients.get(region)
-                if entry is None:
-                    try:
-                        entry = await self._create_client(region)
-                    except Exception as exc:
-                        log.warning("bedrock %s: could not create an S3 client for %s: %s",
-                                    self.name, region, type(exc).__name__)
-                        raise GatewayError(502, f"Provider '{self.name}': could not set up an S3 client for "
-                                           f"region {region}.", code="upstream_error") from None
-                    self._clients[region] = entry
-        entry.users += 1
-        entry.last_used = time.monotonic()
-        return entry
-
-    async def _release(self, entry: _RegionClient) -> None:
-        entry.users -= 1
-        entry.last_used = time.monotonic()
-        while len(self._clients) > _MAX_REGION_CLIENTS:
-            idle = [e for e in self._clients.values() if e.users == 0]
-            if not idle:
-                break
-            oldest = min(idle, key=lambda e: e.last_used)
-            del self._clients[oldest.region]
-            try:
-                await oldest.stack.aclose()
-            except Exception as exc:  # pragma: no cover
-                log.warning("bedrock %s: closing the S3 client for %s failed: %s",
-                            self.name, oldest.region, type(exc).__name__)
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def _target(self, ex: "Exchange") -> Target:
+    def target(self, ex: "Exchange") -> Target:
         return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)
 
     def check_upload(self, ex: "Exchange") -> None:
-        target = self._target(ex)  # refuse bad override headers before a byte is stored
-        sink = ex.extra.get("bedrock_sink")
-        if isinstance(sink, BedrockSink):
+        target = self.target(ex)  # refuse bad override headers before a byte is stored
+        sink = ex.extra.get(SINK_KEY)
+        if isinstance(sink, TranslatingSink):
             sink.check_purpose()
         elif ex.purpose == "batch":
             self._batch_model(target)
@@ -370,186 +151,19 @@ class BedrockProvider(Provider):
             raise GatewayError(400, f"{MODEL_HEADER}: {exc}.", param=MODEL_HEADER, code="unsupported_model") from None
         return target.model
 
+    def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
+        if ex.purpose != "batch":
+            return None
+        try:
+            return bedrock_batch_translator(self._batch_model(target), max_lines=_MAX_BATCH_LINES)
+        except UnsupportedModel as exc:  # _batch_model checked it already
+            raise GatewayError(400, f"{MODEL_HEADER}: {exc}.", param=MODEL_HEADER,
+                               code="unsupported_model") from None
+
     def object_key(self, tenant: str, file_id: str, filename: str, *, batch: bool) -> str:
-        name = sanitise_segment(filename, "upload")
-        if batch and not name.endswith(".jsonl"):  # Bedrock reads only *.jsonl inputs
-            stem = name[:-6] if name.lower().endswith(".jsonl") else name
-            name = f"{stem[:MAX_FILENAME_SEGMENT - 6]}.jsonl"
-        return f"{self.prefix}{sanitise_segment(tenant, 'tenant', MAX_TENANT_SEGMENT)}/{file_id}/{name}"
-
-    def part_size(self, ex: "Exchange", batch: bool) -> int:
-        """``upload_chunk_size`` (default: S3's 5 MiB minimum), unless the upload limit needs more
-        than ~9,000 such parts."""
-        limit = ex.size_limit or _DEFAULT_FILE_LIMIT
-        if batch:
-            limit *= 2  # translated rows can be longer than the lines they come from
-        per_part = -(-limit // _PARTS_TARGET)
-        return min(MAX_PART_SIZE, max(self.min_part_size, -(-per_part // (1 << 20)) << 20))
-
-    async def open_sink(self, ex: "Exchange", file_id: str) -> BedrockSink:
-        target = self._target(ex)
-        batch = ex.purpose == "batch"
-        translator: BatchTranslator | None = None
-        if batch:
-            try:
-                translator = bedrock_batch_translator(self._batch_model(target), max_lines=_MAX_BATCH_LINES)
-            except UnsupportedModel as exc:  # _batch_model checked it already
-                raise GatewayError(400, f"{MODEL_HEADER}: {exc}.", param=MODEL_HEADER,
-                                   code="unsupported_model") from None
-        tenant = ex.tenant.name if ex.tenant is not None else "default"
-        key = self.object_key(tenant, file_id, ex.filename or "upload", batch=batch)
-        content_type = "application/jsonl" if batch else "application/octet-stream"
-        metadata = {"file-id": file_id, "tenant": _metadata_value(tenant)}
-        if ex.purpose:  # unknown yet when the file part comes first (then set in complete())
-            metadata["purpose"] = ex.purpose
-        lease = self.lease(target.region)
-        client = await lease.acquire()
-        inner = S3MultipartSink(client, target.bucket, key, content_type=content_type, metadata=metadata,
-                                part_size=self.part_size(ex, batch), max_in_flight=MAX_IN_FLIGHT)
-        sink = BedrockSink(self, ex, inner, translator, target, key, lease, content_type, metadata)
-        ex.extra["bedrock_sink"] = sink
-        return sink
-
-    async def replace_metadata(self, lease: _Lease, bucket: str, key: str, size: int, content_type: str,
-                               metadata: dict[str, str]) -> str | None:
-        """Best effort: rewrite an object's metadata in place (CopyObject onto itself); the new
-        ETag, or None when it could not be done."""
-        if lease.entry is None or size > 5 * 1000**3:  # one CopyObject copies at most 5 GB
-            return None
-        try:
-            resp = await lease.entry.client.copy_object(
-                Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
-                MetadataDirective="REPLACE", Metadata=metadata, ContentType=content_type)
-            return resp["CopyObjectResult"]["ETag"]
-        except (ClientError, BotoCoreError, aiohttp.ClientError, KeyError) as exc:
-            detail = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
-            log.warning("bedrock %s: could not record the purpose in the object's metadata: %s", self.name, detail)
-            return None
-
-    # -- retrieve / delete / content -----------------------------------------------------
-
-    @staticmethod
-    def _located(rec: "FileRecord | None", file_id: str) -> tuple[str, str, str | None]:
-        if rec is None or not rec.location.get("bucket") or not rec.location.get("key"):
-            raise not_found(file_id)
-        return rec.location["bucket"], rec.location["key"], rec.location.get("region")
-
-    async def _head(self, client: Any, bucket: str, key: str, file_id: str) -> dict[str, Any]:
-        """The object's metadata; 404 when it was removed from the bucket behind the gateway's back."""
-        try:
-            meta = await s3_storage.head(client, bucket, key)
-        except S3StorageError as exc:
-            raise self.s3_error(exc, "metadata request", file_id=file_id) from None
-        if meta is None:
-            raise not_found(file_id)
-        return meta
-
-    async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
-        bucket, key, region = self._located(rec, file_id)
-        assert rec is not None
-        async with self.lease(region or self.region) as client:
-            await self._head(client, bucket, key, file_id)
-        return orjson.dumps(rec.to_openai())
-
-    async def cleanup_partial(self, location: dict[str, Any]) -> None:
-        upload_id, bucket, key = location.get("upload_id"), location.get("bucket"), location.get("key")
-        if not (upload_id and bucket and key):
-            return  # the multipart upload had not started: nothing in S3
-        async with self.lease(location.get("region") or self.region) as client:
-            await s3_storage.abort_upload(client, bucket, key, upload_id)
-
-    async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
-        """Abort multipart uploads under the configured bucket and prefix that no reservation
-        owns, started more than ``max_age`` ago (a crash before the reservation learnt the
-        upload id, or an upload of another gateway whose store is lost)."""
-        owned_ids = {loc.get("upload_id") for loc in owned}
-        # By file id too: an upload records its file id at its first chunk, its S3 upload id
-        # only once the first part is sent.
-        owned_files = {loc.get("file_id") for loc in owned}
-        aborted = 0
-        async with self.lease(self.region) as client:
-            async for key, upload_id in s3_storage.stale_uploads(client, self.bucket, self.prefix,
-                                                                 time.time() - max_age):
-                segments = key[len(self.prefix):].split("/")
-                # Only keys of the gateway's layout ({prefix}{tenant}/{file id}/{name}).
-                if (len(segments) == 3 and segments[1].startswith("file-")
-                        and upload_id not in owned_ids and segments[1] not in owned_files):
-                    await s3_storage.abort_upload(client, self.bucket, key, upload_id)
-                    aborted += 1
-        return aborted
-
-    async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
-        # ex is None when the expiry sweeper calls.
-        bucket, key, region = self._located(rec, file_id)
-        async with self.lease(region or self.region) as client:
-            try:
-                await s3_storage.delete(client, bucket, key)  # already gone: fine
-            except S3StorageError as exc:
-                raise self.s3_error(exc, "delete", file_id=file_id) from None
-        return orjson.dumps({"id": file_id, "object": "file", "deleted": True})
-
-    async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
-        bucket, key, region = self._located(rec, file_id)
-        lease = self.lease(region or self.region)
-        client = await lease.acquire()
-        try:
-            meta = await self._head(client, bucket, key, file_id)
-            pieces = s3_storage.iter_object(client, bucket, key)
-            first = await first_piece(pieces, S3StorageError,
-                                      lambda exc: self.s3_error(exc, "download", file_id=file_id))
-        except BaseException:
-            await lease.release()
-            raise
-
-        async def chunks() -> AsyncIterator[bytes]:
-            if first:
-                yield first
-            try:
-                async for piece in pieces:
-                    yield piece
-            except S3StorageError as exc:  # headers are out: the core cuts the connection
-                raise self.s3_error(exc, "download", file_id=file_id) from None
-
-        async def release() -> None:
-            try:
-                await pieces.aclose()
-            finally:
-                await lease.release()
-
-        length = meta.get("ContentLength")
-        return Download(content_type="application/octet-stream",
-                        length=length if isinstance(length, int) else None, chunks=chunks(), release=release)
-
-    # -- errors ------------------------------------------------------------------------------
-
-    def s3_error(self, exc: S3StorageError, what: str, *, file_id: str | None = None,
-                 target: Target | None = None) -> GatewayError:
-        """An S3 failure as the client should see it. S3StorageError messages name only the
-        operation, the HTTP status and S3's error code: never a bucket, key or credential."""
-        code, status, cause = exc.code, exc.status, exc.__cause__
-        log.warning("bedrock %s: %s", self.name, exc)
-        if file_id is not None and (isinstance(exc, S3NotFound) or code == "NoSuchBucket"):
-            return not_found(file_id)
-        if code == "NoSuchBucket":
-            return bucket_not_found(self.name, "S3", BUCKET_HEADER, target)
-        if code in _AUTH_CODES or status in (401, 403) or isinstance(cause, _CREDENTIAL_ERRORS):
-            return GatewayError(502, f"Provider '{self.name}': Amazon S3 refused the gateway's credentials "
-                                f"({what}).", code="upstream_auth_failed")
-        if code in _THROTTLE_CODES or status in (429, 503):
-            rate = status == 429 or code in ("Throttling", "ThrottlingException", "TooManyRequestsException", "429")
-            return GatewayError(
-                429 if rate else 503,
-                f"Provider '{self.name}': Amazon S3 is {'rate limiting' if rate else 'asking the gateway to slow down'} "
-                f"({what}); retry in a few seconds.", code="rate_limit_exceeded" if rate else "upstream_throttled",
-                retryable=True, headers={"Retry-After": _RETRY_AFTER})
-        if code == "RequestTimeout" or isinstance(cause, (ReadTimeoutError, ConnectTimeoutError, asyncio.TimeoutError)):
-            return GatewayError(504, f"Provider '{self.name}': Amazon S3 did not answer in time ({what}).",
-                                code="upstream_timeout", retryable=True)
-        if isinstance(cause, EndpointConnectionError) or (status is None and isinstance(cause, aiohttp.ClientError)):
-            return GatewayError(502, f"Could not reach provider '{self.name}' (Amazon S3 {what}).",
-                                code="upstream_unreachable", retryable=True)
-        if code is None and status is None and f"{MAX_PARTS} parts" in str(exc):
-            return GatewayError(413, f"File is too large for provider '{self.name}': it needs more than "
-                                f"{MAX_PARTS} S3 parts.", param="file", code="file_too_large")
-        retryable = status is None or status >= 500
-        return GatewayError(502, f"Provider '{self.name}': {exc}.", code="upstream_error", retryable=retryable)
+        if batch:  # Bedrock reads only *.jsonl inputs
+            name = sanitise_segment(filename, "upload")
+            if not name.endswith(".jsonl"):
+                stem = name[:-6] if name.lower().endswith(".jsonl") else name
+                filename = f"{stem[:MAX_FILENAME_SEGMENT - 6]}.jsonl"
+        return super().object_key(tenant, file_id, filename, batch=batch)

@@ -2,6 +2,10 @@
 
 An upload is written to ``<path>/.partial/<id>`` and renamed into place only when complete,
 so a failed or abandoned upload never looks like a file; abort removes the partial file.
+
+With a PostgreSQL store (several replicas sharing state), a ``local`` provider's bytes are
+on one replica's disk only, unless ``path`` is a shared filesystem (``shared_filesystem:
+true``): :func:`replica_only_providers` names the providers start-up warns about.
 """
 from __future__ import annotations
 
@@ -18,12 +22,24 @@ from .base import Download, Provider
 from .sink import SinkResult
 
 if TYPE_CHECKING:
+    from ..config import Config, ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
 log = logging.getLogger("sluicegate.local")
 
 _STALE_PARTIAL_SECONDS = 24 * 3600
+# A store these URLs name is shared by replicas (SQLite is one host's file).
+_SHARED_STORE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def replica_only_providers(config: "Config") -> list["ProviderConfig"]:
+    """The ``local`` providers whose files only this replica can read although the store is
+    shared with other replicas (PostgreSQL): another replica finds the record, not the bytes.
+    ``shared_filesystem: true`` says ``path`` is mounted by every replica."""
+    if not config.store.url.lower().startswith(_SHARED_STORE_SCHEMES):
+        return []
+    return [p for p in config.providers if p.type == "local" and not p.shared_filesystem]
 
 
 def prepare_partial_dir(path: str) -> None:

@@ -1,8 +1,10 @@
-"""object_store: what the object-store providers (bedrock: S3, vertex: GCS) have in common.
+"""object_store: what the object-store providers (s3 and bedrock: S3; gcs and vertex: GCS) have
+in common.
 
-Both keep gateway-managed files in a bucket, translate ``purpose=batch`` files line by line on
-their way in, and let three request headers override the configured bucket, region and model.
-This module owns the parts of that which do not depend on the store:
+All keep gateway-managed files in a bucket. ``s3`` and ``gcs`` store every file as sent;
+``bedrock`` and ``vertex`` are those two plus the translation of ``purpose=batch`` files line by
+line on their way in, and three request headers that override the configured bucket, region
+and model. This module owns the parts of that which do not depend on the store:
 
 * :class:`Target` — where one upload goes (bucket, region, model), and :class:`HeaderRule`
   (with :func:`bucket_rule`, :func:`unless_matches`) and :func:`read_target`, which read and
@@ -14,10 +16,16 @@ This module owns the parts of that which do not depend on the store:
   errors for a missing file, a missing bucket and a bad batch line;
 * :func:`first_piece` — the start of a download, read before the response so that a failure
   is an error response rather than a cut stream;
-* :class:`TranslatingSink` — the sink wrapper of one upload: the optional
-  :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the store's own sink,
-  the size cap on its id map, the write / complete / abort flow, and the check that a batch
-  file was opened as one (``purpose`` came before the file). Subclasses supply the
+* :class:`BucketProvider` — the provider skeleton: the configured bucket and prefix, the
+  object path ``{prefix}{tenant}/{file_id}/{filename}``, and the hooks a translating type
+  overrides (:meth:`~BucketProvider.target`, :meth:`~BucketProvider.batch_translator`);
+* :func:`content_type_for` — the stored object's content type for a purpose;
+* :class:`TranslatingSink` — the sink wrapper of one upload (kept in ``ex.extra[SINK_KEY]``):
+  the optional :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the
+  store's own sink, the size cap on its id map, the write / complete / abort flow, and, for
+  the translating types, the check that a batch file was opened as one (``purpose`` came
+  before the file). A late purpose otherwise only updates the stored object's metadata
+  (:meth:`TranslatingSink.finish`). Subclasses supply the
   store-specific parts: mapping the store's errors, their error texts, and what ``complete``
   records (location, metadata fix-ups, releasing clients).
 
@@ -26,6 +34,7 @@ Nothing here talks to S3 or GCS or imports their SDKs.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -35,12 +44,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.jsonl import BatchLineError
+from .base import Provider
 from .sink import Sink, SinkResult
 
 if TYPE_CHECKING:
+    from ..config import ProviderConfig
     from ..exchange import Exchange
-    from .base import Provider
 
+#: Where an open upload's :class:`TranslatingSink` is kept in ``Exchange.extra``.
+SINK_KEY = "object_store_sink"
 MAX_FILENAME_SEGMENT = 200
 MAX_TENANT_SEGMENT = 128
 
@@ -65,6 +77,11 @@ def looks_like_ipv4(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def content_type_for(purpose: str | None) -> str:
+    """The stored object's content type: batch files are JSONL, everything else opaque bytes."""
+    return "application/jsonl" if purpose == "batch" else "application/octet-stream"
 
 
 def not_found(file_id: str) -> GatewayError:
@@ -162,6 +179,40 @@ def read_target(headers: Mapping[str, str], rules: tuple[HeaderRule, HeaderRule,
                   for_region.read(headers) or region, for_model.read(headers) or model)
 
 
+# -- the provider skeleton -------------------------------------------------------------------
+
+
+class BucketProvider(Provider):
+    """A provider whose files live in a bucket (``s3``, ``gcs``, and through them ``bedrock``,
+    ``vertex``): stored as sent unless a subclass's :meth:`batch_translator` says otherwise."""
+
+    #: The request header that may name the bucket (bedrock's, vertex's), for the
+    #: bucket-not-found error; the plain types take no override headers.
+    bucket_header: ClassVar[str] = ""
+
+    def __init__(self, config: "ProviderConfig") -> None:
+        super().__init__(config)
+        if not config.bucket:
+            raise ValueError(f"provider {config.name}: {self.type} needs a bucket")
+        self.bucket = config.bucket
+        self.prefix = config.prefix or ""
+        self.region: str | None = None  # recorded with each file where the store has regions
+        self.log = logging.getLogger(f"sluicegate.{self.type}")
+
+    def target(self, ex: "Exchange") -> Target:
+        """Where an upload goes: the configured bucket and region (a subclass: or its headers')."""
+        return Target(self.bucket, False, self.region, None)
+
+    def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
+        """What rewrites the upload's lines on their way in; None: stored as sent."""
+        return None
+
+    def object_path(self, tenant: str, file_id: str, filename: str) -> str:
+        """``{prefix}{tenant}/{file_id}/{filename}``, each segment made safe."""
+        tenant_segment = sanitise_segment(tenant, "tenant", MAX_TENANT_SEGMENT)
+        return f"{self.prefix}{tenant_segment}/{file_id}/{sanitise_segment(filename, 'upload')}"
+
+
 # -- the sink of one upload ------------------------------------------------------------------
 
 
@@ -182,14 +233,17 @@ class TranslatingSink:
 
     #: The inner sink's failure type, mapped by :meth:`upload_error`.
     storage_error: ClassVar[type[Exception]]
+    #: Whether batch files are translated (so ``purpose=batch`` must come before the file);
+    #: False: every file is stored as sent and a late purpose is only recorded.
+    translates_batches: ClassVar[bool] = True
     #: For error texts: the service ("Bedrock"), what batch lines become ("Bedrock records"),
     #: what carries a ``custom_id`` ("Bedrock recordId") and the ids it carries unchanged.
     service: ClassVar[str]
-    translated_rows: ClassVar[str]
-    id_carrier: ClassVar[str]
-    carried_ids: ClassVar[str]
+    translated_rows: ClassVar[str] = ""
+    id_carrier: ClassVar[str] = ""
+    carried_ids: ClassVar[str] = ""
 
-    def __init__(self, provider: "Provider", ex: "Exchange", inner: Sink, translator: BatchTranslator | None,
+    def __init__(self, provider: Provider, ex: "Exchange", inner: Sink, translator: BatchTranslator | None,
                  target: Target, *, max_ids_bytes: int) -> None:
         self.provider = provider
         self.ex = ex
@@ -217,7 +271,7 @@ class TranslatingSink:
     def check_purpose(self) -> None:
         """A batch file must have been opened as one: its rows are translated while they stream.
         (The upload driver sets ``purpose`` once, so it can only have arrived after the file.)"""
-        if self.ex.purpose == "batch" and self.translator is None:
+        if self.translates_batches and self.ex.purpose == "batch" and self.translator is None:
             raise GatewayError(
                 400, f"Provider '{self.provider.name}' ({self.service}) translates batch files into "
                 f"{self.translated_rows} while they stream, so it needs the 'purpose' field before the "
