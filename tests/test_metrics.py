@@ -1,0 +1,130 @@
+"""/metrics: the whole gateway's counts (all workers), the same names and labels as always,
+on by default, nothing carried over from a previous run."""
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import openai
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import client, passthrough_config
+from tests.test_local_files import local_config
+
+BUCKETS = ("0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
+           "10.0", "30.0", "60.0", "+Inf")
+
+
+def scrape(gw) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """/metrics over a new connection (so any worker may answer): sample name → (labels, value)."""
+    r = httpx.get(gw.url + "/metrics", headers={"Connection": "close"}, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+    return samples
+
+
+def total(samples, name: str, **labels: str) -> float:
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def metrics_dirs(tmpdir: Path) -> list[Path]:
+    return sorted(tmpdir.glob("sluicegate-metrics-*"))
+
+
+def test_workers_report_the_whole_gateway(start_gateway, tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    gw = start_gateway(local_config(), workers=2, env={"TMPDIR": str(tmpdir)})
+    assert len(metrics_dirs(tmpdir)) == 1  # one private directory, shared by the workers
+    # A new connection per request, several at once, so both workers accept some.
+    c = client(gw, default_headers={"Connection": "close"}, timeout=30)
+    with ThreadPoolExecutor(8) as pool:
+        pages = list(pool.map(lambda _: list(c.files.list()), range(100)))
+    assert pages == [[]] * 100
+    served_by = {line["pid"] for line in gw.access_log() if line["op"] == "files.list"}
+    assert len(served_by) == 2, served_by  # else a per-worker share could not show
+    # Scrapes are admin requests and not counted: every scrape, whichever worker answers it,
+    # sees all 100, never one worker's part.
+    for _ in range(10):
+        samples = scrape(gw)
+        assert total(samples, "sluicegate_requests_total") == 100
+        assert total(samples, "sluicegate_requests_total", operation="files.list", provider="local",
+                     status="200") == 100
+        assert total(samples, "sluicegate_request_duration_seconds_count") == 100
+        assert total(samples, "sluicegate_inflight_requests") == 0
+        assert total(samples, "sluicegate_draining") == 0
+    assert gw.stop() == 0
+    assert metrics_dirs(tmpdir) == []  # removed on exit
+
+
+def test_single_worker_names_labels_and_values(start_gateway, fake_openai):
+    gw = start_gateway(passthrough_config(fake_openai))  # no filters key: metrics is in the default chain
+    c = client(gw)
+    f = c.files.create(file=("a.txt", b"x" * 1234), purpose="assistants")
+    assert c.files.content(f.id).content == b"x" * 1234
+    try:
+        c.files.retrieve("file-missing")
+    except openai.NotFoundError:
+        pass
+    else:
+        raise AssertionError("expected a 404")
+    resp = c.responses.create(model="gpt-4o", input="hi", extra_headers={"x-tfy-provider-name": "my-openai"})
+
+    samples = scrape(gw)
+    requests = {(lab["operation"], lab["provider"], lab["status"]): v
+                for lab, v in samples["sluicegate_requests_total"]}
+    assert requests[("files.create", "local", "200")] == 1
+    assert requests[("files.content", "local", "200")] == 1
+    assert requests[("responses.create", "my-openai", "200")] == 1
+    assert sum(v for (op, _, status), v in requests.items() if op == "files.retrieve" and status == "404") == 1
+    assert sum(requests.values()) == 4
+    # The histogram: the same buckets, cumulative, its count the requests'.
+    buckets = [(lab["le"], v) for lab, v in samples["sluicegate_request_duration_seconds_bucket"]
+               if lab["operation"] == "files.create" and lab["provider"] == "local"]
+    assert [le for le, _ in buckets] == list(BUCKETS)
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1][1] == 1
+    assert total(samples, "sluicegate_request_duration_seconds_count", operation="files.create") == 1
+    assert total(samples, "sluicegate_request_duration_seconds_sum", operation="files.create") > 0
+    assert samples["sluicegate_upload_bytes_total"] == [({"provider": "local"}, 1234)]
+    tokens = {lab["kind"]: v for lab, v in samples["sluicegate_tokens_total"] if lab["provider"] == "my-openai"}
+    assert tokens == {"input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens}
+    assert samples["sluicegate_inflight_requests"] == [({}, 0)]
+    assert samples["sluicegate_draining"] == [({}, 0)]
+
+
+def test_a_restart_starts_from_zero(start_gateway, tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    for workers in (1, 2):
+        gw = start_gateway(local_config(), workers=workers, env=env)
+        for _ in range(5):
+            assert list(client(gw).files.list()) == []
+        assert total(scrape(gw), "sluicegate_requests_total") == 5
+        assert len(metrics_dirs(tmpdir)) == 1
+        assert gw.stop() == 0
+        assert metrics_dirs(tmpdir) == []
+    # Killed outright, a run cannot remove its directory; the next run does not read it.
+    gw = start_gateway(local_config(), workers=2, env=env)
+    assert list(client(gw).files.list()) == []
+    gw.signal(signal.SIGKILL)
+    gw.proc.wait(15)
+    again = start_gateway(local_config(), workers=2, env=env)
+    assert total(scrape(again), "sluicegate_requests_total") == 0
+    assert list(client(again).files.list()) == []
+    assert total(scrape(again), "sluicegate_requests_total") == 1
+
+
+def test_metrics_filter_left_out(start_gateway):
+    cfg = local_config()
+    cfg["filters"] = ["auth", "provider_route", "access_log"]
+    gw = start_gateway(cfg)
+    assert list(client(gw).files.list()) == []
+    samples = scrape(gw)
+    assert "sluicegate_requests_total" not in samples
+    assert samples["sluicegate_inflight_requests"] == [({}, 0)]
