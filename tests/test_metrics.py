@@ -3,6 +3,8 @@ on by default, nothing carried over from a previous run."""
 from __future__ import annotations
 
 import signal
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,3 +130,88 @@ def test_metrics_filter_left_out(start_gateway):
     samples = scrape(gw)
     assert "sluicegate_requests_total" not in samples
     assert samples["sluicegate_inflight_requests"] == [({}, 0)]
+
+
+def _wait_for(gw, check, seconds: float = 15):
+    """Scrape until ``check(samples)`` holds (bounded); the last samples."""
+    deadline = time.monotonic() + seconds
+    while True:
+        samples = scrape(gw)
+        if check(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
+def test_gauges_cover_all_workers_and_the_drain(start_gateway, tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    cfg = local_config()
+    cfg["server"] = {"drain_timeout": "20s"}
+    gw = start_gateway(cfg, workers=2, env={"TMPDIR": str(tmpdir)})
+    data = b"d" * 50_000
+    head = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\n")
+    body = head + data + b"\r\n--b--\r\n"
+    # One upload held open in whichever worker accepted it.
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as upload:
+        upload.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-none\r\n"
+                       b"Content-Type: multipart/form-data; boundary=b\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:len(head) + 1000])
+        _wait_for(gw, lambda s: total(s, "sluicegate_inflight_requests") == 1)
+        # Every scrape sees it, whichever worker answers.
+        for _ in range(10):
+            assert total(scrape(gw), "sluicegate_inflight_requests") == 1
+        gw.signal(signal.SIGTERM)
+        # The idle worker stops at once (its live gauges go with it); the other drains.
+        samples = _wait_for(gw, lambda s: total(s, "sluicegate_draining") == 1)
+        assert total(samples, "sluicegate_draining") == 1
+        assert total(samples, "sluicegate_inflight_requests") == 1
+        upload.sendall(body[len(head) + 1000:])
+        answer = b""
+        while chunk := upload.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert gw.proc.wait(30) == 0
+    assert metrics_dirs(tmpdir) == []
+
+
+def test_a_dead_workers_inflight_requests_leave_the_gauge(start_gateway, tmp_path):
+    import psutil
+
+    cfg = local_config()
+    cfg["server"] = {"drain_timeout": "20s"}
+    gw = start_gateway(cfg, workers=2)
+    workers = psutil.Process(gw.proc.pid).children()
+    assert len(workers) == 2
+    held: list[socket.socket] = []
+
+    def holding(worker) -> int:
+        """Uploads this worker holds: its connections from our held sockets."""
+        ours = {s.getsockname()[1] for s in held}
+        connections = getattr(worker, "net_connections", None) or worker.connections  # psutil < 6
+        return sum(1 for c in connections("tcp") if c.raddr and c.raddr.port in ours)
+
+    try:
+        # Held uploads, a new connection each, until both workers hold some (bounded).
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+            held.append(s)
+            s.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-none\r\n"
+                      b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
+            _wait_for(gw, lambda smp: total(smp, "sluicegate_inflight_requests") == len(held))
+            if all(holding(w) for w in workers):
+                break
+        counts = [holding(w) for w in workers]
+        assert all(counts) and sum(counts) == len(held), counts
+        assert total(scrape(gw), "sluicegate_inflight_requests") == len(held)
+        # Killed, the first worker cannot lower its gauge; the parent drops it, and stops the
+        # other worker, which drains its own uploads.
+        workers[0].kill()
+        samples = _wait_for(gw, lambda smp: total(smp, "sluicegate_draining") == 1)
+        assert total(samples, "sluicegate_draining") == 1
+        assert total(samples, "sluicegate_inflight_requests") == counts[1]
+    finally:
+        for s in held:
+            s.close()
+    gw.proc.wait(30)
