@@ -16,13 +16,19 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+from .startup import StartupError, reason
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @contextmanager
 def private_metrics_dir() -> Iterator[str]:
-    """Create the directory, point ``PROMETHEUS_MULTIPROC_DIR`` at it, remove it on exit."""
-    path = tempfile.mkdtemp(prefix=f"sluicegate-metrics-{os.getpid()}-")
+    """Create the directory, point ``PROMETHEUS_MULTIPROC_DIR`` at it, remove it on exit; a
+    :class:`StartupError` if it cannot be created."""
+    try:
+        path = tempfile.mkdtemp(prefix=f"sluicegate-metrics-{os.getpid()}-")
+    except OSError as exc:  # no writable temporary directory (TMPDIR, /tmp, …)
+        raise StartupError(f"cannot create the metrics directory: {reason(exc)}") from exc
     previous = os.environ.get(ENV)
     os.environ[ENV] = path
     try:

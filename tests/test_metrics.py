@@ -215,3 +215,23 @@ def test_a_dead_workers_inflight_requests_leave_the_gauge(start_gateway, tmp_pat
         for s in held:
             s.close()
     gw.proc.wait(30)
+
+
+def test_no_writable_temporary_directory_is_a_startup_failure(tmp_path):
+    # TMPDIR, /tmp, /var/tmp and the working directory all unusable: a read-only root filesystem
+    # without the /tmp volume. An unwritable TMPDIR alone is not enough (tempfile falls back
+    # to /tmp), so this asks tempfile for the missing directory directly.
+    import subprocess
+    import sys
+
+    from tests.gateway_proc import free_port, gateway_env
+
+    code = ("import sys, tempfile; tempfile.tempdir = sys.argv[1]; from proxy.__main__ import main; "
+            "sys.exit(main(sys.argv[2:]))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing"), "--port", str(free_port())],
+                       cwd=tmp_path, env=gateway_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("sluicegate: cannot create the metrics directory: no such file or directory: "
+                           f"'{tmp_path / 'missing'}/sluicegate-metrics-"), r.stderr
+    assert "Traceback" not in r.stderr
