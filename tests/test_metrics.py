@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import openai
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import client, passthrough_config
@@ -111,15 +112,28 @@ def test_a_restart_starts_from_zero(start_gateway, tmp_path):
         assert len(metrics_dirs(tmpdir)) == 1
         assert gw.stop() == 0
         assert metrics_dirs(tmpdir) == []
-    # Killed outright, a run cannot remove its directory; the next run does not read it.
+    # Killed outright, a run cannot remove its directory; the next run does not read it, and
+    # removes it once the killed run's workers are gone too.
     gw = start_gateway(local_config(), workers=2, env=env)
+    workers = psutil.Process(gw.proc.pid).children()
     assert list(client(gw).files.list()) == []
+    (killed,) = metrics_dirs(tmpdir)
     gw.signal(signal.SIGKILL)
     gw.proc.wait(15)
+    _, alive = psutil.wait_procs(workers, timeout=15)  # they end with their parent
+    assert not alive and metrics_dirs(tmpdir) == [killed]
     again = start_gateway(local_config(), workers=2, env=env)
+    assert len(metrics_dirs(tmpdir)) == 1 and metrics_dirs(tmpdir) != [killed]
     assert total(scrape(again), "sluicegate_requests_total") == 0
     assert list(client(again).files.list()) == []
     assert total(scrape(again), "sluicegate_requests_total") == 1
+    # A second gateway starting beside a running one leaves the running one's directory alone.
+    (running,) = metrics_dirs(tmpdir)
+    beside = start_gateway(local_config(), env=env)
+    assert running in metrics_dirs(tmpdir) and len(metrics_dirs(tmpdir)) == 2
+    assert list(client(again).files.list()) == []
+    assert total(scrape(again), "sluicegate_requests_total") == 2
+    assert total(scrape(beside), "sluicegate_requests_total") == 0
 
 
 def test_metrics_filter_left_out(start_gateway):
@@ -177,8 +191,6 @@ def test_gauges_cover_all_workers_and_the_drain(start_gateway, tmp_path):
 
 
 def test_a_dead_workers_inflight_requests_leave_the_gauge(start_gateway, tmp_path):
-    import psutil
-
     cfg = local_config()
     cfg["server"] = {"drain_timeout": "20s"}
     gw = start_gateway(cfg, workers=2)
@@ -233,5 +245,5 @@ def test_no_writable_temporary_directory_is_a_startup_failure(tmp_path):
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("sluicegate: cannot create the metrics directory: no such file or directory: "
-                           f"'{tmp_path / 'missing'}/sluicegate-metrics-"), r.stderr
+                           f"'{tmp_path / 'missing'}/.sluicegate-metrics-"), r.stderr
     assert "Traceback" not in r.stderr
