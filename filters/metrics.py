@@ -1,64 +1,82 @@
-"""metrics: request counters and latency histograms, served as Prometheus text on /metrics."""
+"""metrics: request counters and latency histograms, served as Prometheus text on /metrics.
+
+The samples live in prometheus_client's multiprocess files (proxy/metrics_dir.py): every worker
+writes its own, and a scrape merges all of them, so ``--workers N`` reports the whole gateway.
+Each sample is a write into a memory-mapped file; the hot path keeps the labelled children it
+has used, so a request costs those writes and one dict lookup, not a ``labels()`` call each.
+"""
 from __future__ import annotations
 
-import bisect
+import os
 import time
-from collections import defaultdict
+from typing import Any
 
 from .base import Filter
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+TOKEN_KINDS = ("input_tokens", "output_tokens")
 
 
 class Metrics:
+    """The gateway's metrics. Needs ``PROMETHEUS_MULTIPROC_DIR`` set before it is created (and
+    before prometheus_client is first imported, which is why the import is here)."""
+
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency: dict[tuple[str, str], list[int]] = {}
-        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
-        self.upload_bytes: dict[str, int] = defaultdict(int)
-        self.tokens: dict[tuple[str, str], int] = defaultdict(int)
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path or not getattr(values.ValueClass, "_multiprocess", False):
+            raise RuntimeError("metrics need PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported "
+                               "(proxy.metrics_dir.private_metrics_dir)")
+        # registry=None: the samples are read back from the files, never from these objects.
+        self.requests = Counter("sluicegate_requests", "API requests by operation, provider and status",
+                                ("operation", "provider", "status"), registry=None)
+        self.duration = Histogram("sluicegate_request_duration_seconds", "API request duration",
+                                  ("operation", "provider"), buckets=BUCKETS, registry=None)
+        self.upload_bytes = Counter("sluicegate_upload_bytes", "File bytes uploaded, by provider",
+                                    ("provider",), registry=None)
+        self.tokens = Counter("sluicegate_tokens", "Model tokens, by provider and kind",
+                              ("provider", "kind"), registry=None)
+        # livesum: requests in flight in all running workers; livemax: 1 once any worker drains.
+        # "live": a worker that exited is dropped from them (proxy.metrics_dir.worker_exited).
+        self.inflight = Gauge("sluicegate_inflight_requests", "API requests in flight", registry=None,
+                              multiprocess_mode="livesum")
+        self.draining = Gauge("sluicegate_draining", "1 while the gateway drains", registry=None,
+                              multiprocess_mode="livemax")
+        self._by_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._uploads: dict[str, Any] = {}
+        self._tokens: dict[tuple[str, str], Any] = {}
+        self._registry = CollectorRegistry()
+        MultiProcessCollector(self._registry, path)
+        self._generate = generate_latest
+        self.content_type = CONTENT_TYPE_LATEST
 
     def observe(self, op: str, provider: str, status: int, seconds: float, upload_bytes: int, usage) -> None:  # type: ignore[no-untyped-def]
-        self.requests[(op, provider, status)] += 1
-        key = (op, provider)
-        counts = self.latency.get(key)
-        if counts is None:
-            counts = self.latency[key] = [0] * (len(BUCKETS) + 1)
-        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.latency_sum[key] += seconds
+        children = self._by_request.get((op, provider, status))
+        if children is None:
+            children = self._by_request[(op, provider, status)] = (
+                self.requests.labels(op, provider, str(status)), self.duration.labels(op, provider))
+        children[0].inc()
+        children[1].observe(seconds)
         if upload_bytes:
-            self.upload_bytes[provider] += upload_bytes
+            uploaded = self._uploads.get(provider)
+            if uploaded is None:
+                uploaded = self._uploads[provider] = self.upload_bytes.labels(provider)
+            uploaded.inc(upload_bytes)
         if usage:
-            for kind in ("input_tokens", "output_tokens"):
+            for kind in TOKEN_KINDS:
                 n = usage.get(kind)
-                if isinstance(n, int):
-                    self.tokens[(provider, kind)] += n
+                if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                    counter = self._tokens.get((provider, kind))
+                    if counter is None:
+                        counter = self._tokens[(provider, kind)] = self.tokens.labels(provider, kind)
+                    counter.inc(n)
 
-    def render(self, extra: dict[str, float] | None = None) -> str:
-        out = ["# TYPE sluicegate_requests_total counter"]
-        for (op, provider, status), n in sorted(self.requests.items()):
-            out.append(f'sluicegate_requests_total{{operation="{op}",provider="{provider}",status="{status}"}} {n}')
-        out.append("# TYPE sluicegate_request_duration_seconds histogram")
-        for (op, provider), counts in sorted(self.latency.items()):
-            labels = f'operation="{op}",provider="{provider}"'
-            total = 0
-            for bound, n in zip(BUCKETS, counts):
-                total += n
-                out.append(f'sluicegate_request_duration_seconds_bucket{{{labels},le="{bound}"}} {total}')
-            total += counts[-1]
-            out.append(f'sluicegate_request_duration_seconds_bucket{{{labels},le="+Inf"}} {total}')
-            out.append(f"sluicegate_request_duration_seconds_sum{{{labels}}} {self.latency_sum[(op, provider)]:.6f}")
-            out.append(f"sluicegate_request_duration_seconds_count{{{labels}}} {total}")
-        out.append("# TYPE sluicegate_upload_bytes_total counter")
-        for provider, n in sorted(self.upload_bytes.items()):
-            out.append(f'sluicegate_upload_bytes_total{{provider="{provider}"}} {n}')
-        out.append("# TYPE sluicegate_tokens_total counter")
-        for (provider, kind), n in sorted(self.tokens.items()):
-            out.append(f'sluicegate_tokens_total{{provider="{provider}",kind="{kind}"}} {n}')
-        for name, value in (extra or {}).items():
-            out.append(f"# TYPE {name} gauge")
-            out.append(f"{name} {value}")
-        return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        """Every worker's samples, merged (Prometheus text format)."""
+        return self._generate(self._registry)
 
 
 class MetricsFilter(Filter):

@@ -62,10 +62,19 @@ class Gateway:
                 log.warning("filter '%s' is required; adding it to the chain", required)
                 names.insert(0, required)
         self.chain = build_chain(names, self)
-        self.draining = False
+        self._draining = False
         self.inflight = 0
         self.ready = False
         self._sweeper: asyncio.Task | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self.metrics.draining.set(int(value))  # seen by a scrape any worker answers
 
     async def start(self) -> None:
         """Open the store and start the providers; a failure is a :class:`StartupError` naming
@@ -174,6 +183,7 @@ class Gateway:
                 headers={"Retry-After": DRAIN_RETRY_AFTER}))
         ex = Exchange(request, op, object_id)
         self.inflight += 1
+        self.metrics.inflight.inc()
         try:
             try:
                 if op == "responses.create":
@@ -193,6 +203,7 @@ class Gateway:
             raise
         finally:
             self.inflight -= 1
+            self.metrics.inflight.dec()
             ex.ended = time.perf_counter()
             await self.chain.on_exchange_end(ex)
 
@@ -213,8 +224,7 @@ class Gateway:
             return web.Response(body=b'{"status":"ready"}', content_type="application/json")
         if op == "admin.openapi":
             return web.Response(body=self.openapi_document, content_type="application/json")
-        text = self.metrics.render({"sluicegate_inflight_requests": self.inflight,
-                                    "sluicegate_draining": int(self.draining)})
-        return web.Response(text=text, content_type="text/plain")
+        # Not counted in the metrics (admin paths never are): all workers' samples, merged.
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
 

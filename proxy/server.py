@@ -29,6 +29,7 @@ from aiohttp import web
 from .gateway import Gateway
 from .http_server import GatewayServer
 from .logs import setup_logging  # noqa: F401 - where callers import it from
+from .metrics_dir import private_metrics_dir, worker_exited
 from .providers.local import replica_only_providers
 from .startup import BACKLOG, StartupError, bind_listeners, reason
 
@@ -167,9 +168,16 @@ def run(config: "Config") -> int:
         return 1
     _log_where_data_goes(config)
     _install_uvloop()
-    if srv.workers <= 1:
-        return _serve_here(config, sockets, _print_failure)
-    return _supervise_workers(config, sockets)
+    try:
+        with private_metrics_dir():  # before the fork: every worker writes its samples there
+            if srv.workers <= 1:
+                return _serve_here(config, sockets, _print_failure)
+            return _supervise_workers(config, sockets)
+    except StartupError as exc:  # only the directory's: serving reports its own failures
+        for sock in sockets:
+            sock.close()
+        _print_failure(str(exc))
+        return 1
 
 
 _EXITED_NORMALLY = (0, -signal.SIGTERM, -signal.SIGINT)
@@ -225,6 +233,7 @@ def _supervise_workers(config: "Config", sockets: list[socket.socket]) -> int:
     while children:
         pid, st = os.wait()
         children.discard(pid)
+        worker_exited(pid)
         _print_reports(reports, printed)
         code = os.waitstatus_to_exitcode(st)
         if code not in _EXITED_NORMALLY:

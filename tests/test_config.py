@@ -105,7 +105,7 @@ def test_default_config(tmp_path, monkeypatch):
     assert config.default_provider == "local"
     assert config.providers == (ProviderConfig(name="local", type="local", path=str(data / "files")),)
     assert config.filters == DEFAULT_FILTERS == (
-        "auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log")
+        "auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
     assert config.log_level == "info"
 
 
@@ -188,7 +188,7 @@ def test_full_example(tmp_path, monkeypatch):
     assert config.default_provider == "local"
     assert [p.name for p in config.providers] == [
         "my-openai", "my-azure", "local", "my-bedrock", "my-vertex", "claude", "groq"]
-    assert config.filters == (*DEFAULT_FILTERS, "metrics")
+    assert config.filters == DEFAULT_FILTERS
     assert config.log_level == "debug"
 
     assert config.provider("my-openai").api_key == "sk-openai-secret"
