@@ -51,7 +51,8 @@ DRAIN_RETRY_AFTER = "5"
 class Gateway:
     def __init__(self, config: "Config") -> None:
         self.config = config
-        self.store = open_store(config.store.url)
+        self.store = open_store(config.store.url, pool_min=config.store.pool_min, pool_max=config.store.pool_max,
+                                statement_timeout=config.store.statement_timeout)
         self.providers = {p.name: create_provider(p) for p in config.providers}
         self.router = Router(sorted({"/v1", config.server.base_path}))
         self.openapi_document = openapi.document_bytes(config)  # built once, served as is
