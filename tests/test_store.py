@@ -209,3 +209,36 @@ async def test_heartbeats_refresh_only_the_owners_rows(store):
     await store.reserve(reservation(2, 1, owner="h:2:b"), minimum=0, quota=None)
     assert await store.touch_reservations("h:1:a", 99) == 1
     assert {r.id: r.heartbeat for r in await store.reservations()} == {"rsv-1": 99, "rsv-2": 1}
+
+
+async def test_postgres_cache_survives_a_lost_listener_without_going_stale(pg_database):
+    """The LISTEN connection drops (server restart, failover, idle kill): deletes it missed
+    must not leave records cached; it reconnects and evictions flow again."""
+    await pg_database.reset()
+    a, b = open_store(pg_database.url), open_store(pg_database.url)
+    await a.open()
+    await b.open()
+    try:
+        for i in (1, 2):
+            await a.add_file(rec(i))
+            assert await b.get_file(f"file-{i}") is not None  # cached in b
+        await a.pool.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = 'sluicegate-listen' AND datname = current_database()")
+        assert await a.delete_file("file-1") is not None  # b's listener may be gone: no NOTIFY for it
+        for _ in range(1000):  # b notices the lost connection, bypasses and then empties its cache
+            if await b.get_file("file-1") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await b.get_file("file-1") is None
+        # Back to listening (bounded), then a later delete reaches b's cache again.
+        for _ in range(1000):
+            if b._listening and a._listening:
+                break
+            await asyncio.sleep(0.01)
+        assert await b.get_file("file-2") is not None and b._files.get("file-2") is not None
+        assert await a.delete_file("file-2") is not None
+        await asyncio.wait_for(b.heard_of_deletes(), 10)
+        assert b._files.get("file-2") is None and await b.get_file("file-2") is None
+    finally:
+        await a.close()
+        await b.close()

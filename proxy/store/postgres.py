@@ -69,6 +69,8 @@ class PostgresStore:
         self._reconnect: asyncio.Task | None = None
         self._closing = False
         self._barriers: dict[str, asyncio.Future] = {}
+        # Responses being inserted by this process → deleted meanwhile? (then deleted after)
+        self._adding: dict[str, bool] = {}
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> "PostgresStore":
@@ -119,13 +121,14 @@ class PostgresStore:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
-        (self._files if kind == "f" else self._responses).pop(key, None)
-        self._evictions += 1
+        self._evict(self._files if kind == "f" else self._responses, key)
 
     async def heard_of_deletes(self) -> None:
         """Return once this replica has heard of every delete committed (anywhere) before the
         call: a NOTIFY of our own, sent now, arrives after theirs (PostgreSQL delivers them in
         commit order)."""
+        if not self._listening:  # the cache is bypassed, and emptied when listening resumes
+            return
         token = secrets.token_hex(8)
         self._barriers[token] = waiter = asyncio.get_running_loop().create_future()
         try:
@@ -138,6 +141,9 @@ class PostgresStore:
         self._listening = False
         self._listener = None
         self._evictions += 1
+        for waiter in self._barriers.values():  # nothing is served from the cache now
+            if not waiter.done():
+                waiter.set_result(None)
         if not self._closing and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.ensure_future(self._relisten())
 
@@ -153,6 +159,10 @@ class PostgresStore:
                             type(exc).__name__, wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2, longest)
+
+    def _evict(self, cache: _LRU, key: str) -> None:
+        cache.pop(key, None)
+        self._evictions += 1
 
     def _cached(self, cache: _LRU, key: str) -> Any:
         return cache.get(key) if self._listening else None
@@ -181,6 +191,7 @@ class PostgresStore:
     # -- files ---------------------------------------------------------------------------
 
     async def add_file(self, rec: FileRecord, *, quota: int | None = None, reservation: str | None = None) -> None:
+        before = self._evictions
         async with self.pool.acquire() as conn, conn.transaction():
             if quota is not None:
                 await conn.execute(_LOCK_TENANT, rec.tenant)
@@ -191,7 +202,7 @@ class PostgresStore:
                                *_file_args(rec))
             if reservation is not None:
                 await conn.execute("DELETE FROM reservations WHERE id = $1", reservation)
-        self._remember(self._files, rec.id, rec, self._evictions)
+        self._remember(self._files, rec.id, rec, before)
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         rec = self._cached(self._files, file_id)
@@ -238,7 +249,7 @@ class PostgresStore:
         return [_row_to_file(r) for r in rows]
 
     async def delete_file(self, file_id: str) -> FileRecord | None:
-        self._files.pop(file_id, None)
+        self._evict(self._files, file_id)
         row = await self.pool.fetchrow(
             f"WITH gone AS (DELETE FROM files WHERE id = $1 RETURNING seq, {_FILE_COLS}) "
             f"SELECT gone.*, pg_notify('{CHANNEL}', 'f:' || gone.id) FROM gone", file_id)
@@ -305,13 +316,23 @@ class PostgresStore:
     # -- responses -----------------------------------------------------------------------
 
     async def add_response(self, rec: ResponseRecord) -> None:
-        """One autocommitted statement: when it returns, every replica can read the record."""
-        await self.pool.execute(
-            "INSERT INTO responses (id, tenant, provider, model, created_at) VALUES ($1,$2,$3,$4,$5) "
-            "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
-            "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
-            rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
-        self._remember(self._responses, rec.id, rec, self._evictions)
+        """One autocommitted statement: when it returns, every replica can read the record.
+        A delete of the id while the insert runs (in this process) wins, as on SQLite: the
+        record is deleted right after it lands."""
+        self._adding[rec.id] = False
+        before = self._evictions
+        try:
+            await self.pool.execute(
+                "INSERT INTO responses (id, tenant, provider, model, created_at) VALUES ($1,$2,$3,$4,$5) "
+                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+                rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
+        finally:
+            deleted = self._adding.pop(rec.id, False)
+        if deleted:
+            await self._delete_response_row(rec.id)
+        else:
+            self._remember(self._responses, rec.id, rec, before)
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         rec = self._cached(self._responses, response_id)
@@ -327,7 +348,13 @@ class PostgresStore:
         return rec
 
     async def delete_response(self, response_id: str) -> bool:
-        self._responses.pop(response_id, None)
+        self._evict(self._responses, response_id)
+        if response_id in self._adding:
+            self._adding[response_id] = True
+            return True
+        return await self._delete_response_row(response_id)
+
+    async def _delete_response_row(self, response_id: str) -> bool:
         row = await self.pool.fetchrow(
             "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id) "
             f"SELECT pg_notify('{CHANNEL}', 'r:' || gone.id) FROM gone", response_id)
