@@ -242,3 +242,18 @@ async def test_postgres_cache_survives_a_lost_listener_without_going_stale(pg_da
     finally:
         await a.close()
         await b.close()
+
+
+async def test_postgres_pool_and_statement_timeout_are_applied(pg_database):
+    await pg_database.reset()
+    import asyncpg
+
+    s = open_store(pg_database.url, pool_min=2, pool_max=3, statement_timeout=0.5)
+    await s.open()
+    try:
+        assert (s.pool.get_min_size(), s.pool.get_max_size()) == (2, 3)
+        assert await s.pool.fetchval("SHOW statement_timeout") == "500ms"
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await s.pool.execute("SELECT pg_sleep(5)")
+    finally:
+        await s.close()
