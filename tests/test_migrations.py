@@ -181,3 +181,24 @@ async def test_an_upgrade_is_one_transaction(db_url, monkeypatch):
     await s.close()
     assert await query(db_url, "SELECT version FROM schema_version") == [(LATEST + 1,)]
     assert await query(db_url, "SELECT * FROM extra") == []
+
+
+async def test_postgres_replicas_wait_for_a_migration_longer_than_the_statement_timeout(pg_database):
+    """A replica starting while another holds the migration lock waits for it, even past
+    store.statement_timeout (which bounds ordinary statements only)."""
+    await pg_database.reset()
+    holder = await asyncpg.connect(pg_database.url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1, $2)", *migrations.PG_MIGRATION_LOCK)
+        s = open_store(pg_database.url, statement_timeout=0.2)
+        opening = asyncio.ensure_future(s.open())
+        await asyncio.sleep(0.6)  # three statement timeouts: still waiting, not failed
+        assert not opening.done()
+        await tx.rollback()
+        await asyncio.wait_for(opening, 30)
+        await s.close()
+    finally:
+        await holder.close()
+    assert await query(pg_database.url, "SELECT version FROM schema_version") == [(LATEST,)]

@@ -85,6 +85,7 @@ def test_a_response_made_through_one_replica_is_retrieved_and_deleted_through_th
         r = a.responses.create(model="my-openai/gpt-4o", input=f"turn {i}")
         # Visible to B by the time the client has A's answer.
         assert b.responses.retrieve(r.id).id == r.id
+        assert b.responses.input_items.list(r.id).data is not None
         assert b.responses.delete(r.id) is None
         with pytest.raises(openai.NotFoundError):
             a.responses.retrieve(r.id)

@@ -90,6 +90,9 @@ class PostgresStore:
         """Bring the schema to :data:`migrations.LATEST` in one transaction, under an advisory
         lock: replicas starting together wait for the first, then find the schema current."""
         async with self.pool.acquire() as conn, conn.transaction():
+            # Neither waiting for another replica's migration nor a long step is a stuck
+            # statement: store.statement_timeout does not apply here.
+            await conn.execute("SET LOCAL statement_timeout = 0")
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *migrations.PG_MIGRATION_LOCK)
             await conn.execute(migrations.CREATE_VERSION_TABLE)
             current = await conn.fetchval("SELECT MAX(version) FROM schema_version")
