@@ -37,7 +37,7 @@ STORE_FILE = "sluicegate.db"            # the default SQLite store, under server
 FILTER_NAMES = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
 DEFAULT_FILTERS = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-STORE_SCHEMES = ("sqlite:///",)
+STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 _SIZE_UNITS = {
     "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -85,6 +85,9 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     url: str = f"sqlite:///{DEFAULT_DATA_DIR}/{STORE_FILE}"
+    pool_min: int = 1                # PostgreSQL: connections the pool keeps open
+    pool_max: int = 10               # PostgreSQL: connections the pool may open (per worker)
+    statement_timeout: float = 10.0  # PostgreSQL: seconds one statement may run before the server cancels it
 
     @property
     def masked_url(self) -> str:
@@ -92,7 +95,8 @@ class StoreConfig:
         return _USERINFO_PASSWORD.sub(_MASK_PASSWORD, self.url)
 
     def __repr__(self) -> str:  # a PostgreSQL URL may hold a password
-        return f"StoreConfig(url={self.masked_url!r})"
+        return (f"StoreConfig(url={self.masked_url!r}, pool_min={self.pool_min}, pool_max={self.pool_max}, "
+                f"statement_timeout={self.statement_timeout})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,12 +484,23 @@ def _absolute_sqlite_url(url: str) -> str:
 
 
 def _parse_store(s: _Section, data_dir: str) -> StoreConfig:
-    s.reject_unknown(("url",))
+    s.reject_unknown(_field_names(StoreConfig))
     url = s.string("url")
     if url is not None and not url.startswith(STORE_SCHEMES):
-        s.problem("url", "must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)")
+        s.problem("url", "must be a sqlite:/// or a postgresql:// (postgres://) URL")
         url = None
-    return StoreConfig(_absolute_sqlite_url(url or "sqlite:///" + os.path.join(data_dir, STORE_FILE)))
+    pool_min = s.integer("pool_min", minimum=0)
+    pool_max = s.integer("pool_max", minimum=1)
+    most = pool_max if pool_max is not None else StoreConfig().pool_max
+    if pool_min is not None and pool_min > most:
+        s.problem("pool_min", f"must not exceed store.pool_max ({most})")
+    url = url or "sqlite:///" + os.path.join(data_dir, STORE_FILE)
+    return StoreConfig(**_given({
+        "url": _absolute_sqlite_url(url) if url.startswith("sqlite:") else url,
+        "pool_min": pool_min,
+        "pool_max": pool_max,
+        "statement_timeout": s.duration("statement_timeout", positive=True),
+    }))
 
 
 def _parse_auth(s: _Section) -> AuthConfig:

@@ -51,7 +51,8 @@ DRAIN_RETRY_AFTER = "5"
 class Gateway:
     def __init__(self, config: "Config") -> None:
         self.config = config
-        self.store = open_store(config.store.url)
+        self.store = open_store(config.store.url, pool_min=config.store.pool_min, pool_max=config.store.pool_max,
+                                statement_timeout=config.store.statement_timeout)
         self.providers = {p.name: create_provider(p) for p in config.providers}
         self.router = Router(sorted({"/v1", config.server.base_path}))
         self.openapi_document = openapi.document_bytes(config)  # built once, served as is
@@ -94,9 +95,15 @@ class Gateway:
         self.ready = True
 
     async def sweep_expired(self) -> int:
-        """Delete files past their ``expires_at`` (bytes first, then the row: quota released)."""
+        """Delete files past their ``expires_at``. Each row is claimed first (``delete_file``
+        hands it to one caller, in any worker or replica), so sweepers running everywhere never
+        expire one file twice; the claimed file's bytes are then removed, and if that fails the
+        row is put back (its bytes are still stored) for a later sweep."""
         removed = 0
-        for rec in await self.store.expired_files(int(time.time())):
+        for candidate in await self.store.expired_files(int(time.time())):
+            rec = await self.store.delete_file(candidate.id)
+            if rec is None:  # another sweeper (or a client's delete) took it
+                continue
             provider = self.providers.get(rec.provider)
             try:
                 if provider is not None:
@@ -104,11 +111,15 @@ class Gateway:
             except GatewayError as err:
                 if err.status != 404:
                     log.warning("could not expire %s on %s: %s", rec.id, rec.provider, err.message)
+                    await self.store.restore_file(rec)
                     continue
             except Exception:
                 log.exception("could not expire %s on %s", rec.id, rec.provider)
+                await self.store.restore_file(rec)
                 continue
-            await self.store.delete_file(rec.id)
+            except BaseException:  # cancelled (shutdown): the file stays, for the next sweep
+                await self.store.restore_file(rec)
+                raise
             removed += 1
         return removed
 

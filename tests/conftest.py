@@ -60,3 +60,20 @@ def passthrough_config(fake_openai=None, fake_azure=None, **extra: Any) -> dict[
     cfg: dict[str, Any] = {"providers": providers, "default_provider": "local"}
     cfg.update(extra)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A PostgreSQL role and database of this test session (tests/pg.py); dropped at its end."""
+    from tests import pg
+
+    db = pg.create_database()
+    yield db
+    pg.drop_database(db)
+
+
+@pytest.fixture
+async def pg_url(pg_database) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    await pg_database.reset()
+    return pg_database.url

@@ -276,6 +276,17 @@ def test_overrides_win_over_the_file_and_move_the_defaults(tmp_path, monkeypatch
     assert info.value.problems == ["log_level: must be one of debug, info, warning, error, critical"]
 
 
+def test_store_postgresql_url_and_pool():
+    config = parse_config({"store": {"url": "os.environ/DB_URL", "pool_min": 0, "pool_max": 4,
+                                     "statement_timeout": "2500ms"}},
+                          env={"DB_URL": "postgres://gw:pw@db.internal:5432/gw"})
+    assert config.store == StoreConfig("postgres://gw:pw@db.internal:5432/gw", pool_min=0, pool_max=4,
+                                       statement_timeout=2.5)
+    # Defaults; a PostgreSQL URL is taken as written (no path resolution).
+    store = parse_config({"store": {"url": "postgresql://gw@db/gw"}}, env={}).store
+    assert (store.url, store.pool_min, store.pool_max, store.statement_timeout) == ("postgresql://gw@db/gw", 1, 10, 10.0)
+
+
 def test_store_masked_url():
     assert StoreConfig("postgresql://gw:hunter2@db:5432/gw").masked_url == "postgresql://gw:***@db:5432/gw"
     assert StoreConfig("sqlite:////data/gw.db").masked_url == "sqlite:////data/gw.db"
@@ -397,7 +408,14 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
          "server.orphan_upload_age: must be a duration such as 500ms, 30s or 5m, not 'an hour'"),
         ({"server": [1, 2]}, "server: must be a mapping"),
         # store
-        ({"store": {"url": "mysql://h/db"}}, "store.url: must be a sqlite:/// URL (a PostgreSQL store is not implemented yet)"),
+        ({"store": {"url": "mysql://h/db"}}, "store.url: must be a sqlite:/// or a postgresql:// (postgres://) URL"),
+        ({"store": {"url": "postgresql://h/db", "pool_max": 0}}, "store.pool_max: must be at least 1"),
+        ({"store": {"pool_min": -1}}, "store.pool_min: must be at least 0"),
+        ({"store": {"pool_min": 11}}, "store.pool_min: must not exceed store.pool_max (10)"),
+        ({"store": {"pool_min": 3, "pool_max": 2}}, "store.pool_min: must not exceed store.pool_max (2)"),
+        ({"store": {"statement_timeout": 0}}, "store.statement_timeout: must be greater than 0"),
+        ({"store": {"statement_timeout": "soon"}},
+         "store.statement_timeout: must be a duration such as 500ms, 30s or 5m, not 'soon'"),
         # auth
         ({"auth": {"keys": {"key": "k"}}}, "auth.keys: must be a list"),
         ({"auth": {"keys": ["sk-1"]}}, "auth.keys[0]: must be a mapping"),
@@ -569,7 +587,8 @@ def test_repr_hides_secrets(tmp_path):
     assert "api_key" not in repr(config.provider("my-openai"))
     assert "aws_secret_access_key" not in repr(config.provider("my-bedrock"))
     assert repr(AuthKey("sk-123", "t")) == "AuthKey(tenant='t', admin=False)"
-    assert repr(StoreConfig("postgresql://gw:hunter2@db:5432/gw")) == "StoreConfig(url='postgresql://gw:***@db:5432/gw')"
+    assert repr(StoreConfig("postgresql://gw:hunter2@db:5432/gw")) == (
+        "StoreConfig(url='postgresql://gw:***@db:5432/gw', pool_min=1, pool_max=10, statement_timeout=10.0)")
 
 
 # --------------------------------------------------------------------------- check-config

@@ -1,13 +1,14 @@
-"""The SQLite store: quota atomicity, pagination cursors, group-committed responses."""
+"""Every store backend (SQLite, PostgreSQL): quota atomicity, pagination cursors, durable
+responses, delete claims, and the cache across replicas (several store instances on one
+database: worker processes on one SQLite file, replicas on one PostgreSQL database)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
+from proxy.store import open_store
 from proxy.store.base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
-from proxy.store.sqlite import SQLiteStore
 
 
 def rec(i: int, tenant: str = "t", size: int = 10, purpose: str = "batch") -> FileRecord:
@@ -15,12 +16,32 @@ def rec(i: int, tenant: str = "t", size: int = 10, purpose: str = "batch") -> Fi
                       bytes=size, created_at=1000 + i)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def replicas(request, tmp_path):
+    """``await replicas()`` opens one more store on the test's database (a fresh one per test)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/s.db"
+    else:
+        db = request.getfixturevalue("pg_database")  # PostgreSQL missing: an error, not a skip
+        await db.reset()
+        url = db.url
+    opened = []
+
+    async def open_one():
+        s = open_store(url)
+        await s.open()
+        opened.append(s)
+        return s
+
+    open_one.kind = request.param
+    yield open_one
+    for s in opened:
+        await s.close()
+
+
 @pytest.fixture
-async def store(tmp_path):
-    s = SQLiteStore(str(tmp_path / "s.db"))
-    await s.open()
-    yield s
-    await s.close()
+async def store(replicas):
+    return await replicas()
 
 
 async def test_concurrent_adds_cannot_overrun_quota(store):
@@ -48,70 +69,56 @@ async def test_pagination_and_isolation(store):
     assert await store.get_file("file-4") is None
 
 
-async def test_responses_survive_reopen(tmp_path):
-    s = SQLiteStore(str(tmp_path / "r.db"))
-    await s.open()
+async def test_responses_survive_reopen(replicas):
+    s = await replicas()
     for i in range(50):
         await s.add_response(ResponseRecord(f"resp_{i}", "t", "p", "m", i))
     assert (await s.get_response("resp_7")).tenant == "t"  # visible at once
     assert await s.delete_response("resp_8")
     await s.close()
-    s2 = SQLiteStore(str(tmp_path / "r.db"))
-    await s2.open()
+    s2 = await replicas()
     assert (await s2.get_response("resp_49")).model == "m"
     assert await s2.get_response("resp_8") is None
-    await s2.close()
 
 
-async def test_add_response_returns_only_once_committed(tmp_path):
-    """Read back from a second connection right after add_response: the record is in the
-    database, not only in this process's cache; concurrent writers share commits."""
-    path = str(tmp_path / "d.db")
-    s = SQLiteStore(path)
-    await s.open()
-    other = sqlite3.connect(path)
+async def test_add_response_returns_only_once_committed(replicas):
+    """Read back through another replica right after add_response: the record is in the
+    database, not only in this process's cache; concurrent writers may share commits."""
+    s, other = await replicas(), await replicas()
 
-    def in_db(rid: str) -> bool:
-        return other.execute("SELECT 1 FROM responses WHERE id = ?", (rid,)).fetchone() is not None
+    async def in_db(rid: str) -> bool:
+        return await other.get_response(rid) is not None
 
     await s.add_response(ResponseRecord("resp_one", "t", "p", "m", 1))
-    assert in_db("resp_one")
+    assert await in_db("resp_one")
     await asyncio.gather(*(s.add_response(ResponseRecord(f"resp_c{i}", "t", "p", "m", i)) for i in range(40)))
-    assert all(in_db(f"resp_c{i}") for i in range(40))
+    assert all([await in_db(f"resp_c{i}") for i in range(40)])
     # A writer whose record is deleted before its commit still returns; the record stays gone.
     writer = asyncio.ensure_future(s.add_response(ResponseRecord("resp_gone", "t", "p", "m", 1)))
     await asyncio.sleep(0)
     assert await s.delete_response("resp_gone")
     await asyncio.wait_for(writer, 5)
-    assert not in_db("resp_gone") and await s.get_response("resp_gone") is None
-    other.close()
-    await s.close()
+    assert not await in_db("resp_gone") and await s.get_response("resp_gone") is None
 
 
-async def test_delete_is_a_claim_one_winner_across_connections(tmp_path):
-    """Two stores on one file are two workers: each caches the record, both delete it at once;
-    exactly one gets it, and neither serves it from its cache afterwards."""
-    a, b = SQLiteStore(str(tmp_path / "w.db")), SQLiteStore(str(tmp_path / "w.db"))
-    await a.open()
-    await b.open()
-    try:
-        for i in range(3):
-            await a.add_file(rec(i))
-        assert (await a.get_file("file-1")).id == (await b.get_file("file-1")).id == "file-1"  # both cached
-        won = await asyncio.gather(*(s.delete_file("file-1") for s in (a, b, a, b)))
-        [claimed] = [r for r in won if r is not None]
-        assert claimed.id == "file-1" and claimed.bytes == 10
-        assert await a.get_file("file-1") is None and await b.get_file("file-1") is None
-        assert await b.tenant_usage("t") == 20
-        # Undo: the row comes back where it was (list order) and counts again.
-        await b.restore_file(claimed)
-        assert (await a.get_file("file-1")).filename == "1.jsonl"
-        page, _ = await a.list_files("t", purpose=None, limit=10, order="asc", after=None)
-        assert [r.id for r in page] == ["file-0", "file-1", "file-2"]
-        assert await a.tenant_usage("t") == 30
-    finally:
-        await a.close()
-        await b.close()
+async def test_delete_is_a_claim_one_winner_across_connections(replicas):
+    """Two stores on one database are two workers (replicas): each caches the record, both
+    delete it at once; exactly one gets it, and neither serves it from its cache afterwards."""
+    a, b = await replicas(), await replicas()
+    for i in range(3):
+        await a.add_file(rec(i))
+    assert (await a.get_file("file-1")).id == (await b.get_file("file-1")).id == "file-1"  # both cached
+    won = await asyncio.gather(*(s.delete_file("file-1") for s in (a, b, a, b)))
+    [claimed] = [r for r in won if r is not None]
+    assert claimed.id == "file-1" and claimed.bytes == 10
+    assert await a.get_file("file-1") is None and await b.get_file("file-1") is None
+    assert await b.tenant_usage("t") == 20
+    # Undo: the row comes back where it was (list order) and counts again.
+    await b.restore_file(claimed)
+    assert (await a.get_file("file-1")).filename == "1.jsonl"
+    page, _ = await a.list_files("t", purpose=None, limit=10, order="asc", after=None)
+    assert [r.id for r in page] == ["file-0", "file-1", "file-2"]
+    assert await a.tenant_usage("t") == 30
 
 
 # -- reservations: bytes in flight -------------------------------------------------------------
@@ -122,47 +129,45 @@ def reservation(i: int, want: int, tenant: str = "t", owner: str = "h:1:x") -> R
                        started_at=1, heartbeat=1)
 
 
-async def test_reservations_cannot_overrun_quota_across_two_workers(tmp_path):
-    # Two store instances on one file, as two worker processes have.
-    a, b = SQLiteStore(str(tmp_path / "w.db")), SQLiteStore(str(tmp_path / "w.db"))
-    await a.open()
-    await b.open()
-    try:
-        await a.add_file(rec(0, size=10))
-        results = await asyncio.gather(
-            *((a if i % 2 else b).reserve(reservation(i, 30), minimum=30, quota=100) for i in range(12)),
-            return_exceptions=True)
-        granted = [r for r in results if not isinstance(r, BaseException)]
-        assert len(granted) == 3 and all(g[0] == 30 for g in granted)
-        assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, BaseException))
-        # Growing competes the same way: what is left (0) cannot be granted twice.
-        ids = [r.id for r in await a.reservations()]
-        grown = await asyncio.gather(*((a if i % 2 else b).grow_reservation(rid, "t", 60, quota=100)
-                                       for i, rid in enumerate(ids)))
-        assert [g[0] for g in grown] == [30, 30, 30]
-        assert sum(r.bytes for r in await b.reservations()) == 90
-        # A file that does not come through a reservation sees the reserved bytes too.
-        with pytest.raises(QuotaExceeded):
-            await b.add_file(rec(1, size=1), quota=100)
-    finally:
-        await a.close()
-        await b.close()
+async def test_reservations_cannot_overrun_quota_across_two_workers(replicas):
+    # Two store instances on one database, as two worker processes (replicas) have.
+    a, b = await replicas(), await replicas()
+    await a.add_file(rec(0, size=10))
+    results = await asyncio.gather(
+        *((a if i % 2 else b).reserve(reservation(i, 30), minimum=30, quota=100) for i in range(12)),
+        return_exceptions=True)
+    granted = [r for r in results if not isinstance(r, BaseException)]
+    assert len(granted) == 3 and all(g[0] == 30 for g in granted)
+    assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, BaseException))
+    # Growing competes the same way: what is left (0) cannot be granted twice.
+    ids = [r.id for r in await a.reservations()]
+    grown = await asyncio.gather(*((a if i % 2 else b).grow_reservation(rid, "t", 60, quota=100)
+                                   for i, rid in enumerate(ids)))
+    assert [g[0] for g in grown] == [30, 30, 30]
+    assert sum(r.bytes for r in await b.reservations()) == 90
+    # A file that does not come through a reservation sees the reserved bytes too.
+    with pytest.raises(QuotaExceeded):
+        await b.add_file(rec(1, size=1), quota=100)
 
 
-async def test_cache_never_serves_a_record_another_worker_deleted(tmp_path):
-    a, b = SQLiteStore(str(tmp_path / "c.db")), SQLiteStore(str(tmp_path / "c.db"))
-    await a.open()
-    await b.open()
-    try:
-        await a.add_file(rec(1))
-        await a.add_file(rec(2))
-        assert (await b.get_file("file-1")) is not None and (await b.get_file("file-2")) is not None  # cached in b
-        assert await a.delete_file("file-1") is not None
-        assert await b.get_file("file-1") is None
-        assert (await b.get_file("file-2")).id == "file-2"  # still there, re-read
-    finally:
-        await a.close()
-        await b.close()
+async def heard_of_deletes(replicas, store) -> None:
+    """SQLite: another worker sees a commit at once (PRAGMA data_version on each lookup).
+    PostgreSQL: another replica hears of a delete by NOTIFY, sent at its commit, on its own
+    connection; wait (bounded) until it has, as a replica has by the time a client that got
+    the delete's answer from one replica reaches it."""
+    if replicas.kind == "postgres":
+        await asyncio.wait_for(store.heard_of_deletes(), 10)
+
+
+async def test_cache_never_serves_a_record_another_worker_deleted(replicas):
+    a, b = await replicas(), await replicas()
+    await a.add_file(rec(1))
+    await a.add_file(rec(2))
+    assert (await b.get_file("file-1")) is not None and (await b.get_file("file-2")) is not None  # cached in b
+    assert await a.delete_file("file-1") is not None
+    await heard_of_deletes(replicas, b)
+    assert await b.get_file("file-1") is None
+    assert (await b.get_file("file-2")).id == "file-2"  # still there, re-read
 async def test_reservation_grants_what_the_quota_leaves(store):
     await store.add_file(rec(0, size=70))
     # Up to 50 wanted, at least 10 needed: the 30 left are granted.
@@ -204,3 +209,51 @@ async def test_heartbeats_refresh_only_the_owners_rows(store):
     await store.reserve(reservation(2, 1, owner="h:2:b"), minimum=0, quota=None)
     assert await store.touch_reservations("h:1:a", 99) == 1
     assert {r.id: r.heartbeat for r in await store.reservations()} == {"rsv-1": 99, "rsv-2": 1}
+
+
+async def test_postgres_cache_survives_a_lost_listener_without_going_stale(pg_database):
+    """The LISTEN connection drops (server restart, failover, idle kill): deletes it missed
+    must not leave records cached; it reconnects and evictions flow again."""
+    await pg_database.reset()
+    a, b = open_store(pg_database.url), open_store(pg_database.url)
+    await a.open()
+    await b.open()
+    try:
+        for i in (1, 2):
+            await a.add_file(rec(i))
+            assert await b.get_file(f"file-{i}") is not None  # cached in b
+        await a.pool.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = 'sluicegate-listen' AND datname = current_database()")
+        assert await a.delete_file("file-1") is not None  # b's listener may be gone: no NOTIFY for it
+        for _ in range(1000):  # b notices the lost connection, bypasses and then empties its cache
+            if await b.get_file("file-1") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await b.get_file("file-1") is None
+        # Back to listening (bounded), then a later delete reaches b's cache again.
+        for _ in range(1000):
+            if b._listening and a._listening:
+                break
+            await asyncio.sleep(0.01)
+        assert await b.get_file("file-2") is not None and b._files.get("file-2") is not None
+        assert await a.delete_file("file-2") is not None
+        await asyncio.wait_for(b.heard_of_deletes(), 10)
+        assert b._files.get("file-2") is None and await b.get_file("file-2") is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_pool_and_statement_timeout_are_applied(pg_database):
+    await pg_database.reset()
+    import asyncpg
+
+    s = open_store(pg_database.url, pool_min=2, pool_max=3, statement_timeout=0.5)
+    await s.open()
+    try:
+        assert (s.pool.get_min_size(), s.pool.get_max_size()) == (2, 3)
+        assert await s.pool.fetchval("SHOW statement_timeout") == "500ms"
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await s.pool.execute("SELECT pg_sleep(5)")
+    finally:
+        await s.close()

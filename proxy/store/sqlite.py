@@ -24,43 +24,8 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from . import migrations
 from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    tenant TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    upstream_id TEXT,
-    location TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER,
-    status TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS files_tenant ON files (tenant, seq);
-CREATE TABLE IF NOT EXISTS responses (
-    id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    owner TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    location TEXT NOT NULL,
-    started_at INTEGER NOT NULL,
-    heartbeat INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant);
-"""
 
 # A tenant's stored plus reserved bytes, leaving one reservation out (params: tenant, tenant, id).
 _USED = ("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?)"
@@ -132,9 +97,24 @@ class SQLiteStore:
                     raise
                 await asyncio.sleep(0.01)
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.executescript(_SCHEMA)
+        await self._migrate()
         if self.path != ":memory:":  # an in-memory database has no other connection
             self._probe = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.1)
+
+    async def _migrate(self) -> None:
+        """Bring the schema to :data:`migrations.LATEST` in one write transaction (BEGIN
+        IMMEDIATE: a worker starting at the same time waits, then finds it current)."""
+        async with self._immediate() as db:
+            await db.execute(migrations.CREATE_VERSION_TABLE)
+            async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
+                (current,) = await cur.fetchone()
+            steps = migrations.pending(current or 0)
+            for step in steps:
+                for sql in step.statements("sqlite"):
+                    await db.execute(sql)
+            if steps:
+                await db.execute("DELETE FROM schema_version")
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (steps[-1].version,))
 
     async def close(self) -> None:
         if self._flusher is not None:

@@ -1,0 +1,364 @@
+"""PostgreSQL store (asyncpg): what N replicas share. Same semantics as :mod:`.sqlite`.
+
+* Quota steps (``add_file``, ``reserve``, ``grow_reservation``) are one transaction each that
+  first takes ``pg_advisory_xact_lock(hashtext(tenant))``: every replica's step for one tenant
+  runs one at a time, so the usage read cannot change before the write; other tenants do not
+  wait (a hash collision only serialises two tenants, never wrongs them).
+* Deleting is a claim, as on SQLite: one ``DELETE … RETURNING`` hands the row to exactly one
+  caller in any replica; :meth:`restore_file` puts it back at the same ``seq``.
+* Records are immutable once written (only deleted), so lookups by id are served from an
+  in-process cache. Every delete sends ``pg_notify`` in its own statement (delivered at
+  commit), and each replica keeps one ``LISTEN`` connection that evicts the id. While that
+  connection is down the cache is bypassed and, once it is back, emptied: a notification
+  missed meanwhile cannot leave a deleted record cached. A lookup whose query raced with an
+  eviction does not cache its answer (it may predate the delete).
+* ``add_response`` is one autocommitted INSERT: it returns once the record is committed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+
+from . import migrations
+from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .sqlite import _LRU
+
+log = logging.getLogger("sluicegate")
+
+CHANNEL = "sluicegate_evict"          # payload: "f:<file id>", "r:<response id>", or "s:<barrier token>"
+_LISTENER_RETRY = (0.1, 5.0)          # first and longest wait between reconnects, seconds
+
+_FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
+_RESERVATION_COLS = "id, tenant, owner, provider, bytes, location, started_at, heartbeat"
+# A tenant's stored plus reserved bytes, leaving one reservation out ($1 tenant, $2 id or NULL).
+_USED = ("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = $1)"
+         " + (SELECT COALESCE(SUM(bytes), 0) FROM reservations WHERE tenant = $1 AND id IS DISTINCT FROM $2)")
+_LOCK_TENANT = "SELECT pg_advisory_xact_lock(hashtext($1))"
+
+
+def _row_to_file(row: Any) -> FileRecord:
+    return FileRecord(
+        id=row["id"], tenant=row["tenant"], provider=row["provider"], upstream_id=row["upstream_id"],
+        location=orjson.loads(row["location"]), filename=row["filename"], purpose=row["purpose"],
+        bytes=row["bytes"], created_at=row["created_at"], expires_at=row["expires_at"], status=row["status"],
+    )
+
+
+def _file_args(rec: FileRecord) -> tuple[Any, ...]:
+    return (rec.id, rec.tenant, rec.provider, rec.upstream_id, orjson.dumps(rec.location).decode(),
+            rec.filename, rec.purpose, rec.bytes, rec.created_at, rec.expires_at, rec.status)
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, *, pool_min: int = 1, pool_max: int = 10, statement_timeout: float = 10.0,
+                 cache_size: int = 50_000) -> None:
+        self.dsn = dsn
+        self.pool_min, self.pool_max, self.statement_timeout = pool_min, pool_max, statement_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._files = _LRU(cache_size)
+        self._responses = _LRU(cache_size)
+        self._listener: asyncpg.Connection | None = None
+        self._listening = False        # the cache is trusted only while notifications arrive
+        self._evictions = 0            # bumped by every eviction: a racing lookup does not cache
+        self._reconnect: asyncio.Task | None = None
+        self._closing = False
+        self._barriers: dict[str, asyncio.Future] = {}
+        # Responses being inserted by this process → deleted meanwhile? (then deleted after)
+        self._adding: dict[str, bool] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> "PostgresStore":
+        return cls(url, **kw)
+
+    def _server_settings(self) -> dict[str, str]:
+        return {"statement_timeout": str(max(1, int(self.statement_timeout * 1000))),
+                "application_name": "sluicegate"}
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=self._server_settings())
+        await self._migrate()
+        await self._listen()
+
+    async def _migrate(self) -> None:
+        """Bring the schema to :data:`migrations.LATEST` in one transaction, under an advisory
+        lock: replicas starting together wait for the first, then find the schema current."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Neither waiting for another replica's migration nor a long step is a stuck
+            # statement: store.statement_timeout does not apply here.
+            await conn.execute("SET LOCAL statement_timeout = 0")
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *migrations.PG_MIGRATION_LOCK)
+            await conn.execute(migrations.CREATE_VERSION_TABLE)
+            current = await conn.fetchval("SELECT MAX(version) FROM schema_version")
+            steps = migrations.pending(current or 0)
+            for step in steps:
+                for sql in step.statements("postgres"):
+                    await conn.execute(sql)
+            if steps:
+                await conn.execute("DELETE FROM schema_version")
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", steps[-1].version)
+
+    # -- cross-replica cache invalidation ------------------------------------------------
+
+    async def _listen(self) -> None:
+        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "sluicegate-listen"})
+        conn.add_termination_listener(self._listener_lost)
+        await conn.add_listener(CHANNEL, self._notified)
+        self._listener = conn
+        # Anything deleted while nobody listened may still be cached.
+        self._files.clear()
+        self._responses.clear()
+        self._evictions += 1
+        self._listening = True
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        kind, _, key = payload.partition(":")
+        if kind == "s":
+            waiter = self._barriers.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        self._evict(self._files if kind == "f" else self._responses, key)
+
+    async def heard_of_deletes(self) -> None:
+        """Return once this replica has heard of every delete committed (anywhere) before the
+        call: a NOTIFY of our own, sent now, arrives after theirs (PostgreSQL delivers them in
+        commit order)."""
+        if not self._listening:  # the cache is bypassed, and emptied when listening resumes
+            return
+        token = secrets.token_hex(8)
+        self._barriers[token] = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.pool.execute(f"SELECT pg_notify('{CHANNEL}', $1)", "s:" + token)
+            await waiter
+        finally:
+            self._barriers.pop(token, None)
+
+    def _listener_lost(self, conn: Any) -> None:
+        self._listening = False
+        self._listener = None
+        self._evictions += 1
+        for waiter in self._barriers.values():  # nothing is served from the cache now
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self._closing and (self._reconnect is None or self._reconnect.done()):
+            self._reconnect = asyncio.ensure_future(self._relisten())
+
+    async def _relisten(self) -> None:
+        wait, longest = _LISTENER_RETRY
+        while not self._closing:
+            try:
+                await self._listen()
+                log.info("store: notification listener reconnected")
+                return
+            except Exception as exc:
+                log.warning("store: notification listener down (%s); retrying in %.1fs",
+                            type(exc).__name__, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)
+
+    def _evict(self, cache: _LRU, key: str) -> None:
+        cache.pop(key, None)
+        self._evictions += 1
+
+    def _cached(self, cache: _LRU, key: str) -> Any:
+        return cache.get(key) if self._listening else None
+
+    def _remember(self, cache: _LRU, key: str, value: Any, evictions_before: int) -> None:
+        if self._listening and self._evictions == evictions_before:
+            cache.put(key, value)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            self._listening = False
+            await listener.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "store not opened"
+        return self._pool
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def add_file(self, rec: FileRecord, *, quota: int | None = None, reservation: str | None = None) -> None:
+        before = self._evictions
+        async with self.pool.acquire() as conn, conn.transaction():
+            if quota is not None:
+                await conn.execute(_LOCK_TENANT, rec.tenant)
+                used = int(await conn.fetchval(_USED, rec.tenant, reservation))
+                if used + rec.bytes > quota:
+                    raise QuotaExceeded(used, rec.bytes, quota)
+            await conn.execute(f"INSERT INTO files ({_FILE_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                               *_file_args(rec))
+            if reservation is not None:
+                await conn.execute("DELETE FROM reservations WHERE id = $1", reservation)
+        self._remember(self._files, rec.id, rec, before)
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        rec = self._cached(self._files, file_id)
+        if rec is not None:
+            return rec
+        before = self._evictions
+        row = await self.pool.fetchrow(f"SELECT {_FILE_COLS} FROM files WHERE id = $1", file_id)
+        if row is None:
+            return None
+        rec = _row_to_file(row)
+        self._remember(self._files, file_id, rec, before)
+        return rec
+
+    async def list_files(
+        self, tenant: str, *, purpose: str | None, limit: int, order: str, after: str | None,
+        provider: str | None = None,
+    ) -> tuple[list[FileRecord], bool]:
+        args: list[Any] = [tenant, int(time.time())]
+        where = ["tenant = $1", "(expires_at IS NULL OR expires_at > $2)"]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if purpose:
+            where.append(f"purpose = {arg(purpose)}")
+        if provider:
+            where.append(f"provider = {arg(provider)}")
+        if after:
+            # As on SQLite: the cursor is a file id of the same tenant; an unknown one gives an
+            # empty page (never an error that would confirm or deny another tenant's id).
+            missing = "9223372036854775807" if order == "asc" else "-1"
+            where.append(f"seq {'>' if order == 'asc' else '<'} COALESCE("
+                         f"(SELECT seq FROM files WHERE id = {arg(after)} AND tenant = $1), {missing})")
+        sql = (f"SELECT {_FILE_COLS} FROM files WHERE {' AND '.join(where)} "
+               f"ORDER BY seq {'ASC' if order == 'asc' else 'DESC'} LIMIT {arg(limit + 1)}")
+        rows = await self.pool.fetch(sql, *args)
+        return [_row_to_file(r) for r in rows[:limit]], len(rows) > limit
+
+    async def expired_files(self, now: int, limit: int = 500) -> list[FileRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_FILE_COLS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= $1 "
+            "ORDER BY expires_at LIMIT $2", now, limit)
+        return [_row_to_file(r) for r in rows]
+
+    async def delete_file(self, file_id: str) -> FileRecord | None:
+        self._evict(self._files, file_id)
+        row = await self.pool.fetchrow(
+            f"WITH gone AS (DELETE FROM files WHERE id = $1 RETURNING seq, {_FILE_COLS}) "
+            f"SELECT gone.*, pg_notify('{CHANNEL}', 'f:' || gone.id) FROM gone", file_id)
+        if row is None:
+            return None
+        rec = _row_to_file(row)
+        rec.seq = row["seq"]
+        return rec
+
+    async def restore_file(self, rec: FileRecord) -> None:
+        await self.pool.execute(
+            f"INSERT INTO files (seq, {_FILE_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+            rec.seq, *_file_args(rec))
+
+    async def tenant_usage(self, tenant: str) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = $1", tenant))
+
+    # -- reservations ----------------------------------------------------------------------
+
+    async def reserve(self, res: Reservation, *, minimum: int, quota: int | None) -> tuple[int, int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            used = 0
+            if quota is not None:
+                await conn.execute(_LOCK_TENANT, res.tenant)
+                used = int(await conn.fetchval(_USED, res.tenant, None))
+            granted = res.bytes if quota is None else min(res.bytes, quota - used)
+            if granted < minimum:
+                raise QuotaExceeded(used, minimum, quota or 0)
+            await conn.execute(
+                f"INSERT INTO reservations ({_RESERVATION_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                res.id, res.tenant, res.owner, res.provider, granted, orjson.dumps(res.location).decode(),
+                res.started_at, res.heartbeat)
+        return granted, used
+
+    async def grow_reservation(self, res_id: str, tenant: str, want: int, *, quota: int | None) -> tuple[int, int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_LOCK_TENANT, tenant)
+            held = await conn.fetchval("SELECT bytes FROM reservations WHERE id = $1", res_id)
+            if held is None:  # released already (the janitor took it): nothing more to grant
+                return 0, int(await conn.fetchval(_USED, tenant, None))
+            others = int(await conn.fetchval(_USED, tenant, res_id)) if quota is not None else 0
+            granted = max(held, want if quota is None else min(want, quota - others))
+            await conn.execute("UPDATE reservations SET bytes = $1, heartbeat = $2 WHERE id = $3",
+                               granted, int(time.time()), res_id)
+        return granted, others
+
+    async def locate_reservation(self, res_id: str, location: dict[str, Any]) -> None:
+        await self.pool.execute("UPDATE reservations SET location = $1 WHERE id = $2",
+                                orjson.dumps(location).decode(), res_id)
+
+    async def release_reservation(self, res_id: str) -> bool:
+        return await self.pool.fetchval("DELETE FROM reservations WHERE id = $1 RETURNING 1", res_id) is not None
+
+    async def reservations(self) -> list[Reservation]:
+        rows = await self.pool.fetch(f"SELECT {_RESERVATION_COLS} FROM reservations ORDER BY started_at")
+        return [Reservation(id=r["id"], tenant=r["tenant"], owner=r["owner"], provider=r["provider"],
+                            bytes=r["bytes"], location=orjson.loads(r["location"]), started_at=r["started_at"],
+                            heartbeat=r["heartbeat"]) for r in rows]
+
+    async def touch_reservations(self, owner: str, now: int) -> int:
+        status = await self.pool.execute("UPDATE reservations SET heartbeat = $1 WHERE owner = $2", now, owner)
+        return int(status.rsplit(" ", 1)[1])
+
+    # -- responses -----------------------------------------------------------------------
+
+    async def add_response(self, rec: ResponseRecord) -> None:
+        """One autocommitted statement: when it returns, every replica can read the record.
+        A delete of the id while the insert runs (in this process) wins, as on SQLite: the
+        record is deleted right after it lands."""
+        self._adding[rec.id] = False
+        before = self._evictions
+        try:
+            await self.pool.execute(
+                "INSERT INTO responses (id, tenant, provider, model, created_at) VALUES ($1,$2,$3,$4,$5) "
+                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+                rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
+        finally:
+            deleted = self._adding.pop(rec.id, False)
+        if deleted:
+            await self._delete_response_row(rec.id)
+        else:
+            self._remember(self._responses, rec.id, rec, before)
+
+    async def get_response(self, response_id: str) -> ResponseRecord | None:
+        rec = self._cached(self._responses, response_id)
+        if rec is not None:
+            return rec
+        before = self._evictions
+        row = await self.pool.fetchrow(
+            "SELECT id, tenant, provider, model, created_at FROM responses WHERE id = $1", response_id)
+        if row is None:
+            return None
+        rec = ResponseRecord(*row)
+        self._remember(self._responses, response_id, rec, before)
+        return rec
+
+    async def delete_response(self, response_id: str) -> bool:
+        self._evict(self._responses, response_id)
+        if response_id in self._adding:
+            self._adding[response_id] = True
+            return True
+        return await self._delete_response_row(response_id)
+
+    async def _delete_response_row(self, response_id: str) -> bool:
+        row = await self.pool.fetchrow(
+            "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id) "
+            f"SELECT pg_notify('{CHANNEL}', 'r:' || gone.id) FROM gone", response_id)
+        return row is not None
