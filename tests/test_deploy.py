@@ -1,14 +1,18 @@
 """Static checks of deploy/: the Dockerfile, the Kubernetes manifests and the Helm chart.
 
 Fast, no network, no docker, no helm. Every sluicegate config shipped in deploy/ (the image's
-default config, the ConfigMaps' config.yaml, the chart's values) is validated with
-``proxy.config.parse_config`` with a fake value for each ``os.environ/`` reference, and the
-manifests are checked against the gateway's contracts: probe paths, ports, the drain budget,
-the ingress limits, where the gateway writes.
+default config, the ConfigMaps' config.yaml, the chart's values and each values-*.yaml
+overlay) is validated with ``proxy.config.parse_config`` with a fake value for each
+``os.environ/`` reference (a PostgreSQL URL for ``store.url``), and the manifests are checked
+against the gateway's contracts: probe paths, ports, the drain budget, the ingress limits,
+where the gateway writes, and for the replicated layout the shape that makes replicas
+interchangeable (a shared store from a Secret, no pod-owned volume, an autoscaler, a
+disruption budget, spreading over nodes).
 """
 from __future__ import annotations
 
 import configparser
+import copy
 import json
 import re
 import shlex
@@ -20,13 +24,18 @@ import pytest
 import yaml
 
 import proxy.config as config_module
-from proxy.config import ENV_PREFIX, Config, parse_config, parse_duration, parse_size
+from proxy.config import DEFAULT_DATA_DIR, ENV_PREFIX, Config, ServerConfig, parse_config, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
 CHART = DEPLOY / "helm" / "sluicegate"
 CONFIG_MOUNT = "/etc/sluicegate"
+# The value a store.url reference stands for in these checks: the replicated layout reads it
+# from the Secret.
+FAKE_STORE_URL = "postgresql://sluicegate:fake-password@postgres.example:5432/sluicegate"
+# Provider types whose bytes every replica sees (the operator's bucket).
+SHARED_OBJECT_STORES = ("s3", "gcs")
 # The gateway's own YAML reading (keeps dates as strings, rejects duplicate keys), when present.
 _CONFIG_LOADER = getattr(config_module, "_YamlLoader", yaml.SafeLoader)
 
@@ -49,10 +58,18 @@ def env_refs(value: Any) -> set[str]:
     return set()
 
 
+def store_url_ref(data: Any) -> str | None:
+    """NAME when the config's ``store.url`` is ``os.environ/NAME``."""
+    url = ((data or {}).get("store") or {}).get("url") if isinstance(data, dict) else None
+    return url[len(ENV_PREFIX):] if isinstance(url, str) and url.startswith(ENV_PREFIX) else None
+
+
 def validate(data: Any) -> Config:
     """The parsed config, with a distinct fake value for every env reference (auth keys must
-    differ from each other)."""
+    differ from each other) and a PostgreSQL URL for a ``store.url`` reference."""
     env = {name: f"fake-{name.lower()}-value" for name in env_refs(data)}
+    if (name := store_url_ref(data)) is not None:
+        env[name] = FAKE_STORE_URL
     return parse_config(data, env=env)
 
 
@@ -149,6 +166,26 @@ class Gateway:
     @cached_property
     def config(self) -> Config:
         return validate(self.config_data)
+
+    @property
+    def drain_timeout(self) -> float:
+        """server.drain_timeout as written (the loader's default when absent)."""
+        raw = (self.config_data.get("server") or {}).get("drain_timeout")
+        return ServerConfig.drain_timeout if raw is None else parse_duration(raw)
+
+    @property
+    def replicated(self) -> bool:
+        """More than one replica, or an autoscaler that may make more."""
+        return self.workload["spec"].get("replicas", 1) > 1 or self.autoscaler() is not None
+
+    def autoscaler(self) -> dict[str, Any] | None:
+        ref = {"apiVersion": "apps/v1", "kind": self.workload["kind"], "name": self.workload["metadata"]["name"]}
+        return next((d for d in self.docs if d["kind"] == "HorizontalPodAutoscaler"
+                     and d["spec"]["scaleTargetRef"] == ref), None)
+
+    def selects_pods(self, selector: dict[str, Any]) -> bool:
+        labels = self.workload["spec"]["template"]["metadata"]["labels"]
+        return bool(selector) and selector.items() <= labels.items()
 
     @property
     def port(self) -> int:
@@ -277,7 +314,7 @@ def test_ports_and_listen_address(gw: Gateway) -> None:
 @pytest.mark.parametrize("gw", GATEWAYS, ids=repr)
 def test_grace_period_covers_prestop_and_drain(gw: Gateway) -> None:
     grace = gw.pod.get("terminationGracePeriodSeconds", 30)
-    drain = gw.config.server.drain_timeout
+    drain = gw.drain_timeout
     # A drain that times out is followed by aiohttp's shutdown, which can wait drain_timeout
     # again (server.py passes it as shutdown_timeout): budget twice the drain.
     needed = gw.prestop_seconds() + 2 * drain
@@ -299,9 +336,12 @@ def test_security_context_and_writable_paths(gw: Gateway) -> None:
     writable = [m["mountPath"] for m in gw.mounts()
                 if not m.get("readOnly") and {"emptyDir", "persistentVolumeClaim"} & set(gw.volume(m["name"]))]
     workdir = dockerfile_workdir()
-    paths = [p for p in [sqlite_path(gw.config.store.url)] if p]
+    # data_dir always (scratch, the defaults of every path; as written: the loader makes a
+    # relative one absolute against the test's directory, the gateway against its WORKDIR);
+    # the store and local files when on disk.
+    paths = [(gw.config_data.get("server") or {}).get("data_dir") or DEFAULT_DATA_DIR]
+    paths += [p for p in [sqlite_path(gw.config.store.url)] if p]
     paths += [p.path for p in gw.config.providers if p.type == "local" and p.path]
-    assert paths
     for path in paths:
         absolute = path if path.startswith("/") else str(PurePosixPath(workdir) / path)
         assert any(is_under(absolute, w) for w in writable), f"{gw}: {absolute} is not on a writable volume {writable}"
@@ -371,6 +411,117 @@ def test_pod_disruption_budget_matches_the_gateway() -> None:
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
         assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+# --------------------------------------------------------------------------- replicated layout
+#
+# Replicas are interchangeable only when nothing the gateway keeps is on a pod: the store is a
+# shared PostgreSQL (its URL, with the password, from a Secret), file bytes are in a bucket
+# (s3/gcs) or upstream, and no pod owns a volume. These checks read the manifests as written,
+# without the config loader.
+
+
+def shared_object_stores(config_data: dict[str, Any]) -> list[str]:
+    return [p["name"] for p in config_data.get("providers") or [] if p.get("type") in SHARED_OBJECT_STORES]
+
+
+def pod_local_providers(config_data: dict[str, Any]) -> list[str]:
+    """``local`` providers whose bytes only one pod sees (no shared_filesystem)."""
+    return [p["name"] for p in config_data.get("providers") or []
+            if p.get("type") == "local" and not p.get("shared_filesystem")]
+
+
+def check_disruption_budget(spec: dict[str, Any], fewest_replicas: int, where: str) -> None:
+    """One pod at a time may be evicted, and at least one stays (so a drain can proceed)."""
+    if "maxUnavailable" in spec:
+        assert spec["maxUnavailable"] == 1, f"{where}: maxUnavailable {spec['maxUnavailable']}"
+    else:
+        assert 1 <= spec["minAvailable"] <= fewest_replicas - 1, f"{where}: minAvailable {spec['minAvailable']}"
+
+
+REPLICATED = [g for g in GATEWAYS if g.replicated]
+
+
+def ingress_gateway() -> Gateway:
+    (gw,) = [g for g in GATEWAYS if g.path.name == "gateway.yaml"]
+    return gw
+
+
+def test_gateway_manifest_runs_three_autoscaled_replicas() -> None:
+    gw = ingress_gateway()
+    spec = gw.workload["spec"]
+    assert gw.workload["kind"] == "Deployment"
+    assert spec["replicas"] >= 3
+    hpa = gw.autoscaler()
+    assert hpa, "no HorizontalPodAutoscaler targets the Deployment"
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    h = hpa["spec"]
+    assert 3 <= h["minReplicas"] <= spec["replicas"] <= h["maxReplicas"]
+    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in h["metrics"]), "scale on CPU"
+    # CPU utilisation is relative to the request: without one the autoscaler cannot act.
+    assert gw.container["resources"]["requests"]["cpu"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize("gw", REPLICATED, ids=repr)
+def test_replicated_gateway_has_a_disruption_budget(gw: Gateway) -> None:
+    pdbs = [d for d in gw.docs if d["kind"] == "PodDisruptionBudget"
+            and gw.selects_pods(d["spec"]["selector"].get("matchLabels", {}))]
+    assert len(pdbs) == 1, f"{gw}: {len(pdbs)} PodDisruptionBudgets select the pods"
+    hpa = gw.autoscaler()
+    fewest = hpa["spec"]["minReplicas"] if hpa else gw.workload["spec"]["replicas"]
+    check_disruption_budget(pdbs[0]["spec"], fewest, repr(gw))
+
+
+@pytest.mark.parametrize("gw", REPLICATED, ids=repr)
+def test_replicated_gateway_shares_its_state(gw: Gateway) -> None:
+    data = gw.config_data
+    name = store_url_ref(data)
+    assert name, f"{gw}: store.url must be os.environ/NAME (a PostgreSQL URL from a Secret)"
+    from_secrets = {e["name"] for e in gw.container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    for source in gw.container.get("envFrom", []):
+        if "secretRef" in source:
+            secret = gw.find("Secret", source["secretRef"]["name"])
+            assert secret, f"{gw}: Secret {source['secretRef']['name']} is not in {gw.path.name}"
+            keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+            from_secrets |= {source.get("prefix", "") + k for k in keys}
+    assert name in from_secrets, f"{gw}: {name} (store.url) does not come from a Secret"
+    assert shared_object_stores(data), f"{gw}: no {'/'.join(SHARED_OBJECT_STORES)} provider"
+    assert not pod_local_providers(data), f"{gw}: local providers keep bytes on one pod"
+
+
+@pytest.mark.parametrize("gw", REPLICATED, ids=repr)
+def test_replicated_gateway_owns_no_volume(gw: Gateway) -> None:
+    assert "volumeClaimTemplates" not in gw.workload["spec"], f"{gw}: a StatefulSet's per-pod volumes"
+    assert not [d for d in gw.docs if d["kind"] == "PersistentVolumeClaim"], f"{gw}: a PVC in the replicated layout"
+    for volume in gw.pod.get("volumes", []):
+        assert "persistentVolumeClaim" not in volume, f"{gw}: volume {volume['name']} is a PVC"
+    for mount in gw.mounts():
+        volume = gw.volume(mount["name"])
+        if not mount.get("readOnly"):
+            assert "emptyDir" in volume, f"{gw}: writable {mount['mountPath']} is not an emptyDir"
+
+
+@pytest.mark.parametrize("gw", REPLICATED, ids=repr)
+def test_replicated_gateway_spreads_over_nodes(gw: Gateway) -> None:
+    keys = {c["topologyKey"] for c in gw.pod.get("topologySpreadConstraints", [])
+            if gw.selects_pods(c["labelSelector"]["matchLabels"])}
+    anti = gw.pod.get("affinity", {}).get("podAntiAffinity", {})
+    terms = [term.get("podAffinityTerm", term) for kind in (
+        "preferredDuringSchedulingIgnoredDuringExecution", "requiredDuringSchedulingIgnoredDuringExecution")
+        for term in anti.get(kind, [])]
+    anti_keys = {term["topologyKey"] for term in terms if gw.selects_pods(term["labelSelector"]["matchLabels"])}
+    assert "kubernetes.io/hostname" in keys, f"{gw}: no topology spread over nodes"
+    assert "kubernetes.io/hostname" in anti_keys, f"{gw}: no pod anti-affinity between replicas"
+
+
+def test_sidecar_keeps_its_state_in_the_pod() -> None:
+    # A sidecar is per pod: its store is SQLite on the pod's own emptyDir, next to its app.
+    (gw,) = [g for g in GATEWAYS if g.sidecar]
+    assert sqlite_path(gw.config.store.url)
+    assert not gw.autoscaler()
+    assert all("persistentVolumeClaim" not in v for v in gw.pod.get("volumes", []))
 
 
 # --------------------------------------------------------------------------- the Dockerfile
@@ -473,6 +624,30 @@ def chart_values() -> dict[str, Any]:
     return yaml.safe_load((CHART / "values.yaml").read_text())
 
 
+def helm_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``helm -f override.yaml`` over ``base``: maps merge key by key, anything else (lists
+    too) replaces, and null deletes the key."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = helm_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+CHART_OVERLAYS = sorted(CHART.glob("values-*.yaml"))
+# Every layout the chart documents: the default values, and each values-*.yaml over them.
+CHART_VALUE_SETS = {"values.yaml": chart_values()} | {
+    p.name: helm_merge(chart_values(), yaml.safe_load(p.read_text())) for p in CHART_OVERLAYS}
+
+
+def template_text(name: str) -> str:
+    return (CHART / "templates" / name).read_text()
+
+
 def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
@@ -495,6 +670,106 @@ def test_chart_values_config_is_valid_and_matches_the_manifest() -> None:
     assert values["config"] == gw.config_data
     assert values["replicaCount"] == gw.workload["spec"]["replicas"]
     assert config.server.port == gw.port == values["service"]["port"]
+
+
+def test_chart_defaults_match_the_manifest_structure() -> None:
+    values = chart_values()
+    gw = ingress_gateway()
+    assert values["config"] == gw.config_data
+    assert values["replicaCount"] == gw.workload["spec"]["replicas"]
+    hpa = gw.autoscaler()["spec"]
+    a = values["autoscaling"]
+    assert (a["minReplicas"], a["maxReplicas"]) == (hpa["minReplicas"], hpa["maxReplicas"])
+    assert a["behavior"] == hpa["behavior"]
+    (cpu,) = [m["resource"]["target"] for m in hpa["metrics"] if m["type"] == "Resource"]
+    assert cpu == {"type": "Utilization", "averageUtilization": a["targetCPUUtilizationPercentage"]}
+    (pdb,) = [d for d in gw.docs if d["kind"] == "PodDisruptionBudget"]
+    assert values["podDisruptionBudget"]["maxUnavailable"] == pdb["spec"]["maxUnavailable"]
+    assert values["resources"] == gw.container["resources"]
+    assert set(values["secrets"]["env"]) == set(gw.find("Secret", "sluicegate-secrets")["stringData"])
+
+
+def test_chart_ships_the_documented_layouts() -> None:
+    assert set(CHART_VALUE_SETS) == {"values.yaml", "values-gcs.yaml", "values-sqlite.yaml"}
+    layouts = {name: (v["store"]["mode"], sorted({p["type"] for p in v["config"]["providers"]}))
+               for name, v in CHART_VALUE_SETS.items()}
+    assert layouts == {
+        "values.yaml": ("postgresql", ["openai", "s3"]),
+        "values-gcs.yaml": ("postgresql", ["gcs", "openai"]),
+        "values-sqlite.yaml": ("sqlite", ["local", "openai"]),
+    }
+
+
+@pytest.mark.parametrize("name", CHART_VALUE_SETS)
+def test_chart_value_set_config_is_valid(name: str) -> None:
+    values = CHART_VALUE_SETS[name]
+    validate(values["config"])  # the gateway's loader, as `sluicegate check-config` runs it
+    assert env_refs(values["config"]) <= set(values["secrets"]["env"]), f"{name}: a reference the Secret lacks"
+    assert all(v in ("", None) for v in values["secrets"]["env"].values()), f"{name} holds a secret"
+
+
+@pytest.mark.parametrize("name", CHART_VALUE_SETS)
+def test_chart_value_set_fits_its_store_mode(name: str) -> None:
+    # What templates/_helpers.tpl "sluicegate.validate" enforces at install, and the shape each
+    # mode renders, checked on the shipped values (helm is not part of the test environment).
+    values = CHART_VALUE_SETS[name]
+    config = values["config"]
+    url = config["store"]["url"]
+    mode = values["store"]["mode"]
+    if mode == "postgresql":
+        ref = store_url_ref(config)
+        assert ref and ref in values["secrets"]["env"], f"{name}: store.url must come from the Secret"
+        assert shared_object_stores(config), f"{name}: no s3/gcs provider"
+        assert not pod_local_providers(config), f"{name}: local providers keep bytes on one pod"
+        a = values["autoscaling"]
+        assert a["enabled"] and 3 <= a["minReplicas"] <= a["maxReplicas"], f"{name}: autoscaling"
+        assert values["replicaCount"] >= 3
+        assert values["resources"]["requests"]["cpu"], f"{name}: the autoscaler needs a CPU request"
+        assert values["podDisruptionBudget"]["enabled"]
+        check_disruption_budget(values["podDisruptionBudget"], a["minReplicas"], name)
+        assert all("persistentVolumeClaim" not in v for v in values["extraVolumes"] or []), name
+    else:
+        assert mode == "sqlite", f"{name}: store.mode {mode!r}"
+        path = sqlite_path(url)
+        assert path and is_under(path, "/data"), f"{name}: the SQLite file must be on the /data volume"
+        assert values["persistence"]["enabled"] and values["persistence"]["accessModes"] == ["ReadWriteOnce"]
+        for p in config["providers"]:
+            if p["type"] == "local":
+                assert is_under(p["path"], "/data"), f"{name}: {p['name']} is not on the /data volume"
+    drain = parse_duration(config["server"]["drain_timeout"])
+    assert values["terminationGracePeriodSeconds"] > values["preStopSleepSeconds"] + 2 * drain, name
+
+
+def test_chart_templates_follow_the_store_mode() -> None:
+    # The chart cannot be rendered here; check that the switches are wired where they belong.
+    helpers = template_text("_helpers.tpl")
+    assert re.search(r'define "sluicegate\.replicated".*?eq \(toString \.Values\.store\.mode\) "postgresql"',
+                     helpers, re.S)
+    for name in ("hpa.yaml", "pdb.yaml"):
+        assert template_text(name).startswith('{{- if and (include "sluicegate.replicated" .)'), name
+    assert template_text("pvc.yaml").startswith('{{- if and (not (include "sluicegate.replicated" .))')
+    deployment = template_text("deployment.yaml")
+    assert deployment.startswith('{{- include "sluicegate.validate" . }}\n')
+    # sqlite: exactly one replica, Recreate; postgresql: the autoscaler's count, RollingUpdate.
+    assert re.search(r'{{- if not \$replicated }}\n(?:\s*#.*\n)?\s*replicas: 1\n'
+                     r'\s*{{- else if not \.Values\.autoscaling\.enabled }}\n\s*replicas: {{ \.Values\.replicaCount }}\n',
+                     deployment)
+    assert re.search(r'{{- if not \$replicated }}\n(?:\s*#.*\n)?\s*type: Recreate\n', deployment)
+    assert re.search(r'- name: data\n\s*{{- if \$pvc }}\n\s*persistentVolumeClaim:', deployment)
+    assert "{{- $pvc := and (not $replicated) .Values.persistence.enabled }}" in deployment
+    assert 'serviceAccountName: {{ include "sluicegate.serviceAccountName" . }}' in deployment
+
+
+def test_chart_templates_reference_only_defined_values() -> None:
+    values = chart_values()
+    for tpl in (CHART / "templates").iterdir():
+        for m in re.finditer(r"\.Values((?:\.\w+)+)", tpl.read_text()):
+            node: Any = values
+            for part in m.group(1).split(".")[1:]:
+                if not isinstance(node, dict):
+                    break
+                assert part in node, f"{tpl.name}: .Values{m.group(1)} is not in values.yaml"
+                node = node[part]
 
 
 def test_chart_values_probes_drain_and_ingress() -> None:
