@@ -18,8 +18,11 @@ TOKEN_KINDS = ("input_tokens", "output_tokens")
 
 
 class Metrics:
-    """The gateway's metrics. Needs ``PROMETHEUS_MULTIPROC_DIR`` set before it is created (and
-    before prometheus_client is first imported, which is why the import is here)."""
+    """The gateway's metrics. The program (``proxy.server.run``) sets ``PROMETHEUS_MULTIPROC_DIR``
+    before prometheus_client is first imported (which is why the import is here), so every
+    worker writes its samples to the shared files. A gateway built inside another process
+    without it (an embedding, an in-process test) counts in a registry of its own: one process,
+    so that is still the whole gateway."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -27,29 +30,30 @@ class Metrics:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if not path or not getattr(values.ValueClass, "_multiprocess", False):
-            raise RuntimeError("metrics need PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported "
-                               "(proxy.metrics_dir.private_metrics_dir)")
-        # registry=None: the samples are read back from the files, never from these objects.
+        multiprocess = bool(path) and getattr(values.ValueClass, "_multiprocess", False)
+        self._registry = CollectorRegistry()
+        # Multiprocess: registry=None, the samples are read back from the files, never from
+        # these objects. In-process: they are the registry.
+        registry = None if multiprocess else self._registry
         self.requests = Counter("sluicegate_requests", "API requests by operation, provider and status",
-                                ("operation", "provider", "status"), registry=None)
+                                ("operation", "provider", "status"), registry=registry)
         self.duration = Histogram("sluicegate_request_duration_seconds", "API request duration",
-                                  ("operation", "provider"), buckets=BUCKETS, registry=None)
+                                  ("operation", "provider"), buckets=BUCKETS, registry=registry)
         self.upload_bytes = Counter("sluicegate_upload_bytes", "File bytes uploaded, by provider",
-                                    ("provider",), registry=None)
+                                    ("provider",), registry=registry)
         self.tokens = Counter("sluicegate_tokens", "Model tokens, by provider and kind",
-                              ("provider", "kind"), registry=None)
+                              ("provider", "kind"), registry=registry)
         # livesum: requests in flight in all running workers; livemax: 1 once any worker drains.
         # "live": a worker that exited is dropped from them (proxy.metrics_dir.worker_exited).
-        self.inflight = Gauge("sluicegate_inflight_requests", "API requests in flight", registry=None,
+        self.inflight = Gauge("sluicegate_inflight_requests", "API requests in flight", registry=registry,
                               multiprocess_mode="livesum")
-        self.draining = Gauge("sluicegate_draining", "1 while the gateway drains", registry=None,
+        self.draining = Gauge("sluicegate_draining", "1 while the gateway drains", registry=registry,
                               multiprocess_mode="livemax")
         self._by_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._uploads: dict[str, Any] = {}
         self._tokens: dict[tuple[str, str], Any] = {}
-        self._registry = CollectorRegistry()
-        MultiProcessCollector(self._registry, path)
+        if multiprocess:
+            MultiProcessCollector(self._registry, path)
         self._generate = generate_latest
         self.content_type = CONTENT_TYPE_LATEST
 
