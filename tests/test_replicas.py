@@ -110,13 +110,89 @@ def test_quota_holds_across_replicas_under_concurrent_uploads(replicas):
     assert {f.id for f in listed} == {f.id for f in stored} == {f.id for f in clients[1].files.list()}
 
 
+ROUND_TRIPS = 200
+SSE_EVERY = 40  # every 40th round trip streams (5 of 200): the record must exist by the terminal event
+
+
 def test_a_response_made_through_one_replica_is_retrieved_and_deleted_through_the_other(replicas, fake_openai):
     a, b = (client(gw) for gw in replicas(fake_openai))
-    for i in range(20):
-        r = a.responses.create(model="my-openai/gpt-4o", input=f"turn {i}")
-        # Visible to B by the time the client has A's answer.
-        assert b.responses.retrieve(r.id).id == r.id
-        assert b.responses.input_items.list(r.id).data is not None
-        assert b.responses.delete(r.id) is None
-        with pytest.raises(openai.NotFoundError):
-            a.responses.retrieve(r.id)
+    misses: list[str] = []
+    for i in range(ROUND_TRIPS):
+        if i % SSE_EVERY == 0:
+            with a.responses.create(model="my-openai/gpt-4o", input=f"turn {i}", stream=True) as stream:
+                rid = next(ev.response.id for ev in stream if ev.type == "response.completed")
+        else:
+            rid = a.responses.create(model="my-openai/gpt-4o", input=f"turn {i}").id
+        # Through B at once: visible by the time the client has A's answer (or terminal event).
+        try:
+            assert b.responses.retrieve(rid).id == rid
+            assert b.responses.input_items.list(rid).data
+            assert b.responses.delete(rid) is None
+        except (openai.APIStatusError, AssertionError) as exc:
+            misses.append(f"{i}: {rid}: {exc!r}")
+            continue
+        try:
+            a.responses.retrieve(rid)
+            misses.append(f"{i}: {rid} still served by A after B deleted it")
+        except openai.NotFoundError:
+            pass
+    assert misses == [], f"{len(misses)} of {ROUND_TRIPS} round trips missed: {misses[:5]}"
+
+
+# -- SIGTERM to a replica mid-upload ------------------------------------------------------------
+
+BIG = 64 << 20
+PAUSE_AT = 16 << 20   # the upload stops here until A is draining
+DRAIN_TIMEOUT = 30.0
+
+
+class PausingFile(io.FileIO):
+    """A real file (so the SDK sends a Content-Length) whose reads stop once, after
+    ``PAUSE_AT`` bytes, until ``resume`` is set: the upload is provably in flight."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path, "rb")
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def read(self, size: int = -1) -> bytes:
+        if self.tell() >= PAUSE_AT and not self.paused.is_set():
+            self.paused.set()
+            assert self.resume.wait(30), "the test never resumed the upload"
+        return super().read(size)
+
+
+def _ready_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.parametrize("shared_files", ["s3"], indirect=True)
+def test_sigterm_drains_an_upload_in_flight_which_the_other_replica_then_serves(replicas, tmp_path):
+    gw_a, gw_b = replicas(server={"drain_timeout": f"{DRAIN_TIMEOUT:g}s"})
+    a, b = client(gw_a, timeout=120), client(gw_b, timeout=120)
+    src = tmp_path / "big.bin"
+    digest = make_big_file(src, BIG)
+    with PausingFile(src) as fh, ThreadPoolExecutor(1) as pool:
+        upload = pool.submit(a.files.create, file=fh, purpose="assistants")
+        assert fh.paused.wait(60), "the upload never got under way"
+        gw_a.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        deadline = t0 + 10
+        while _ready_status(gw_a.url) != 503:  # A drains (and is still up: the upload is in flight)
+            assert time.monotonic() < deadline, "A never reported draining on /readyz"
+            time.sleep(0.05)
+        fh.resume.set()
+        f = upload.result(timeout=120)
+    assert f.bytes == BIG
+    assert gw_a.proc.wait(DRAIN_TIMEOUT) == 0
+    assert time.monotonic() - t0 < DRAIN_TIMEOUT
+    assert b.files.retrieve(f.id).bytes == BIG
+    h = hashlib.sha256()
+    with b.files.with_streaming_response.content(f.id) as resp:
+        for chunk in resp.iter_bytes(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == digest
+    assert b.files.delete(f.id).deleted  # frees moto's memory
