@@ -120,7 +120,8 @@ def test_a_response_made_through_one_replica_is_retrieved_and_deleted_through_th
     for i in range(ROUND_TRIPS):
         if i % SSE_EVERY == 0:
             with a.responses.create(model="my-openai/gpt-4o", input=f"turn {i}", stream=True) as stream:
-                rid = next(ev.response.id for ev in stream if ev.type == "response.completed")
+                rid = next((ev.response.id for ev in stream if ev.type == "response.completed"), None)
+            assert rid is not None, f"turn {i}: the stream through A had no response.completed"
         else:
             rid = a.responses.create(model="my-openai/gpt-4o", input=f"turn {i}").id
         # Through B at once: visible by the time the client has A's answer (or terminal event).
