@@ -4,6 +4,7 @@ database: worker processes on one SQLite file, replicas on one PostgreSQL databa
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -257,3 +258,75 @@ async def test_postgres_pool_and_statement_timeout_are_applied(pg_database):
             await s.pool.execute("SELECT pg_sleep(5)")
     finally:
         await s.close()
+
+
+class _FreezableForwarder:
+    """A TCP forwarder to PostgreSQL (loopback) that can stop passing bytes on the connection
+    that issued LISTEN without closing it: a network partition, as the client sees one."""
+
+    def __init__(self, port: int) -> None:
+        self.target_port = port
+        self.frozen = asyncio.Event()
+        self.server: asyncio.base_events.Server | None = None
+        self.serving: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> "_FreezableForwarder":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for task in self.serving:  # the frozen ones would wait forever
+            task.cancel()
+        await asyncio.gather(*self.serving, return_exceptions=True)
+
+    async def _serve(self, reader, writer) -> None:
+        self.serving.add(asyncio.current_task())
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        listening = asyncio.Event()
+
+        async def pipe(src, dst, watch: bool) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    if watch and re.search(rb'(?<!UN)LISTEN "', chunk):  # not the pool's "UNLISTEN *"
+                        listening.set()
+                    if listening.is_set() and self.frozen.is_set():
+                        await asyncio.Event().wait()  # hold everything, close nothing
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()  # one side closed (or frozen forever): the other is closed too
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+        except asyncio.CancelledError:  # __aexit__: end quietly (asyncio logs a cancelled handler)
+            pass
+
+
+async def test_postgres_listener_that_goes_silent_is_replaced(pg_database):
+    """A partition that leaves the LISTEN connection open but dead (no FIN, no notifications)
+    is found by the heartbeat: the cache is bypassed, nothing deleted meanwhile is served."""
+    await pg_database.reset()
+    from proxy.store.postgres import PostgresStore
+
+    a = open_store(pg_database.url)
+    await a.open()
+    async with _FreezableForwarder(pg_database.port) as fwd:
+        b = PostgresStore(pg_database.url.replace(f":{pg_database.port}/", f":{fwd.port}/"), listener_heartbeat=0.2)
+        await b.open()
+        try:
+            await a.add_file(rec(1))
+            assert await b.get_file("file-1") is not None and b._files.get("file-1") is not None  # cached in b
+            fwd.frozen.set()
+            assert await a.delete_file("file-1") is not None  # b's listener will not hear of it
+            for _ in range(500):  # bounded: 5 s for a 0.2 s heartbeat
+                if not b._listening:
+                    break
+                await asyncio.sleep(0.01)
+            assert await b.get_file("file-1") is None
+        finally:
+            await b.close()
+            await a.close()

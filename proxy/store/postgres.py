@@ -10,7 +10,8 @@
   in-process cache. Every delete sends ``pg_notify`` in its own statement (delivered at
   commit), and each replica keeps one ``LISTEN`` connection that evicts the id. While that
   connection is down the cache is bypassed and, once it is back, emptied: a notification
-  missed meanwhile cannot leave a deleted record cached. A lookup whose query raced with an
+  missed meanwhile cannot leave a deleted record cached. A connection that dies silently (a
+  network partition: no FIN) is found by a heartbeat query and treated the same way. A lookup whose query raced with an
   eviction does not cache its answer (it may predate the delete).
 * ``add_response`` is one autocommitted INSERT: it returns once the record is committed.
 """
@@ -33,6 +34,7 @@ log = logging.getLogger("sluicegate")
 
 CHANNEL = "sluicegate_evict"          # payload: "f:<file id>", "r:<response id>", or "s:<barrier token>"
 _LISTENER_RETRY = (0.1, 5.0)          # first and longest wait between reconnects, seconds
+_LISTENER_HEARTBEAT = 5.0             # seconds between checks that the LISTEN connection answers
 
 _FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
 _RESERVATION_COLS = "id, tenant, owner, provider, bytes, location, started_at, heartbeat"
@@ -57,7 +59,7 @@ def _file_args(rec: FileRecord) -> tuple[Any, ...]:
 
 class PostgresStore:
     def __init__(self, dsn: str, *, pool_min: int = 1, pool_max: int = 10, statement_timeout: float = 10.0,
-                 cache_size: int = 50_000) -> None:
+                 cache_size: int = 50_000, listener_heartbeat: float = _LISTENER_HEARTBEAT) -> None:
         self.dsn = dsn
         self.pool_min, self.pool_max, self.statement_timeout = pool_min, pool_max, statement_timeout
         self._pool: asyncpg.Pool | None = None
@@ -71,6 +73,8 @@ class PostgresStore:
         self._barriers: dict[str, asyncio.Future] = {}
         # Responses being inserted by this process → deleted meanwhile? (then deleted after)
         self._adding: dict[str, bool] = {}
+        self._heartbeat_every = listener_heartbeat
+        self._heartbeat: asyncio.Task | None = None
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> "PostgresStore":
@@ -85,6 +89,7 @@ class PostgresStore:
             self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=self._server_settings())
         await self._migrate()
         await self._listen()
+        self._heartbeat = asyncio.ensure_future(self._check_listener())
 
     async def _migrate(self) -> None:
         """Bring the schema to :data:`migrations.LATEST` in one transaction, under an advisory
@@ -108,8 +113,12 @@ class PostgresStore:
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "sluicegate-listen"})
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._listener_lost)
-        await conn.add_listener(CHANNEL, self._notified)
         self._listener = conn
         # Anything deleted while nobody listened may still be cached.
         self._files.clear()
@@ -150,6 +159,22 @@ class PostgresStore:
         if not self._closing and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.ensure_future(self._relisten())
 
+    async def _check_listener(self) -> None:
+        """A LISTEN connection whose peer vanished without closing it would never report the
+        loss: query it now and then, and drop it (reconnect, cache emptied) when it does not
+        answer in time."""
+        while not self._closing:
+            await asyncio.sleep(self._heartbeat_every)
+            conn = self._listener
+            if conn is None:
+                continue
+            try:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), self._heartbeat_every)
+            except Exception as exc:
+                if conn is self._listener and not self._closing:
+                    log.warning("store: notification listener not answering (%s); reconnecting", type(exc).__name__)
+                    conn.terminate()  # runs _listener_lost
+
     async def _relisten(self) -> None:
         wait, longest = _LISTENER_RETRY
         while not self._closing:
@@ -176,12 +201,16 @@ class PostgresStore:
 
     async def close(self) -> None:
         self._closing = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
+        for task in (self._reconnect, self._heartbeat):
+            if task is not None:
+                task.cancel()
         if self._listener is not None:
             listener, self._listener = self._listener, None
             self._listening = False
-            await listener.close()
+            try:  # bounded: a connection that went silent never answers the goodbye
+                await listener.close(timeout=2)
+            except Exception:
+                listener.terminate()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
