@@ -83,8 +83,19 @@ class Database:
             await conn.close()
 
 
+def _drop_stale(port: int) -> None:
+    """Drop what sessions killed before their end left (named after their pid, now gone)."""
+    done = _run(["su", "postgres", "-c",
+                 f"psql -p {port} -Atc \"SELECT datname FROM pg_database WHERE datname LIKE 'sg\\_test\\_%'\""])
+    for name in done.stdout.split():
+        pid = name.split("_")[2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            drop_database(Database(role=name, password="", name=name, port=port))
+
+
 def create_database() -> Database:
     port = ensure_running()
+    _drop_stale(port)
     suffix = f"{os.getpid()}_{secrets.token_hex(4)}"
     db = Database(role=f"sg_test_{suffix}", password=secrets.token_hex(16), name=f"sg_test_{suffix}", port=port)
     _psql(f"CREATE ROLE {db.role} LOGIN PASSWORD '{db.password}'", port)
