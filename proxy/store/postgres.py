@@ -188,6 +188,8 @@ class PostgresStore:
             listener, self._listener = self._listener, None
             self._listening = False
             await listener.close()
+        if self._flusher is not None:  # the batch being committed lands before the pool goes
+            await self._flusher
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
