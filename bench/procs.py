@@ -66,6 +66,24 @@ def core_speed(cpu: int | None, seconds: float = 0.25) -> float:
         return float("nan")
 
 
+def user_cpu_seconds(uid: int) -> float:
+    """CPU seconds of every live process of ``uid`` (e.g. a PostgreSQL cluster's postmaster and
+    backends, which we did not start and cannot pin). A process that exits between two readings
+    takes its time with it, so only compare readings over a window where the set is stable."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if d.stat().st_uid != uid:
+                continue
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 def self_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -41,7 +42,7 @@ MiB = 1 << 20
 HOST = "127.0.0.1"
 UPSTREAM_KEY = "sk-upstream-test"
 CLIENT_KEY = "sk-bench-client"  # the gateway runs with auth off; the SDK always sends a key
-SECTIONS = ("upload", "download", "retrieve", "responses", "ttfe") + storage.STORAGE_SECTIONS
+SECTIONS = ("upload", "download", "retrieve", "responses", "ttfe", "store") + storage.STORAGE_SECTIONS
 
 TARGET_TRANSFER_RATIO = 0.70
 TARGET_RPS = 5000
@@ -103,6 +104,8 @@ class Bench:
         self.batch_size = batch_mib * MiB if batch_mib else (32 * MiB if self.quick else storage.BATCH_SIZE)
         self.storage: storage.StorageEnv | None = None
         self.notes: list[str] = []  # printed under the table
+        self.extra_cpu: dict[str, Callable[[], float]] = {}  # more CPU-time sources for the windows
+        self.cleanups: list[Callable[[], None]] = []  # run after every process is stopped
 
     # -- set-up --------------------------------------------------------------------------
     def setup(self) -> None:
@@ -181,6 +184,11 @@ class Bench:
                 p.stop()
             except Exception as exc:  # noqa: BLE001
                 log(f"stopping {p.name}: {exc}")
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001
+                log(f"clean-up: {exc}")
         if not self.args.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -233,6 +241,8 @@ class Bench:
         if self.canned is not None:
             snap["canned"] = self.canned.cpu_seconds()
             snap["calibration"] = self.calib.cpu_seconds()
+        for name, fn in self.extra_cpu.items():
+            snap[name] = fn()
         return snap
 
     def cpu_percent(self, a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -427,7 +437,7 @@ def _load_point_once(b: Bench, target: str, req_path: str, method: str, body: by
         if res.requests:
             # CPU time per request is far less sensitive to a busy machine than req/s; one core
             # at 100% serves at most 1e6 / (µs per request) requests per second.
-            for k in ("gateway", "fake", "canned", "loadgen"):
+            for k in ("gateway", "fake", "canned", "loadgen", "postgres"):
                 if k in snaps["a"]:
                     out[f"{k}_cpu_us_per_req"] = (snaps["b"][k] - snaps["a"][k]) / res.requests * 1e6
     log(f"  {target:15s} c={concurrency:<3d}{f' @{rate:.0f}/s' if rate else ''} {out['rps']:8.0f} req/s  p50 {out['p50_ms']:6.2f} ms  "
@@ -572,6 +582,114 @@ def section_responses(b: Bench) -> None:
     out["fixed_rate"] = _fixed_rate(b, "responses.create", "responses.create", "/v1/responses", "POST",
                                     RESPONSES_BODY, {"Content-Type": "application/json"})
     b.results["responses"] = out
+
+
+# ============================================================================ store: PostgreSQL vs SQLite
+TARGET_STORE_RATIO = 0.85  # PostgreSQL within 15% of SQLite on the hot path
+
+# (label, method, path key or path, body, target, judged). A path key names a file uploaded
+# through each store's gateway ("recorded": routed by its record); "unrecorded" is a file put on
+# the fake directly, which neither store knows: every request is a store miss, then the
+# default provider.
+STORE_CASES = (
+    ("files.retrieve recorded (openai)", "GET", "gateway", b"", "gateway", True),
+    ("files.retrieve recorded (local)", "GET", "gateway-local", b"", "gateway-local", True),
+    ("files.retrieve recorded (canned)", "GET", "gateway-canned", b"", "gateway-canned", True),
+    ("files.retrieve unrecorded id", "GET", "unrecorded", b"", "gateway", False),
+    ("responses.create (openai)", "POST", "/v1/responses", RESPONSES_BODY, "gateway", True),
+    ("responses.create (canned)", "POST", "/v1/responses", RESPONSES_BODY, "gateway-canned", True),
+)
+
+
+@contextlib.contextmanager
+def _gateway(b: Bench, gw: procs.Proc, port: int) -> Iterator[None]:
+    """Point the load points (target ports, CPU accounting) at another gateway for a while."""
+    saved = b.gw, b.gw_port
+    b.gw, b.gw_port = gw, port
+    try:
+        yield
+    finally:
+        b.gw, b.gw_port = saved
+
+
+def _upload_small(b: Bench, target: str) -> str:
+    port, headers = b.target(target)
+    f = b.workdir / "small.jsonl"
+    f.write_bytes(b'{"hello": "world"}\n' * 50)
+    _, status, body = hc.upload_file(HOST, port, "/v1/files", str(f), headers=headers)
+    if status != 200:
+        raise RuntimeError(f"small upload via {target}: HTTP {status} {body[:300]!r}")
+    return json.loads(body)["id"]
+
+
+def section_store(b: Bench) -> None:
+    """The c=64 retrieve/responses load points through one gateway on PostgreSQL and one on
+    SQLite (the main gateway), same providers, same run, alternating which goes first."""
+    import pwd
+
+    from tests import pg
+
+    if not b.canned:
+        raise RuntimeError("--only store needs the canned upstream (drop --no-canned)")
+    log("store: a second gateway on PostgreSQL (local cluster, scratch role + database)")
+    db = pg.create_database()
+    b.cleanups.append(lambda: pg.drop_database(db))  # after the gateway is stopped
+    cfg = {**b.gw_config, "store": {"url": db.url}}
+    pg_gw, pg_port = procs.start_gateway(b.workdir / "pg", cfg, cpu=b.gw_cpu)
+    b.procs.append(pg_gw)
+    gateways = {"sqlite": (b.gw, b.gw_port), "postgresql": (pg_gw, pg_port)}
+    # The cluster's processes are not ours to pin; their CPU is counted apart from "other".
+    uid = pwd.getpwnam("postgres").pw_uid
+    b.extra_cpu["postgres"] = lambda: procs.user_cpu_seconds(uid)
+    try:
+        ids: dict[str, dict[str, str]] = {}
+        for store, (gw, port) in gateways.items():
+            with _gateway(b, gw, port):
+                ids[store] = {t: _upload_small(b, t) for t in ("gateway", "gateway-local", "gateway-canned")}
+        unrecorded = _upload_small(b, "direct")
+        reps = max(1, b.args.store_reps)
+        pts: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for label, method, path, body, tgt, _ in STORE_CASES:
+            pts[label] = {"sqlite": [], "postgresql": []}
+            for rep in range(reps):
+                order = ("sqlite", "postgresql") if rep % 2 == 0 else ("postgresql", "sqlite")
+                for store in order:
+                    req_path = path if path.startswith("/") else \
+                        f"/v1/files/{unrecorded if path == 'unrecorded' else ids[store][path]}"
+                    extra = {"Content-Type": "application/json"} if body else None
+                    with _gateway(b, *gateways[store]):
+                        log(f"  [{store}] {label}")
+                        pts[label][store].append(_load_point(b, tgt, req_path, method, body, 64, extra))
+    finally:
+        b.extra_cpu.pop("postgres", None)
+    out: dict[str, Any] = {"reps": reps, "cases": {}}
+    for label, *_, judged in STORE_CASES:
+        agg = {store: _mean_point(runs) for store, runs in pts[label].items()}
+        ratio = agg["postgresql"]["rps"] / agg["sqlite"]["rps"] if agg["sqlite"]["rps"] else 0.0
+        out["cases"][label] = {**agg, "ratio": ratio, "runs": pts[label]}
+        if judged:
+            ok = ratio >= TARGET_STORE_RATIO and not agg["postgresql"]["errors"]
+            word = b.verdict(f"store {label} c=64", ok, f"PostgreSQL {ratio:.0%} of SQLite")
+            t = f">= {TARGET_STORE_RATIO:.0%} of SQLite"
+        else:
+            word, t = "info", ""
+        p_, s_ = agg["postgresql"], agg["sqlite"]
+        b.row(f"{label} c=64", "req/s (pg | sqlite)", f"{p_['rps']:,.0f}", f"{s_['rps']:,.0f}", f"{ratio:.0%}", t, word)
+        b.row("", "p50 / p99 ms", f"{p_['p50_ms']:.2f} / {p_['p99_ms']:.2f}", f"{s_['p50_ms']:.2f} / {s_['p99_ms']:.2f}",
+              "", "", "")
+        b.row("", "CPU µs/req gw (pg srv)", f"{p_['gateway_cpu_us_per_req']:.0f} ({p_['postgres_cpu_us_per_req']:.0f})",
+              f"{s_['gateway_cpu_us_per_req']:.0f}", "", "", "")
+    b.results["store"] = out
+    b.notes.append(f"store rows: the 'gateway' column is the gateway on PostgreSQL (local cluster "
+                   f"{db.port}, not pinned), 'direct' the same gateway build on SQLite; means of {reps} c=64 "
+                   f"points each, the order alternating; 'pg srv' = CPU µs of the cluster's processes per request.")
+
+
+def _mean_point(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p99_ms", "gateway_cpu_us_per_req", "postgres_cpu_us_per_req")
+    out: dict[str, Any] = {k: statistics.mean(r.get(k) or 0.0 for r in runs) for k in keys}
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
 
 
 # ============================================================================ time to first event
@@ -749,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="repeat a load point up to N times while other processes use > 20%% of a core (default 2)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for the machine to be idle (other CPU < 10%% for 10 s)")
+    p.add_argument("--store-reps", type=int, default=2,
+                   help="store: c=64 points per case and store, the order alternating (default 2)")
     p.add_argument("--gateway-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1, help="core for the upstreams and the load generator")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -774,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
         b.kept_files = {}
         sections: dict[str, Callable[[Bench], None]] = {
             "upload": section_upload, "download": section_download, "retrieve": section_retrieve,
-            "responses": section_responses, "ttfe": section_ttfe,
+            "responses": section_responses, "ttfe": section_ttfe, "store": section_store,
             "s3": storage.section_s3, "gcs": storage.section_gcs, "translate": storage.section_translate}
         for name in SECTIONS:
             if name in only:

@@ -330,3 +330,26 @@ async def test_postgres_listener_that_goes_silent_is_replaced(pg_database):
         finally:
             await b.close()
             await a.close()
+
+
+async def test_postgres_concurrent_add_response_share_statements(pg_url):
+    """Group commit on PostgreSQL as on SQLite: concurrent add_response calls share one
+    multi-row INSERT instead of one round trip + commit each (the responses.create hot path).
+    Counted by a statement-level trigger on the table, in the database itself."""
+    import asyncpg
+
+    s = open_store(pg_url)
+    await s.open()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE insert_statements (n int NOT NULL); INSERT INTO insert_statements VALUES (0);"
+            "CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN UPDATE insert_statements SET n = n + 1; RETURN NULL; END$$;"
+            "CREATE TRIGGER count_insert AFTER INSERT ON responses FOR EACH STATEMENT EXECUTE FUNCTION count_insert()")
+        await asyncio.gather(*(s.add_response(ResponseRecord(f"resp_g{i}", "t", "p", "m", i)) for i in range(40)))
+        assert await conn.fetchval("SELECT count(*) FROM responses WHERE id LIKE 'resp_g%'") == 40
+        assert await conn.fetchval("SELECT n FROM insert_statements") <= 4
+    finally:
+        await conn.close()
+        await s.close()

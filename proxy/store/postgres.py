@@ -13,7 +13,9 @@
   missed meanwhile cannot leave a deleted record cached. A connection that dies silently (a
   network partition: no FIN) is found by a heartbeat query and treated the same way. A lookup whose query raced with an
   eviction does not cache its answer (it may predate the delete).
-* ``add_response`` is one autocommitted INSERT: it returns once the record is committed.
+* ``add_response`` returns once the record is committed, by group commit as on SQLite:
+  callers arriving while an INSERT runs share the next one (one multi-row statement), so
+  under load a replica sends one round trip per batch of responses, not one per request.
 """
 from __future__ import annotations
 
@@ -75,6 +77,10 @@ class PostgresStore:
         self._adding: dict[str, bool] = {}
         self._heartbeat_every = listener_heartbeat
         self._heartbeat: asyncio.Task | None = None
+        # Group commit of response records: queued for the next INSERT, and its outcome.
+        self._pending_responses: list[ResponseRecord] = []
+        self._next_commit: asyncio.Future | None = None
+        self._flusher: asyncio.Task | None = None
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> "PostgresStore":
@@ -211,6 +217,8 @@ class PostgresStore:
                 await listener.close(timeout=2)
             except Exception:
                 listener.terminate()
+        if self._flusher is not None:  # the batch being committed lands before the pool goes
+            await self._flusher
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -348,23 +356,56 @@ class PostgresStore:
     # -- responses -----------------------------------------------------------------------
 
     async def add_response(self, rec: ResponseRecord) -> None:
-        """One autocommitted statement: when it returns, every replica can read the record.
+        """When it returns, the record is committed and every replica can read it. Concurrent
+        callers share one autocommitted multi-row INSERT (see the module docstring).
         A delete of the id while the insert runs (in this process) wins, as on SQLite: the
         record is deleted right after it lands."""
         self._adding[rec.id] = False
         before = self._evictions
         try:
-            await self.pool.execute(
-                "INSERT INTO responses (id, tenant, provider, model, created_at) VALUES ($1,$2,$3,$4,$5) "
-                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
-                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
-                rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
+            self._pending_responses.append(rec)
+            if self._next_commit is None:
+                self._next_commit = asyncio.get_running_loop().create_future()
+            commit = self._next_commit
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.ensure_future(self._flush_responses())
+            # Shielded: a caller that is cancelled (its client left) does not cancel the
+            # commit the others wait for.
+            await asyncio.shield(commit)
         finally:
             deleted = self._adding.pop(rec.id, False)
         if deleted:
             await self._delete_response_row(rec.id)
         else:
             self._remember(self._responses, rec.id, rec, before)
+
+    async def _flush_responses(self) -> None:
+        while self._next_commit is not None:
+            batch, self._pending_responses = self._pending_responses, []
+            commit, self._next_commit = self._next_commit, None
+            try:
+                await self._insert_responses(batch)
+            except Exception as exc:
+                commit.set_exception(exc)
+                commit.exception()  # retrieved here: no "never retrieved" warning if nobody waits
+            except BaseException:
+                commit.set_exception(RuntimeError("the store closed before the commit"))
+                commit.exception()
+                raise
+            else:
+                commit.set_result(None)
+
+    async def _insert_responses(self, batch: list[ResponseRecord]) -> None:
+        # One statement, one round trip, one transaction for the whole batch. The last record
+        # of an id wins, as with one INSERT each (ON CONFLICT cannot touch a row twice).
+        last = {r.id: r for r in batch}
+        await self.pool.execute(
+            "INSERT INTO responses (id, tenant, provider, model, created_at) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
+            "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+            "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+            [r.id for r in last.values()], [r.tenant for r in last.values()], [r.provider for r in last.values()],
+            [r.model for r in last.values()], [r.created_at for r in last.values()])
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         rec = self._cached(self._responses, response_id)
