@@ -399,13 +399,20 @@ class PostgresStore:
         # One statement, one round trip, one transaction for the whole batch. The last record
         # of an id wins, as with one INSERT each (ON CONFLICT cannot touch a row twice).
         last = {r.id: r for r in batch}
-        await self.pool.execute(
-            "INSERT INTO responses (id, tenant, provider, model, created_at) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
-            "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
-            "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
-            [r.id for r in last.values()], [r.tenant for r in last.values()], [r.provider for r in last.values()],
-            [r.model for r in last.values()], [r.created_at for r in last.values()])
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Committed (visible to every replica at once) without waiting for the WAL flush:
+            # a crash of the *gateway* loses nothing; a crash of the PostgreSQL server may lose
+            # the last fraction of a second of response records — the durability class of the
+            # SQLite store's WAL + synchronous=NORMAL. The flush cost ~1-2 ms per commit here,
+            # most of responses.create's gap to SQLite (bench/run.py --only store).
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
+            await conn.execute(
+                "INSERT INTO responses (id, tenant, provider, model, created_at) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
+                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+                [r.id for r in last.values()], [r.tenant for r in last.values()], [r.provider for r in last.values()],
+                [r.model for r in last.values()], [r.created_at for r in last.values()])
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         rec = self._cached(self._responses, response_id)
