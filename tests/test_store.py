@@ -353,3 +353,22 @@ async def test_postgres_concurrent_add_response_share_statements(pg_url):
     finally:
         await conn.close()
         await s.close()
+
+
+async def test_postgres_response_records_skip_the_wal_flush_files_do_not(pg_url):
+    """Response records are committed (visible to every replica) without waiting for the WAL
+    flush; files, reservations and deletes wait for it (the server's default)."""
+    s = open_store(pg_url)
+    await s.open()
+    try:
+        assert await s._records.fetchval("SHOW synchronous_commit") == "off"
+        assert await s.pool.fetchval("SHOW synchronous_commit") == "on"
+        await s.add_response(ResponseRecord("resp_sync", "t", "p", "m", 1))
+        other = open_store(pg_url)
+        await other.open()
+        try:
+            assert (await other.get_response("resp_sync")).tenant == "t"  # another replica sees it at once
+        finally:
+            await other.close()
+    finally:
+        await s.close()

@@ -76,6 +76,7 @@ class PostgresStore:
         # Responses being inserted by this process → deleted meanwhile? (then deleted after)
         self._adding: dict[str, bool] = {}
         self._heartbeat_every = listener_heartbeat
+        self._records: asyncpg.Pool | None = None
         self._heartbeat: asyncio.Task | None = None
         # Group commit of response records: queued for the next INSERT, and its outcome.
         self._pending_responses: list[ResponseRecord] = []
@@ -93,6 +94,17 @@ class PostgresStore:
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=self.pool_min, max_size=self.pool_max, server_settings=self._server_settings())
+        # Response records (group-committed one batch at a time, so one connection): committed
+        # — visible to every replica at once — without waiting for the WAL flush. A crash of
+        # the *gateway* loses nothing; a crash of the PostgreSQL server may lose the last
+        # fraction of a second of records, the durability class of SQLite's WAL with
+        # synchronous=NORMAL. The flush cost ~1-2 ms per commit here, most of responses.create's
+        # gap to SQLite (bench/run.py --only store). Files, reservations and deletes keep the
+        # server's default (synchronous).
+        self._records = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=1,
+            server_settings={**self._server_settings(), "synchronous_commit": "off",
+                             "application_name": "sluicegate-records"})
         await self._migrate()
         await self._listen()
         self._heartbeat = asyncio.ensure_future(self._check_listener())
@@ -219,6 +231,9 @@ class PostgresStore:
                 listener.terminate()
         if self._flusher is not None:  # the batch being committed lands before the pool goes
             await self._flusher
+        if self._records is not None:
+            records, self._records = self._records, None
+            await records.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -399,20 +414,14 @@ class PostgresStore:
         # One statement, one round trip, one transaction for the whole batch. The last record
         # of an id wins, as with one INSERT each (ON CONFLICT cannot touch a row twice).
         last = {r.id: r for r in batch}
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Committed (visible to every replica at once) without waiting for the WAL flush:
-            # a crash of the *gateway* loses nothing; a crash of the PostgreSQL server may lose
-            # the last fraction of a second of response records — the durability class of the
-            # SQLite store's WAL + synchronous=NORMAL. The flush cost ~1-2 ms per commit here,
-            # most of responses.create's gap to SQLite (bench/run.py --only store).
-            await conn.execute("SET LOCAL synchronous_commit TO OFF")
-            await conn.execute(
-                "INSERT INTO responses (id, tenant, provider, model, created_at) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
-                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
-                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
-                [r.id for r in last.values()], [r.tenant for r in last.values()], [r.provider for r in last.values()],
-                [r.model for r in last.values()], [r.created_at for r in last.values()])
+        assert self._records is not None, "store not opened"
+        await self._records.execute(  # autocommitted, synchronous_commit off (see open)
+            "INSERT INTO responses (id, tenant, provider, model, created_at) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
+            "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+            "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+            [r.id for r in last.values()], [r.tenant for r in last.values()], [r.provider for r in last.values()],
+            [r.model for r in last.values()], [r.created_at for r in last.values()])
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         rec = self._cached(self._responses, response_id)
