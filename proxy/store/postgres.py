@@ -30,6 +30,7 @@ import orjson
 
 from . import migrations
 from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .group_commit import GroupCommit
 from .sqlite import _LRU
 
 log = logging.getLogger("sluicegate")
@@ -79,9 +80,7 @@ class PostgresStore:
         self._records: asyncpg.Pool | None = None
         self._heartbeat: asyncio.Task | None = None
         # Group commit of response records: queued for the next INSERT, and its outcome.
-        self._pending_responses: list[ResponseRecord] = []
-        self._next_commit: asyncio.Future | None = None
-        self._flusher: asyncio.Task | None = None
+        self._commits = GroupCommit(self._insert_responses)
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> "PostgresStore":
@@ -229,8 +228,7 @@ class PostgresStore:
                 await listener.close(timeout=2)
             except Exception:
                 listener.terminate()
-        if self._flusher is not None:  # the batch being committed lands before the pool goes
-            await self._flusher
+        await self._commits.drain()  # the batch being committed lands before the pool goes
         if self._records is not None:
             records, self._records = self._records, None
             await records.close()
@@ -378,15 +376,7 @@ class PostgresStore:
         self._adding[rec.id] = False
         before = self._evictions
         try:
-            self._pending_responses.append(rec)
-            if self._next_commit is None:
-                self._next_commit = asyncio.get_running_loop().create_future()
-            commit = self._next_commit
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.ensure_future(self._flush_responses())
-            # Shielded: a caller that is cancelled (its client left) does not cancel the
-            # commit the others wait for.
-            await asyncio.shield(commit)
+            await self._commits.add(rec)
         finally:
             deleted = self._adding.pop(rec.id, False)
         if deleted:
@@ -394,34 +384,17 @@ class PostgresStore:
         else:
             self._remember(self._responses, rec.id, rec, before)
 
-    async def _flush_responses(self) -> None:
-        while self._next_commit is not None:
-            batch, self._pending_responses = self._pending_responses, []
-            commit, self._next_commit = self._next_commit, None
-            try:
-                await self._insert_responses(batch)
-            except Exception as exc:
-                commit.set_exception(exc)
-                commit.exception()  # retrieved here: no "never retrieved" warning if nobody waits
-            except BaseException:
-                commit.set_exception(RuntimeError("the store closed before the commit"))
-                commit.exception()
-                raise
-            else:
-                commit.set_result(None)
-
     async def _insert_responses(self, batch: list[ResponseRecord]) -> None:
-        # One statement, one round trip, one transaction for the whole batch. The last record
-        # of an id wins, as with one INSERT each (ON CONFLICT cannot touch a row twice).
-        last = {r.id: r for r in batch}
+        # One statement, one round trip, one transaction for the whole batch (GroupCommit
+        # keeps one record per id: ON CONFLICT cannot touch a row twice).
         assert self._records is not None, "store not opened"
         await self._records.execute(  # autocommitted, synchronous_commit off (see open)
             "INSERT INTO responses (id, tenant, provider, model, created_at) "
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
             "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
             "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
-            [r.id for r in last.values()], [r.tenant for r in last.values()], [r.provider for r in last.values()],
-            [r.model for r in last.values()], [r.created_at for r in last.values()])
+            [r.id for r in batch], [r.tenant for r in batch], [r.provider for r in batch],
+            [r.model for r in batch], [r.created_at for r in batch])
 
     async def get_response(self, response_id: str) -> ResponseRecord | None:
         rec = self._cached(self._responses, response_id)

@@ -26,6 +26,7 @@ import orjson
 
 from . import migrations
 from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .group_commit import GroupCommit
 
 # A tenant's stored plus reserved bytes, leaving one reservation out (params: tenant, tenant, id).
 _USED = ("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?)"
@@ -64,9 +65,7 @@ class SQLiteStore:
         # One connection serves every coroutine: a transaction must not interleave with
         # another coroutine's statements.
         self._write_lock = asyncio.Lock()
-        self._pending_responses: dict[str, ResponseRecord] = {}
-        self._flusher: asyncio.Future | None = None
-        self._next_commit: asyncio.Future | None = None  # what the pending records' writers await
+        self._commits = GroupCommit(self._insert_responses)
         # Reads only PRAGMA data_version, to know when another connection has committed.
         self._probe: sqlite3.Connection | None = None
         self._data_version: int | None = None
@@ -117,8 +116,7 @@ class SQLiteStore:
                 await db.execute("INSERT INTO schema_version (version) VALUES (?)", (steps[-1].version,))
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
+        await self._commits.drain()
         if self._probe is not None:
             self._probe.close()
             self._probe = None
@@ -307,33 +305,7 @@ class SQLiteStore:
         while a commit is running joins the next one — so there is no fixed delay and, under
         load, one commit for many responses instead of one per request."""
         self._responses.put(rec.id, rec)
-        self._pending_responses[rec.id] = rec
-        if self._next_commit is None:
-            self._next_commit = asyncio.get_running_loop().create_future()
-        commit = self._next_commit
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_responses())
-        # Shielded: a caller that is cancelled (its client left) does not cancel the commit
-        # the others wait for.
-        await asyncio.shield(commit)
-
-    async def _flush_responses(self) -> None:
-        while self._next_commit is not None:
-            batch = list(self._pending_responses.values())  # empty if all were deleted meanwhile
-            self._pending_responses.clear()
-            commit, self._next_commit = self._next_commit, None
-            try:
-                if batch:
-                    await self._insert_responses(batch)
-            except Exception as exc:
-                commit.set_exception(exc)
-                commit.exception()  # retrieved here: no "never retrieved" warning if nobody waits
-            except BaseException:
-                commit.set_exception(RuntimeError("the store closed before the commit"))
-                commit.exception()
-                raise
-            else:
-                commit.set_result(None)
+        await self._commits.add(rec)
 
     async def _insert_responses(self, batch: list[ResponseRecord]) -> None:
         async with self._write_lock:
@@ -364,7 +336,7 @@ class SQLiteStore:
 
     async def delete_response(self, response_id: str) -> bool:
         self._responses.pop(response_id, None)
-        if self._pending_responses.pop(response_id, None) is not None:
+        if self._commits.discard(response_id):
             return True
         async with self._write_lock:
             cur = await self.db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
