@@ -202,7 +202,9 @@ class GatewayProtocol(RequestHandler):
             # Bad framing inside a body the gateway is reading: fail that read now.
             body.set_exception(MalformedBody(malformed_reason(exc)))
 
-    def eof_received(self) -> bool | None:
+    # asyncio.Protocol.eof_received returns bool | None (True keeps the transport open);
+    # aiohttp's RequestHandler narrows its own no-op override to None.
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._closing or self._received <= self._answered:
             return None  # idle or already closing: let the transport close
         if self._response_started():

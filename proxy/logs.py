@@ -61,7 +61,7 @@ class OneLineFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
-        te = traceback.TracebackException(*ei[:2], ei[2], compact=True)
+        te = traceback.TracebackException(ei[0], ei[1], ei[2], compact=True)
         _escape_exception_messages(te, set())
         return "".join(te.format()).rstrip("\n")
 
@@ -75,8 +75,9 @@ def _escape_exception_messages(te: traceback.TracebackException, seen: set[int])
     if id(te) in seen:
         return
     seen.add(id(te))
-    if isinstance(getattr(te, "_str", None), str):
-        te._str = one_line(te._str)  # type: ignore[attr-defined]
+    message = getattr(te, "_str", None)  # private, so undeclared in typeshed: reached by name
+    if isinstance(message, str):
+        setattr(te, "_str", one_line(message))
     notes = getattr(te, "__notes__", None)
     if isinstance(notes, list):
         te.__notes__ = [one_line(n) if isinstance(n, str) else n for n in notes]

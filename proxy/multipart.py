@@ -289,7 +289,9 @@ class MultipartParser:
                     return end
                 self._state = _BOUNDARY_LINE
             elif state == _BOUNDARY_LINE:
-                pos = _PADDING_RE.match(data, pos).end()
+                padding = _PADDING_RE.match(data, pos)
+                assert padding is not None  # "[ \t]*" matches, if only the empty string
+                pos = padding.end()
                 if pos == end:
                     return pos
                 if data[pos] != _CR:

@@ -12,11 +12,17 @@ family returns everything at once.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .openai import OpenAIProvider
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+    from ..config import ProviderConfig
+    from ..exchange import Exchange
 
 _STATUS = {"uploaded": "uploaded", "pending": "uploaded", "running": "uploaded",
            "processed": "processed", "error": "error"}
@@ -25,7 +31,7 @@ _STATUS = {"uploaded": "uploaded", "pending": "uploaded", "running": "uploaded",
 class AzureProvider(OpenAIProvider):
     type = "azure"
 
-    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: "ProviderConfig") -> None:
         super().__init__(config)
         root = (config.api_base or "").rstrip("/")
         if root.endswith("/openai/v1"):
@@ -49,7 +55,7 @@ class AzureProvider(OpenAIProvider):
         out["api-version"] = self.api_version
         return out
 
-    def raw_url(self, path: str, query_string: str):  # type: ignore[no-untyped-def]
+    def raw_url(self, path: str, query_string: str) -> URL:
         if self.api_version is not None:
             extra = "api-version=" + self.api_version
             query_string = f"{query_string}&{extra}" if query_string else extra
@@ -87,7 +93,7 @@ class AzureProvider(OpenAIProvider):
             "has_more": len(items) > limit,
         })
 
-    async def list_files(self, ex, query):  # type: ignore[no-untyped-def]
+    async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
         # Classic takes only ``purpose``; cursors and limits are applied here.
         upstream_query = query if self.v1 else {k: v for k, v in query.items() if k == "purpose"}
         _, body, _ = await self.upstream.request("GET", self.url("/files"), params=self.params(upstream_query))

@@ -405,7 +405,9 @@ async def iter_object(storage: Storage, bucket: str, name: str, chunk_size: int 
     early releases the connection.
     """
     with _translated("download"):
-        stream = await storage.download_stream(bucket, name, timeout=_DOWNLOAD_TIMEOUT)
+        # gcloud-aio declares ``timeout: int`` here, but hands it to AioSession.get, which
+        # takes an aiohttp.ClientTimeout as well (a per-read gap, not a whole-download cap).
+        stream = await storage.download_stream(bucket, name, timeout=_DOWNLOAD_TIMEOUT)  # type: ignore[arg-type]
     async with stream:
         while True:
             with _translated("download"):

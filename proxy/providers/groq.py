@@ -73,7 +73,8 @@ class GroqProvider(OpenAIProvider):
             raise GatewayError(
                 400, f"Provider '{self.name}' (Groq) accepts only purpose 'batch' for file uploads; "
                 f"got '{ex.purpose[:64]}'.", param="purpose", code="invalid_purpose")
-        limit = min(ex.size_limit or self.config.max_file_size, self.config.max_file_size)  # type: ignore[type-var]
+        cap = self.config.max_file_size or GROQ_MAX_FILE_SIZE  # never None: __init__ sets it
+        limit = min(ex.size_limit or cap, cap)
         if ex.file_bytes > limit:
             raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Groq) is "
                                f"{size_and_bytes(limit)}.", param="file", code="file_too_large")

@@ -118,9 +118,11 @@ class LocalFileSink:
 
     async def write(self, chunk: bytes | memoryview) -> None:
         # Page-cache writes of one chunk are cheaper inline than a hop to a thread.
+        fd = self.fd
+        assert fd is not None, "write after complete() or abort()"
         view = memoryview(chunk)
         while view:
-            n = os.write(self.fd, view)  # type: ignore[arg-type]
+            n = os.write(fd, view)
             view = view[n:]
         self.bytes += len(chunk)
 
@@ -144,7 +146,7 @@ class LocalFileSink:
 class LocalProvider(Provider):
     type = "local"
 
-    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: "ProviderConfig") -> None:
         super().__init__(config)
         self.root = os.path.abspath(config.path or default_provider_path(self.type))
         self.partial_dir = os.path.join(self.root, ".partial")

@@ -180,8 +180,10 @@ class S3MultipartSink:
         if self._finished:
             raise RuntimeError("S3 sink already completed or aborted")
         for task in self._in_flight:      # a failed part stays listed: the error is sticky
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()
+            if task.done() and not task.cancelled():
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
 
     async def _flush_part(self) -> None:
         """Hand the buffer to a background part upload, waiting for a free slot first."""

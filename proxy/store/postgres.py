@@ -143,8 +143,9 @@ class PostgresStore:
         self._evictions += 1
         self._listening = True
 
-    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        kind, _, key = payload.partition(":")
+    def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        # asyncpg hands on the NOTIFY payload as a str (its stubs declare object).
+        kind, _, key = str(payload).partition(":")
         if kind == "s":
             waiter = self._barriers.pop(key, None)
             if waiter is not None and not waiter.done():

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import orjson
@@ -149,8 +149,9 @@ class SQLiteStore:
     @staticmethod
     async def _used(db: aiosqlite.Connection, tenant: str, leaving_out: str | None = None) -> int:
         async with db.execute(_USED, (tenant, tenant, leaving_out)) as cur:
-            (used,) = await cur.fetchone()
-        return int(used)
+            row = await cur.fetchone()
+        assert row is not None  # an aggregate always yields one row
+        return int(row[0])
 
     async def add_file(self, rec: FileRecord, *, quota: int | None = None, reservation: str | None = None) -> None:
         async with self._immediate() as db:
@@ -214,7 +215,8 @@ class SQLiteStore:
                f"ORDER BY seq {'ASC' if order == 'asc' else 'DESC'} LIMIT ?")
         args.append(limit + 1)
         async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
+            # aiosqlite declares Iterable[Row]; it hands on sqlite3's list.
+            rows = cast("list[aiosqlite.Row]", await cur.fetchall())
         recs = [_row_to_file(r) for r in rows[:limit]]
         return recs, len(rows) > limit
 
@@ -246,8 +248,9 @@ class SQLiteStore:
 
     async def tenant_usage(self, tenant: str) -> int:
         async with self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (tenant,)) as cur:
-            (used,) = await cur.fetchone()
-        return int(used)
+            row = await cur.fetchone()
+        assert row is not None  # an aggregate always yields one row
+        return int(row[0])
 
     # -- reservations ----------------------------------------------------------------------
 

@@ -91,7 +91,8 @@ def _nova(req: ChatRequest) -> dict:
 def _block(part: Part) -> dict:
     if isinstance(part, Text):
         return {"text": part.text}
-    # BEDROCK_* targets take no image URLs, so every image here is inline.
+    # BEDROCK_* targets take no image URLs, so every image here is inline (and typed).
+    assert part.media_type is not None
     return {"image": {"format": part.media_type.partition("/")[2], "source": {"bytes": part.data}}}
 
 

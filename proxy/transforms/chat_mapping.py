@@ -257,13 +257,13 @@ class _Reader:
                 accepted += " or a URL of scheme " + " or ".join(sorted(target.url_schemes))
             self.fail(where, f"must be {accepted} for {target.name}, got {describe(url)}")
         path = url.split("?", 1)[0].split("#", 1)[0]
-        media_type = _EXTENSION_TYPES.get(path.rpartition(".")[2].lower())
-        if media_type is not None:
-            self.media_type(media_type, where)
+        url_type = _EXTENSION_TYPES.get(path.rpartition(".")[2].lower())
+        if url_type is not None:
+            self.media_type(url_type, where)
         elif target.url_needs_media_type:
             self.fail(where, f"must end in an image file extension ({', '.join(_EXTENSION_TYPES)}) for "
                              f"{target.name} to know its type, or be a base64 data: URL; got {describe(url)}")
-        return Image(media_type, url=url)
+        return Image(url_type, url=url)
 
     def media_type(self, media_type: str, where: str) -> str:
         media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type)
