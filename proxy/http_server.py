@@ -33,8 +33,9 @@ import http
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import (BadHttpMethod, BadStatusLine, HttpProcessingError, InvalidURLError,
@@ -156,7 +157,8 @@ class GatewayProtocol(RequestHandler):
             self._force_close = True
             self.client_log.warning("connection from %s refused: max_connections (%d) reached (503)",
                                     _peer(transport), manager.config.max_connections)
-            self._send_and_close(transport, raw_error_response(GatewayError(
+            # A stream server's transport is an asyncio.Transport (aiohttp casts it so too).
+            self._send_and_close(cast(asyncio.Transport, transport), raw_error_response(GatewayError(
                 503, "The gateway has too many open connections; retry shortly.", code="server_overloaded",
                 retryable=True, headers={"Retry-After": OVERLOAD_RETRY_AFTER})))
             return
@@ -346,7 +348,7 @@ class GatewayProtocol(RequestHandler):
         if self.transport is not None:
             self._send_and_close(self.transport, b"")
 
-    def _send_and_close(self, transport: Any, data: bytes) -> None:
+    def _send_and_close(self, transport: asyncio.Transport, data: bytes) -> None:
         """Write ``data``, send a FIN, drop what the client still sends, close on its EOF."""
         self._closing = True
         if data:
@@ -369,7 +371,8 @@ class MalformedBody(Exception):
 class GatewayServer(web.Server):
     """aiohttp's low-level server, making :class:`GatewayProtocol` connections."""
 
-    def __init__(self, handler: Any, config: "ServerConfig", **kwargs: Any) -> None:
+    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+                 config: "ServerConfig", **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", config.keepalive_timeout)
         super().__init__(handler, **kwargs)
         self.config = config

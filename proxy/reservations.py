@@ -19,10 +19,14 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ids import new_id
 from .store.base import QuotaExceeded, Reservation
+
+if TYPE_CHECKING:
+    from .providers.sink import Sink
+    from .store.base import Store
 
 log = logging.getLogger("sluicegate.reservations")
 
@@ -87,7 +91,7 @@ class UploadReservation:
 
     __slots__ = ("store", "tenant", "quota", "row", "bytes", "used", "settled", "opened")
 
-    def __init__(self, store: Any, tenant: str, provider: str, quota: int | None) -> None:
+    def __init__(self, store: Store, tenant: str, provider: str, quota: int | None) -> None:
         now = int(time.time())
         self.store = store
         self.tenant = tenant
@@ -122,7 +126,7 @@ class UploadReservation:
         self.bytes, self.used = await asyncio.shield(
             self.store.grow_reservation(self.row.id, self.tenant, want, quota=self.quota))
 
-    async def track(self, file_id: str, sink: Any) -> None:
+    async def track(self, file_id: str, sink: Sink) -> None:
         """Record where the upload's partial data is, when that changed (the sink opened, an S3
         multipart upload or a GCS session started): a handful of writes per upload."""
         location: dict[str, Any] = {"file_id": file_id}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Final, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -32,16 +32,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .sink import SinkResult
 
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef as _Part  # a "Parts" entry
+
 log = logging.getLogger("sluicegate.s3")
 
 MIN_PART_SIZE = 5 << 20          # S3 minimum for every part but the last
 MAX_PART_SIZE = 5 << 30
 MAX_PARTS = 10_000
-_CHECKSUM_ALGORITHM = "CRC32"
+_CHECKSUM_ALGORITHM: Final = "CRC32"
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey"})   # HeadObject has no body: "404"
 
 _T = TypeVar("_T")
-_Part = dict[str, str | int]            # one CompleteMultipartUpload "Parts" entry
 
 
 class S3StorageError(Exception):
@@ -79,7 +82,7 @@ class S3MultipartSink:
 
     def __init__(
         self,
-        client: Any,
+        client: S3Client,
         bucket: str,
         key: str,
         *,
@@ -121,25 +124,27 @@ class S3MultipartSink:
     async def complete(self) -> SinkResult:
         self._check_usable()
         if self._upload_id is None:
-            resp = await _call("PutObject", self._client.put_object(
+            put = await _call("PutObject", self._client.put_object(
                 Bucket=self._bucket, Key=self._key, Body=bytes(self._buf),
                 ContentType=self._content_type, Metadata=self._metadata,
                 ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
             ))
+            etag = put["ETag"]
         else:
             if self._buf:
                 await self._flush_part()
             while self._in_flight:          # oldest first: parts stay in ascending order
                 await self._reap_oldest()
-            resp = await _call("CompleteMultipartUpload", self._client.complete_multipart_upload(
+            completed = await _call("CompleteMultipartUpload", self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             ))
+            etag = completed["ETag"]
         self._finished = True
         self._buf = bytearray()
         return SinkResult(
             bytes=self._total,
-            location={"bucket": self._bucket, "key": self._key, "etag": resp["ETag"]},
+            location={"bucket": self._bucket, "key": self._key, "etag": etag},
         )
 
     async def abort(self) -> None:
@@ -189,16 +194,17 @@ class S3MultipartSink:
         """Hand the buffer to a background part upload, waiting for a free slot first."""
         if self._next_part > MAX_PARTS:
             raise S3StorageError(f"upload exceeds S3's {MAX_PARTS} parts; use a larger part_size")
-        if self._upload_id is None:
+        upload_id = self._upload_id
+        if upload_id is None:
             resp = await _call("CreateMultipartUpload", self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, ContentType=self._content_type,
                 Metadata=self._metadata, ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
             ))
-            self._upload_id = resp["UploadId"]
+            upload_id = self._upload_id = resp["UploadId"]
         while len(self._in_flight) >= self._max_in_flight:
             await self._reap_oldest()
         body, self._buf = bytes(self._buf), bytearray()
-        self._in_flight.append(asyncio.create_task(self._upload_part(self._next_part, body)))
+        self._in_flight.append(asyncio.create_task(self._upload_part(upload_id, self._next_part, body)))
         self._next_part += 1
 
     async def _reap_oldest(self) -> None:
@@ -206,9 +212,9 @@ class S3MultipartSink:
         self._in_flight.popleft()
         self._parts.append(part)
 
-    async def _upload_part(self, number: int, body: bytes) -> _Part:
+    async def _upload_part(self, upload_id: str, number: int, body: bytes) -> _Part:
         resp = await _call("UploadPart", self._client.upload_part(
-            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number,
+            Bucket=self._bucket, Key=self._key, UploadId=upload_id, PartNumber=number,
             Body=body, ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
         ))
         part: _Part = {"PartNumber": number, "ETag": resp["ETag"]}
@@ -217,7 +223,7 @@ class S3MultipartSink:
         return part
 
 
-async def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
+async def abort_upload(client: S3Client, bucket: str, key: str, upload_id: str) -> None:
     """``AbortMultipartUpload``; an upload already gone succeeds."""
     try:
         await _call("AbortMultipartUpload", client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
@@ -226,7 +232,7 @@ async def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> No
             raise
 
 
-async def stale_uploads(client: Any, bucket: str, prefix: str, older_than: float,
+async def stale_uploads(client: S3Client, bucket: str, prefix: str, older_than: float,
                         max_pages: int = 10) -> AsyncIterator[tuple[str, str]]:
     """``(key, upload_id)`` of the multipart uploads under ``prefix`` initiated before
     ``older_than`` (a Unix time); at most ``max_pages`` pages of ``ListMultipartUploads``."""
@@ -247,23 +253,24 @@ async def stale_uploads(client: Any, bucket: str, prefix: str, older_than: float
         raise S3StorageError(f"S3 ListMultipartUploads failed: {type(exc).__name__}") from exc
 
 
-async def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+async def head(client: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
     """``HeadObject`` without its ``ResponseMetadata``; ``None`` when the key does not exist."""
     try:
         resp = await _call("HeadObject", client.head_object(Bucket=bucket, Key=key))
     except S3NotFound:
         return None
-    resp.pop("ResponseMetadata", None)
-    return resp
+    out: dict[str, Any] = dict(resp)
+    out.pop("ResponseMetadata", None)
+    return out
 
 
-async def delete(client: Any, bucket: str, key: str) -> None:
+async def delete(client: S3Client, bucket: str, key: str) -> None:
     """Delete an object; deleting a missing key succeeds, as in S3."""
     await _call("DeleteObject", client.delete_object(Bucket=bucket, Key=key))
 
 
 async def iter_object(
-    client: Any, bucket: str, key: str, chunk_size: int = 256 << 10
+    client: S3Client, bucket: str, key: str, chunk_size: int = 256 << 10
 ) -> AsyncIterator[bytes]:
     """Stream an object's bytes. Raises :class:`S3NotFound` on the first iteration if missing.
 

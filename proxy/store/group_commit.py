@@ -16,8 +16,8 @@ class GroupCommit:
     def __init__(self, insert: Callable[[list[ResponseRecord]], Awaitable[None]]) -> None:
         self._insert = insert                          # writes one batch in one transaction
         self._pending: dict[str, ResponseRecord] = {}  # the next batch (the last record of an id wins)
-        self._next: asyncio.Future | None = None       # what the pending records' writers await
-        self._flusher: asyncio.Future | None = None
+        self._next: asyncio.Future[None] | None = None  # what the pending records' writers await
+        self._flusher: asyncio.Future[None] | None = None
 
     async def add(self, rec: ResponseRecord) -> None:
         self._pending[rec.id] = rec

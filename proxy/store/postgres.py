@@ -23,7 +23,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -34,6 +34,7 @@ from .group_commit import GroupCommit
 from .sqlite import _LRU
 
 log = logging.getLogger("sluicegate")
+_V = TypeVar("_V")  # what a cache holds
 
 CHANNEL = "sluicegate_evict"          # payload: "f:<file id>", "r:<response id>", or "s:<barrier token>"
 _LISTENER_RETRY = (0.1, 5.0)          # first and longest wait between reconnects, seconds
@@ -66,19 +67,19 @@ class PostgresStore:
         self.dsn = dsn
         self.pool_min, self.pool_max, self.statement_timeout = pool_min, pool_max, statement_timeout
         self._pool: asyncpg.Pool | None = None
-        self._files = _LRU(cache_size)
-        self._responses = _LRU(cache_size)
+        self._files: _LRU[FileRecord] = _LRU(cache_size)
+        self._responses: _LRU[ResponseRecord] = _LRU(cache_size)
         self._listener: asyncpg.Connection | None = None
         self._listening = False        # the cache is trusted only while notifications arrive
         self._evictions = 0            # bumped by every eviction: a racing lookup does not cache
-        self._reconnect: asyncio.Task | None = None
+        self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
-        self._barriers: dict[str, asyncio.Future] = {}
+        self._barriers: dict[str, asyncio.Future[None]] = {}
         # Responses being inserted by this process → deleted meanwhile? (then deleted after)
         self._adding: dict[str, bool] = {}
         self._heartbeat_every = listener_heartbeat
         self._records: asyncpg.Pool | None = None
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         # Group commit of response records: queued for the next INSERT, and its outcome.
         self._commits = GroupCommit(self._insert_responses)
 
@@ -206,14 +207,14 @@ class PostgresStore:
             await asyncio.sleep(wait)
             wait = min(wait * 2, longest)
 
-    def _evict(self, cache: _LRU, key: str) -> None:
+    def _evict(self, cache: _LRU[Any], key: str) -> None:
         cache.pop(key, None)
         self._evictions += 1
 
-    def _cached(self, cache: _LRU, key: str) -> Any:
+    def _cached(self, cache: _LRU[_V], key: str) -> _V | None:
         return cache.get(key) if self._listening else None
 
-    def _remember(self, cache: _LRU, key: str, value: Any, evictions_before: int) -> None:
+    def _remember(self, cache: _LRU[_V], key: str, value: _V, evictions_before: int) -> None:
         if self._listening and self._evictions == evictions_before:
             cache.put(key, value)
 

@@ -19,7 +19,8 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import orjson
@@ -44,12 +45,15 @@ def _row_to_file(row: Any) -> FileRecord:
     )
 
 
-class _LRU(OrderedDict):
+_V = TypeVar("_V")  # what a cache holds
+
+
+class _LRU(OrderedDict[str, _V]):
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: _V) -> None:
         self[key] = value
         self.move_to_end(key)
         if len(self) > self.size:
@@ -60,8 +64,8 @@ class SQLiteStore:
     def __init__(self, path: str, *, cache_size: int = 50_000) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self._files = _LRU(cache_size)
-        self._responses = _LRU(cache_size)
+        self._files: _LRU[FileRecord] = _LRU(cache_size)
+        self._responses: _LRU[ResponseRecord] = _LRU(cache_size)
         # One connection serves every coroutine: a transaction must not interleave with
         # another coroutine's statements.
         self._write_lock = asyncio.Lock()
@@ -106,8 +110,9 @@ class SQLiteStore:
         async with self._immediate() as db:
             await db.execute(migrations.CREATE_VERSION_TABLE)
             async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
-                (current,) = await cur.fetchone()
-            steps = migrations.pending(current or 0)
+                row = await cur.fetchone()
+            assert row is not None  # an aggregate always yields one row
+            steps = migrations.pending(row[0] or 0)
             for step in steps:
                 for sql in step.statements("sqlite"):
                     await db.execute(sql)
@@ -132,7 +137,7 @@ class SQLiteStore:
     # -- files ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _immediate(self) -> Any:
+    async def _immediate(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction. BEGIN IMMEDIATE takes the database's write lock first, so the
         usage read inside cannot change before the write, even with several worker processes
         on the same file."""

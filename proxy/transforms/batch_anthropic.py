@@ -6,6 +6,8 @@ request. The rows are JSONL; the caller wraps them as ``{"requests": [...]}`` fo
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .batch_translate import BatchTranslator, IdRule
 from .chat_mapping import ChatRequest, Part, Target, Text, compact, read_request
 from .jsonl import BatchLineError
@@ -18,7 +20,7 @@ ANTHROPIC = Target("Anthropic", image_types=CLAUDE_IMAGE_TYPES, url_schemes=froz
 CUSTOM_IDS = IdRule(r"[A-Za-z0-9_-]{1,64}", prefix="L")
 
 
-def messages_params(req: ChatRequest, default_max_tokens: int) -> dict:
+def messages_params(req: ChatRequest, default_max_tokens: int) -> dict[str, Any]:
     """The Messages API body without ``model``: ``max_tokens`` is required, ``system`` top-level."""
     return {
         "max_tokens": default_max_tokens if req.max_tokens is None else req.max_tokens,
@@ -28,7 +30,7 @@ def messages_params(req: ChatRequest, default_max_tokens: int) -> dict:
     }
 
 
-def _block(part: Part) -> dict:
+def _block(part: Part) -> dict[str, Any]:
     if isinstance(part, Text):
         return {"type": "text", "text": part.text}
     source = ({"type": "base64", "media_type": part.media_type, "data": part.data}
@@ -43,7 +45,7 @@ class AnthropicRowTranslator:
         self.default_model = default_model
         self.default_max_tokens = default_max_tokens
 
-    def __call__(self, line: int, request: dict) -> dict:
+    def __call__(self, line: int, request: dict[str, Any]) -> dict[str, Any]:
         req = read_request(line, request, ANTHROPIC)
         model = req.model or self.default_model
         if model is None:

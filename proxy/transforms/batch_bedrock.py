@@ -12,6 +12,7 @@ No Bedrock body here can fetch an image URL or force JSON output, so those are e
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from .batch_anthropic import CLAUDE_IMAGE_TYPES, messages_params
 from .batch_translate import BatchTranslator, IdRule
@@ -64,16 +65,16 @@ class BedrockRowTranslator:
         }[family]
         self.default_max_tokens = default_max_tokens
 
-    def __call__(self, line: int, request: dict) -> dict:
+    def __call__(self, line: int, request: dict[str, Any]) -> dict[str, Any]:
         model_input = self._model_input(read_request(line, request, self._target))
         return {"recordId": request["custom_id"], "modelInput": model_input}
 
-    def _claude(self, req: ChatRequest) -> dict:
+    def _claude(self, req: ChatRequest) -> dict[str, Any]:
         return {"anthropic_version": "bedrock-2023-05-31", **messages_params(req, self.default_max_tokens)}
 
 
-def _converse(req: ChatRequest) -> dict:
-    body: dict = {}
+def _converse(req: ChatRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {}
     if req.system:
         body["system"] = [{"text": text} for text in req.system]
     body["messages"] = [{"role": turn.role, "content": [_block(p) for p in turn.parts]} for turn in req.turns]
@@ -84,11 +85,11 @@ def _converse(req: ChatRequest) -> dict:
     return body
 
 
-def _nova(req: ChatRequest) -> dict:
+def _nova(req: ChatRequest) -> dict[str, Any]:
     return {"schemaVersion": "messages-v1", **_converse(req)}
 
 
-def _block(part: Part) -> dict:
+def _block(part: Part) -> dict[str, Any]:
     if isinstance(part, Text):
         return {"text": part.text}
     # BEDROCK_* targets take no image URLs, so every image here is inline (and typed).

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from .jsonl import BatchValidator
 
-RowTranslator = Callable[[int, dict], dict]
+RowTranslator = Callable[[int, dict[str, Any]], dict[str, Any]]
 
 
 class IdRule:
@@ -72,7 +73,7 @@ class BatchTranslator:
         self._validator.close()
         return self._take()
 
-    def _on_request(self, line: int, request: dict) -> None:
+    def _on_request(self, line: int, request: dict[str, Any]) -> None:
         if self._id_rule is not None:
             custom_id = request["custom_id"]
             carrier = self._id_rule.carrier(line, custom_id)

@@ -11,6 +11,8 @@ which every strict OpenAI schema uses).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .batch_translate import BatchTranslator, IdRule
 from .chat_mapping import ChatRequest, Part, Target, Text, compact, read_request
 
@@ -29,10 +31,10 @@ VERTEX_GEMINI = Target(
 _ROLES = {"user": "user", "assistant": "model"}
 
 
-def vertex_row(line: int, request: dict) -> dict:
+def vertex_row(line: int, request: dict[str, Any]) -> dict[str, Any]:
     """One batch line → ``{"request": {...}}``."""
     req = read_request(line, request, VERTEX_GEMINI)
-    body: dict = {
+    body: dict[str, Any] = {
         "contents": [{"role": _ROLES[turn.role], "parts": [_part(p) for p in turn.parts]} for turn in req.turns],
     }
     if req.system:
@@ -44,7 +46,7 @@ def vertex_row(line: int, request: dict) -> dict:
     return {"request": body}
 
 
-def _part(part: Part) -> dict:
+def _part(part: Part) -> dict[str, Any]:
     if isinstance(part, Text):
         return {"text": part.text}
     if part.data is not None:
@@ -52,7 +54,7 @@ def _part(part: Part) -> dict:
     return {"fileData": {"mimeType": part.media_type, "fileUri": part.url}}
 
 
-def _generation_config(req: ChatRequest) -> dict:
+def _generation_config(req: ChatRequest) -> dict[str, Any]:
     return compact(
         maxOutputTokens=req.max_tokens,
         temperature=req.temperature,

@@ -11,7 +11,7 @@ and ``model``, which only the Anthropic rows use (Bedrock and Vertex jobs name t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NoReturn, Union
+from typing import Any, NoReturn, Union
 
 from .jsonl import BatchLineError, describe
 
@@ -59,7 +59,7 @@ class ChatRequest:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     json_output: bool = False
-    json_schema: dict | None = None  # with json_output: the schema the output must follow
+    json_schema: dict[str, Any] | None = None  # with json_output: the schema the output must follow
 
 
 # Read (model) or harmless to drop: they do not change what is generated.
@@ -82,12 +82,12 @@ _EXTENSION_TYPES = {
 }
 
 
-def compact(**fields: object) -> dict:
+def compact(**fields: object) -> dict[str, Any]:
     """The keyword arguments that are not ``None``, for building optional JSON fields."""
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def read_request(line: int, request: dict, target: Target) -> ChatRequest:
+def read_request(line: int, request: dict[str, Any], target: Target) -> ChatRequest:
     """Read a validated batch request (``url`` + ``body``) for ``target``."""
     reader = _Reader(line, target)
     url, body = request["url"], request["body"]
@@ -112,7 +112,7 @@ class _Reader:
 
     # ---------------------------------------------------------------- the two request shapes
 
-    def chat(self, body: dict) -> ChatRequest:
+    def chat(self, body: dict[str, Any]) -> ChatRequest:
         self.check_fields(body, _CHAT_FIELDS, "body")
         req = self.common(body)
         messages = body.get("messages")
@@ -138,7 +138,7 @@ class _Reader:
         self.output_format(req, body.get("response_format"), "body.response_format", flat=False)
         return req
 
-    def responses(self, body: dict) -> ChatRequest:
+    def responses(self, body: dict[str, Any]) -> ChatRequest:
         self.check_fields(body, _RESPONSES_FIELDS, "body")
         req = self.common(body)
         instructions = body.get("instructions")
@@ -172,7 +172,7 @@ class _Reader:
             self.output_format(req, text.get("format"), "body.text.format", flat=True)
         return req
 
-    def common(self, body: dict) -> ChatRequest:
+    def common(self, body: dict[str, Any]) -> ChatRequest:
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             self.fail("body.model", f"must be a string, got {describe(model)}")
@@ -182,14 +182,14 @@ class _Reader:
             top_p=self.number(body, "top_p", 1.0),
         )
 
-    def check_fields(self, obj: dict, allowed: frozenset[str], where: str) -> None:
+    def check_fields(self, obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
         for key, value in obj.items():
             if key not in allowed and value is not None and value is not False:
                 self.unsupported(f"{where}.{key}")
 
     # ---------------------------------------------------------------- messages and content
 
-    def add_message(self, req: ChatRequest, message: dict, where: str, *, responses: bool) -> None:
+    def add_message(self, req: ChatRequest, message: dict[str, Any], where: str, *, responses: bool) -> None:
         role = message.get("role")
         if role not in _SYSTEM_ROLES and role not in _TURN_ROLES:
             self.fail(f"{where}.role", f"must be system, developer, user or assistant for "
@@ -274,13 +274,13 @@ class _Reader:
 
     # ---------------------------------------------------------------- generation settings
 
-    def positive_int(self, body: dict, key: str) -> int | None:
+    def positive_int(self, body: dict[str, Any], key: str) -> int | None:
         value = body.get(key)
         if value is not None and (type(value) is not int or value < 1):
             self.fail(f"body.{key}", f"must be a positive integer, got {describe(value)}")
         return value
 
-    def number(self, body: dict, key: str, upper: float) -> float | None:
+    def number(self, body: dict[str, Any], key: str, upper: float) -> float | None:
         value = body.get(key)
         if value is not None and (type(value) not in (int, float) or not 0 <= value <= upper):
             self.fail(f"body.{key}", f"must be a number from 0 to {upper:g} for {self.target.name}, "

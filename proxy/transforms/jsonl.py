@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import orjson
 
@@ -136,7 +137,7 @@ class BatchValidator:
         *,
         max_lines: int = 50_000,
         max_line_length: int = 16 << 20,
-        on_request: Callable[[int, dict], None] | None = None,
+        on_request: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> None:
         self.max_lines = max_lines
         self.lines = 0  # request lines validated so far
@@ -173,7 +174,7 @@ class BatchValidator:
             self._error = exc
             raise
 
-    def _check(self, number: int, line: bytes) -> dict:
+    def _check(self, number: int, line: bytes) -> dict[str, Any]:
         def fail(message: str) -> BatchLineError:
             return BatchLineError(number, message)
 
