@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -397,7 +397,7 @@ async def delete(storage: Storage, bucket: str, name: str) -> bool:
     return True
 
 
-async def iter_object(storage: Storage, bucket: str, name: str, chunk_size: int = 256 << 10) -> AsyncIterator[bytes]:
+async def iter_object(storage: Storage, bucket: str, name: str, chunk_size: int = 256 << 10) -> AsyncGenerator[bytes, None]:
     """The object's bytes in pieces of at most ``chunk_size``, streamed, never buffered whole.
 
     A missing object raises GCSNotFound from the first ``__anext__``, before any byte, so a

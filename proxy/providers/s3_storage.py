@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Final, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Final, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -233,7 +233,7 @@ async def abort_upload(client: S3Client, bucket: str, key: str, upload_id: str) 
 
 
 async def stale_uploads(client: S3Client, bucket: str, prefix: str, older_than: float,
-                        max_pages: int = 10) -> AsyncIterator[tuple[str, str]]:
+                        max_pages: int = 10) -> AsyncGenerator[tuple[str, str], None]:
     """``(key, upload_id)`` of the multipart uploads under ``prefix`` initiated before
     ``older_than`` (a Unix time); at most ``max_pages`` pages of ``ListMultipartUploads``."""
     paginator = client.get_paginator("list_multipart_uploads")
@@ -271,7 +271,7 @@ async def delete(client: S3Client, bucket: str, key: str) -> None:
 
 async def iter_object(
     client: S3Client, bucket: str, key: str, chunk_size: int = 256 << 10
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Stream an object's bytes. Raises :class:`S3NotFound` on the first iteration if missing.
 
     The response body is closed when iteration ends, fails, or the generator is closed
