@@ -60,6 +60,10 @@ HOOKS = ("on_request", "on_field", "on_file_start", "on_file_data", "on_file_end
          "on_upload_complete", "on_response", "on_response_data", "on_exchange_end")
 
 
+# Fired only while an upload body streams.
+UPLOAD_HOOKS = frozenset({"on_field", "on_file_start", "on_file_data", "on_file_end", "on_upload_complete"})
+
+
 def overrides(cls: type, hook: str) -> bool:
     return getattr(cls, hook) is not getattr(Filter, hook)
 
@@ -150,47 +154,57 @@ class FilterChain:
                 log.exception("filter %s failed in on_exchange_end", getattr(hook, "__self__", hook))
 
 
-class ChainFactory:
-    """The configured factories, in order; ``create`` gives one exchange its :class:`FilterChain`.
-
-    Computed once: each hook's list of bound methods of the shared instances. Per exchange only
-    the filters with state are created, and only the hooks they override get new lists; the
-    other hook lists are the shared ones (never mutated, see :class:`FilterChain`)."""
+class _Template:
+    """The precomputed chain of one set of factories: each hook's list of bound methods of the
+    shared instances, and for the hooks a per-exchange filter overrides, how to rebuild it."""
 
     def __init__(self, factories: list[FilterFactory]) -> None:
         self.factories = factories
-        self._shared: list[Filter | None] = [f.instance if isinstance(f, Shared) else None for f in factories]
-        self._fresh = [i for i, s in enumerate(self._shared) if s is None]  # created per exchange
-        self._lists = {hook: [getattr(s, hook) for s in self._shared
-                              if s is not None and overrides(type(s), hook)] for hook in HOOKS}
+        shared: list[Filter | None] = [f.instance if isinstance(f, Shared) else None for f in factories]
+        self.shared = shared
+        self.fresh = [i for i, s in enumerate(shared) if s is None]  # created per exchange
+        self.lists = [[getattr(s, hook) for s in shared if s is not None and overrides(type(s), hook)]
+                      for hook in HOOKS]
         # Hooks a per-exchange filter overrides: (attribute, hook, [shared method or factory index, ...]).
-        self._rebuilt: list[tuple[str, str, list[Any]]] = []
+        self.rebuilt: list[tuple[str, str, list[Any]]] = []
         for hook in HOOKS:
-            if any(overrides(factories[i].filter_class, hook) for i in self._fresh):
-                entries = [getattr(s, hook) if s is not None else i for i, s in enumerate(self._shared)
+            if any(overrides(factories[i].filter_class, hook) for i in self.fresh):
+                entries = [getattr(s, hook) if s is not None else i for i, s in enumerate(shared)
                            if overrides(factories[i].filter_class, hook)]
-                self._rebuilt.append(("_" + hook, hook, entries))
-        self._filters = [s for s in self._shared if s is not None]
+                self.rebuilt.append(("_" + hook, hook, entries))
+        self.filters = [s for s in shared if s is not None]
 
     def create(self) -> FilterChain:
         chain = FilterChain.__new__(FilterChain)
-        lists = self._lists
-        chain._on_request = lists["on_request"]
-        chain._on_field = lists["on_field"]
-        chain._on_file_start = lists["on_file_start"]
-        chain._on_file_data = lists["on_file_data"]
-        chain._on_file_end = lists["on_file_end"]
-        chain._on_upload_complete = lists["on_upload_complete"]
-        chain._on_response = lists["on_response"]
-        chain._on_response_data = lists["on_response_data"]
-        chain._on_exchange_end = lists["on_exchange_end"]
-        if not self._fresh:
-            chain.filters = self._filters
+        (chain._on_request, chain._on_field, chain._on_file_start, chain._on_file_data, chain._on_file_end,
+         chain._on_upload_complete, chain._on_response, chain._on_response_data,
+         chain._on_exchange_end) = self.lists
+        if not self.fresh:
+            chain.filters = self.filters
             return chain
-        instances = list(self._shared)
-        for i in self._fresh:
+        instances = list(self.shared)
+        for i in self.fresh:
             instances[i] = self.factories[i].create()
         chain.filters = instances  # type: ignore[assignment]
-        for attr, hook, entries in self._rebuilt:
+        for attr, hook, entries in self.rebuilt:
             setattr(chain, attr, [getattr(instances[e], hook) if e.__class__ is int else e for e in entries])
         return chain
+
+
+class ChainFactory:
+    """The configured factories, in order; ``create`` gives one exchange its :class:`FilterChain`.
+
+    Per exchange only the filters with state are created, and only the hooks they override get
+    new lists; the other hook lists are shared (never mutated, see :class:`FilterChain`). An
+    exchange without an upload body never fires the upload hooks, so a per-exchange filter that
+    has only upload hooks (batch_jsonl) is not created for it at all."""
+
+    def __init__(self, factories: list[FilterFactory]) -> None:
+        self.factories = factories
+        self._upload = _Template(factories)
+        self._other = _Template([f for f in factories if isinstance(f, Shared) or any(
+            overrides(f.filter_class, h) for h in HOOKS if h not in UPLOAD_HOOKS)])
+
+    def create(self, upload: bool = True) -> FilterChain:
+        """The chain of one exchange; ``upload=False`` for one whose body is not an upload."""
+        return (self._upload if upload else self._other).create()

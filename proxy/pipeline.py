@@ -118,7 +118,7 @@ class Pipeline:
     async def handle(self, request: web.BaseRequest, operation: str, object_id: str | None) -> web.StreamResponse:
         op = self.operations[operation]
         ex = Exchange(request, operation, object_id)
-        chain = self.chains.create()
+        chain = self.chains.create(upload=op.body is Body.MULTIPART)
         ctx = OperationContext(ex, chain, self.store, self.limits)
         try:
             try:
