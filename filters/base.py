@@ -16,12 +16,17 @@ calls the filters that override a hook, and the hook lists are computed once per
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from proxy.exchange import Exchange
 
 log = logging.getLogger("sluicegate")
+
+AsyncHook = Callable[["Exchange"], Awaitable[None]]
+ExchangeHook = Callable[["Exchange"], None]
+DataHook = Callable[["Exchange", Any], None]
+FieldHook = Callable[["Exchange", str, str], None]
 
 
 class Filter:
@@ -92,6 +97,17 @@ class FilterChain:
     makes new ones), so a chain may start from lists another chain shares."""
 
     __slots__ = ("filters",) + tuple("_" + h for h in HOOKS)
+
+    filters: list[Filter]
+    _on_request: list[AsyncHook]
+    _on_field: list[FieldHook]
+    _on_file_start: list[ExchangeHook]
+    _on_file_data: list[DataHook]
+    _on_file_end: list[ExchangeHook]
+    _on_upload_complete: list[AsyncHook]
+    _on_response: list[ExchangeHook]
+    _on_response_data: list[DataHook]
+    _on_exchange_end: list[AsyncHook]
 
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = filters
