@@ -26,22 +26,26 @@ log = logging.getLogger("sluicegate")
 
 @dataclass(frozen=True)
 class FilterSpec:
-    name: str
     #: A Filter class (one instance shared by every exchange) or a factory class whose
     #: ``create`` gives each exchange its own instance. Its parameters name its dependencies.
     build: Callable[..., Any]
     #: The core cannot run without it (who is asking, which provider answers): added when missing.
     required: bool = False
 
+    @property
+    def name(self) -> str:
+        """The filter class's ``name``: the one place a filter's name is written."""
+        return str(getattr(self.build, "filter_class", self.build).name)
+
 
 REGISTRY: dict[str, FilterSpec] = {s.name: s for s in (
-    FilterSpec("auth", AuthFilter, required=True),
-    FilterSpec("provider_route", ProviderRouteFilter, required=True),
-    FilterSpec("size_limit", SizeLimitFilter),
-    FilterSpec("batch_jsonl", BatchJsonlFactory),
-    FilterSpec("quota", QuotaFilter),
-    FilterSpec("access_log", AccessLogFilter),
-    FilterSpec("metrics", MetricsFilter),
+    FilterSpec(AuthFilter, required=True),
+    FilterSpec(ProviderRouteFilter, required=True),
+    FilterSpec(SizeLimitFilter),
+    FilterSpec(BatchJsonlFactory),
+    FilterSpec(QuotaFilter),
+    FilterSpec(AccessLogFilter),
+    FilterSpec(MetricsFilter),
 )}
 
 FILTER_NAMES = tuple(REGISTRY)

@@ -134,6 +134,7 @@ def test_exchange_without_upload_body_creates_no_upload_only_filter():
 
 def test_config_filter_names_are_the_registrys():
     assert FILTER_NAMES == tuple(filters.REGISTRY) and DEFAULT_FILTERS == tuple(filters.REGISTRY)
+    assert FILTER_NAMES == ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
 
 
 def test_required_filters_are_added_in_front_when_missing():
@@ -151,9 +152,11 @@ def test_every_registered_filter_asks_only_for_known_dependencies():
 
 def test_a_filter_asking_for_the_gateway_is_refused(monkeypatch):
     class WantsGateway(Filter):
+        name = "bad"
+
         def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
             pass
 
-    monkeypatch.setitem(filters.REGISTRY, "bad", filters.FilterSpec("bad", WantsGateway))
+    monkeypatch.setitem(filters.REGISTRY, "bad", filters.FilterSpec(WantsGateway))
     with pytest.raises(TypeError, match="asks for gateway"):
         filters.build_factory("bad", {})
