@@ -34,11 +34,6 @@ class _Exchange:
     ended = 0.0123
 
 
-class _Gateway:
-    def __init__(self, metrics) -> None:  # type: ignore[no-untyped-def]
-        self.metrics = metrics
-
-
 def per_call_us(fn) -> float:  # type: ignore[no-untyped-def]
     return min(timeit.repeat(fn, number=N, repeat=3)) / N * 1e6
 
@@ -48,8 +43,7 @@ def main() -> None:
         from filters.metrics import Metrics, MetricsFilter
 
         metrics = Metrics()
-        flt = MetricsFilter.__new__(MetricsFilter)
-        flt.gateway = _Gateway(metrics)
+        flt = MetricsFilter(metrics)
         plain, upload = _Exchange(), _Exchange()
         upload.operation, upload.file_bytes = "files.create", 1000
         upload.usage = {"input_tokens": 3, "output_tokens": 4}

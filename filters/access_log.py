@@ -63,8 +63,7 @@ def _dumps(fields: dict[str, Any]) -> bytes:
 class AccessLogFilter(Filter):
     name = "access_log"
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(gateway)
+    def __init__(self) -> None:
         self.pid = os.getpid()  # built in the worker (after the fork): tells workers apart
 
     async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]

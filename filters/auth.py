@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import hashlib
 
+from typing import TYPE_CHECKING
+
 from proxy.errors import GatewayError
 from proxy.exchange import Tenant
 
 from .base import Filter
+
+if TYPE_CHECKING:
+    from proxy.config import AuthConfig
 
 DEFAULT_TENANT = Tenant("default")
 
@@ -19,9 +24,7 @@ def _digest(key: str) -> bytes:
 class AuthFilter(Filter):
     name = "auth"
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(gateway)
-        auth = gateway.config.auth
+    def __init__(self, auth: "AuthConfig") -> None:
         self.enabled = auth.enabled
         self.tenants = {_digest(k.key): Tenant(k.tenant, k.admin) for k in auth.keys}
 

@@ -5,21 +5,20 @@ line aborts the upload at once. When the client sends the file before the ``purp
 (curl's order), the file is validated speculatively and the verdict applied in ``on_field``
 when the purpose arrives (the upload driver allows one ``purpose`` per request, so the
 verdict is final); a file that turns out not to be batch just drops the validator.
+
+The validator is the exchange's own: :class:`BatchJsonlFactory` creates one filter per exchange.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from proxy.errors import GatewayError
 from proxy.transforms.jsonl import BatchLineError, BatchValidator
 
 from .base import Filter
 
-
-class _State:
-    __slots__ = ("validator", "error")
-
-    def __init__(self, validator: BatchValidator | None) -> None:
-        self.validator = validator
-        self.error: BatchLineError | None = None
+if TYPE_CHECKING:
+    from proxy.config import LimitsConfig
 
 
 def _invalid(err: BatchLineError) -> GatewayError:
@@ -32,58 +31,68 @@ def _not_jsonl(filename: str | None) -> GatewayError:
 
 
 class BatchJsonlFilter(Filter):
+    """One exchange's batch validation: the validator of its file and a verdict kept for later."""
+
     name = "batch_jsonl"
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(gateway)
-        self.max_lines = gateway.config.limits.max_batch_lines
+    __slots__ = ("max_lines", "validator", "error")
+
+    def __init__(self, max_lines: int) -> None:
+        self.max_lines = max_lines
+        self.validator: BatchValidator | None = None
+        self.error: BatchLineError | None = None  # the file is invalid if it turns out to be batch
 
     def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
         if ex.purpose == "batch" and not (ex.filename or "").lower().endswith(".jsonl"):
             raise _not_jsonl(ex.filename)
         if ex.purpose in ("batch", None):
-            ex.extra["batch"] = _State(BatchValidator(max_lines=self.max_lines))
+            self.validator = BatchValidator(max_lines=self.max_lines)
 
     def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
-        st = ex.extra.get("batch")
-        if st is None or st.validator is None:
+        if self.validator is None:
             return
         try:
-            st.validator.feed(chunk)
+            self.validator.feed(chunk)
         except BatchLineError as err:
-            self._failed(ex, st, err)
+            self._failed(ex, err)
 
     def on_file_end(self, ex) -> None:  # type: ignore[no-untyped-def]
-        st = ex.extra.get("batch")
-        if st is None or st.validator is None:
+        if self.validator is None:
             return
         try:
-            st.validator.close()
+            self.validator.close()
         except BatchLineError as err:
-            self._failed(ex, st, err)
+            self._failed(ex, err)
 
     def on_field(self, ex, name: str, value: str) -> None:  # type: ignore[no-untyped-def]
         if name != "purpose" or not ex.file_started:
             return
-        st = ex.extra.get("batch")
         if value == "batch":
             if not (ex.filename or "").lower().endswith(".jsonl"):
                 raise _not_jsonl(ex.filename)
-            if st is not None and st.error is not None:
-                raise _invalid(st.error)
-        elif st is not None:
-            st.validator = None  # not a batch file after all
+            if self.error is not None:
+                raise _invalid(self.error)
+        else:
+            self.validator = None  # not a batch file after all
 
     async def on_upload_complete(self, ex) -> None:  # type: ignore[no-untyped-def]
-        if ex.purpose != "batch":
-            return
-        st = ex.extra.get("batch")
-        if st is not None and st.error is not None:
-            raise _invalid(st.error)
+        if ex.purpose == "batch" and self.error is not None:
+            raise _invalid(self.error)
 
-    @staticmethod
-    def _failed(ex, st: _State, err: BatchLineError) -> None:  # type: ignore[no-untyped-def]
-        st.validator = None
+    def _failed(self, ex, err: BatchLineError) -> None:  # type: ignore[no-untyped-def]
+        self.validator = None
         if ex.purpose == "batch":
             raise _invalid(err)
-        st.error = err  # purpose not known yet: decide when it arrives
+        self.error = err  # purpose not known yet: decide when it arrives
+
+
+class BatchJsonlFactory:
+    """Built once; a fresh :class:`BatchJsonlFilter` per exchange."""
+
+    filter_class = BatchJsonlFilter
+
+    def __init__(self, limits: "LimitsConfig") -> None:
+        self.max_lines = limits.max_batch_lines
+
+    def create(self) -> BatchJsonlFilter:
+        return BatchJsonlFilter(self.max_lines)

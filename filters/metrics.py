@@ -86,7 +86,10 @@ class Metrics:
 class MetricsFilter(Filter):
     name = "metrics"
 
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
     async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
         end = ex.ended or time.perf_counter()
-        self.gateway.metrics.observe(ex.operation, ex.provider.name if ex.provider else "-", ex.status,
+        self.metrics.observe(ex.operation, ex.provider.name if ex.provider else "-", ex.status,
                                      end - ex.started, ex.file_bytes, ex.usage)

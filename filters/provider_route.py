@@ -15,12 +15,18 @@ naming the field; a recorded one also routes the request when nothing else names
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Mapping
 
 from proxy.errors import GatewayError
 from proxy.ids import is_wellformed_id
 from proxy.references import RECORDED_KINDS, Reference, body_references
 
 from .base import Filter
+
+if TYPE_CHECKING:
+    from proxy.config import AuthConfig
+    from proxy.providers.base import Provider
+    from proxy.store.base import Store
 
 PROVIDER_HEADER = "x-tfy-provider-name"
 LITELLM_HEADER = "custom-llm-provider"
@@ -29,14 +35,15 @@ LITELLM_HEADER = "custom-llm-provider"
 class ProviderRouteFilter(Filter):
     name = "provider_route"
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(gateway)
-        self.providers = gateway.providers
+    def __init__(self, providers: Mapping[str, "Provider"], default_provider: str, auth: "AuthConfig",
+                 store: "Store") -> None:
+        self.providers = providers
+        self.store = store
         self.by_type: dict[str, list] = {}
         for p in self.providers.values():
             self.by_type.setdefault(p.type, []).append(p)
-        self.default = self.providers[gateway.config.default_provider]
-        self.auth_enabled = gateway.config.auth.enabled
+        self.default = self.providers[default_provider]
+        self.auth_enabled = auth.enabled
 
     def named(self, ex):  # type: ignore[no-untyped-def]
         headers = ex.request.headers
@@ -75,12 +82,12 @@ class ProviderRouteFilter(Filter):
         if ex.object_id is not None:
             await self._route_by_id(ex)
             # A body next to a path id (none of today's operations) is checked the same way.
-            self._check_references(ex, await self._look_up(ex, body_references(op, ex.extra.get("json"))))
+            self._check_references(ex, await self._look_up(ex, body_references(op, ex.json_body)))
             return
         provider = self.named(ex)
         if provider is None and op == "responses.create":
             provider = self._from_model_prefix(ex)
-        found = await self._look_up(ex, body_references(op, ex.extra.get("json")))
+        found = await self._look_up(ex, body_references(op, ex.json_body))
         if provider is None:
             provider = self._routed_by_reference(op, found)
         ex.provider = provider or self.default
@@ -90,13 +97,13 @@ class ProviderRouteFilter(Filter):
         if op == "files.list":
             # Pass-through listings show the provider's own files; only callers that may see
             # ids the gateway never recorded get them. Everyone else lists what they created.
-            ex.extra["list_upstream"] = self.may_reach_unseen(ex, ex.provider)
-            ex.extra["list_provider"] = provider.name if provider is not None else None
+            ex.list_upstream = self.may_reach_unseen(ex, ex.provider)
+            ex.list_provider = provider.name if provider is not None else None
 
     async def _route_by_id(self, ex) -> None:  # type: ignore[no-untyped-def]
         if not is_wellformed_id(ex.object_id):
             raise self._not_found(ex)  # no provider has such an id; nothing goes upstream
-        store = self.gateway.store
+        store = self.store
         is_file = ex.operation.startswith("files.")
         rec = await (store.get_file(ex.object_id) if is_file else store.get_response(ex.object_id))
         if rec is not None:
@@ -122,7 +129,7 @@ class ProviderRouteFilter(Filter):
     async def _look_up(self, ex, refs: list[Reference]) -> list[tuple[Reference, object]]:  # type: ignore[no-untyped-def]
         """Each reference with its store record (None: the gateway never recorded it). Another
         tenant's (or an expired) record is a 404 at once, exactly like a path id."""
-        store = self.gateway.store
+        store = self.store
         found = []
         now = time.time()
         for ref in refs:
@@ -177,7 +184,7 @@ class ProviderRouteFilter(Filter):
                             code="file_not_found" if kind == "File" else "response_not_found")
 
     def _from_model_prefix(self, ex):  # type: ignore[no-untyped-def]
-        body = ex.extra.get("json")
+        body = ex.json_body
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or "/" not in model:
             return None
@@ -188,7 +195,7 @@ class ProviderRouteFilter(Filter):
                                f"Configured providers: {', '.join(sorted(self.providers))}.",
                                param="model", code="unknown_provider")
         body["model"] = rest
-        ex.extra["json_changed"] = True
+        ex.json_changed = True
         return provider
 
 

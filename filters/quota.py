@@ -11,17 +11,21 @@ whole body twice more.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from proxy.errors import quota_error
 
 from .base import Filter
+
+if TYPE_CHECKING:
+    from proxy.config import LimitsConfig
 
 
 class QuotaFilter(Filter):
     name = "quota"
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(gateway)
-        self.quota = gateway.config.limits.tenant_storage_quota
+    def __init__(self, limits: "LimitsConfig") -> None:
+        self.quota = limits.tenant_storage_quota
 
     async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
         if ex.operation == "files.create":

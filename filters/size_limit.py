@@ -6,20 +6,22 @@ from the running byte count the moment it passes the limit.
 """
 from __future__ import annotations
 
-from proxy.errors import GatewayError
+from typing import TYPE_CHECKING
 
-from .base import Filter
+from proxy.errors import GatewayError
+from proxy.limits import FORM_ALLOWANCE
 from proxy.units import size_and_bytes
 
-FORM_ALLOWANCE = 1 << 20
+from .base import Filter
+
+if TYPE_CHECKING:
+    from proxy.config import LimitsConfig
 
 
 class SizeLimitFilter(Filter):
     name = "size_limit"
 
-    def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(gateway)
-        limits = gateway.config.limits
+    def __init__(self, limits: "LimitsConfig") -> None:
         self.max_file = limits.max_file_size
         self.max_batch = limits.max_batch_file_size
 

@@ -1,8 +1,7 @@
 """Types of the JSON body fields the gateway itself acts on (sans-IO), checked before routing.
 
 The gateway decides on a few fields of a body it otherwise forwards untouched: ``stream``
-picks SSE or JSON, ``model`` may carry a provider prefix (``read_json_body`` already
-requires a non-empty string), ``input`` and the ids in the body are searched for references
+picks SSE or JSON, ``model`` (required, a non-empty string) may carry a provider prefix, ``input`` and the ids in the body are searched for references
 (:mod:`proxy.references`, which checks the id fields' types).
 A wrong type there must be the client's 400 naming the field, not a 502 when the upstream
 answers in a shape the gateway did not ask for (``"stream": "false"`` is truthy upstream).
@@ -39,8 +38,17 @@ RESPONSES_CREATE: dict[str, tuple[Callable[[Any], bool], str]] = {
 CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {"responses.create": RESPONSES_CREATE}
 
 
+# Fields an operation cannot go without: each must be a non-empty string.
+REQUIRED: dict[str, tuple[str, ...]] = {"responses.create": ("model",)}
+
+
 def check_body(operation: str, body: dict[str, Any]) -> None:
-    """Raise a 400 naming the first field of ``body`` the gateway acts on that has a wrong type."""
+    """Raise a 400 naming the first required field missing from ``body``, else the first field
+    the gateway acts on that has a wrong type."""
+    for field in REQUIRED.get(operation, ()):
+        value = body.get(field)
+        if not isinstance(value, str) or not value:
+            raise bad_request(f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter")
     for field, (test, expected) in CHECKS.get(operation, {}).items():
         value = body.get(field)
         if value is not None and not test(value):

@@ -31,11 +31,11 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from filters import DEFAULT_FILTERS, FILTER_NAMES  # the filter registry is the one list of names
+
 ENV_PREFIX = "os.environ/"
 DEFAULT_DATA_DIR = "./sluicegate-data"
 STORE_FILE = "sluicegate.db"            # the default SQLite store, under server.data_dir
-FILTER_NAMES = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
-DEFAULT_FILTERS = ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 

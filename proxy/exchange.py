@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from aiohttp.web import BaseRequest
 
     from .providers.base import Provider
+    from .providers.sink import Sink
     from .reservations import UploadReservation
     from .store.base import FileRecord, ResponseRecord
 
@@ -28,9 +29,13 @@ class Exchange:
         "status", "started", "first_byte_at", "ended",
         # uploads
         "content_length", "purpose", "filename", "expires_after", "file_bytes", "body_bytes",
-        "file_started", "quota_limit", "quota_used", "size_limit", "reservation",
+        "file_started", "quota_limit", "quota_used", "size_limit", "reservation", "sink",
+        # JSON operations: the body the pipeline read (json_changed: a filter rewrote json_body)
+        "json_body", "raw_body", "json_changed",
+        # files.list: provider_route's verdict (list upstream, or the store filtered by provider)
+        "list_upstream", "list_provider",
         # responses / access log
-        "model", "response_id", "usage", "error", "error_code", "response_headers", "extra",
+        "model", "response_id", "usage", "error", "error_code", "response_headers",
     )
 
     def __init__(self, request: "BaseRequest", operation: str, object_id: str | None) -> None:
@@ -56,13 +61,18 @@ class Exchange:
         self.quota_used = 0
         self.size_limit: int | None = None
         self.reservation: UploadReservation | None = None  # quota bytes this upload holds
+        self.sink: Sink | None = None  # where a gateway-managed upload's file bytes go, once open
+        self.json_body: dict[str, Any] | None = None
+        self.raw_body: bytes | None = None
+        self.json_changed = False
+        self.list_upstream = False
+        self.list_provider: str | None = None
         self.model: str | None = None
         self.response_id: str | None = None
         self.usage: dict[str, Any] | None = None
         self.error: str | None = None
         self.error_code: str | None = None
         self.response_headers: dict[str, str] = {}
-        self.extra: dict[str, Any] = {}
 
     @property
     def tenant_name(self) -> str:

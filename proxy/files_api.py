@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 from aiohttp import web
@@ -12,17 +13,18 @@ from .errors import GatewayError, bad_request
 from .uploads import handle_upload
 
 if TYPE_CHECKING:
+    from .context import OperationContext
     from .exchange import Exchange
-    from .gateway import Gateway
     from .store.base import FileRecord
 
 log = logging.getLogger("sluicegate.files")
 
 MAX_LIST_LIMIT = 10_000
+DOWNLOAD_CHUNK = 256 * 1024
 
 
-async def files_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    return gw.json_response(ex, await handle_upload(gw, ex))
+async def files_create(ctx: "OperationContext") -> web.StreamResponse:
+    return ctx.json_response(await handle_upload(ctx))
 
 
 def _list_query(ex: "Exchange") -> dict[str, str]:
@@ -47,13 +49,14 @@ def _list_query(ex: "Exchange") -> dict[str, str]:
     return out
 
 
-async def files_list(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def files_list(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     query = _list_query(ex)
-    if ex.extra.get("list_upstream"):
-        return gw.json_response(ex, await ex.provider.list_files(ex, query))
-    recs, has_more = await gw.store.list_files(
+    if ex.list_upstream:
+        return ctx.json_response(await ex.provider.list_files(ex, query))
+    recs, has_more = await ctx.store.list_files(
         ex.tenant.name, purpose=query.get("purpose"), limit=int(query.get("limit", MAX_LIST_LIMIT)),
-        order=query.get("order", "desc"), after=query.get("after"), provider=ex.extra.get("list_provider"),
+        order=query.get("order", "desc"), after=query.get("after"), provider=ex.list_provider,
     )
     data = [r.to_openai() for r in recs]
     body = orjson.dumps({
@@ -61,59 +64,72 @@ async def files_list(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
         "has_more": has_more,
     })
-    return gw.json_response(ex, body)
+    return ctx.json_response(body)
 
 
-async def files_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    return gw.json_response(ex, await ex.provider.retrieve_file(ex, ex.file_record, ex.object_id))
+async def files_retrieve(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
+    return ctx.json_response(await ex.provider.retrieve_file(ex, ex.file_record, ex.object_id))
 
 
-async def files_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def files_delete(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     rec = ex.file_record
     if rec is None:  # an id the gateway never recorded (admin / shared pass-through)
-        return gw.json_response(ex, await ex.provider.delete_file(ex, None, ex.object_id))
+        return ctx.json_response(await ex.provider.delete_file(ex, None, ex.object_id))
     # Claim first: the store removes the row atomically and gives it to one caller only, so
     # of concurrent deletes of one id (any worker) exactly one reaches the provider; the
     # others are a 404, as for an id that is already gone.
-    claimed = await gw.store.delete_file(rec.id)
+    claimed = await ctx.store.delete_file(rec.id)
     if claimed is None:
         raise GatewayError(404, f"No such File object: {ex.object_id[:128]}", param="file_id", code="file_not_found")
     # Shielded: a client that disconnects now must not leave the row claimed and the bytes kept.
-    return gw.json_response(ex, await asyncio.shield(_delete_claimed(gw, ex, claimed)))
+    return ctx.json_response(await asyncio.shield(_delete_claimed(ctx, claimed)))
 
 
-async def _delete_claimed(gw: "Gateway", ex: "Exchange", rec: "FileRecord") -> bytes:
+async def _delete_claimed(ctx: "OperationContext", rec: "FileRecord") -> bytes:
     """Remove a claimed file's bytes. If that fails, the row is put back (quota unchanged,
     since the bytes are still stored) and the error goes to the client, who can retry: nothing
     is lost or left half-deleted. (A row put back whose bytes did go after all heals on the
     retry: the provider's 404 counts as already gone.)"""
+    ex = ctx.ex
     try:
         return await ex.provider.delete_file(ex, rec, ex.object_id)
     except GatewayError as err:
         if err.status == 404:  # already gone at the provider: the row was all that was left
             return orjson.dumps({"id": ex.object_id, "object": "file", "deleted": True})
-        await gw.store.restore_file(rec)
+        await ctx.store.restore_file(rec)
         raise
     except BaseException:
-        await gw.store.restore_file(rec)
+        await ctx.store.restore_file(rec)
         raise
 
 
-async def files_content(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def files_content(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     dl = await ex.provider.file_content(ex, ex.file_record, ex.object_id)
+    chunks = dl.chunks
     if dl.path is not None:
-        resp: web.StreamResponse = web.FileResponse(dl.path, chunk_size=256 * 1024,
-                                                    headers={"Content-Type": dl.content_type})
-        gw.before_send(ex, resp)
-        return resp
-    assert dl.chunks is not None
+        if not ctx.chain.observes_response_data:
+            resp: web.StreamResponse = web.FileResponse(dl.path, chunk_size=DOWNLOAD_CHUNK,
+                                                        headers={"Content-Type": dl.content_type})
+            ctx.before_send(resp)
+            return resp
+        # A filter reads the body: the file goes out chunk by chunk through it, not by sendfile.
+        chunks = _file_chunks(dl.path)
+    assert chunks is not None
     resp = web.StreamResponse(status=200, headers={"Content-Type": dl.content_type})
     if dl.length is not None:
         resp.content_length = dl.length
-    gw.before_send(ex, resp)
+    elif dl.path is not None:
+        resp.content_length = os.path.getsize(dl.path)
+    ctx.before_send(resp)
+    observe = ctx.chain.on_response_data if ctx.chain.observes_response_data else None
     try:
         await resp.prepare(ex.request)
-        async for chunk in dl.chunks:
+        async for chunk in chunks:
+            if observe is not None:
+                observe(ex, chunk)
             await resp.write(chunk)
         await resp.write_eof()
     except BaseException as exc:
@@ -131,3 +147,10 @@ async def files_content(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
         if dl.release is not None:
             await dl.release()
     return resp
+
+
+async def _file_chunks(path: str) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    with open(path, "rb") as f:
+        while chunk := await loop.run_in_executor(None, f.read, DOWNLOAD_CHUNK):
+            yield chunk

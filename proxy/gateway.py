@@ -1,22 +1,23 @@
-"""The gateway: config, store, providers and filter chain, and the request dispatcher."""
+"""The gateway's lifecycle: the store, the providers, the expiry sweeper and the orphan janitor,
+draining and readiness, the admin endpoints; and, per request, the router's verdict handed to
+the exchange :class:`~proxy.pipeline.Pipeline` it builds (which runs everything else)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable
-
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from filters import build_chain
+from filters import build_chain_factory
 from filters.metrics import Metrics
 
-from . import files_api, openapi, responses_api
-from .body_checks import check_body
+from . import openapi
+from .context import error_response
 from .errors import GatewayError
-from .exchange import Exchange
 from .janitor import clean_orphans
+from .pipeline import Pipeline
 from .providers import create_provider
 from .routes import Router
 from .startup import StartupError, reason
@@ -26,24 +27,6 @@ if TYPE_CHECKING:
     from .config import Config
 
 log = logging.getLogger("sluicegate")
-
-Operation = Callable[["Gateway", Exchange], Awaitable[web.StreamResponse]]
-
-OPERATIONS: dict[str, Operation] = {
-    "files.create": files_api.files_create,
-    "files.list": files_api.files_list,
-    "files.retrieve": files_api.files_retrieve,
-    "files.delete": files_api.files_delete,
-    "files.content": files_api.files_content,
-    "responses.create": responses_api.responses_create,
-    "responses.retrieve": responses_api.responses_retrieve,
-    "responses.delete": responses_api.responses_delete,
-    "responses.cancel": responses_api.responses_cancel,
-    "responses.input_items": responses_api.responses_input_items,
-}
-
-# Filters the core cannot run without: who is asking, and which provider answers.
-REQUIRED_FILTERS = ("auth", "provider_route")
 
 DRAIN_RETRY_AFTER = "5"
 
@@ -57,12 +40,10 @@ class Gateway:
         self.router = Router(sorted({"/v1", config.server.base_path}))
         self.openapi_document = openapi.document_bytes(config)  # built once, served as is
         self.metrics = Metrics()
-        names = list(config.filters)
-        for required in reversed(REQUIRED_FILTERS):
-            if required not in names:
-                log.warning("filter '%s' is required; adding it to the chain", required)
-                names.insert(0, required)
-        self.chain = build_chain(names, self)
+        chains = build_chain_factory(config.filters, auth=config.auth, limits=config.limits,
+                                     default_provider=config.default_provider, providers=self.providers,
+                                     store=self.store, metrics=self.metrics)
+        self.pipeline = Pipeline(chains, self.store, config.limits)
         self._draining = False
         self.inflight = 0
         self.ready = False
@@ -159,71 +140,26 @@ class Gateway:
                 log.exception("closing provider %s", p.name)
         await self.store.close()
 
-    # -- responses -----------------------------------------------------------------------
-
-    def before_send(self, ex: Exchange, resp: web.StreamResponse) -> None:
-        """Response-side filters run once the status is known, before headers go out."""
-        ex.status = resp.status
-        if ex.first_byte_at is None:
-            ex.first_byte_at = time.perf_counter()
-        self.chain.on_response(ex)
-        if ex.response_headers:
-            resp.headers.update(ex.response_headers)
-
-    def json_response(self, ex: Exchange, body: bytes, status: int = 200) -> web.Response:
-        resp = web.Response(body=body, status=status, content_type="application/json")
-        self.before_send(ex, resp)
-        return resp
-
-    @staticmethod
-    def error_response(err: GatewayError) -> web.Response:
-        return web.Response(body=err.body(), status=err.status, headers=err.response_headers())
-
     # -- dispatch ------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             op, object_id = self.router.match(request.method, request.path)
         except GatewayError as err:
-            return self.error_response(err)
+            return error_response(err)
         if op.startswith("admin."):
             return self.admin(op)
         if self.draining:
-            return self.error_response(GatewayError(
+            return error_response(GatewayError(
                 503, "The gateway is shutting down; retry shortly.", code="draining", retryable=True,
                 headers={"Retry-After": DRAIN_RETRY_AFTER}))
-        ex = Exchange(request, op, object_id)
         self.inflight += 1
         self.metrics.inflight.inc()
         try:
-            try:
-                if op == "responses.create":
-                    await responses_api.read_json_body(ex, self.config.limits.max_json_body)
-                    check_body(op, ex.extra["json"])
-                await self.chain.on_request(ex)
-                resp = await OPERATIONS[op](self, ex)
-            except GatewayError as err:
-                resp = self._failed(ex, err)
-            except Exception:
-                log.exception("unhandled error in %s", op)
-                resp = self._failed(ex, GatewayError(500, "The gateway failed to handle the request.",
-                                                     code="internal_error", retryable=True))
-            return resp
-        except asyncio.CancelledError:
-            ex.status = ex.status or 499  # the client went away (nginx's "client closed request")
-            raise
+            return await self.pipeline.handle(request, op, object_id)
         finally:
             self.inflight -= 1
             self.metrics.inflight.dec()
-            ex.ended = time.perf_counter()
-            await self.chain.on_exchange_end(ex)
-
-    def _failed(self, ex: Exchange, err: GatewayError) -> web.Response:
-        ex.error = err.message
-        ex.error_code = err.code or err.type
-        resp = self.error_response(err)
-        self.before_send(ex, resp)
-        return resp
 
     def admin(self, op: str) -> web.Response:
         if op == "admin.healthz":

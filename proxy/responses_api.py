@@ -14,52 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
-from .body import client_chunks
 from .errors import GatewayError, bad_request
 from .providers.h1 import H1ProtocolError, H1Stream
 from .store.base import ResponseRecord
 from .transforms.sse import EventTooLarge, SSEParser
 
 if TYPE_CHECKING:
+    from .context import OperationContext
     from .exchange import Exchange
-    from .gateway import Gateway
 
 log = logging.getLogger("sluicegate.responses")
 
 _STARTED = frozenset({"response.created", "response.queued", "response.in_progress"})
 _TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
-
-
-async def read_json_body(ex: "Exchange", limit: int) -> None:
-    """Read and parse a JSON request body (bounded) into ex.extra['json'] / ['raw']."""
-    req = ex.request
-    if req.content_length is not None and req.content_length > limit:
-        raise GatewayError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in client_chunks(req):
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")
-        parts.append(chunk)
-    raw = b"".join(parts)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request("We could not parse the JSON body of your request. It must be a JSON object.",
-                          code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", code="invalid_json")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    ex.extra["json"] = body
-    ex.extra["raw"] = raw
 
 
 def inject_provider(body: bytes, provider_type: str) -> bytes:
@@ -74,12 +46,13 @@ def inject_provider(body: bytes, provider_type: str) -> bytes:
     return body[: i + 1] + field + b"," + body[i + 1:]
 
 
-async def _record(gw: "Gateway", ex: "Exchange", response_id: str) -> None:
+async def _record(ctx: "OperationContext", response_id: str) -> None:
     """Record who owns a new response; returns once the record is committed."""
+    ex = ctx.ex
     ex.response_id = response_id
     if ex.response_record is None:
         try:
-            await gw.store.add_response(ResponseRecord(
+            await ctx.store.add_response(ResponseRecord(
                 id=response_id, tenant=ex.tenant.name, provider=ex.provider.name, model=ex.model,
                 created_at=int(time.time())))
         except Exception as exc:
@@ -88,8 +61,9 @@ async def _record(gw: "Gateway", ex: "Exchange", response_id: str) -> None:
             log.error("could not record response %s: %s", response_id, type(exc).__name__)
 
 
-async def _json_answer(gw: "Gateway", ex: "Exchange", status: int, data: bytes, *, record: bool) -> web.Response:
+async def _json_answer(ctx: "OperationContext", status: int, data: bytes, *, record: bool) -> web.Response:
     """A JSON Response object from upstream, to the client byte for byte plus ``provider``."""
+    ex = ctx.ex
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -99,15 +73,15 @@ async def _json_answer(gw: "Gateway", ex: "Exchange", status: int, data: bytes, 
         ex.usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else None
         ex.model = obj.get("model") or ex.model
         if record and isinstance(obj.get("id"), str):
-            await _record(gw, ex, obj["id"])
-    return gw.json_response(ex, inject_provider(data, ex.provider.type), status=status)
+            await _record(ctx, obj["id"])
+    return ctx.json_response(inject_provider(data, ex.provider.type), status=status)
 
 
 class _Observer:
     """Watches a copy of the SSE bytes; never blocks them."""
 
-    def __init__(self, gw: "Gateway", ex: "Exchange", record: bool) -> None:
-        self.gw, self.ex, self.record = gw, ex, record
+    def __init__(self, ctx: "OperationContext", record: bool) -> None:
+        self.ctx, self.ex, self.record = ctx, ctx.ex, record
         self.parser: SSEParser | None = SSEParser()
         self.last_data: bytes | None = None
         self.events = 0
@@ -143,7 +117,7 @@ class _Observer:
         if kind in _STARTED and response and self.ex.response_id is None and isinstance(response.get("id"), str):
             if self.record:
                 # Recorded concurrently: the next chunk is not held back for the store.
-                self.tasks.append(asyncio.ensure_future(_record(self.gw, self.ex, response["id"])))
+                self.tasks.append(asyncio.ensure_future(_record(self.ctx, response["id"])))
             else:
                 self.ex.response_id = response["id"]
         if kind in _TERMINAL:
@@ -174,12 +148,14 @@ def error_event(code: str, message: str, sequence_number: int) -> bytes:
     return b"event: error\ndata: " + data + b"\n\n"
 
 
-async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: H1Stream, *, record: bool) -> web.StreamResponse:
+async def pipe_sse(ctx: "OperationContext", resp: H1Stream, *, record: bool) -> web.StreamResponse:
+    ex = ctx.ex
     out = web.StreamResponse(status=resp.status, headers={
         "Content-Type": resp.headers.get("Content-Type", "text/event-stream"),
         "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    gw.before_send(ex, out)
-    obs = _Observer(gw, ex, record)
+    ctx.before_send(out)
+    obs = _Observer(ctx, record)
+    observe = ctx.chain.on_response_data if ctx.chain.observes_response_data else None
     first = True
     failure: str | None = None
     try:
@@ -198,6 +174,8 @@ async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: H1Stream, *, record: boo
             obs.feed(chunk)  # sans-IO, nothing held back ...
             if obs.terminal:
                 await obs.recorded()  # ... but the end goes out only once the record is durable
+            if observe is not None:
+                observe(ex, chunk)
             await out.write(chunk)
             if first:
                 ex.first_byte_at = time.perf_counter()
@@ -220,17 +198,19 @@ async def pipe_sse(gw: "Gateway", ex: "Exchange", resp: H1Stream, *, record: boo
     return out
 
 
-async def responses_create(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
-    body: dict[str, Any] = ex.extra["json"]
-    raw: bytes = ex.extra["raw"]
-    if ex.provider.prepare_response_body(body) or ex.extra.get("json_changed"):
+async def responses_create(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
+    body = ex.json_body
+    raw = ex.raw_body
+    assert body is not None and raw is not None  # a JSON operation: the pipeline read them
+    if ex.provider.prepare_response_body(body) or ex.json_changed:
         raw = orjson.dumps(body)
     ex.model = body.get("model")
     if body.get("stream") is True:
         resp = await ex.provider.open_responses(ex, "POST", "", body=raw, query="", stream=True)
-        return await pipe_sse(gw, ex, resp, record=True)
+        return await pipe_sse(ctx, resp, record=True)
     status, data = await ex.provider.call_responses(ex, "POST", "", body=raw, query="")
-    return await _json_answer(gw, ex, status, data, record=True)
+    return await _json_answer(ctx, status, data, record=True)
 
 
 def _raw_query(ex: "Exchange") -> str:
@@ -251,34 +231,38 @@ def _stream_flag(ex: "Exchange") -> bool:
     return values[0] == "true"
 
 
-async def responses_retrieve(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def responses_retrieve(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     ex.response_id = ex.object_id
     query = _raw_query(ex)
     if _stream_flag(ex):
         resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query, stream=True)
-        return await pipe_sse(gw, ex, resp, record=False)
+        return await pipe_sse(ctx, resp, record=False)
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query)
-    return await _json_answer(gw, ex, status, data, record=False)
+    return await _json_answer(ctx, status, data, record=False)
 
 
-async def responses_delete(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def responses_delete(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
                                                     query=_raw_query(ex))
     if ex.response_record is not None:
-        await gw.store.delete_response(ex.object_id)
-    return gw.json_response(ex, data, status=status)
+        await ctx.store.delete_response(ex.object_id)
+    return ctx.json_response(data, status=status)
 
 
-async def responses_cancel(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def responses_cancel(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
                                                     query=_raw_query(ex))
-    return await _json_answer(gw, ex, status, data, record=False)
+    return await _json_answer(ctx, status, data, record=False)
 
 
-async def responses_input_items(gw: "Gateway", ex: "Exchange") -> web.StreamResponse:
+async def responses_input_items(ctx: "OperationContext") -> web.StreamResponse:
+    ex = ctx.ex
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
                                                     query=_raw_query(ex))
-    return gw.json_response(ex, data, status=status)
+    return ctx.json_response(data, status=status)

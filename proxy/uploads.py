@@ -22,18 +22,17 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 
-from filters.size_limit import FORM_ALLOWANCE
-
 from .body import client_chunks
 from .errors import GatewayError, bad_request, quota_error
 from .ids import new_id
-from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser, boundary_from_content_type
+from .limits import FORM_ALLOWANCE
+from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser
 from .reservations import UploadReservation
 from .store.base import FileRecord, QuotaExceeded
 
 if TYPE_CHECKING:
+    from .context import OperationContext
     from .exchange import Exchange
-    from .gateway import Gateway
     from .providers.sink import Sink
 
 log = logging.getLogger("sluicegate.uploads")
@@ -45,7 +44,7 @@ PREAMBLE_LIMIT = 1 << 20
 # Form fields the gateway does not read are ignored (OpenAI adds fields over time; a
 # pass-through provider receives them unchanged and applies its own rules), but bounded:
 # at most this many named parts, each value at most MAX_FIELD_SIZE (so all fields together
-# stay within size_limit's 1 MiB FORM_ALLOWANCE).
+# stay within the 1 MiB FORM_ALLOWANCE of proxy.limits).
 MAX_FORM_PARTS = 16
 MAX_FIELD_SIZE = 64 << 10
 
@@ -58,9 +57,10 @@ def _param(field: str) -> str:
 class UploadDriver:
     """Feeds body chunks through the parser and the filters; in sink mode, into the sink."""
 
-    def __init__(self, gw: "Gateway", ex: "Exchange", parser: MultipartParser, sink_mode: bool) -> None:
-        self.gw = gw
-        self.ex = ex
+    def __init__(self, ctx: "OperationContext", parser: MultipartParser, sink_mode: bool) -> None:
+        self.ctx = ctx
+        self.ex = ctx.ex
+        self.chain = ctx.chain
         self.parser = parser
         self.sink_mode = sink_mode
         self.sink: Sink | None = None
@@ -73,7 +73,7 @@ class UploadDriver:
 
     async def feed(self, chunk: bytes) -> None:
         ex = self.ex
-        chain = self.gw.chain
+        chain = self.chain
         ex.body_bytes += len(chunk)
         try:
             events = self.parser.feed(chunk)
@@ -142,7 +142,7 @@ class UploadDriver:
                 raise bad_request(f"expires_after[seconds] must be an integer from {MIN_EXPIRES} to {MAX_EXPIRES}.",
                                   param="expires_after.seconds")
             ex.expires_after = seconds
-        self.gw.chain.on_field(ex, name, value)
+        self.chain.on_field(ex, name, value)
         if name == "purpose" and ex.file_started:
             ex.provider.check_upload(ex)
 
@@ -155,11 +155,11 @@ class UploadDriver:
         self.file_seen = True
         ex.filename = ev.filename or "upload"
         ex.file_started = True
-        self.gw.chain.on_file_start(ex)
+        self.chain.on_file_start(ex)
         ex.provider.check_upload(ex)
         if self.sink_mode:
             self.file_id = new_id("file-")
-            self.sink = await ex.provider.open_sink(ex, self.file_id)
+            self.sink = ex.sink = await ex.provider.open_sink(ex, self.file_id)
 
     async def _complete_checks(self) -> None:
         ex = self.ex
@@ -169,7 +169,7 @@ class UploadDriver:
             raise bad_request("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
         if ex.expires_after is not None and self.anchor is None:
             raise bad_request("expires_after[anchor] is required with expires_after[seconds].", param="expires_after.anchor")
-        await self.gw.chain.on_upload_complete(ex)
+        await self.chain.on_upload_complete(ex)
         ex.provider.check_upload(ex)
 
     def finish(self) -> None:
@@ -192,19 +192,17 @@ def _expires_at(ex: "Exchange", created: int) -> int | None:
     return created + ex.expires_after if ex.expires_after is not None else None
 
 
-async def handle_upload(gw: "Gateway", ex: "Exchange") -> bytes:
-    ctype = ex.request.headers.get("Content-Type")
-    try:
-        boundary = boundary_from_content_type(ctype)
-    except MultipartError as exc:
-        raise bad_request(f"files.create needs a multipart/form-data body: {exc}", code="invalid_content_type") from None
-    parser = MultipartParser(boundary, max_field_size=MAX_FIELD_SIZE)
-    res = ex.reservation = UploadReservation(gw.store, ex.tenant.name, ex.provider.name, ex.quota_limit)
+async def handle_upload(ctx: "OperationContext") -> bytes:
+    """The upload of ``ctx.ex``, whose multipart boundary the pipeline has checked."""
+    ex = ctx.ex
+    assert ctx.boundary is not None
+    parser = MultipartParser(ctx.boundary, max_field_size=MAX_FIELD_SIZE)
+    res = ex.reservation = UploadReservation(ctx.store, ex.tenant.name, ex.provider.name, ex.quota_limit)
     try:
         await _reserve_announced(ex, res)
         if ex.provider.passthrough:
-            return await _tee_upload(gw, ex, parser, ctype or "")
-        return await _sink_upload(gw, ex, parser)
+            return await _tee_upload(ctx, parser, ex.request.headers.get("Content-Type") or "")
+        return await _sink_upload(ctx, parser)
     finally:
         # Also on cancellation (the client went away): release() is shielded.
         await res.release()
@@ -227,8 +225,9 @@ async def _cover(ex: "Exchange", chunk: bytes) -> None:
         await res.cover(ex.file_bytes + len(chunk))
 
 
-async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -> bytes:
-    driver = UploadDriver(gw, ex, parser, sink_mode=True)
+async def _sink_upload(ctx: "OperationContext", parser: MultipartParser) -> bytes:
+    ex = ctx.ex
+    driver = UploadDriver(ctx, parser, sink_mode=True)
     res = ex.reservation
     try:
         async for chunk in _client_chunks(ex):
@@ -254,12 +253,13 @@ async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -
         expires_at=_expires_at(ex, created),
     )
     # Shielded: a client that disconnects now must not leave a stored file without its row.
-    await asyncio.shield(_record(gw, ex, rec))
+    await asyncio.shield(_record(ctx, rec))
     return orjson.dumps(rec.to_openai())
 
 
-async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ctype: str) -> bytes:
-    driver = UploadDriver(gw, ex, parser, sink_mode=False)
+async def _tee_upload(ctx: "OperationContext", parser: MultipartParser, ctype: str) -> bytes:
+    ex = ctx.ex
+    driver = UploadDriver(ctx, parser, sink_mode=False)
     chunks = _client_chunks(ex).__aiter__()
     # Parse the form fields before connecting upstream (the SDK sends them first): a refused
     # purpose or expiry, or a provider rule broken at the file's start, never reaches it.
@@ -311,17 +311,18 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
         bytes=int(f.get("bytes") or ex.file_bytes), created_at=created,
         expires_at=f.get("expires_at"), status=f.get("status") or "processed",
     )
-    await asyncio.shield(_record(gw, ex, rec))
+    await asyncio.shield(_record(ctx, rec))
     return orjson.dumps(f)
 
 
-async def _record(gw: "Gateway", ex: "Exchange", rec: FileRecord) -> None:
+async def _record(ctx: "OperationContext", rec: FileRecord) -> None:
     """Store the record with the final, atomic quota check; undo the stored file on failure."""
+    ex = ctx.ex
     ex.object_id = rec.id
     res = ex.reservation
     try:
         # The upload's reservation becomes the stored file in the same transaction.
-        await gw.store.add_file(rec, quota=ex.quota_limit, reservation=res.id if res is not None else None)
+        await ctx.store.add_file(rec, quota=ex.quota_limit, reservation=res.id if res is not None else None)
         if res is not None:
             res.converted()
     except BaseException as exc:

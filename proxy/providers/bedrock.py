@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
-from .object_store import (MAX_FILENAME_SEGMENT, SINK_KEY, HeaderRule, Target, TranslatingSink, bucket_rule,
+from .object_store import (MAX_FILENAME_SEGMENT, HeaderRule, Target, TranslatingSink, bucket_rule,
                            looks_like_ipv4, read_target, sanitise_segment, unless_matches)
 from .s3 import S3Provider, S3Sink
 from .sink import SinkResult
@@ -130,7 +130,7 @@ class BedrockProvider(S3Provider):
 
     def check_upload(self, ex: "Exchange") -> None:
         target = self.target(ex)  # refuse bad override headers before a byte is stored
-        sink = ex.extra.get(SINK_KEY)
+        sink = ex.sink  # set by the upload driver once open_sink returns
         if isinstance(sink, TranslatingSink):
             sink.check_purpose()
         elif ex.purpose == "batch":

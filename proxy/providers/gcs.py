@@ -42,7 +42,7 @@ from ..transforms.batch_translate import BatchTranslator
 from . import gcs_storage
 from .base import Download
 from .gcs_storage import UPLOAD_QUANTUM, GCSResumableSink, GCSStorageError
-from .object_store import (SINK_KEY, BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
+from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
                            first_piece, not_found)
 from .sink import SinkResult
 
@@ -150,7 +150,6 @@ class GCSProvider(BucketProvider):
             chunk_size=self.chunk_size,
         )
         sink = self.sink_class(self, ex, inner, translator, target, name)
-        ex.extra[SINK_KEY] = sink
         return sink
 
     async def cleanup_partial(self, location: dict[str, Any]) -> None:

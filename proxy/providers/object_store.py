@@ -20,7 +20,7 @@ and model. This module owns the parts of that which do not depend on the store:
   object path ``{prefix}{tenant}/{file_id}/{filename}``, and the hooks a translating type
   overrides (:meth:`~BucketProvider.target`, :meth:`~BucketProvider.batch_translator`);
 * :func:`content_type_for` — the stored object's content type for a purpose;
-* :class:`TranslatingSink` — the sink wrapper of one upload (kept in ``ex.extra[SINK_KEY]``):
+* :class:`TranslatingSink` — the sink wrapper of one upload (``ex.sink`` once open):
   the optional :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the
   store's own sink, the size cap on its id map, the write / complete / abort flow, and, for
   the translating types, the check that a batch file was opened as one (``purpose`` came
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from ..config import ProviderConfig
     from ..exchange import Exchange
 
-#: Where an open upload's :class:`TranslatingSink` is kept in ``Exchange.extra``.
-SINK_KEY = "object_store_sink"
 MAX_FILENAME_SEGMENT = 200
 MAX_TENANT_SEGMENT = 128
 

@@ -57,7 +57,7 @@ from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from . import s3_storage
 from .base import Download
-from .object_store import (SINK_KEY, BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
+from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
                            first_piece, not_found)
 from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
 from .sink import SinkResult
@@ -308,7 +308,6 @@ class S3Provider(BucketProvider):
         inner = S3MultipartSink(client, target.bucket, key, content_type=content_type, metadata=metadata,
                                 part_size=self.part_size(ex, translator is not None), max_in_flight=MAX_IN_FLIGHT)
         sink = self.sink_class(self, ex, inner, translator, target, key, lease, content_type, metadata)
-        ex.extra[SINK_KEY] = sink
         return sink
 
     async def replace_metadata(self, lease: _Lease, bucket: str, key: str, size: int, content_type: str,

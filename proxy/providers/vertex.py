@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.batch_vertex import vertex_batch_translator
 from .gcs import GCSProvider, GCSSink
-from .object_store import (SINK_KEY, HeaderRule, Target, TranslatingSink, bucket_rule, looks_like_ipv4, read_target,
+from .object_store import (HeaderRule, Target, TranslatingSink, bucket_rule, looks_like_ipv4, read_target,
                            unless_matches)
 from .sink import SinkResult
 
@@ -121,7 +121,7 @@ class VertexProvider(GCSProvider):
 
     def check_upload(self, ex: "Exchange") -> None:
         self.target(ex)  # refuse bad override headers before a byte is stored
-        sink = ex.extra.get(SINK_KEY)
+        sink = ex.sink  # set by the upload driver once open_sink returns
         if isinstance(sink, TranslatingSink):
             sink.check_purpose()
 

@@ -1,0 +1,162 @@
+"""The filter chain: order, which filters each hook calls, per-exchange instances, append, the end."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import filters
+from filters.base import ChainFactory, Filter, FilterChain, Shared
+from proxy.config import DEFAULT_FILTERS, FILTER_NAMES
+
+from .fakes import Recorder, exchange
+
+
+class OnlyRequest(Filter):
+    name = "only_request"
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self.log.append(("only_request", "on_request"))
+
+
+class BrokenEnd(Filter):
+    name = "broken_end"
+
+    async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("logger down")
+
+
+class Counter(Filter):
+    """Per-exchange state: the bytes of its exchange's upload."""
+
+    name = "counter"
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
+        self.seen += len(chunk)
+
+
+class CounterFactory:
+    filter_class = Counter
+
+    def create(self) -> Counter:
+        return Counter()
+
+
+async def run_every_hook(chain: FilterChain, ex) -> None:  # type: ignore[no-untyped-def]
+    await chain.on_request(ex)
+    chain.on_field(ex, "purpose", "batch")
+    chain.on_file_start(ex)
+    chain.on_file_data(ex, b"ab")
+    chain.on_file_end(ex)
+    await chain.on_upload_complete(ex)
+    ex.status = 201
+    chain.on_response(ex)
+    chain.on_response_data(ex, b"cd")
+    await chain.on_exchange_end(ex)
+
+
+async def test_hooks_run_in_the_configured_order():
+    log: list = []
+    await run_every_hook(FilterChain([Recorder(log, "a"), Recorder(log, "b")]), exchange())
+    assert log == [(who, *call) for call in [("on_request",), ("on_field", "purpose", "batch"), ("on_file_start",),
+                                              ("on_file_data", b"ab"), ("on_file_end",), ("on_upload_complete",),
+                                              ("on_response", 201), ("on_response_data", b"cd"),
+                                              ("on_exchange_end",)] for who in ("a", "b")]
+
+
+async def test_a_hook_calls_only_the_filters_that_override_it():
+    log: list = []
+    only, rec = OnlyRequest(log), Recorder(log, "r")
+    chain = FilterChain([only, rec])
+    await run_every_hook(chain, exchange())
+    assert [e for e in log if e[0] == "only_request"] == [("only_request", "on_request")]
+    # No call at all (not even the base class's empty method) for a filter without the hook.
+    assert chain._on_file_data == [rec.on_file_data] and chain._on_request == [only.on_request, rec.on_request]
+    assert not FilterChain([only]).observes_response_data and FilterChain([rec]).observes_response_data
+
+
+async def test_exchange_end_reaches_every_filter_when_one_raises(caplog):
+    log: list = []
+    with caplog.at_level(logging.ERROR, logger="sluicegate"):
+        await FilterChain([BrokenEnd(), Recorder(log, "r")]).on_exchange_end(exchange())
+    assert log == [("r", "on_exchange_end")]
+    assert "failed in on_exchange_end" in caplog.text
+
+
+async def test_a_request_hook_that_raises_stops_the_later_ones():
+    class Refuse(Filter):
+        async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+            raise ValueError("no")
+
+    log: list = []
+    with pytest.raises(ValueError):
+        await FilterChain([Refuse(), Recorder(log, "r")]).on_request(exchange())
+    assert log == []
+
+
+async def test_appended_filter_runs_after_the_configured_ones_for_that_exchange_only():
+    log: list = []
+    factory = ChainFactory([Shared(Recorder(log, "configured"))])
+    chain, other = factory.create(), factory.create()
+    chain.append(Recorder(log, "appended"))
+    chain.on_file_start(exchange())
+    assert log == [("configured", "on_file_start"), ("appended", "on_file_start")]
+    log.clear()
+    other.on_file_start(exchange())  # the shared hook lists were not changed in place
+    assert log == [("configured", "on_file_start")]
+    assert factory.create()._on_file_start == [factory.factories[0].instance.on_file_start]
+
+
+async def test_stateful_filters_get_an_instance_per_exchange_and_shared_ones_do_not():
+    log: list = []
+    shared = Recorder(log, "s")
+    factory = ChainFactory([Shared(shared), CounterFactory()])
+    a, b = factory.create(), factory.create()
+    a.on_file_data(exchange(), b"abc")
+    b.on_file_data(exchange(), b"z")
+    assert [f.seen for f in (a.filters[1], b.filters[1])] == [3, 1]
+    assert a.filters[0] is b.filters[0] is shared
+    assert [e[0] for e in log] == ["s", "s"]  # order kept: the shared one first, as configured
+
+
+def test_exchange_without_upload_body_creates_no_upload_only_filter():
+    factory = ChainFactory([CounterFactory()])
+    chain = factory.create(upload=False)
+    assert chain.filters == [] and chain._on_file_data == []
+    assert isinstance(factory.create(upload=True).filters[0], Counter)
+
+
+def test_config_filter_names_are_the_registrys():
+    assert FILTER_NAMES == tuple(filters.REGISTRY) and DEFAULT_FILTERS == tuple(filters.REGISTRY)
+    assert FILTER_NAMES == ("auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
+
+
+def test_required_filters_are_added_in_front_when_missing():
+    assert filters.REQUIRED_FILTERS == ("auth", "provider_route")
+    assert filters.chain_names(["metrics"]) == ["auth", "provider_route", "metrics"]
+    assert filters.chain_names(["provider_route", "auth"]) == ["provider_route", "auth"]
+
+
+def test_every_registered_filter_asks_only_for_known_dependencies():
+    import inspect
+
+    for spec in filters.REGISTRY.values():
+        assert set(inspect.signature(spec.build).parameters) <= set(filters.DEPENDENCIES), spec.name
+
+
+def test_a_filter_asking_for_the_gateway_is_refused(monkeypatch):
+    class WantsGateway(Filter):
+        name = "bad"
+
+        def __init__(self, gateway) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    monkeypatch.setitem(filters.REGISTRY, "bad", filters.FilterSpec(WantsGateway))
+    with pytest.raises(TypeError, match="asks for gateway"):
+        filters.build_factory("bad", {})
