@@ -2,9 +2,11 @@
 
 Never logs credentials or bodies: method, path, operation, status, tenant, provider, bytes,
 duration, time to first byte, object id, model, token usage, error code. The line is built with
-one ``orjson.dumps`` and handed to the logger finished (``proxy.logs.AccessLineHandler`` writes
-it as it is), so it is valid JSON whatever the client sent; values that come from the client
-(method, path, id, model) are cut to a bounded length and named in ``truncated`` when cut.
+one ``orjson.dumps`` and handed finished to the writer :func:`proxy.logs.setup_logging` installed
+(``proxy.logs.AccessLineHandler``: queued, written off the event loop by its own thread), so it
+is valid JSON whatever the client sent; values that come from the client (method, path, id,
+model) are cut to a bounded length and named in ``truncated`` when cut. Without that writer (an
+embedding with its own logging) the line goes to the ``sluicegate.access`` logger instead.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from proxy.logs import ACCESS_LOGGER, utc_timestamp
+from proxy.logs import ACCESS_LOGGER, access_writer, utc_timestamp
 
 from .base import Filter
 
@@ -88,4 +90,8 @@ class AccessLogFilter(Filter):
         fields["input_tokens"] = _int_or_none(usage.get("input_tokens"))
         fields["output_tokens"] = _int_or_none(usage.get("output_tokens"))
         fields["error"] = ex.error_code
-        log.info(_dumps(fields))
+        writer = access_writer()
+        if writer is not None:
+            writer.put(_dumps(fields))  # queued: no record, no formatting, no write here
+        else:
+            log.info(_dumps(fields))
