@@ -245,7 +245,8 @@ class AccessLineHandler(logging.Handler):
         return True
 
     def close(self) -> None:
-        if not self.flush():
+        # Short: the exit paths have already waited in flush_access_log for a stuck stdout.
+        if not self.flush(timeout=1.0):
             print(f"sluicegate: access log: {len(self._queue)} line(s) not written at exit: stdout is "
                   "not taking them", file=sys.stderr, flush=True)
         self._closed = True
