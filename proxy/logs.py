@@ -147,6 +147,7 @@ class AccessLineHandler(logging.Handler):
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._gave_up = False     # lines were left unwritten at exit (reported)
 
     # -- the request path ----------------------------------------------------------------
     def put(self, line: bytes) -> None:
@@ -226,6 +227,12 @@ class AccessLineHandler(logging.Handler):
                 self._written += size
 
     # -- drain, exit, fork ---------------------------------------------------------------
+    def _give_up(self) -> None:
+        """Say (once) that the lines still queued at exit will never be written."""
+        self._gave_up = True
+        print(f"sluicegate: access log: {len(self._queue)} line(s) not written at exit: stdout is "
+              "not taking them", file=sys.stderr, flush=True)
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait (up to ``timeout`` s) until every queued line is written; False if some are not
         (stdout still not taking them)."""
@@ -246,9 +253,8 @@ class AccessLineHandler(logging.Handler):
 
     def close(self) -> None:
         # Short: the exit paths have already waited in flush_access_log for a stuck stdout.
-        if not self.flush(timeout=1.0):
-            print(f"sluicegate: access log: {len(self._queue)} line(s) not written at exit: stdout is "
-                  "not taking them", file=sys.stderr, flush=True)
+        if not self._gave_up and not self.flush(timeout=1.0):
+            self._give_up()
         self._closed = True
         self._wake.set()
         self._now.set()
@@ -279,8 +285,14 @@ def access_writer() -> AccessLineHandler | None:
 
 
 def flush_access_log(timeout: float = 5.0) -> bool:
-    """Write out every queued access line (the drain and every exit path call it)."""
-    return all(w.flush(timeout) for w in list(_writers))
+    """Write out every queued access line (every exit path calls it, after the drain). A stdout
+    still stuck after ``timeout`` s gets its lines given up, with a line on stderr."""
+    ok = True
+    for w in list(_writers):
+        if not w.flush(timeout):
+            w._give_up()
+            ok = False
+    return ok
 
 
 def _second_stamp(second: int) -> str:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import orjson
 import pytest
@@ -60,27 +61,36 @@ def test_every_line_is_written_by_the_sigterm_drain(start_gateway, workers):
     assert {line["status"] for line in lines} == {404}
 
 
-def test_a_stdout_nobody_reads_does_not_stop_the_gateway(tmp_path: Path):
-    """Old: the handler wrote each line on the event loop; once the pipe (64 KiB) was full, the
-    next write blocked the loop and every request after it hung."""
+def _start_unread(workdir: Path, workers: int = 1) -> tuple[subprocess.Popen, int, IO[bytes]]:
+    """A gateway whose stdout is a pipe nobody reads (yet); stderr to workdir/stderr.log."""
     port = free_port()
-    workdir = tmp_path / "gw"
     workdir.mkdir()
     (workdir / "sluicegate.yaml").write_text(yaml.safe_dump(_local_config()))
     stderr = open(workdir / "stderr.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port), "--config", "sluicegate.yaml"],
+    proc = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port), "--config", "sluicegate.yaml",
+                             "--workers", str(workers)],
                             cwd=workdir, stdout=subprocess.PIPE, stderr=stderr, env=gateway_env())
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port, stderr
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                stderr.close()
+                raise AssertionError((workdir / "stderr.log").read_text()) from None
+            time.sleep(0.05)
+
+
+def test_a_stdout_nobody_reads_does_not_stop_the_gateway(tmp_path: Path):
+    """Old: the handler wrote each line on the event loop; once the pipe (64 KiB) was full, the
+    next write blocked the loop and every request after it hung."""
+    workdir = tmp_path / "gw"
+    proc, port, stderr = _start_unread(workdir)
     out = bytearray()
     reader = threading.Thread(target=lambda: out.extend(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (workdir / "stderr.log").read_text()
-                time.sleep(0.05)
         # ~2.3 KB per line: the pipe is full after ~28 lines, the writer's 4 MiB queue after ~1,800.
         n = 2500
         paths = [f"/v1/files/file-{i:05d}{'x' * 2000}" for i in range(n)]
@@ -110,6 +120,24 @@ def test_a_stdout_nobody_reads_does_not_stop_the_gateway(tmp_path: Path):
     assert ids == sorted(ids) and len(set(ids)) == len(ids)  # in order, once each
     text = (workdir / "stderr.log").read_text()
     assert "line(s) dropped while stdout was not taking them" in text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stuck_stdout_does_not_hold_up_the_exit(tmp_path: Path, workers):
+    workdir = tmp_path / "gw"
+    proc, port, stderr = _start_unread(workdir, workers)
+    try:
+        assert set(_get_many(port, [f"/v1/files/file-{i:05d}{'x' * 2000}" for i in range(200)])) == {404}
+        proc.send_signal(signal.SIGTERM)
+        # The drain waits for the writer (5 s), then gives the lines up, and says so.
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+    text = (workdir / "stderr.log").read_text()
+    assert text.count("line(s) not written at exit: stdout is not taking them") == 1, text
 
 
 class _Stuck:
