@@ -64,7 +64,8 @@ def test_quota_is_enforced_and_released(start_gateway):
     # The SDK did not re-send the body: one 429 in the access log, not three. (Lines are
     # written in order: once this later retrieve's line is there, every 429's is too.)
     a.files.retrieve(first.id)
-    lines = gw.access_log(until=lambda ls: any(l["op"] == "files.retrieve" and l["id"] == first.id for l in ls))
+    lines = gw.access_log(until=lambda ls: any(line["op"] == "files.retrieve" and line["id"] == first.id
+                                               for line in ls))
     assert [line["status"] for line in lines].count(429) == 1
     # Other tenants have their own quota.
     client(gw, "sk-team-b").files.create(file=("2.bin", b"y" * 600), purpose="assistants")
