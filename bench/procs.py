@@ -153,12 +153,14 @@ class Proc:
 
 
 def start_upstream(workdir: Path, *, mode: str, cpu: int | None, stream_delay: float = 0.0,
-                   data_dir: Path | None = None) -> tuple[Proc, str]:
+                   data_dir: Path | None = None, answers: Path | None = None) -> tuple[Proc, str]:
     port = free_port()
     args = pin_prefix(cpu) + [sys.executable, str(ROOT / "bench" / "upstream.py"), "--mode", mode,
                               "--port", str(port)]
     if mode == "fake":
         args += ["--data-dir", str(data_dir), "--stream-delay", str(stream_delay)]
+    if mode == "floor":
+        args += ["--answers", str(answers)]
     p = Proc(f"upstream-{mode}", args, cwd=workdir, log_path=workdir / f"upstream-{mode}.log", stdout_pipe=True)
     p.wait_line(b"READY")
     return p, f"http://127.0.0.1:{port}"

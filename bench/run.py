@@ -106,6 +106,7 @@ class Bench:
         self.notes: list[str] = []  # printed under the table
         self.extra_cpu: dict[str, Callable[[], float]] = {}  # more CPU-time sources for the windows
         self.cleanups: list[Callable[[], None]] = []  # run after every process is stopped
+        self.extra_targets: dict[str, tuple[int, dict[str, str]]] = {}  # name → (port, headers)
 
     # -- set-up --------------------------------------------------------------------------
     def setup(self) -> None:
@@ -200,7 +201,10 @@ class Bench:
 
     # -- endpoints -----------------------------------------------------------------------
     def target(self, name: str) -> tuple[int, dict[str, str]]:
-        """(port, headers) for a target: gateway / direct / gateway-local / gateway-canned / direct-canned."""
+        """(port, headers) for a target: gateway / direct / gateway-local / gateway-canned / direct-canned
+        (or one a section added to ``extra_targets``)."""
+        if name in self.extra_targets:
+            return self.extra_targets[name]
         if name == "direct":
             return self.fake_port, {"Authorization": f"Bearer {UPSTREAM_KEY}"}
         if name == "direct-canned":
@@ -235,11 +239,13 @@ class Bench:
         return word
 
     def cpu_snapshot(self) -> dict[str, float]:
-        snap = {"t": time.perf_counter(), "gateway": self.gw.cpu_seconds(), "fake": self.fake.cpu_seconds(),
-                "loadgen": procs.self_cpu_seconds()}
+        snap = {"t": time.perf_counter(), "gateway": self.gw.cpu_seconds(), "loadgen": procs.self_cpu_seconds()}
         snap["all"], snap["steal"] = procs.system_cpu_seconds()
+        if self.fake is not None:
+            snap["fake"] = self.fake.cpu_seconds()
         if self.canned is not None:
             snap["canned"] = self.canned.cpu_seconds()
+        if self.calib is not None:
             snap["calibration"] = self.calib.cpu_seconds()
         for name, fn in self.extra_cpu.items():
             snap[name] = fn()
@@ -437,8 +443,8 @@ def _load_point_once(b: Bench, target: str, req_path: str, method: str, body: by
         if res.requests:
             # CPU time per request is far less sensitive to a busy machine than req/s; one core
             # at 100% serves at most 1e6 / (µs per request) requests per second.
-            for k in ("gateway", "fake", "canned", "loadgen", "postgres"):
-                if k in snaps["a"]:
+            for k in snaps["a"]:
+                if k not in ("t", "all", "steal"):
                     out[f"{k}_cpu_us_per_req"] = (snaps["b"][k] - snaps["a"][k]) / res.requests * 1e6
     log(f"  {target:15s} c={concurrency:<3d}{f' @{rate:.0f}/s' if rate else ''} {out['rps']:8.0f} req/s  p50 {out['p50_ms']:6.2f} ms  "
         f"p99 {out['p99_ms']:6.2f} ms  cpu {out.get('cpu_percent')}" + (f"  ERROR {res.first_error}" if res.first_error else ""))
@@ -863,8 +869,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the extra rows against the canned (near-zero-cost) upstream")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="after the table, profile the gateway with py-spy during c=64 runs; write to DIR")
-    p.add_argument("--noisy-retries", type=int, default=2,
-                   help="repeat a load point up to N times while other processes use > 20%% of a core (default 2)")
+    p.add_argument("--noisy-retries", type=int, default=None,
+                   help="repeat a load point up to N times while other processes use > 20%% of a core "
+                        "(default 2; --default-config 1)")
+    p.add_argument("--default-config", action="store_true",
+                   help="only the issue-10 configuration: the gateway with the default filters and log level "
+                        "(access log on) vs a bare aiohttp.web.Server answering the same bytes vs direct, "
+                        "req/s, p50/p99, CPU µs/request (~1-2 min; bench/default_config.py)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for the machine to be idle (other CPU < 10%% for 10 s)")
     p.add_argument("--store-reps", type=int, default=2,
@@ -883,8 +894,22 @@ def main(argv: list[str] | None = None) -> int:
         log("fewer than 2 CPUs: running without pinning")
         args.no_pin = True
 
+    if args.noisy_retries is None:
+        args.noisy_retries = 1 if args.default_config else 2
     if args.wait_quiet > 0:
         wait_quiet(args.wait_quiet)
+    if args.default_config:
+        import default_config
+
+        b = Bench(args)
+        try:
+            default_config.run(b)
+            if args.json:
+                Path(args.json).write_text(json.dumps(b.results, indent=2, default=str))
+                log(f"results written to {args.json}")
+        finally:
+            b.teardown()
+        return 0
     b = Bench(args)
     try:
         b.setup()

@@ -14,7 +14,13 @@ only change: its request log (``fake.requests``, a test-inspection aid) keeps no
 pre-rendered OpenAI-shaped JSON (a fresh ``resp_…`` id per response). It costs a few µs per
 request, so it shows what the *gateway* can do when the upstream is not the limit.
 
-Both use uvloop when it is installed (``--no-uvloop`` to turn it off). The process prints
+``--mode floor --answers FILE`` is a bare ``aiohttp.web.Server`` (aiohttp's low-level server,
+as the gateway's listener is, no application, no routing) answering each ``METHOD /path`` in
+FILE (JSON: ``{"GET /v1/files/x": {"status": 200, "content_type": "...", "body": base64}}``)
+with those bytes, after reading the request body: what aiohttp's request/response machinery
+costs by itself, the floor under the gateway (``bench/run.py --default-config``).
+
+All use uvloop when it is installed (``--no-uvloop`` to turn it off). The process prints
 ``READY <port>`` on stdout once it listens and exits on SIGTERM/SIGINT.
 """
 from __future__ import annotations
@@ -143,9 +149,44 @@ def serve_canned(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+# ============================================================================ floor mode
+def serve_floor(args: argparse.Namespace) -> None:
+    import base64
+    import json
+
+    from aiohttp import web
+
+    with open(args.answers) as fh:
+        table = {key: (a["status"], base64.b64decode(a["body"]), a["content_type"])
+                 for key, a in json.load(fh).items()}
+    missing = (404, b'{"error":{"message":"not in the answers file","type":"invalid_request_error",'
+                    b'"param":null,"code":null}}', "application/json")
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        if request.body_exists:
+            await request.read()
+        status, body, ctype = table.get(f"{request.method} {request.path}", missing)
+        return web.Response(status=status, body=body, content_type=ctype)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = web.Server(handler, access_log=None)
+        listener = await loop.create_server(server, args.host, args.port, backlog=2048, reuse_address=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"READY {args.port}", flush=True)
+        async with listener:
+            await stop.wait()
+        await server.shutdown(1.0)
+
+    asyncio.run(main())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("fake", "canned"), default="fake")
+    p.add_argument("--mode", choices=("fake", "canned", "floor"), default="fake")
+    p.add_argument("--answers", default=None, help="floor mode: the JSON file of answers")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--data-dir", default=None, help="fake mode: where uploaded files are stored")
@@ -163,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
             pass
     if args.mode == "fake":
         serve_fake(args)
+    elif args.mode == "floor":
+        serve_floor(args)
     else:
         serve_canned(args)
 

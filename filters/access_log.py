@@ -2,9 +2,11 @@
 
 Never logs credentials or bodies: method, path, operation, status, tenant, provider, bytes,
 duration, time to first byte, object id, model, token usage, error code. The line is built with
-one ``orjson.dumps`` and handed to the logger finished (``proxy.logs.AccessLineHandler`` writes
-it as it is), so it is valid JSON whatever the client sent; values that come from the client
-(method, path, id, model) are cut to a bounded length and named in ``truncated`` when cut.
+one ``orjson.dumps`` and handed finished to the writer :func:`proxy.logs.setup_logging` installed
+(``proxy.logs.AccessLineHandler``: queued, written off the event loop by its own thread), so it
+is valid JSON whatever the client sent; values that come from the client (method, path, id,
+model) are cut to a bounded length and named in ``truncated`` when cut. Without that writer (an
+embedding with its own logging) the line goes to the ``sluicegate.access`` logger instead.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from proxy.logs import ACCESS_LOGGER, utc_timestamp
+from proxy.logs import ACCESS_LOGGER, access_writer, utc_timestamp
 
 from .base import Filter
 
@@ -69,22 +71,29 @@ class AccessLogFilter(Filter):
     async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
         if not log.isEnabledFor(logging.INFO):
             return
+        started = ex.started
         end = ex.ended or time.perf_counter()
-        usage = ex.usage or {}
+        first_byte = ex.first_byte_at
         req = ex.request
-        fields: dict[str, Any] = {"time": utc_timestamp(), "pid": self.pid}
-        _clip(fields, "method", req.method)
-        _clip(fields, "path", req.path)
-        fields["op"] = ex.operation
-        fields["status"] = ex.status
-        fields["tenant"] = ex.tenant.name if ex.tenant else None
-        fields["provider"] = ex.provider.name if ex.provider else None
-        fields["upload_bytes"] = ex.file_bytes
-        fields["duration_ms"] = round((end - ex.started) * 1000, 2)
-        fields["ttfb_ms"] = round((ex.first_byte_at - ex.started) * 1000, 2) if ex.first_byte_at else None
-        _clip(fields, "id", ex.response_id or ex.object_id)
-        _clip(fields, "model", ex.model)
-        fields["input_tokens"] = _int_or_none(usage.get("input_tokens"))
-        fields["output_tokens"] = _int_or_none(usage.get("output_tokens"))
-        fields["error"] = ex.error_code
-        log.info(_dumps(fields))
+        tenant, provider, usage = ex.tenant, ex.provider, ex.usage
+        # One dict literal (the fields in the line's order), then the rare fix-ups.
+        fields: dict[str, Any] = {
+            "time": utc_timestamp(), "pid": self.pid, "method": req.method, "path": req.path,
+            "op": ex.operation, "status": ex.status, "tenant": tenant.name if tenant else None,
+            "provider": provider.name if provider else None, "upload_bytes": ex.file_bytes,
+            "duration_ms": round((end - started) * 1000, 2),
+            "ttfb_ms": round((first_byte - started) * 1000, 2) if first_byte else None,
+            "id": ex.response_id or ex.object_id, "model": ex.model,
+            "input_tokens": _int_or_none(usage.get("input_tokens")) if usage else None,
+            "output_tokens": _int_or_none(usage.get("output_tokens")) if usage else None,
+            "error": ex.error_code,
+        }
+        for name, limit in LIMITS.items():  # client-derived values: a string, at most `limit` long
+            value = fields[name]
+            if value is not None and (type(value) is not str or len(value) > limit):
+                _clip(fields, name, value)
+        writer = access_writer()
+        if writer is not None:
+            writer.put(_dumps(fields))  # queued: no record, no formatting, no write here
+        else:
+            log.info(_dumps(fields))

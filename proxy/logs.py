@@ -7,16 +7,21 @@ start a line of its own that looks like the gateway's. Tracebacks are the gatewa
 stay multi-line, but the message of each exception in them is escaped the same way.
 
 The access log (``sluicegate.access``) is one JSON object per line, built once by the
-``access_log`` filter with ``orjson.dumps``; :class:`AccessLineHandler` writes that line as it
-is, with no formatting at all.
+``access_log`` filter with ``orjson.dumps`` and handed to :class:`AccessLineHandler`, which
+queues it and returns: a thread of its own writes the queued lines to stdout in batches, so the
+event loop never formats a record nor waits on a write (a slow disk, a pipe nobody reads).
 """
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import re
 import sys
+import threading
 import time
 import traceback
+import weakref
 from typing import IO, Any
 
 import orjson
@@ -87,24 +92,208 @@ def _escape_exception_messages(te: traceback.TracebackException, seen: set[int])
 
 
 class AccessLineHandler(logging.Handler):
-    """Writes a record whose ``msg`` is a finished access line (bytes, no newline) as it is."""
+    """The access log's writer: :meth:`put` queues a finished line (bytes, no newline) and
+    returns; a daemon thread writes what is queued to ``stream`` in one ``write`` per batch.
+
+    Why a thread and not a non-blocking fd on the event loop: ``O_NONBLOCK`` is a property of
+    the open file *description*, which stdout shares with the shell, the supervisor and usually
+    stderr (``2>&1``), whose synchronous writes would then fail with EAGAIN; and it does nothing
+    for a regular file on a slow disk. The thread blocks instead, and only itself.
+
+    Batches: the first line queued while the thread is idle wakes it (one ``Event.set``); it
+    then lingers ``linger`` seconds (100 ms), or until ``BATCH_BYTES`` (64 KiB) are queued,
+    and writes everything queued in one ``write``. So a line is on stdout within ~100 ms, and
+    the thread wakes at most ~10 times a second plus once per 64 KiB, whatever the rate (a
+    wake-up per line costs more CPU than the synchronous write it replaces). The request path
+    pays a ``deque.append``, two additions and two tests (``bench/access_log_cost.py``).
+
+    Memory is bounded: while more than ``max_pending`` bytes wait (stdout not being read), new
+    lines are dropped and counted; once writes go through again a JSON line on the access log
+    and a warning on the text log say how many were lost.
+
+    A process forked with lines still queued would write them twice: before a fork the queue
+    is written out, and the child starts with an empty queue and its own thread (started on its
+    first line). ``flush`` (called at drain and exit) waits, bounded, until everything queued
+    is written.
+    """
 
     terminator = b"\n"
+    MAX_PENDING = 4 << 20  # bytes queued before lines are dropped: ~1 s of lines at 10k/s
+    BATCH_BYTES = 64 << 10  # bytes queued that end the linger early
+    LINGER = 0.1  # seconds from the first line of a batch to its write
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], max_pending: int = MAX_PENDING, linger: float = LINGER) -> None:
         super().__init__()
         self.stream = stream
+        self.max_pending = max_pending
+        self.linger = linger
+        self._reset()
+        _writers.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state: at construction, and in a forked child (the parent's thread is gone)."""
+        self._queue: collections.deque[bytes] = collections.deque()
+        # Each counter is written by one side only (the callers of put, or the thread), so
+        # none needs a lock on the request path.
+        self._queued = 0          # bytes ever queued
+        self._written = 0         # bytes ever taken off the queue by the thread
+        self._dropped = 0         # lines dropped since the last report (written by callers)
+        self._reported = 0        # of _dropped, already reported (written by the thread)
+        self._signalled = False   # the thread has been woken and has not yet taken the queue
+        self._hurried = False     # the linger of this batch has been cut short
+        self._busy = False        # the thread holds a batch it has not finished writing
+        self._failing = False     # the last write failed (reported once)
+        self._wake = threading.Event()  # a batch has begun
+        self._now = threading.Event()   # write it now (BATCH_BYTES queued, or a flush)
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._gave_up = False     # lines were left unwritten at exit (reported)
+
+    # -- the request path ----------------------------------------------------------------
+    def put(self, line: bytes) -> None:
+        """Queue one finished line. Never blocks, never formats."""
+        pending = self._queued - self._written
+        if pending > self.max_pending:
+            self._dropped += 1
+            return
+        self._queue.append(line)
+        self._queued += len(line) + 1
+        if not self._signalled:
+            self._signalled = True
+            if self._thread is None:
+                self._start()
+            self._wake.set()
+        elif pending > self.BATCH_BYTES and not self._hurried:
+            self._hurried = True
+            self._now.set()
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.msg
         if not isinstance(msg, bytes):  # someone else's record on this logger: make it a JSON line
             msg = orjson.dumps({"time": utc_timestamp(record.created), "level": record.levelname,
                                 "message": record.getMessage()})
-        try:
-            self.stream.write(msg + self.terminator)
-            self.stream.flush()
-        except Exception:  # pragma: no cover - a closed stdout must not fail the request
-            self.handleError(record)
+        self.put(msg)
+
+    # -- the writer thread ---------------------------------------------------------------
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sluicegate-access-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        queue, popleft = self._queue, self._queue.popleft
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            if self.linger:
+                self._now.wait(self.linger)  # lines queued meanwhile join this batch
+            self._now.clear()
+            self._hurried = False
+            with self._idle:
+                self._busy = True
+            # From here a new line sets the event again: the loop comes back for it.
+            self._signalled = False
+            try:
+                self._write_batch(queue, popleft)
+            finally:
+                with self._idle:
+                    self._busy = False
+                    self._idle.notify_all()
+
+    def _write_batch(self, queue: collections.deque[bytes], popleft: Any) -> None:
+        while queue:
+            batch = [popleft() for _ in range(len(queue))]
+            data = b"\n".join(batch) + b"\n"
+            size = len(data)  # what put() counted for these lines
+            dropped = self._dropped - self._reported
+            if dropped:
+                data += orjson.dumps({"time": utc_timestamp(), "level": "WARNING",
+                                      "message": f"access log: {dropped} line(s) dropped while stdout was not "
+                                                 f"taking them ({self.max_pending} bytes queued)"}) + b"\n"
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except Exception as exc:  # a closed or broken stdout must not end the thread
+                if not self._failing:  # once per failing streak, not once per batch
+                    self._failing = True
+                    logging.getLogger("sluicegate").warning(
+                        "access log: writing to stdout failed, lines are lost until it works again: %s", exc)
+            else:
+                self._failing = False
+                if dropped:
+                    self._reported += dropped
+                    logging.getLogger("sluicegate").warning(
+                        "access log: %d line(s) dropped while stdout was not taking them", dropped)
+            finally:
+                self._written += size
+
+    # -- drain, exit, fork ---------------------------------------------------------------
+    def _give_up(self) -> None:
+        """Say (once) that the lines still queued at exit will never be written."""
+        self._gave_up = True
+        print(f"sluicegate: access log: {len(self._queue)} line(s) not written at exit: stdout is "
+              "not taking them", file=sys.stderr, flush=True)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait (up to ``timeout`` s) until every queued line is written; False if some are not
+        (stdout still not taking them)."""
+        if not self._queue and not self._busy:
+            return True
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._now.set()
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        # Short: the exit paths have already waited in flush_access_log for a stuck stdout.
+        if not self._gave_up and not self.flush(timeout=1.0):
+            self._give_up()
+        self._closed = True
+        self._wake.set()
+        self._now.set()
+        _writers.discard(self)
+        super().close()
+
+
+# The writers of this process (a WeakSet: a handler that was replaced goes away with it).
+_writers: "weakref.WeakSet[AccessLineHandler]" = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for w in list(_writers):
+        w.flush(timeout=1.0)
+
+
+def _after_fork_in_child() -> None:
+    for w in list(_writers):
+        w._reset()
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def access_writer() -> AccessLineHandler | None:
+    """The writer :func:`setup_logging` installed, or None (an embedding's own logging)."""
+    return _access_writer
+
+
+def flush_access_log(timeout: float = 5.0) -> bool:
+    """Write out every queued access line (every exit path calls it, after the drain). A stdout
+    still stuck after ``timeout`` s gets its lines given up, with a line on stderr."""
+    ok = True
+    for w in list(_writers):
+        if not w.flush(timeout):
+            w._give_up()
+            ok = False
+    return ok
 
 
 def _second_stamp(second: int) -> str:
@@ -126,6 +315,7 @@ def utc_timestamp(now: float | None = None) -> str:
 
 
 _installed: list[tuple[logging.Logger, logging.Handler]] = []
+_access_writer: AccessLineHandler | None = None
 
 
 def setup_logging(level: str, *, text_stream: IO[str] | None = None,
@@ -135,9 +325,8 @@ def setup_logging(level: str, *, text_stream: IO[str] | None = None,
     ``level`` keeps its meaning for both: at ``warning`` and above the access log is off.
     Calling it again replaces what an earlier call installed.
     """
-    for logger, handler in _installed:
-        logger.removeHandler(handler)
-    _installed.clear()
+    global _access_writer
+    reset_logging()
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     text = logging.StreamHandler(text_stream or sys.stderr)
@@ -147,4 +336,17 @@ def setup_logging(level: str, *, text_stream: IO[str] | None = None,
     access = AccessLineHandler(access_stream or sys.stdout.buffer)
     access_logger.addHandler(access)
     access_logger.propagate = False
+    _access_writer = access
     _installed.extend(((root, text), (access_logger, access)))
+
+
+def reset_logging() -> None:
+    """Undo :func:`setup_logging` (the access log's queued lines are written first)."""
+    global _access_writer
+    _access_writer = None
+    for logger, handler in _installed:
+        logger.removeHandler(handler)
+        if isinstance(handler, AccessLineHandler):
+            handler.close()
+    _installed.clear()
+    logging.getLogger(ACCESS_LOGGER).propagate = True

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .gateway import Gateway
 from .http_server import GatewayServer
-from .logs import setup_logging  # noqa: F401 - where callers import it from
+from .logs import flush_access_log, setup_logging  # noqa: F401 - where callers import it from
 from .metrics_dir import private_metrics_dir, worker_exited
 from .providers.local import replica_only_providers
 from .startup import BACKLOG, StartupError, bind_listeners, reason
@@ -144,6 +144,8 @@ def _serve_here(config: "Config", sockets: list[socket.socket], report: Callable
     finally:
         for sock in sockets:
             sock.close()
+        # The access log's queued lines, before a worker's os._exit (which skips atexit).
+        flush_access_log()
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import yaml
@@ -103,9 +103,21 @@ class GatewayProcess:
         except FileNotFoundError:
             return ""
 
-    def access_log(self) -> list[dict[str, Any]]:
-        """The access log's lines (JSON objects, one per exchange), in order."""
-        return [orjson.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+    def access_log(self, until: Callable[[list[dict[str, Any]]], bool] | None = None,
+                   timeout: float = 15) -> list[dict[str, Any]]:
+        """The access log's lines (JSON objects, one per exchange), in order.
+
+        A running gateway writes its lines in batches (within ~100 ms, proxy/logs.py): with
+        ``until``, wait (up to ``timeout`` s) until the lines satisfy it, and fail if they never do.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [orjson.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+            if until is None or until(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the access log never showed what the test waits for: {lines[-20:]}")
+            time.sleep(0.05)
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None

@@ -155,11 +155,9 @@ def test_log_level_switches_the_access_log(level, access_on):
         setup_logging(level, text_stream=text, access_stream=access)
         logging.getLogger(ACCESS_LOGGER).info(b'{"status":200}')
         logging.getLogger("sluicegate").warning("two\nlines")
+        assert logs.flush_access_log(timeout=10)  # the access line is written by the writer's thread
     finally:  # leave this process's logging as the test found it
-        for logger, handler in logs._installed:
-            logger.removeHandler(handler)
-        logs._installed.clear()
+        logs.reset_logging()
         logging.getLogger().setLevel(root_level)
-        logging.getLogger(ACCESS_LOGGER).propagate = True
     assert access.getvalue() == (b'{"status":200}\n' if access_on else b"")
     assert text.getvalue().endswith(f" WARNING sluicegate[{os.getpid()}] two\\nlines\n")

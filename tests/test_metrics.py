@@ -49,7 +49,8 @@ def test_workers_report_the_whole_gateway(start_gateway, tmp_path):
     with ThreadPoolExecutor(8) as pool:
         pages = list(pool.map(lambda _: list(c.files.list()), range(100)))
     assert pages == [[]] * 100
-    served_by = {line["pid"] for line in gw.access_log() if line["op"] == "files.list"}
+    lines = gw.access_log(until=lambda ls: sum(line["op"] == "files.list" for line in ls) == 100)
+    served_by = {line["pid"] for line in lines if line["op"] == "files.list"}
     assert len(served_by) == 2, served_by  # else a per-worker share could not show
     # Scrapes are admin requests and not counted: every scrape, whichever worker answers it,
     # sees all 100, never one worker's part.

@@ -77,7 +77,8 @@ def test_stream_passes_events_as_they_arrive(start_gateway, fake_openai):
         text = "".join(e.delta for e in s if e.type == "response.output_text.delta")
         final = s.get_final_response()
     assert final.output_text == text and final.status == "completed"
-    (line,) = [line for line in gw.access_log() if line["id"] == final.id]
+    lines = gw.access_log(until=lambda ls: any(line["id"] == final.id for line in ls))
+    (line,) = [line for line in lines if line["id"] == final.id]
     assert line["model"] == "gpt-4o" and line["provider"] == "my-openai"
     assert line["input_tokens"] > 0 and line["output_tokens"] > 0
 
