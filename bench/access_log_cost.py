@@ -100,7 +100,7 @@ def _install(mode: str, stream: IO[bytes]) -> Callable[[], None]:
     logs._access_writer = w
 
     def undo_q() -> None:
-        assert w.flush(30), "queued lines not written"
+        assert w.write_out(30), "queued lines not written"
         w.close()
         logger.removeHandler(w)
         logs._access_writer = None
@@ -132,11 +132,11 @@ def measure(mode: str, stream: IO[bytes], lines: int, pace: float) -> tuple[floa
         for _ in range(200):  # warm-up: thread started, caches built
             _call(f, ex)
         if writer is not None:
-            writer.flush(30)
+            writer.write_out(30)
         caller, total = _loop(lambda: _call(f, ex), lines, pace)
         if writer is not None:
             t0, c0 = time.thread_time(), time.process_time()
-            writer.flush(30)  # the writes of the last batch count too (not the waiting)
+            writer.write_out(30)  # the writes of the last batch count too (not the waiting)
             total += time.process_time() - c0 - (time.thread_time() - t0)
         if pace:
             idle_caller, idle_total = _loop(lambda: None, lines, pace)

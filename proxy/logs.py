@@ -234,7 +234,11 @@ class AccessLineHandler(logging.Handler):
         print(f"sluicegate: access log: {len(self._queue)} line(s) not written at exit: stdout is "
               "not taking them", file=sys.stderr, flush=True)
 
-    def flush(self, timeout: float = 5.0) -> bool:
+    def flush(self) -> None:
+        """logging's flush: write out what is queued (bounded wait, see :meth:`write_out`)."""
+        self.write_out()
+
+    def write_out(self, timeout: float = 5.0) -> bool:
         """Wait (up to ``timeout`` s) until every queued line is written; False if some are not
         (stdout still not taking them)."""
         if not self._queue and not self._busy:
@@ -254,7 +258,7 @@ class AccessLineHandler(logging.Handler):
 
     def close(self) -> None:
         # Short: the exit paths have already waited in flush_access_log for a stuck stdout.
-        if not self._gave_up and not self.flush(timeout=1.0):
+        if not self._gave_up and not self.write_out(timeout=1.0):
             self._give_up()
         self._closed = True
         self._wake.set()
@@ -269,7 +273,7 @@ _writers: "weakref.WeakSet[AccessLineHandler]" = weakref.WeakSet()
 
 def _before_fork() -> None:
     for w in list(_writers):
-        w.flush(timeout=1.0)
+        w.write_out(timeout=1.0)
 
 
 def _after_fork_in_child() -> None:
@@ -290,7 +294,7 @@ def flush_access_log(timeout: float = 5.0) -> bool:
     still stuck after ``timeout`` s gets its lines given up, with a line on stderr."""
     ok = True
     for w in list(_writers):
-        if not w.flush(timeout):
+        if not w.write_out(timeout):
             w._give_up()
             ok = False
     return ok

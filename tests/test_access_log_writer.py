@@ -164,9 +164,9 @@ def test_put_never_blocks_and_the_queue_is_bounded():
     for _ in range(5_000):
         w.put(line)
     assert time.perf_counter() - t < 5  # 5,000 puts while every write blocks
-    assert not w.flush(timeout=0.2)  # still stuck: flush says so instead of hanging
+    assert not w.write_out(timeout=0.2)  # still stuck: flush says so instead of hanging
     stuck.release.set()
-    assert w.flush(timeout=10)
+    assert w.write_out(timeout=10)
     records = [orjson.loads(x) for x in bytes(stuck.data).splitlines()]
     written = [r for r in records if "n" in r]
     (notice,) = [r for r in records if "n" not in r]
@@ -186,12 +186,12 @@ def test_a_forked_child_does_not_write_the_parents_lines_again(tmp_path: Path):
         if pid == 0:
             try:
                 w.put(b'{"who":"child","n":0}')
-                os._exit(0 if w.flush(timeout=10) else 1)
+                os._exit(0 if w.write_out(timeout=10) else 1)
             finally:
                 os._exit(2)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert w.flush(timeout=10)
+        assert w.write_out(timeout=10)
         w.close()
     records = [orjson.loads(x) for x in path.read_bytes().splitlines()]
     assert sorted((r["who"], r["n"]) for r in records) == [("child", 0)] + [("parent", i) for i in range(10)]
