@@ -54,10 +54,18 @@ _HOOKS = ("on_request", "on_field", "on_file_start", "on_file_data", "on_file_en
 
 class FilterChain:
     def __init__(self, filters: list[Filter]) -> None:
-        self.filters = filters
+        self.filters: list[Filter] = []
         for hook in _HOOKS:
-            base = getattr(Filter, hook)
-            setattr(self, "_" + hook, [getattr(f, hook) for f in filters if getattr(type(f), hook) is not base])
+            setattr(self, "_" + hook, [])
+        for f in filters:
+            self.append(f)
+
+    def append(self, f: Filter) -> None:
+        """Add a filter at the end (e.g. a provider's upload rules, for one exchange)."""
+        self.filters = [*self.filters, f]  # never the list another chain was built from
+        for hook in _HOOKS:
+            if getattr(type(f), hook) is not getattr(Filter, hook):
+                getattr(self, "_" + hook).append(getattr(f, hook))
 
     async def on_request(self, ex: "Exchange") -> None:
         for hook in self._on_request:

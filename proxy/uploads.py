@@ -10,6 +10,10 @@ taken this one (back-pressure end to end). Two ways into a provider:
   never sent: the upstream sees a truncated body and stores nothing.
 * **sink** (gateway-managed providers) — only the file's bytes go to a Sink (disk, S3, GCS…).
 
+Form-field order has one rule (:mod:`proxy.field_order`): a file whose ``purpose`` is not
+known when it starts is held on local disk and replayed once the purpose arrives, so filters,
+provider and upstream all see the purpose at the file's start.
+
 Any failure aborts: the sink's ``abort`` removes partial data, the upstream request is
 closed, nothing is recorded, no quota is charged.
 """
@@ -17,19 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 
+from filters.base import FilterChain
 from filters.size_limit import FORM_ALLOWANCE
 
 from .body import client_chunks
 from .errors import GatewayError, bad_request, quota_error
+from .field_order import SPOOL_DIR, FileHold, RawHold, Spool, largest_file_limit
 from .ids import new_id
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser, boundary_from_content_type
 from .reservations import UploadReservation
 from .store.base import FileRecord, QuotaExceeded
+from .units import size_and_bytes
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -40,7 +48,8 @@ log = logging.getLogger("sluicegate.uploads")
 
 PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 MIN_EXPIRES, MAX_EXPIRES = 3600, 2_592_000
-# Most form-field bytes held back before a pass-through upload connects upstream.
+# Most raw body bytes a pass-through upload holds in memory before it connects upstream (the
+# form fields before the file); beyond it they are held on disk (proxy/field_order.py).
 PREAMBLE_LIMIT = 1 << 20
 # Form fields the gateway does not read are ignored (OpenAI adds fields over time; a
 # pass-through provider receives them unchanged and applies its own rules), but bounded:
@@ -56,13 +65,19 @@ def _param(field: str) -> str:
 
 
 class UploadDriver:
-    """Feeds body chunks through the parser and the filters; in sink mode, into the sink."""
+    """Feeds body chunks through the parser and the filters; in sink mode, into the sink.
 
-    def __init__(self, gw: "Gateway", ex: "Exchange", parser: MultipartParser, sink_mode: bool) -> None:
-        self.gw = gw
+    ``chain`` is this upload's filter chain (the configured filters and the provider's upload
+    rules); ``hold`` holds the file back while its purpose is unknown (proxy/field_order.py).
+    """
+
+    def __init__(self, ex: "Exchange", parser: MultipartParser, sink_mode: bool,
+                 chain: FilterChain, hold: FileHold) -> None:
         self.ex = ex
         self.parser = parser
         self.sink_mode = sink_mode
+        self.chain = chain
+        self.hold = hold
         self.sink: Sink | None = None
         self.file_id: str | None = None
         self.file_seen = False
@@ -73,7 +88,7 @@ class UploadDriver:
 
     async def feed(self, chunk: bytes) -> None:
         ex = self.ex
-        chain = self.gw.chain
+        hold = self.hold
         ex.body_bytes += len(chunk)
         try:
             events = self.parser.feed(chunk)
@@ -82,20 +97,47 @@ class UploadDriver:
         for ev in events:
             kind = type(ev)
             if kind is FileData:
-                data = ev.data
-                ex.file_bytes += len(data)
-                chain.on_file_data(ex, data)
-                if self.sink is not None:
-                    await self.sink.write(data)
+                if hold.holding:
+                    hold.data(ev.data)
+                    ex.file_bytes += len(ev.data)  # counted as received (the quota reservation covers it)
+                else:
+                    await self._file_data(ev.data)
             elif kind is Field:
                 self._field(ev.name, ev.value)
+                if hold.holding and ex.purpose is not None:
+                    await self._replay()
             elif kind is FileStart:
-                await self._file_start(ev)
+                self._file_part(ev)
+                if ex.purpose is None:
+                    hold.begin()
+                else:
+                    await self._file_start()
             elif kind is FileEnd:
-                chain.on_file_end(ex)
+                if hold.holding:
+                    hold.end()
+                else:
+                    self.chain.on_file_end(ex)
             elif kind is Done:
                 self.done = True
                 await self._complete_checks()
+
+    async def _file_data(self, data: bytes | memoryview) -> None:
+        self.ex.file_bytes += len(data)
+        self.chain.on_file_data(self.ex, data)
+        if self.sink is not None:
+            await self.sink.write(data)
+
+    async def _replay(self) -> None:
+        """The purpose has arrived after the file: the held file goes to the filters and the
+        provider now, exactly as if the purpose had come first."""
+        ex = self.ex
+        chunks = self.hold.release()
+        ex.file_bytes = 0  # counted again, chunk by chunk, as the filters see them
+        await self._file_start()
+        for data in chunks:
+            await self._file_data(data)
+        self.chain.on_file_end(ex)
+        self.hold.close()
 
     def _once(self, name: str) -> None:
         """Every part name may appear once: a repeat is refused the moment it is parsed (so
@@ -110,16 +152,9 @@ class UploadDriver:
         self.parts.add(name)
 
     def _field(self, name: str, value: str) -> None:
-        """One form field, and the one place of the field-ordering rule.
-
-        Each field comes at most once (:meth:`_once`). ``purpose`` may come before the file
-        part (the SDK's order) or after it (curl's); since it is set only once, a file is
-        never checked under one purpose and stored under another. When it comes after the
-        file, every rule that depends on it runs here, at once: the filters' ``on_field``
-        (size_limit's batch limit, batch_jsonl's verdict on the already-parsed file), then
-        the provider's ``check_upload`` (its purposes; for bedrock/vertex, that a batch file
-        needed the purpose first).
-        """
+        """One form field. Each field comes at most once (:meth:`_once`), so ``purpose`` is set
+        once: a file is never checked under one purpose and stored under another. (A purpose
+        after the file is handled by the hold, see :meth:`feed`.)"""
         ex = self.ex
         self._once(name)
         if name == "file":
@@ -142,21 +177,22 @@ class UploadDriver:
                 raise bad_request(f"expires_after[seconds] must be an integer from {MIN_EXPIRES} to {MAX_EXPIRES}.",
                                   param="expires_after.seconds")
             ex.expires_after = seconds
-        self.gw.chain.on_field(ex, name, value)
-        if name == "purpose" and ex.file_started:
-            ex.provider.check_upload(ex)
+        self.chain.on_field(ex, name, value)
 
-    async def _file_start(self, ev: FileStart) -> None:
-        ex = self.ex
+    def _file_part(self, ev: FileStart) -> None:
+        """The file part begins (checked at once, whether or not its purpose is known yet)."""
         if ev.name != "file":
             raise bad_request(f"Unexpected file part '{ev.name[:64]}'; the file must be sent as the 'file' field.",
                               param="file")
         self._once("file")
         self.file_seen = True
-        ex.filename = ev.filename or "upload"
+        self.ex.filename = ev.filename or "upload"
+
+    async def _file_start(self) -> None:
+        """The file starts streaming, its purpose known: the filters, then the provider."""
+        ex = self.ex
         ex.file_started = True
-        self.gw.chain.on_file_start(ex)
-        ex.provider.check_upload(ex)
+        self.chain.on_file_start(ex)
         if self.sink_mode:
             self.file_id = new_id("file-")
             self.sink = await ex.provider.open_sink(ex, self.file_id)
@@ -169,8 +205,7 @@ class UploadDriver:
             raise bad_request("Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
         if ex.expires_after is not None and self.anchor is None:
             raise bad_request("expires_after[anchor] is required with expires_after[seconds].", param="expires_after.anchor")
-        await self.gw.chain.on_upload_complete(ex)
-        ex.provider.check_upload(ex)
+        await self.chain.on_upload_complete(ex)
 
     def finish(self) -> None:
         """End of body: a body that stopped before the closing boundary is malformed."""
@@ -199,15 +234,42 @@ async def handle_upload(gw: "Gateway", ex: "Exchange") -> bytes:
     except MultipartError as exc:
         raise bad_request(f"files.create needs a multipart/form-data body: {exc}", code="invalid_content_type") from None
     parser = MultipartParser(boundary, max_field_size=MAX_FIELD_SIZE)
+    chain = _upload_chain(gw.chain, ex)
+    limits = gw.config.limits
+    hold_limit = largest_file_limit(limits.max_file_size, limits.max_batch_file_size, ex.provider.config.max_file_size)
+    spool_dir = os.path.join(gw.config.server.data_dir, SPOOL_DIR)
+    hold = FileHold(Spool(spool_dir, hold_limit, _too_large))
     res = ex.reservation = UploadReservation(gw.store, ex.tenant.name, ex.provider.name, ex.quota_limit)
     try:
         await _reserve_announced(ex, res)
+        driver = UploadDriver(ex, parser, not ex.provider.passthrough, chain, hold)
         if ex.provider.passthrough:
-            return await _tee_upload(gw, ex, parser, ctype or "")
-        return await _sink_upload(gw, ex, parser)
+            raw = RawHold(Spool(spool_dir, hold_limit + 2 * FORM_ALLOWANCE, _too_large), PREAMBLE_LIMIT)
+            try:
+                return await _tee_upload(gw, ex, driver, raw, ctype or "")
+            finally:
+                raw.close()
+        return await _sink_upload(gw, ex, driver)
     finally:
+        hold.close()  # the spool is gone on every path (a cancelled exchange included)
         # Also on cancellation (the client went away): release() is shielded.
         await res.release()
+
+
+def _upload_chain(configured: FilterChain, ex: "Exchange") -> FilterChain:
+    """This upload's filters: the configured chain, then the provider's upload rules (one
+    hook system: a provider's rules are a filter like any other)."""
+    chain = FilterChain(configured.filters)
+    rules = ex.provider.upload_rules(ex)
+    if rules is not None:
+        chain.append(rules)
+    return chain
+
+
+def _too_large(limit: int) -> GatewayError:
+    """A file held before its purpose is known outgrew the largest limit any purpose has."""
+    return GatewayError(413, f"File is too large: the limit for files is {size_and_bytes(limit)}.",
+                        param="file", code="file_too_large")
 
 
 async def _reserve_announced(ex: "Exchange", res: UploadReservation) -> None:
@@ -227,8 +289,7 @@ async def _cover(ex: "Exchange", chunk: bytes) -> None:
         await res.cover(ex.file_bytes + len(chunk))
 
 
-async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -> bytes:
-    driver = UploadDriver(gw, ex, parser, sink_mode=True)
+async def _sink_upload(gw: "Gateway", ex: "Exchange", driver: UploadDriver) -> bytes:
     res = ex.reservation
     try:
         async for chunk in _client_chunks(ex):
@@ -258,15 +319,13 @@ async def _sink_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser) -
     return orjson.dumps(rec.to_openai())
 
 
-async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ctype: str) -> bytes:
-    driver = UploadDriver(gw, ex, parser, sink_mode=False)
+async def _tee_upload(gw: "Gateway", ex: "Exchange", driver: UploadDriver, held: RawHold, ctype: str) -> bytes:
     chunks = _client_chunks(ex).__aiter__()
-    # Parse the form fields before connecting upstream (the SDK sends them first): a refused
-    # purpose or expiry, or a provider rule broken at the file's start, never reaches it.
-    head: list[bytes] = []
-    held = 0
+    # Parse before connecting upstream: the form fields (the SDK sends them first), and — when
+    # the purpose comes after the file — the whole file, held on disk until the purpose is
+    # known. A refused field or purpose, or a rule broken at the file's start, never reaches it.
     ended = False
-    while not ex.file_started and not driver.done and held < PREAMBLE_LIMIT:
+    while not ex.file_started and not driver.done:
         try:
             chunk = await chunks.__anext__()
         except StopAsyncIteration:
@@ -274,15 +333,14 @@ async def _tee_upload(gw: "Gateway", ex: "Exchange", parser: MultipartParser, ct
             break
         await _cover(ex, chunk)
         await driver.feed(chunk)
-        head.append(chunk)
-        held += len(chunk)
+        held.add(chunk)
     if ended:
         driver.finish()
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            while head:
-                yield head.pop(0)
+            for chunk in held.chunks():
+                yield chunk
             if not ended:
                 async for chunk in chunks:
                     # Parse and check first: a chunk is forwarded only once the filters accept it.
