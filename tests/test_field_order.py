@@ -252,3 +252,70 @@ def test_the_spool_is_removed_when_the_client_disconnects(start_gateway, fake_op
     up.disconnect()
     assert wait_for(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20), "spool left open"
     assert upstream_uploads(fake_openai) == [] and snapshot(gw, fake_openai) == before
+
+
+# -- the upload driver in-process: what the filters see, whatever the field order -----------
+
+
+class FakeExchange:
+    def __init__(self) -> None:
+        self.purpose = self.filename = self.expires_after = None
+        self.file_bytes = self.body_bytes = 0
+        self.file_started = False
+
+
+class Observer(Filter):
+    """Records each hook with what the exchange says at that moment."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+        self.data = b""
+
+    def on_field(self, ex, name, value) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append(("field", name))
+
+    def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append(("file_start", ex.purpose, ex.filename))
+
+    def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
+        self.data += bytes(chunk)
+        assert ex.file_bytes == len(self.data)  # a running count, also when replayed
+
+    def on_file_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append(("file_end", len(self.data)))
+
+
+def drive(body: bytes, split: int, tmp_path: Path) -> tuple[Observer, FileHold]:
+    import asyncio
+
+    from proxy.multipart import MultipartParser
+    from proxy.uploads import MAX_FIELD_SIZE, UploadDriver
+
+    observer = Observer()
+    hold = FileHold(spool(tmp_path / "spool"))
+    driver = UploadDriver(FakeExchange(), MultipartParser(BOUNDARY.encode(), max_field_size=MAX_FIELD_SIZE),  # type: ignore[arg-type]
+                          False, FilterChain([observer]), hold)
+
+    async def run() -> None:
+        for i in range(0, len(body), split):
+            await driver.feed(body[i:i + split])
+        driver.finish()
+
+    asyncio.run(run())
+    return observer, hold
+
+
+@pytest.mark.parametrize("split", [1, 7, 100, 1 << 20])
+def test_filters_see_the_purpose_at_the_file_start_in_either_order(tmp_path, split):
+    data = batch_file(40)
+    first = part("purpose", b"batch") + part("file", data, "b.jsonl") + part("note", b"n") + CLOSE
+    late = part("file", data, "b.jsonl") + part("note", b"n") + part("purpose", b"batch") + CLOSE
+    seen_first, _ = drive(first, split, tmp_path / "first")
+    seen_late, hold = drive(late, split, tmp_path / "late")
+    assert seen_first.data == seen_late.data == data
+    assert seen_first.seen == [("field", "purpose"), ("file_start", "batch", "b.jsonl"),
+                               ("file_end", len(data)), ("field", "note")]
+    # Late: the fields before the purpose, then the purpose, then the file replayed whole.
+    assert seen_late.seen == [("field", "note"), ("field", "purpose"), ("file_start", "batch", "b.jsonl"),
+                              ("file_end", len(data))]
+    assert not hold.holding and open_fds_in("self", tmp_path / "late" / "spool") == []  # freed after the replay
