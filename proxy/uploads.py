@@ -244,7 +244,9 @@ async def handle_upload(gw: "Gateway", ex: "Exchange") -> bytes:
         await _reserve_announced(ex, res)
         driver = UploadDriver(ex, parser, not ex.provider.passthrough, chain, hold)
         if ex.provider.passthrough:
-            raw = RawHold(Spool(spool_dir, hold_limit + 2 * FORM_ALLOWANCE, _too_large), PREAMBLE_LIMIT)
+            # The raw body: the file plus its framing and the form fields.
+            raw_spool = Spool(spool_dir, hold_limit + 2 * FORM_ALLOWANCE, lambda _: _too_large(hold_limit))
+            raw = RawHold(raw_spool, PREAMBLE_LIMIT)
             try:
                 return await _tee_upload(gw, ex, driver, raw, ctype or "")
             finally:

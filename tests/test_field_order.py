@@ -319,3 +319,15 @@ def test_filters_see_the_purpose_at_the_file_start_in_either_order(tmp_path, spl
     assert seen_late.seen == [("field", "note"), ("field", "purpose"), ("file_start", "batch", "b.jsonl"),
                               ("file_end", len(data))]
     assert not hold.holding and open_fds_in("self", tmp_path / "late" / "spool") == []  # freed after the replay
+
+
+@pytest.mark.parametrize("headers", [{}, OPENAI], ids=["local", "openai-tee"])
+def test_a_held_file_is_bounded_by_the_largest_limit_any_purpose_has(start_gateway, fake_openai, headers):
+    gw = start_gateway(passthrough_config(fake_openai, limits={"max_file_size": "64KiB", "max_batch_file_size": "32KiB"}))
+    before = snapshot(gw, fake_openai)
+    r = post(gw, part("file", b"x" * (200 << 10), "big.txt") + part("purpose", b"user_data") + CLOSE, headers)
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert err["code"] == "file_too_large" and "64 KiB" in err["message"], err
+    assert upstream_uploads(fake_openai) == [] and snapshot(gw, fake_openai) == before
+    assert open_fds_in(gw.proc.pid, spool_dir(gw)) == []
