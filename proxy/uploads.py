@@ -134,8 +134,13 @@ class UploadDriver:
         chunks = self.hold.release()
         ex.file_bytes = 0  # counted again, chunk by chunk, as the filters see them
         await self._file_start()
+        res = ex.reservation
         for data in chunks:
             await self._file_data(data)
+            if self.sink is not None and self.file_id is not None and res is not None:
+                # As between client chunks: a gateway killed during a long replay leaves its
+                # partial data (an S3 multipart upload, a GCS session) findable by the janitor.
+                await res.track(self.file_id, self.sink)
         self.chain.on_file_end(ex)
         self.hold.close()
 

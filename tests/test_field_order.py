@@ -262,6 +262,7 @@ class FakeExchange:
         self.purpose = self.filename = self.expires_after = None
         self.file_bytes = self.body_bytes = 0
         self.file_started = False
+        self.reservation = None
 
 
 class Observer(Filter):
