@@ -39,7 +39,8 @@ class Filter:
         """A non-file multipart field of an upload."""
 
     def on_file_start(self, ex: "Exchange") -> None:
-        """The file part of an upload begins (ex.filename, and ex.purpose if it came first)."""
+        """The file part of an upload begins: ex.filename and ex.purpose are known (a file sent
+        before its purpose is held and replayed by the core, proxy/field_order.py)."""
 
     def on_file_data(self, ex: "Exchange", chunk: Any) -> None:
         """A chunk of the uploaded file; ex.file_bytes already counts it."""

@@ -1,10 +1,8 @@
 """batch_jsonl: a purpose=batch upload must be a .jsonl file of valid batch request lines.
 
 Validation runs on the bytes as they stream through (sans-IO BatchValidator), so an invalid
-line aborts the upload at once. When the client sends the file before the ``purpose`` field
-(curl's order), the file is validated speculatively and the verdict applied in ``on_field``
-when the purpose arrives (the upload driver allows one ``purpose`` per request, so the
-verdict is final); a file that turns out not to be batch just drops the validator.
+line aborts the upload at once. The purpose is always known when the file starts (a file sent
+before its ``purpose`` field is held and replayed by the core, proxy/field_order.py).
 
 The validator is the exchange's own: :class:`BatchJsonlFactory` creates one filter per exchange.
 """
@@ -31,22 +29,22 @@ def _not_jsonl(filename: str | None) -> GatewayError:
 
 
 class BatchJsonlFilter(Filter):
-    """One exchange's batch validation: the validator of its file and a verdict kept for later."""
+    """One exchange's batch validation: the validator of its file (a batch file only)."""
 
     name = "batch_jsonl"
 
-    __slots__ = ("max_lines", "validator", "error")
+    __slots__ = ("max_lines", "validator")
 
     def __init__(self, max_lines: int) -> None:
         self.max_lines = max_lines
         self.validator: BatchValidator | None = None
-        self.error: BatchLineError | None = None  # the file is invalid if it turns out to be batch
 
     def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
-        if ex.purpose == "batch" and not (ex.filename or "").lower().endswith(".jsonl"):
+        if ex.purpose != "batch":
+            return
+        if not (ex.filename or "").lower().endswith(".jsonl"):
             raise _not_jsonl(ex.filename)
-        if ex.purpose in ("batch", None):
-            self.validator = BatchValidator(max_lines=self.max_lines)
+        self.validator = BatchValidator(max_lines=self.max_lines)
 
     def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
         if self.validator is None:
@@ -54,7 +52,7 @@ class BatchJsonlFilter(Filter):
         try:
             self.validator.feed(chunk)
         except BatchLineError as err:
-            self._failed(ex, err)
+            raise _invalid(err) from None
 
     def on_file_end(self, ex) -> None:  # type: ignore[no-untyped-def]
         if self.validator is None:
@@ -62,28 +60,7 @@ class BatchJsonlFilter(Filter):
         try:
             self.validator.close()
         except BatchLineError as err:
-            self._failed(ex, err)
-
-    def on_field(self, ex, name: str, value: str) -> None:  # type: ignore[no-untyped-def]
-        if name != "purpose" or not ex.file_started:
-            return
-        if value == "batch":
-            if not (ex.filename or "").lower().endswith(".jsonl"):
-                raise _not_jsonl(ex.filename)
-            if self.error is not None:
-                raise _invalid(self.error)
-        else:
-            self.validator = None  # not a batch file after all
-
-    async def on_upload_complete(self, ex) -> None:  # type: ignore[no-untyped-def]
-        if ex.purpose == "batch" and self.error is not None:
-            raise _invalid(self.error)
-
-    def _failed(self, ex, err: BatchLineError) -> None:  # type: ignore[no-untyped-def]
-        self.validator = None
-        if ex.purpose == "batch":
-            raise _invalid(err)
-        self.error = err  # purpose not known yet: decide when it arrives
+            raise _invalid(err) from None
 
 
 class BatchJsonlFactory:

@@ -46,13 +46,9 @@ class SizeLimitFilter(Filter):
         if ex.content_length is not None and ex.content_length > ex.size_limit + FORM_ALLOWANCE:
             raise self._too_large(ex, ex.size_limit)
 
-    def on_field(self, ex, name: str, value: str) -> None:  # type: ignore[no-untyped-def]
-        if name == "purpose":
-            ex.size_limit = self._limit_for(ex)
-            if ex.file_bytes > ex.size_limit:
-                raise self._too_large(ex, ex.size_limit)
-
     def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
+        # The purpose is known now, always (proxy/field_order.py): the limit is final.
+        ex.size_limit = self._limit_for(ex)
         # What is left of the body bounds the file from above, plus framing and any fields
         # after it; far beyond the limit means the file cannot fit.
         if ex.content_length is not None and ex.content_length - ex.body_bytes > ex.size_limit + FORM_ALLOWANCE:

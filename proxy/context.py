@@ -26,13 +26,15 @@ def error_response(err: GatewayError) -> web.Response:
 
 
 class OperationContext:
-    __slots__ = ("ex", "chain", "store", "limits", "boundary")
+    __slots__ = ("ex", "chain", "store", "limits", "data_dir", "boundary")
 
-    def __init__(self, ex: "Exchange", chain: "FilterChain", store: "Store", limits: "LimitsConfig") -> None:
+    def __init__(self, ex: "Exchange", chain: "FilterChain", store: "Store", limits: "LimitsConfig",
+                 data_dir: str) -> None:
         self.ex = ex
         self.chain = chain  # this exchange's filters: upload hooks, response data, append()
         self.store = store
         self.limits = limits
+        self.data_dir = data_dir  # server.data_dir: where an upload's held file is spooled
         self.boundary: bytes | None = None  # a multipart operation's boundary, read by the pipeline
 
     def before_send(self, resp: web.StreamResponse) -> None:

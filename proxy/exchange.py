@@ -8,7 +8,6 @@ if TYPE_CHECKING:
     from aiohttp.web import BaseRequest
 
     from .providers.base import Provider
-    from .providers.sink import Sink
     from .reservations import UploadReservation
     from .store.base import FileRecord, ResponseRecord
 
@@ -29,7 +28,7 @@ class Exchange:
         "status", "started", "first_byte_at", "ended",
         # uploads
         "content_length", "purpose", "filename", "expires_after", "file_bytes", "body_bytes",
-        "file_started", "quota_limit", "quota_used", "size_limit", "reservation", "sink",
+        "file_started", "quota_limit", "quota_used", "size_limit", "reservation",
         # JSON operations: the body the pipeline read (json_changed: a filter rewrote json_body)
         "json_body", "raw_body", "json_changed",
         # files.list: provider_route's verdict (list upstream, or the store filtered by provider)
@@ -61,7 +60,6 @@ class Exchange:
         self.quota_used = 0
         self.size_limit: int | None = None
         self.reservation: UploadReservation | None = None  # quota bytes this upload holds
-        self.sink: Sink | None = None  # where a gateway-managed upload's file bytes go, once open
         self.json_body: dict[str, Any] | None = None
         self.raw_body: bytes | None = None
         self.json_changed = False

@@ -43,7 +43,7 @@ class Gateway:
         chains = build_chain_factory(config.filters, auth=config.auth, limits=config.limits,
                                      default_provider=config.default_provider, providers=self.providers,
                                      store=self.store, metrics=self.metrics)
-        self.pipeline = Pipeline(chains, self.store, config.limits)
+        self.pipeline = Pipeline(chains, self.store, config.limits, data_dir=config.server.data_dir)
         self._draining = False
         self.inflight = 0
         self.ready = False

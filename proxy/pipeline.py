@@ -109,17 +109,18 @@ class Pipeline:
     """Runs exchanges. Built once by the gateway with what operations and filters may use."""
 
     def __init__(self, chains: "ChainFactory", store: "Store", limits: "LimitsConfig",
-                 operations: dict[str, Operation] | None = None) -> None:
+                 operations: dict[str, Operation] | None = None, *, data_dir: str = ".") -> None:
         self.chains = chains
         self.store = store
         self.limits = limits
+        self.data_dir = data_dir
         self.operations = OPERATIONS if operations is None else operations
 
     async def handle(self, request: web.BaseRequest, operation: str, object_id: str | None) -> web.StreamResponse:
         op = self.operations[operation]
         ex = Exchange(request, operation, object_id)
         chain = self.chains.create(upload=op.body is Body.MULTIPART)
-        ctx = OperationContext(ex, chain, self.store, self.limits)
+        ctx = OperationContext(ex, chain, self.store, self.limits, self.data_dir)
         try:
             try:
                 if op.body is Body.JSON:

@@ -10,6 +10,10 @@ taken this one (back-pressure end to end). Two ways into a provider:
   never sent: the upstream sees a truncated body and stores nothing.
 * **sink** (gateway-managed providers) — only the file's bytes go to a Sink (disk, S3, GCS…).
 
+Form-field order has one rule (:mod:`proxy.field_order`): a file whose ``purpose`` is not
+known when it starts is held on local disk and replayed once the purpose arrives, so filters,
+provider and upstream all see the purpose at the file's start.
+
 Any failure aborts: the sink's ``abort`` removes partial data, the upstream request is
 closed, nothing is recorded, no quota is charged.
 """
@@ -17,29 +21,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, AsyncIterator
 
 import orjson
 
+
 from .body import client_chunks
 from .errors import GatewayError, bad_request, quota_error
+from .field_order import SPOOL_DIR, FileHold, RawHold, Spool, largest_file_limit
 from .ids import new_id
 from .limits import FORM_ALLOWANCE
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser
 from .reservations import UploadReservation
 from .store.base import FileRecord, QuotaExceeded
+from .units import size_and_bytes
 
 if TYPE_CHECKING:
-    from .context import OperationContext
     from .exchange import Exchange
+    from filters.base import FilterChain
+
+    from .context import OperationContext
     from .providers.sink import Sink
 
 log = logging.getLogger("sluicegate.uploads")
 
 PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 MIN_EXPIRES, MAX_EXPIRES = 3600, 2_592_000
-# Most form-field bytes held back before a pass-through upload connects upstream.
+# Most raw body bytes a pass-through upload holds in memory before it connects upstream (the
+# form fields before the file); beyond it they are held on disk (proxy/field_order.py).
 PREAMBLE_LIMIT = 1 << 20
 # Form fields the gateway does not read are ignored (OpenAI adds fields over time; a
 # pass-through provider receives them unchanged and applies its own rules), but bounded:
@@ -55,14 +66,19 @@ def _param(field: str) -> str:
 
 
 class UploadDriver:
-    """Feeds body chunks through the parser and the filters; in sink mode, into the sink."""
+    """Feeds body chunks through the parser and the filters; in sink mode, into the sink.
 
-    def __init__(self, ctx: "OperationContext", parser: MultipartParser, sink_mode: bool) -> None:
-        self.ctx = ctx
-        self.ex = ctx.ex
-        self.chain = ctx.chain
+    ``chain`` is this upload's filter chain (the configured filters and the provider's upload
+    rules); ``hold`` holds the file back while its purpose is unknown (proxy/field_order.py).
+    """
+
+    def __init__(self, ex: "Exchange", parser: MultipartParser, sink_mode: bool,
+                 chain: "FilterChain", hold: FileHold) -> None:
+        self.ex = ex
         self.parser = parser
         self.sink_mode = sink_mode
+        self.chain = chain
+        self.hold = hold
         self.sink: Sink | None = None
         self.file_id: str | None = None
         self.file_seen = False
@@ -73,7 +89,7 @@ class UploadDriver:
 
     async def feed(self, chunk: bytes) -> None:
         ex = self.ex
-        chain = self.chain
+        hold = self.hold
         ex.body_bytes += len(chunk)
         try:
             events = self.parser.feed(chunk)
@@ -82,20 +98,52 @@ class UploadDriver:
         for ev in events:
             kind = type(ev)
             if kind is FileData:
-                data = ev.data
-                ex.file_bytes += len(data)
-                chain.on_file_data(ex, data)
-                if self.sink is not None:
-                    await self.sink.write(data)
+                if hold.holding:
+                    hold.data(ev.data)
+                    ex.file_bytes += len(ev.data)  # counted as received (the quota reservation covers it)
+                else:
+                    await self._file_data(ev.data)
             elif kind is Field:
                 self._field(ev.name, ev.value)
+                if hold.holding and ex.purpose is not None:
+                    await self._replay()
             elif kind is FileStart:
-                await self._file_start(ev)
+                self._file_part(ev)
+                if ex.purpose is None:
+                    hold.begin()
+                else:
+                    await self._file_start()
             elif kind is FileEnd:
-                chain.on_file_end(ex)
+                if hold.holding:
+                    hold.end()
+                else:
+                    self.chain.on_file_end(ex)
             elif kind is Done:
                 self.done = True
                 await self._complete_checks()
+
+    async def _file_data(self, data: bytes | memoryview) -> None:
+        self.ex.file_bytes += len(data)
+        self.chain.on_file_data(self.ex, data)
+        if self.sink is not None:
+            await self.sink.write(data)
+
+    async def _replay(self) -> None:
+        """The purpose has arrived after the file: the held file goes to the filters and the
+        provider now, exactly as if the purpose had come first."""
+        ex = self.ex
+        chunks = self.hold.release()
+        ex.file_bytes = 0  # counted again, chunk by chunk, as the filters see them
+        await self._file_start()
+        res = ex.reservation
+        for data in chunks:
+            await self._file_data(data)
+            if self.sink is not None and self.file_id is not None and res is not None:
+                # As between client chunks: a gateway killed during a long replay leaves its
+                # partial data (an S3 multipart upload, a GCS session) findable by the janitor.
+                await res.track(self.file_id, self.sink)
+        self.chain.on_file_end(ex)
+        self.hold.close()
 
     def _once(self, name: str) -> None:
         """Every part name may appear once: a repeat is refused the moment it is parsed (so
@@ -110,16 +158,9 @@ class UploadDriver:
         self.parts.add(name)
 
     def _field(self, name: str, value: str) -> None:
-        """One form field, and the one place of the field-ordering rule.
-
-        Each field comes at most once (:meth:`_once`). ``purpose`` may come before the file
-        part (the SDK's order) or after it (curl's); since it is set only once, a file is
-        never checked under one purpose and stored under another. When it comes after the
-        file, every rule that depends on it runs here, at once: the filters' ``on_field``
-        (size_limit's batch limit, batch_jsonl's verdict on the already-parsed file), then
-        the provider's ``check_upload`` (its purposes; for bedrock/vertex, that a batch file
-        needed the purpose first).
-        """
+        """One form field. Each field comes at most once (:meth:`_once`), so ``purpose`` is set
+        once: a file is never checked under one purpose and stored under another. (A purpose
+        after the file is handled by the hold, see :meth:`feed`.)"""
         ex = self.ex
         self._once(name)
         if name == "file":
@@ -143,23 +184,24 @@ class UploadDriver:
                                   param="expires_after.seconds")
             ex.expires_after = seconds
         self.chain.on_field(ex, name, value)
-        if name == "purpose" and ex.file_started:
-            ex.provider.check_upload(ex)
 
-    async def _file_start(self, ev: FileStart) -> None:
-        ex = self.ex
+    def _file_part(self, ev: FileStart) -> None:
+        """The file part begins (checked at once, whether or not its purpose is known yet)."""
         if ev.name != "file":
             raise bad_request(f"Unexpected file part '{ev.name[:64]}'; the file must be sent as the 'file' field.",
                               param="file")
         self._once("file")
         self.file_seen = True
-        ex.filename = ev.filename or "upload"
+        self.ex.filename = ev.filename or "upload"
+
+    async def _file_start(self) -> None:
+        """The file starts streaming, its purpose known: the filters, then the provider."""
+        ex = self.ex
         ex.file_started = True
         self.chain.on_file_start(ex)
-        ex.provider.check_upload(ex)
         if self.sink_mode:
             self.file_id = new_id("file-")
-            self.sink = ex.sink = await ex.provider.open_sink(ex, self.file_id)
+            self.sink = await ex.provider.open_sink(ex, self.file_id)
 
     async def _complete_checks(self) -> None:
         ex = self.ex
@@ -170,7 +212,6 @@ class UploadDriver:
         if ex.expires_after is not None and self.anchor is None:
             raise bad_request("expires_after[anchor] is required with expires_after[seconds].", param="expires_after.anchor")
         await self.chain.on_upload_complete(ex)
-        ex.provider.check_upload(ex)
 
     def finish(self) -> None:
         """End of body: a body that stopped before the closing boundary is malformed."""
@@ -196,16 +237,46 @@ async def handle_upload(ctx: "OperationContext") -> bytes:
     """The upload of ``ctx.ex``, whose multipart boundary the pipeline has checked."""
     ex = ctx.ex
     assert ctx.boundary is not None
+    ctype = ex.request.headers.get("Content-Type")
     parser = MultipartParser(ctx.boundary, max_field_size=MAX_FIELD_SIZE)
+    chain = _upload_chain(ctx.chain, ex)
+    limits = ctx.limits
+    hold_limit = largest_file_limit(limits.max_file_size, limits.max_batch_file_size, ex.provider.config.max_file_size)
+    spool_dir = os.path.join(ctx.data_dir, SPOOL_DIR)
+    hold = FileHold(Spool(spool_dir, hold_limit, _too_large))
     res = ex.reservation = UploadReservation(ctx.store, ex.tenant.name, ex.provider.name, ex.quota_limit)
     try:
         await _reserve_announced(ex, res)
+        driver = UploadDriver(ex, parser, not ex.provider.passthrough, chain, hold)
         if ex.provider.passthrough:
-            return await _tee_upload(ctx, parser, ex.request.headers.get("Content-Type") or "")
-        return await _sink_upload(ctx, parser)
+            # The raw body: the file plus its framing and the form fields.
+            raw_spool = Spool(spool_dir, hold_limit + 2 * FORM_ALLOWANCE, lambda _: _too_large(hold_limit))
+            raw = RawHold(raw_spool, PREAMBLE_LIMIT)
+            try:
+                return await _tee_upload(ctx, driver, raw, ctype or "")
+            finally:
+                raw.close()
+        return await _sink_upload(ctx, driver)
     finally:
+        hold.close()  # the spool is gone on every path (a cancelled exchange included)
         # Also on cancellation (the client went away): release() is shielded.
         await res.release()
+
+
+def _upload_chain(chain: "FilterChain", ex: "Exchange") -> "FilterChain":
+    """This upload's filters: the exchange's chain, then the provider's upload rules (one
+    hook system: a provider's rules are a filter like any other). ``append`` changes this
+    exchange's chain only."""
+    rules = ex.provider.upload_rules(ex)
+    if rules is not None:
+        chain.append(rules)
+    return chain
+
+
+def _too_large(limit: int) -> GatewayError:
+    """A file held before its purpose is known outgrew the largest limit any purpose has."""
+    return GatewayError(413, f"File is too large: the limit for files is {size_and_bytes(limit)}.",
+                        param="file", code="file_too_large")
 
 
 async def _reserve_announced(ex: "Exchange", res: UploadReservation) -> None:
@@ -225,9 +296,8 @@ async def _cover(ex: "Exchange", chunk: bytes) -> None:
         await res.cover(ex.file_bytes + len(chunk))
 
 
-async def _sink_upload(ctx: "OperationContext", parser: MultipartParser) -> bytes:
+async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
     ex = ctx.ex
-    driver = UploadDriver(ctx, parser, sink_mode=True)
     res = ex.reservation
     try:
         async for chunk in _client_chunks(ex):
@@ -257,16 +327,14 @@ async def _sink_upload(ctx: "OperationContext", parser: MultipartParser) -> byte
     return orjson.dumps(rec.to_openai())
 
 
-async def _tee_upload(ctx: "OperationContext", parser: MultipartParser, ctype: str) -> bytes:
+async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHold, ctype: str) -> bytes:
     ex = ctx.ex
-    driver = UploadDriver(ctx, parser, sink_mode=False)
     chunks = _client_chunks(ex).__aiter__()
-    # Parse the form fields before connecting upstream (the SDK sends them first): a refused
-    # purpose or expiry, or a provider rule broken at the file's start, never reaches it.
-    head: list[bytes] = []
-    held = 0
+    # Parse before connecting upstream: the form fields (the SDK sends them first), and — when
+    # the purpose comes after the file — the whole file, held on disk until the purpose is
+    # known. A refused field or purpose, or a rule broken at the file's start, never reaches it.
     ended = False
-    while not ex.file_started and not driver.done and held < PREAMBLE_LIMIT:
+    while not ex.file_started and not driver.done:
         try:
             chunk = await chunks.__anext__()
         except StopAsyncIteration:
@@ -274,15 +342,14 @@ async def _tee_upload(ctx: "OperationContext", parser: MultipartParser, ctype: s
             break
         await _cover(ex, chunk)
         await driver.feed(chunk)
-        head.append(chunk)
-        held += len(chunk)
+        held.add(chunk)
     if ended:
         driver.finish()
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            while head:
-                yield head.pop(0)
+            for chunk in held.chunks():
+                yield chunk
             if not ended:
                 async for chunk in chunks:
                     # Parse and check first: a chunk is forwarded only once the filters accept it.

@@ -135,7 +135,7 @@ def test_purpose_after_file_is_spooled_then_sent(start_gateway, fake_anthropic):
     assert r.json()["bytes"] == len(content) and r.json()["purpose"] == "assistants"
     (stored,) = fake_anthropic.files.values()
     assert stored.sha256 == hashlib.sha256(content).hexdigest() and stored.part_content_type == "text/plain"
-    assert os.listdir(gw.workdir / "anthropic-batches" / ".partial") == []   # spool removed
+    assert os.listdir(gw.workdir / "anthropic-batches" / ".partial") == []   # nothing left behind
 
 
 def test_late_purpose_validates_the_spooled_file_and_a_second_purpose_is_refused(start_gateway, fake_anthropic):
@@ -177,7 +177,7 @@ def test_batch_file_is_translated_and_kept_on_the_gateway(start_gateway, fake_an
     assert (batch_dir / f.id).read_bytes() == out
     assert orjson.loads((batch_dir / f"{f.id}.ids.json").read_bytes()) == {"L2": "has space/and:colon"}
 
-    # purpose after the file (curl's order): spooled, then translated.
+    # purpose after the file (curl's order): held by the core, then translated.
     body = multipart(False, "batch", "late.jsonl", chat_line("x-1"))
     r = httpx.post(gw.base_url + "/files", content=body,
                    headers={**CLAUDE, "Content-Type": "multipart/form-data; boundary=b0undary"})

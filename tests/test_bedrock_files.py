@@ -361,21 +361,52 @@ def _raw_upload(gw: GatewayProcess, parts: list[tuple[str, str | None, bytes]],
         **(headers or {})}, timeout=60)
 
 
-def test_file_before_purpose(env: Env) -> None:
+def test_late_purpose_batch_is_translated_like_purpose_first(env: Env) -> None:
     bucket = env.fresh_bucket()
     to_bucket = {BUCKET_HEADER: bucket, MODEL_HEADER: CLAUDE}
-    # A batch file must be translated while it streams: purpose has to come first.
-    r = _raw_upload(env.gw, [("file", "b.jsonl", batch_line("r1")), ("purpose", None, b"batch")], to_bucket)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["code"] == "purpose_after_file" and r.json()["error"]["param"] == "purpose"
-    assert "before the 'file' part" in r.json()["error"]["message"]
-    # ... also when the file is several parts long (the multipart upload is aborted).
-    big = batch_line("r1", {**CHAT, "messages": [{"role": "user", "content": "y" * 11 * MiB}]})
-    r = _raw_upload(env.gw, [("file", "b.jsonl", big), ("purpose", None, b"batch")], to_bucket)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "purpose_after_file"
+    raw = batch_line("request-1") + batch_line("abc123")
+    first = env.a.files.create(file=("b.jsonl", raw), purpose="batch", extra_headers=to_bucket)
+    # curl's order: the file is held until its purpose arrives, then streamed in as a batch file.
+    r = _raw_upload(env.gw, [("file", "b.jsonl", raw), ("purpose", None, b"batch")], to_bucket)
+    assert r.status_code == 200, r.text
+    late = r.json()
+    assert (late["purpose"], late["bytes"]) == ("batch", first.bytes)
+    assert env.a.files.content(late["id"]).content == env.a.files.content(first.id).content
+    loc_first, loc_late = location(env.gw, first.id), location(env.gw, late["id"])
+    assert loc_first is not None and loc_late is not None
+    assert {k: loc_late[k] for k in ("model", "invocation_type", "ids")} == \
+        {k: loc_first[k] for k in ("model", "invocation_type", "ids")}
+    head = env.s3.head_object(Bucket=bucket, Key=loc_late["key"])
+    assert head["Metadata"]["purpose"] == "batch" and head["ContentType"] == "application/jsonl"
+    assert loc_late["etag"] == head["ETag"]
+
+
+def test_late_purpose_batch_needs_a_model_like_purpose_first(env: Env) -> None:
+    bucket = env.fresh_bucket()
+    r = _raw_upload(env.gw, [("file", "b.jsonl", batch_line("r1")), ("purpose", None, b"batch")],
+                    {BUCKET_HEADER: bucket, MODEL_HEADER: "cohere.command-r-v1:0"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_model", r.text
     assert keys(env.s3, bucket) == [] and pending_uploads(env.s3, bucket) == []
-    # Any other purpose is fine in curl's order; the object's metadata gets the purpose too.
-    r = _raw_upload(env.gw, [("file", "n.txt", b"notes"), ("purpose", None, b"user_data")], to_bucket)
+
+
+def test_late_purpose_batch_with_a_bad_line_leaves_nothing(env: Env) -> None:
+    bucket = env.fresh_bucket()
+    rows = store_rows(env.gw)
+    # ~12 MiB of good lines, so S3 has parts before the bad line (a duplicate custom_id) arrives.
+    long_chat = {**CHAT, "messages": [{"role": "user", "content": "x" * 4000}]}
+    good = b"".join(batch_line(f"r{i}", long_chat) for i in range(3000))
+    bad = batch_line("r0")
+    r = _raw_upload(env.gw, [("file", "b.jsonl", good + bad), ("purpose", None, b"batch")],
+                    {BUCKET_HEADER: bucket, MODEL_HEADER: CLAUDE})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_batch_file", r.text
+    assert "line 3001" in r.json()["error"]["message"]
+    assert keys(env.s3, bucket) == [] and pending_uploads(env.s3, bucket) == []
+    assert store_rows(env.gw) == rows
+
+
+def test_late_purpose_other_than_batch_is_stored_as_sent(env: Env) -> None:
+    bucket = env.fresh_bucket()
+    r = _raw_upload(env.gw, [("file", "n.txt", b"notes"), ("purpose", None, b"user_data")], {BUCKET_HEADER: bucket})
     assert r.status_code == 200, r.text
     [key] = keys(env.s3, bucket)
     head = env.s3.head_object(Bucket=bucket, Key=key)

@@ -62,3 +62,36 @@ def test_512mib_openai_passthrough_upload_and_download_flat_memory(start_gateway
     assert h.hexdigest() == digest
     assert up_peak - idle < BUDGET, f"upload raised peak RSS by {(up_peak - idle) >> 20} MiB"
     assert down_peak - idle < BUDGET, f"download raised peak RSS by {(down_peak - idle) >> 20} MiB"
+
+
+def test_256mib_upload_with_purpose_after_the_file_is_held_on_disk_not_in_memory(start_gateway, fake_openai):
+    """curl's order through the tee: the whole file is held until its purpose arrives (the raw
+    body and the file's bytes, proxy/field_order.py), on disk: memory stays flat."""
+    import httpx2 as httpx
+
+    from tests.conftest import passthrough_config
+    from tests.fakes.bigfile import big_content_sha256, iter_big_content
+
+    size = 256 << 20
+    cfg = passthrough_config(fake_openai)
+    cfg["providers"][1]["timeouts"] = {"read": "120s"}
+    gw = start_gateway(cfg)
+    headers = {"x-tfy-provider-name": "my-openai"}
+    client(gw).files.list(extra_headers=headers)  # warm up the upstream pool
+    head = b'--bb\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
+    tail = b'\r\n--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n--bb--\r\n'
+
+    def body():
+        yield head
+        yield from iter_big_content(size)
+        yield tail
+
+    idle = gw.rss()
+    gw.reset_peak_rss()
+    r = httpx.post(gw.base_url + "/files", content=body(), timeout=300, headers={
+        **headers, "Content-Type": "multipart/form-data; boundary=bb",
+        "Content-Length": str(len(head) + size + len(tail))})
+    up_peak = gw.peak_rss()
+    assert r.status_code == 200 and r.json()["bytes"] == size, r.text
+    assert fake_openai.files[r.json()["id"]].sha256 == big_content_sha256(size)
+    assert up_peak - idle < BUDGET, f"upload raised peak RSS by {(up_peak - idle) >> 20} MiB"

@@ -123,7 +123,7 @@ def test_batch_file_is_stored_byte_identical(env: Env) -> None:
     assert env.a.files.delete(f.id).deleted
 
 
-def test_purpose_after_the_file_only_updates_the_metadata(env: Env) -> None:
+def test_purpose_after_the_file_is_the_objects_purpose_from_the_start(env: Env) -> None:
     data = batch_line("late-1") + batch_line("late-2")
     r = _raw_upload(env.gw, [("file", "late.jsonl", data), ("purpose", None, b"batch")], on("s3-clean"))
     assert r.status_code == 200, r.text

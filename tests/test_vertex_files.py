@@ -265,16 +265,40 @@ def _raw_upload(gw: GatewayProcess, parts: list[tuple[str, str | None, bytes]],
         **(headers or {})})
 
 
-def test_file_before_purpose(env: Env) -> None:
+def test_late_purpose_batch_is_translated_like_purpose_first(env: Env) -> None:
     bucket = new_bucket(env.gcs)
-    to_bucket = {BUCKET_HEADER: bucket}
-    # A batch file must be translated while it streams: purpose has to come first.
-    r = _raw_upload(env.gw, [("file", "b.jsonl", batch_line("r1")), ("purpose", None, b"batch")], to_bucket)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["code"] == "purpose_after_file" and r.json()["error"]["param"] == "purpose"
-    assert objects(env.gcs, bucket) == []
-    # Any other purpose is fine in curl's order; the object's metadata gets the purpose too.
-    r = _raw_upload(env.gw, [("file", "n.txt", b"notes"), ("purpose", None, b"user_data")], to_bucket)
+    to_bucket = {BUCKET_HEADER: bucket, MODEL_HEADER: "gemini-2.5-pro"}
+    raw = batch_line("Row-1") + batch_line("row-2")
+    first = env.a.files.create(file=("b.jsonl", raw), purpose="batch", extra_headers=to_bucket)
+    # curl's order: the file is held until its purpose arrives, then streamed in as a batch file.
+    r = _raw_upload(env.gw, [("file", "b.jsonl", raw), ("purpose", None, b"batch")], to_bucket)
+    assert r.status_code == 200, r.text
+    late = r.json()
+    assert (late["purpose"], late["bytes"]) == ("batch", first.bytes)
+    assert env.a.files.content(late["id"]).content == env.a.files.content(first.id).content
+    loc_first, loc_late = location(env.gw, first.id), location(env.gw, late["id"])
+    assert loc_first is not None and loc_late is not None
+    assert {k: loc_late[k] for k in ("model", "region", "ids")} == {k: loc_first[k] for k in ("model", "region", "ids")}
+    [obj] = [o for o in objects(env.gcs, bucket) if o["name"] == loc_late["name"]]
+    assert obj["metadata"]["purpose"] == "batch" and obj["contentType"] == "application/jsonl"
+
+
+def test_late_purpose_batch_with_a_bad_line_leaves_nothing(env: Env) -> None:
+    bucket = new_bucket(env.gcs)
+    rows = store_rows(env.gw)
+    # ~12 MiB of good lines, so GCS has a chunk before the bad line (a duplicate custom_id) arrives.
+    long_chat = {**CHAT, "messages": [{"role": "user", "content": "x" * 4000}]}
+    good = b"".join(batch_line(f"r{i}", long_chat) for i in range(3000))
+    r = _raw_upload(env.gw, [("file", "b.jsonl", good + batch_line("r0")), ("purpose", None, b"batch")],
+                    {BUCKET_HEADER: bucket})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_batch_file", r.text
+    assert "line 3001" in r.json()["error"]["message"]
+    assert objects(env.gcs, bucket) == [] and store_rows(env.gw) == rows
+
+
+def test_late_purpose_other_than_batch_is_stored_as_sent(env: Env) -> None:
+    bucket = new_bucket(env.gcs)
+    r = _raw_upload(env.gw, [("file", "n.txt", b"notes"), ("purpose", None, b"user_data")], {BUCKET_HEADER: bucket})
     assert r.status_code == 200, r.text
     [obj] = objects(env.gcs, bucket)
     assert obj["metadata"] == {"file_id": r.json()["id"], "purpose": "user_data", "filename": "n.txt",

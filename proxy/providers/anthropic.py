@@ -35,10 +35,8 @@ Uploads (any purpose but ``batch``)
     (1–64 of ``[A-Za-z0-9_-]``) are rewritten; the map back to the client's ids is kept
     next to the file (``<id>.ids.json``).
 
-Purpose sent after the file (curl's order)
-    The purpose decides where the bytes go, so when the file part starts before ``purpose``
-    is known, the file is spooled to ``path/.partial/`` and sent on (translated, or uploaded
-    to Anthropic) once the body is complete.
+The purpose decides where the bytes go; it is always known when the sink opens (a file sent
+before its ``purpose`` field is held by the core until it arrives, proxy/field_order.py).
 
 Other operations
     retrieve → ``GET /v1/files/{id}`` translated to OpenAI's File (``size_bytes`` → ``bytes``,
@@ -72,7 +70,6 @@ from ..config import default_provider_path
 from ..errors import GatewayError, error_type_for
 from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
-from ..units import size_and_bytes
 from .base import Download, Provider
 from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
@@ -93,7 +90,6 @@ FILES_BETA = "files-api-2025-04-14"
 BATCH_KIND = "anthropic_batch"
 
 _QUEUE_DEPTH = 4                    # chunks in flight between the client and Anthropic
-_SPOOL_CHUNK = 256 * 1024
 _ABORT_ANSWER_WAIT = 30.0           # an aborted upload whose body was all sent: wait this long for the id
 
 _CONTENT_TYPES = {
@@ -362,39 +358,6 @@ class BatchTranslatingSink:
         _unlink(self.ids_path)
 
 
-class SpoolSink:
-    """For a file whose purpose is not known when it starts: spool to disk, decide at the end."""
-
-    def __init__(self, provider: "AnthropicProvider", ex: "Exchange", file_id: str) -> None:
-        self.provider = provider
-        self.ex = ex
-        self.file_id = file_id
-        self.path = os.path.join(provider.partial_dir, file_id + ".spool")
-        self.local = LocalFileSink(self.path + ".partial", self.path)
-
-    async def write(self, chunk: bytes | memoryview) -> None:
-        await self.local.write(chunk)
-
-    async def complete(self) -> SinkResult:
-        await self.local.complete()
-        try:
-            target = self.provider.sink_for(self.ex, self.file_id)
-            try:
-                with open(self.path, "rb") as fh:
-                    while chunk := await asyncio.to_thread(fh.read, _SPOOL_CHUNK):
-                        await target.write(chunk)
-                return await target.complete()
-            except BaseException:
-                await target.abort()
-                raise
-        finally:
-            _unlink(self.path)
-
-    async def abort(self) -> None:
-        await self.local.abort()
-        _unlink(self.path)
-
-
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -449,7 +412,7 @@ class AnthropicProvider(Provider):
             await asyncio.wait(set(self._background), timeout=5)
         await self.upstream.close()
 
-    # -- crash leftovers (spool and batch files in .partial/) -----------------------------
+    # -- crash leftovers (batch files in .partial/) ---------------------------------------
     async def cleanup_partial(self, location: dict[str, Any]) -> None:
         remove_partials(self.partial_dir, str(location.get("file_id") or ""))
 
@@ -487,26 +450,13 @@ class AnthropicProvider(Provider):
             await self.delete_upstream(file_id)
 
     # -- uploads -------------------------------------------------------------------------
-    def check_upload(self, ex: "Exchange") -> None:
-        limit = self.config.max_file_size or ANTHROPIC_MAX_FILE_SIZE
-        if ex.size_limit:
-            limit = min(limit, ex.size_limit)
-        if ex.file_bytes > limit:
-            raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Anthropic) is "
-                               f"{size_and_bytes(limit)}.", param="file", code="file_too_large")
-
-    def sink_for(self, ex: "Exchange", file_id: str) -> Any:
+    async def open_sink(self, ex: "Exchange", file_id: str) -> Any:
         if ex.purpose == "batch":
             translator = anthropic_batch_translator(default_model=self.default_model,
                                                     max_lines=ANTHROPIC_MAX_BATCH_REQUESTS)
             local = LocalFileSink(os.path.join(self.partial_dir, file_id), os.path.join(self.root, file_id))
             return BatchTranslatingSink(translator, local, os.path.join(self.root, file_id + ".ids.json"))
         return AnthropicUploadSink(self, ex.filename or "upload")
-
-    async def open_sink(self, ex: "Exchange", file_id: str) -> Any:
-        if ex.purpose is None:
-            return SpoolSink(self, ex, file_id)
-        return self.sink_for(ex, file_id)
 
     # -- files ---------------------------------------------------------------------------
     @staticmethod

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from ..errors import GatewayError
 
 if TYPE_CHECKING:
+    from filters.base import Filter
+
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
@@ -62,10 +64,13 @@ class Provider:
         """Close pooled connections."""
 
     # -- files ---------------------------------------------------------------------------
-    def check_upload(self, ex: "Exchange") -> None:
-        """Provider rules on an upload (purposes, sizes), checked when the file part starts
-        and again when the body is complete; raise GatewayError to refuse before any byte
-        is stored."""
+    def upload_rules(self, ex: "Exchange") -> "Filter | None":
+        """This provider's own rules on one upload (e.g. the purposes it accepts), as a filter
+        the upload appends to its chain (hooks ``on_file_start``, ``on_file_data``,
+        ``on_upload_complete``…; ``ex.purpose`` is always known at ``on_file_start``, see
+        proxy/field_order.py); None: no rules of its own. Sizes are not a provider rule: a
+        provider's cap is its ``max_file_size``, which the ``size_limit`` filter applies."""
+        return None
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> "Sink":
         raise self.unsupported("files.create")

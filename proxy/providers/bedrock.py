@@ -9,8 +9,9 @@ records ``{"recordId", "modelInput"}``
 (:func:`~proxy.transforms.batch_bedrock.bedrock_batch_translator`), so the stored object is
 ready to be the ``s3InputDataConfig`` of a model invocation job; its key always ends in
 ``.jsonl`` (Bedrock needs it) and its ``bytes`` is the translated size. Batch translation
-needs the model (its family decides the record body) and the ``purpose`` field before the
-file part (the OpenAI SDK always sends it first).
+needs the model (its family decides the record body); an unknown model or family is refused
+when the sink opens, before any byte is stored. The purpose is known by then whatever the
+form's field order (proxy/field_order.py).
 
 Per request, three headers override the configured defaults of an upload (retrieve, delete
 and content always follow the record):
@@ -36,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
-from .object_store import (MAX_FILENAME_SEGMENT, HeaderRule, Target, TranslatingSink, bucket_rule,
-                           looks_like_ipv4, read_target, sanitise_segment, unless_matches)
+from .object_store import (MAX_FILENAME_SEGMENT, HeaderRule, Target, bucket_rule, looks_like_ipv4,
+                           read_target, sanitise_segment, unless_matches)
 from .s3 import S3Provider, S3Sink
 from .sink import SinkResult
 
@@ -94,7 +95,6 @@ class BedrockSink(S3Sink):
     __slots__ = ()
 
     provider: "BedrockProvider"
-    translates_batches = True
     service = "Bedrock"
     translated_rows = "Bedrock records"
     id_carrier = "Bedrock recordId"
@@ -103,8 +103,8 @@ class BedrockSink(S3Sink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, max_ids_bytes=_MAX_IDS_BYTES, **kwargs)
 
-    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
-        location = await super().finish(stored, new_purpose)
+    async def finish(self, stored: SinkResult) -> dict[str, Any]:
+        location = await super().finish(stored)
         if self.translator is not None:
             assert self.target.model is not None
             location["model"] = self.target.model
@@ -127,14 +127,6 @@ class BedrockProvider(S3Provider):
 
     def target(self, ex: "Exchange") -> Target:
         return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)
-
-    def check_upload(self, ex: "Exchange") -> None:
-        target = self.target(ex)  # refuse bad override headers before a byte is stored
-        sink = ex.sink  # set by the upload driver once open_sink returns
-        if isinstance(sink, TranslatingSink):
-            sink.check_purpose()
-        elif ex.purpose == "batch":
-            self._batch_model(target)
 
     def _batch_model(self, target: Target) -> str:
         """The model batch rows are translated for; 400 when none is known or its family has

@@ -5,9 +5,7 @@ An upload streams into ``gs://{bucket}/{prefix}{tenant}/{file_id}/{filename}`` t
 resumable-upload session (:class:`~proxy.providers.gcs_storage.GCSResumableSink`), one chunk
 at a time; the object carries the metadata ``file_id``, ``purpose``, ``filename`` and
 ``tenant``. A ``purpose=batch`` file is kept byte for byte (the ``batch_jsonl`` filter has
-checked its lines); when ``purpose`` comes after the file part, the object's metadata is
-patched once the upload is complete (the store's purpose is the one that counts). This is
-the byte store of a multi-replica deployment: every replica reads the same bucket.
+checked its lines). This is the byte store of a multi-replica deployment: every replica reads the same bucket.
 
 :class:`GCSProvider` is also the storage half of ``vertex``
 (:class:`~proxy.providers.vertex.VertexProvider`), which adds the override headers and the
@@ -42,8 +40,8 @@ from ..transforms.batch_translate import BatchTranslator
 from . import gcs_storage
 from .base import Download
 from .gcs_storage import UPLOAD_QUANTUM, GCSResumableSink, GCSStorageError
-from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
-                           first_piece, not_found)
+from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for, first_piece,
+                           not_found)
 from .sink import SinkResult
 
 if TYPE_CHECKING:
@@ -76,7 +74,6 @@ class GCSSink(TranslatingSink):
     provider: "GCSProvider"
     storage_error = GCSStorageError
     service = "Google Cloud Storage"
-    translates_batches = False
 
     def __init__(self, provider: "GCSProvider", ex: "Exchange", inner: GCSResumableSink,
                  translator: BatchTranslator | None, target: Target, name: str, *, max_ids_bytes: int = 0) -> None:
@@ -87,11 +84,7 @@ class GCSSink(TranslatingSink):
         assert isinstance(exc, GCSStorageError)
         return self.provider.gcs_error(exc, "upload", target=self.target)
 
-    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
-        if new_purpose is not None:
-            # The purpose came after the file part (curl's order): the session may have
-            # started with an empty one. The store is authoritative; this is for humans.
-            await self.provider.patch_purpose(self.target.bucket, self.name, new_purpose)
+    async def finish(self, stored: SinkResult) -> dict[str, Any]:
         return {"bucket": self.target.bucket, "name": self.name, "generation": stored.location.get("generation")}
 
 
@@ -149,23 +142,12 @@ class GCSProvider(BucketProvider):
                       "tenant": tenant[:_MAX_METADATA_VALUE]},
             chunk_size=self.chunk_size,
         )
-        sink = self.sink_class(self, ex, inner, translator, target, name)
-        return sink
+        return self.sink_class(self, ex, inner, translator, target, name)
 
     async def cleanup_partial(self, location: dict[str, Any]) -> None:
         uri = location.get("session_uri")
         if uri and self.session is not None:
             await gcs_storage.cancel_session(self.session, uri)
-
-    async def patch_purpose(self, bucket: str, name: str, purpose: str) -> None:
-        assert self.storage is not None
-        try:
-            await self._token_ready()
-            await self.storage.patch_metadata(
-                bucket, name, {"metadata": {"purpose": purpose}, "contentType": content_type_for(purpose)})
-        except Exception as exc:  # best effort: the store holds the purpose
-            self.log.warning("%s: could not record the purpose in the object's metadata: %s",
-                             self.name, getattr(exc, "message", type(exc).__name__))
 
     # -- retrieve / delete / content -----------------------------------------------------
 

@@ -3,18 +3,16 @@
 * Base ``https://api.groq.com/openai/v1``, ``Authorization: Bearer <gsk_… key>``; the raw
   multipart body is teed upstream unchanged, exactly as for OpenAI.
 * ``purpose`` must be ``batch`` (Groq's only upload purpose). The gateway refuses any other
-  purpose with a 400 naming it **before anything goes upstream**: the core's tee opens the
-  upstream request only once the multipart preamble (the form fields before the file part,
-  where the OpenAI SDK puts ``purpose``) has been parsed and checked. A client that sends ``purpose``
-  after the file (curl's order) is refused the moment the purpose is parsed; the tee never
-  forwards the chunk that carries it, so Groq sees a truncated upload and stores nothing.
+  purpose with a 400 naming it **before anything goes upstream** (:class:`GroqUploadRules`,
+  this provider's upload rules): the core's tee opens the upstream request only once the file
+  starts with its purpose known — a purpose sent after the file (curl's order) is waited for
+  with the file held on the gateway's disk (proxy/field_order.py).
 * Size: Groq takes batch input files up to 100 MB (10^8 bytes, SDK docstring). The provider's
   ``max_file_size`` defaults to that when the config leaves it unset, so the ``size_limit``
   filter enforces ``min(limits.max_file_size, limits.max_batch_file_size, 100 MB)`` from
   ``Content-Length`` and from the running byte count, exactly as for every other limit. An
   explicit ``max_file_size`` in the config wins (lower it freely; raising it above 100 MB is
-  logged as a warning, for accounts whose limit Groq has raised). ``check_upload`` checks the
-  same limit again as a backstop.
+  logged as a warning, for accounts whose limit Groq has raised).
 * File objects lack ``status``/``expires_at`` (and every field is optional): they are filled
   in (``status: "processed"``, ``expires_at: null``, ``object: "file"``).
 * ``GET /files`` returns every file at once, without query parameters or cursors: the
@@ -31,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from filters.base import Filter
+
 from ..errors import GatewayError
-from ..units import human_size, size_and_bytes
+from ..units import human_size
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
@@ -45,6 +45,21 @@ log = logging.getLogger("sluicegate.groq")
 GROQ_API_BASE = "https://api.groq.com/openai/v1"
 GROQ_MAX_FILE_SIZE = 100 * 1000**2          # "100 MB" (docs/provider-facts.md §6)
 GROQ_PURPOSES = ("batch",)
+
+
+class GroqUploadRules(Filter):
+    """Groq's rule on an upload: its only purpose is ``batch``."""
+
+    name = "groq_upload_rules"
+
+    def __init__(self, provider_name: str) -> None:  # a per-exchange filter: needs no gateway
+        self.provider_name = provider_name
+
+    def on_file_start(self, ex: "Exchange") -> None:
+        if ex.purpose not in GROQ_PURPOSES:
+            raise GatewayError(
+                400, f"Provider '{self.provider_name}' (Groq) accepts only purpose 'batch' for file uploads; "
+                f"got '{(ex.purpose or '')[:64]}'.", param="purpose", code="invalid_purpose")
 
 
 class GroqProvider(OpenAIProvider):
@@ -68,16 +83,8 @@ class GroqProvider(OpenAIProvider):
         return h
 
     # -- uploads -------------------------------------------------------------------------
-    def check_upload(self, ex: "Exchange") -> None:
-        if ex.purpose is not None and ex.purpose not in GROQ_PURPOSES:
-            raise GatewayError(
-                400, f"Provider '{self.name}' (Groq) accepts only purpose 'batch' for file uploads; "
-                f"got '{ex.purpose[:64]}'.", param="purpose", code="invalid_purpose")
-        cap = self.config.max_file_size or GROQ_MAX_FILE_SIZE  # never None: __init__ sets it
-        limit = min(ex.size_limit or cap, cap)
-        if ex.file_bytes > limit:
-            raise GatewayError(413, f"File is too large: the limit for provider '{self.name}' (Groq) is "
-                               f"{size_and_bytes(limit)}.", param="file", code="file_too_large")
+    def upload_rules(self, ex: "Exchange") -> GroqUploadRules:
+        return GroqUploadRules(self.name)
 
     # -- shapes --------------------------------------------------------------------------
     def file_object(self, body: bytes) -> bytes:

@@ -20,14 +20,13 @@ and model. This module owns the parts of that which do not depend on the store:
   object path ``{prefix}{tenant}/{file_id}/{filename}``, and the hooks a translating type
   overrides (:meth:`~BucketProvider.target`, :meth:`~BucketProvider.batch_translator`);
 * :func:`content_type_for` — the stored object's content type for a purpose;
-* :class:`TranslatingSink` — the sink wrapper of one upload (``ex.sink`` once open):
-  the optional :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the
-  store's own sink, the size cap on its id map, the write / complete / abort flow, and, for
-  the translating types, the check that a batch file was opened as one (``purpose`` came
-  before the file). A late purpose otherwise only updates the stored object's metadata
-  (:meth:`TranslatingSink.finish`). Subclasses supply the
+* :class:`TranslatingSink` — the sink wrapper of one upload: the optional
+  :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the store's own sink,
+  the size cap on its id map, and the write / complete / abort flow. The upload's purpose is
+  known when the sink is opened (the core holds a file sent before its purpose,
+  proxy/field_order.py), so the object is created with its final purpose. Subclasses supply the
   store-specific parts: mapping the store's errors, their error texts, and what ``complete``
-  records (location, metadata fix-ups, releasing clients).
+  records (location, releasing clients).
 
 Nothing here talks to S3 or GCS or imports their SDKs.
 """
@@ -226,14 +225,11 @@ class TranslatingSink:
     metadata).
     """
 
-    __slots__ = ("provider", "ex", "inner", "translator", "target", "purpose_at_open",
+    __slots__ = ("provider", "ex", "inner", "translator", "target",
                  "_max_ids_bytes", "_ids_seen", "_ids_bytes")
 
     #: The inner sink's failure type, mapped by :meth:`upload_error`.
     storage_error: ClassVar[type[Exception]]
-    #: Whether batch files are translated (so ``purpose=batch`` must come before the file);
-    #: False: every file is stored as sent and a late purpose is only recorded.
-    translates_batches: ClassVar[bool] = True
     #: For error texts: the service ("Bedrock"), what batch lines become ("Bedrock records"),
     #: what carries a ``custom_id`` ("Bedrock recordId") and the ids it carries unchanged.
     service: ClassVar[str]
@@ -248,7 +244,6 @@ class TranslatingSink:
         self.inner = inner
         self.translator = translator
         self.target = target
-        self.purpose_at_open = ex.purpose
         self._max_ids_bytes = max_ids_bytes
         self._ids_seen = 0
         self._ids_bytes = 0
@@ -258,23 +253,11 @@ class TranslatingSink:
     def upload_error(self, exc: Exception) -> GatewayError:
         raise NotImplementedError
 
-    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
-        """The location of the stored object (the id map is added to it afterwards).
-        ``new_purpose`` is the upload's purpose when it differs from the one the object was
-        opened with (it came after the file part), else None."""
+    async def finish(self, stored: SinkResult) -> dict[str, Any]:
+        """The location of the stored object (the id map is added to it afterwards)."""
         raise NotImplementedError
 
     # -- the flow --------------------------------------------------------------------------
-
-    def check_purpose(self) -> None:
-        """A batch file must have been opened as one: its rows are translated while they stream.
-        (The upload driver sets ``purpose`` once, so it can only have arrived after the file.)"""
-        if self.translates_batches and self.ex.purpose == "batch" and self.translator is None:
-            raise GatewayError(
-                400, f"Provider '{self.provider.name}' ({self.service}) translates batch files into "
-                f"{self.translated_rows} while they stream, so it needs the 'purpose' field before the "
-                "'file' part of the form; send purpose first (the OpenAI SDK does).",
-                param="purpose", code="purpose_after_file")
 
     async def write(self, chunk: bytes | memoryview) -> None:
         translator = self.translator
@@ -284,16 +267,13 @@ class TranslatingSink:
             await self._store_rows(lambda: translator.feed(chunk))
 
     async def complete(self) -> SinkResult:
-        self.check_purpose()
         if self.translator is not None:
             await self._store_rows(self.translator.close)
         try:
             stored = await self.inner.complete()
         except self.storage_error as exc:
             raise self.upload_error(exc) from None
-        purpose = self.ex.purpose or ""
-        changed = purpose != (self.purpose_at_open or "")
-        location = await self.finish(stored, purpose if changed else None)
+        location = await self.finish(stored)
         if self.translator is not None and self.translator.ids:
             location["ids"] = dict(self.translator.ids)
         return SinkResult(bytes=stored.bytes, location=location)

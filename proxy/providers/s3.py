@@ -5,9 +5,7 @@ An upload streams into ``s3://{bucket}/{prefix}{tenant}/{file_id}/{filename}`` b
 multipart upload (:class:`~proxy.providers.s3_storage.S3MultipartSink`), one part at a time;
 the object carries the user metadata ``file-id``, ``purpose`` and ``tenant`` (ASCII; a
 non-ASCII tenant name is percent-encoded). A ``purpose=batch`` file is kept byte for byte (the
-``batch_jsonl`` filter has checked its lines); when ``purpose`` comes after the file part, the
-object's metadata is rewritten once the upload is complete (the store's purpose is the one
-that counts). This is the byte store of a multi-replica deployment: every replica reads the
+``batch_jsonl`` filter has checked its lines). This is the byte store of a multi-replica deployment: every replica reads the
 same bucket.
 
 :class:`S3Provider` is also the storage half of ``bedrock``
@@ -43,8 +41,6 @@ import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
     ConnectTimeoutError,
     CredentialRetrievalError,
     EndpointConnectionError,
@@ -57,8 +53,8 @@ from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from . import s3_storage
 from .base import Download
-from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for,
-                           first_piece, not_found)
+from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for, first_piece,
+                           not_found)
 from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
 from .sink import SinkResult
 
@@ -152,7 +148,6 @@ class S3Sink(TranslatingSink):
     provider: "S3Provider"
     storage_error = S3StorageError
     service = "Amazon S3"
-    translates_batches = False
 
     def __init__(self, provider: "S3Provider", ex: "Exchange", inner: S3MultipartSink,
                  translator: BatchTranslator | None, target: Target, key: str, lease: _Lease,
@@ -167,14 +162,8 @@ class S3Sink(TranslatingSink):
         assert isinstance(exc, S3StorageError)
         return self.provider.s3_error(exc, "upload", target=self.target)
 
-    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
+    async def finish(self, stored: SinkResult) -> dict[str, Any]:
         etag = stored.location.get("etag")
-        if new_purpose is not None:
-            # The purpose came after the file part (curl's order): the object was created with
-            # an empty one. The store is authoritative; this keeps the metadata honest.
-            etag = await self.provider.replace_metadata(
-                self.lease, self.target.bucket, self.key, stored.bytes, content_type_for(new_purpose),
-                {**self.metadata, "purpose": new_purpose}) or etag
         await self.lease.release()
         return {"bucket": self.target.bucket, "key": self.key, "region": self.target.region, "etag": etag}
 
@@ -300,31 +289,12 @@ class S3Provider(BucketProvider):
         tenant = ex.tenant.name if ex.tenant is not None else "default"
         key = self.object_key(tenant, file_id, ex.filename or "upload", batch=ex.purpose == "batch")
         content_type = content_type_for(ex.purpose)
-        metadata = {"file-id": file_id, "tenant": metadata_value(tenant)}
-        if ex.purpose:  # unknown yet when the file part comes first (then set in complete())
-            metadata["purpose"] = ex.purpose
+        metadata = {"file-id": file_id, "purpose": ex.purpose or "", "tenant": metadata_value(tenant)}
         lease = self.lease(target.region or self.region)
         client = await lease.acquire()
         inner = S3MultipartSink(client, target.bucket, key, content_type=content_type, metadata=metadata,
                                 part_size=self.part_size(ex, translator is not None), max_in_flight=MAX_IN_FLIGHT)
-        sink = self.sink_class(self, ex, inner, translator, target, key, lease, content_type, metadata)
-        return sink
-
-    async def replace_metadata(self, lease: _Lease, bucket: str, key: str, size: int, content_type: str,
-                               metadata: dict[str, str]) -> str | None:
-        """Best effort: rewrite an object's metadata in place (CopyObject onto itself); the new
-        ETag, or None when it could not be done."""
-        if lease.entry is None or size > 5 * 1000**3:  # one CopyObject copies at most 5 GB
-            return None
-        try:
-            resp = await lease.entry.client.copy_object(
-                Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
-                MetadataDirective="REPLACE", Metadata=metadata, ContentType=content_type)
-            return resp["CopyObjectResult"]["ETag"]
-        except (ClientError, BotoCoreError, aiohttp.ClientError, KeyError) as exc:
-            detail = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
-            self.log.warning("%s: could not record the purpose in the object's metadata: %s", self.name, detail)
-            return None
+        return self.sink_class(self, ex, inner, translator, target, key, lease, content_type, metadata)
 
     # -- retrieve / delete / content -----------------------------------------------------
 

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.batch_vertex import vertex_batch_translator
 from .gcs import GCSProvider, GCSSink
-from .object_store import (HeaderRule, Target, TranslatingSink, bucket_rule, looks_like_ipv4, read_target,
-                           unless_matches)
+from .object_store import HeaderRule, Target, bucket_rule, looks_like_ipv4, read_target, unless_matches
 from .sink import SinkResult
 
 if TYPE_CHECKING:
@@ -87,7 +86,6 @@ class VertexSink(GCSSink):
     __slots__ = ()
 
     provider: "VertexProvider"
-    translates_batches = True
     service = "Vertex AI"
     translated_rows = "Gemini rows"
     id_carrier = "Vertex label"
@@ -96,8 +94,8 @@ class VertexSink(GCSSink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, max_ids_bytes=_MAX_IDS_BYTES, **kwargs)
 
-    async def finish(self, stored: SinkResult, new_purpose: str | None) -> dict[str, Any]:
-        location = await super().finish(stored, new_purpose)
+    async def finish(self, stored: SinkResult) -> dict[str, Any]:
+        location = await super().finish(stored)
         location["region"] = self.target.region
         location["model"] = self.target.model
         return location
@@ -118,12 +116,6 @@ class VertexProvider(GCSProvider):
 
     def target(self, ex: "Exchange") -> Target:
         return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)
-
-    def check_upload(self, ex: "Exchange") -> None:
-        self.target(ex)  # refuse bad override headers before a byte is stored
-        sink = ex.sink  # set by the upload driver once open_sink returns
-        if isinstance(sink, TranslatingSink):
-            sink.check_purpose()
 
     def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
         return vertex_batch_translator(max_lines=_MAX_BATCH_LINES) if ex.purpose == "batch" else None

@@ -1,4 +1,4 @@
-"""batch_jsonl: per-exchange validation of a purpose=batch upload, whatever the field order."""
+"""batch_jsonl: per-exchange validation of a purpose=batch upload (the purpose is known at the file's start)."""
 from __future__ import annotations
 
 import pytest
@@ -46,34 +46,22 @@ def test_a_batch_file_without_jsonl_extension_is_400():
     assert e.value.code == "invalid_file_format"
 
 
-def test_purpose_batch_after_an_invalid_file_is_400_when_it_arrives():
-    flt, ex = upload(purpose=None)
-    flt.on_file_start(ex)
-    flt.on_file_data(ex, b"not json\n")  # purpose unknown: the verdict waits
-    flt.on_file_end(ex)
-    ex.purpose = "batch"
-    with pytest.raises(GatewayError) as e:
-        flt.on_field(ex, "purpose", "batch")
-    assert e.value.code == "invalid_batch_file"
-
-
-async def test_another_purpose_after_the_file_drops_the_verdict():
-    flt, ex = upload(purpose=None)
+def test_a_file_of_another_purpose_is_not_validated():
+    # The purpose is always known at on_file_start (proxy/field_order.py holds a file sent
+    # before it), so only a batch file is read as JSONL.
+    flt, ex = upload("notes.txt", purpose="assistants")
     flt.on_file_start(ex)
     flt.on_file_data(ex, b"not json\n")
-    ex.purpose = "assistants"
-    flt.on_field(ex, "purpose", "assistants")
     flt.on_file_end(ex)
-    await flt.on_upload_complete(ex)
 
 
 def test_one_exchanges_invalid_file_does_not_touch_another():
     factory = BatchJsonlFactory(config().limits)
-    (a, ex_a), (b, ex_b) = upload(purpose=None), upload(purpose=None)
+    (_, ex_a), (_, ex_b) = upload(), upload()
     a, b = factory.create(), factory.create()
     a.on_file_start(ex_a)
     b.on_file_start(ex_b)
-    a.on_file_data(ex_a, b"not json\n")
+    with pytest.raises(GatewayError):
+        a.on_file_data(ex_a, b"not json\n")
     b.on_file_data(ex_b, GOOD)
-    ex_b.purpose = "batch"
-    b.on_field(ex_b, "purpose", "batch")
+    b.on_file_end(ex_b)

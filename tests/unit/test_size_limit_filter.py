@@ -72,12 +72,13 @@ async def test_running_count_past_the_limit_is_413():
     assert_413(e)
 
 
-async def test_purpose_batch_after_the_file_applies_the_batch_limit_at_once():
-    flt, ex = await started()
+async def test_purpose_batch_known_at_the_file_start_applies_the_batch_limit():
+    flt, ex = await started()  # purpose unknown at the request: the general limit
+    ex.purpose = "batch"       # known at the file's start, always (proxy/field_order.py)
+    flt.on_file_start(ex)
     ex.file_bytes = BATCH + 1
-    ex.purpose = "batch"
     with pytest.raises(GatewayError) as e:
-        flt.on_field(ex, "purpose", "batch")
+        flt.on_file_data(ex, b"x")
     assert_413(e)
     assert "batch files" in e.value.message
 
