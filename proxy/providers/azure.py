@@ -27,18 +27,18 @@ class AzureProvider(OpenAIProvider):
 
     def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
         super().__init__(config)
-        root = (config.api_base or "").rstrip("/")
+        root = config.api_base
         if root.endswith("/openai/v1"):
             root = root[: -len("/openai/v1")]
         elif root.endswith("/openai"):
             root = root[: -len("/openai")]
-        self.v1 = (config.api_version or "v1") in ("v1", "preview")
+        self.v1 = config.api_version in ("v1", "preview")
         self.base = root + ("/openai/v1" if self.v1 else "/openai")
         # v1 takes no api-version except "preview"; classic needs it on every call.
-        self.api_version = None if config.api_version in (None, "v1") else config.api_version
+        self.api_version = None if config.api_version == "v1" else config.api_version
 
     def auth_headers(self) -> dict[str, str]:
-        h = {"api-key": self.config.api_key or ""}
+        h = {"api-key": self.config.api_key}
         h.update(self.config.headers)
         return h
 

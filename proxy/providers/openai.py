@@ -13,7 +13,7 @@ from .upstream import Upstream, iter_response
 
 if TYPE_CHECKING:
     from .h1 import H1Stream
-    from ..config import ProviderConfig
+    from .configs import HttpProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
@@ -24,9 +24,9 @@ class OpenAIProvider(Provider):
     serves_unseen_ids = True
     serves_responses = True        # azure and groq inherit it
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    def __init__(self, config: "HttpProviderConfig") -> None:
         super().__init__(config)
-        self.base = (config.api_base or "https://api.openai.com/v1").rstrip("/")
+        self.base = config.api_base          # without a trailing "/" (config_values.to_url)
         self.upstream = Upstream(
             provider=config.name,
             headers=self.auth_headers(),
