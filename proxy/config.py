@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass
 
 from .config_values import (
     DEFAULT_DATA_DIR, ENV_PREFIX, SECTION, Bool, Duration, Keys, List, Path, PositiveDuration, Size, Str, data_dir_of,
-    parse_duration, parse_size, resolve_env, to_path, to_str, whole,
+    parse_duration, parse_size, resolve_env, to_str, whole,
 )
 from .providers.configs import (
     PROVIDER_KEYS, UNKNOWN_TYPE_TAG, AnyProviderConfig, LocalConfig, ProviderConfig, ProviderName, TimeoutConfig,
@@ -99,6 +99,11 @@ class ServerConfig(Keys):
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, validate_default=True)
 
 
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
+_MASK_PASSWORD = r"\1:***@"
+_DEFAULT_POOL_MAX = 10
+
+
 def _store_url(value: Any, info: ValidationInfo) -> str:
     """The store URL; absent: the SQLite file under ``server.data_dir``. A relative SQLite path
     becomes absolute (``sqlite:///rel.db`` → ``sqlite:////<cwd>/rel.db``); in-memory stays."""
@@ -118,9 +123,6 @@ def _at_most_pool_max(value: int, info: ValidationInfo) -> int:
     return value
 
 
-_DEFAULT_POOL_MAX = 10
-
-
 @dataclass(frozen=True, config=SECTION)
 class StoreConfig(Keys):
     url: Annotated[str, BeforeValidator(_store_url)] = Field(default=None, validate_default=True)
@@ -137,10 +139,6 @@ class StoreConfig(Keys):
     def __repr__(self) -> str:  # a PostgreSQL URL may hold a password
         return (f"StoreConfig(url={self.masked_url!r}, pool_min={self.pool_min}, pool_max={self.pool_max}, "
                 f"statement_timeout={self.statement_timeout})")
-
-
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
-_MASK_PASSWORD = r"\1:***@"
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -225,7 +223,6 @@ _YamlLoader.yaml_implicit_resolvers = {
 }
 
 
-
 # --------------------------------------------------------------------------- pydantic's errors → problems
 
 
@@ -271,16 +268,16 @@ class _Reader:
         self.context: dict[str, Any] = {"env": env}
         self.problems: list[str] = []
 
-    def read(self, kind: Any, value: Any, path: str, *, default: Any = None, provider: bool = False) -> Any:
-        """``value`` (absent: ``None``) validated as ``kind``; ``default`` when it is wrong."""
+    def read(self, kind: Any, value: Any, path: str, *, provider: bool = False) -> Any:
+        """``value`` validated as ``kind``; None, and its problems recorded, when it is wrong."""
         try:
-            return _adapter(kind).validate_python({} if value is None else value, context=self.context)
+            return _adapter(kind).validate_python(value, context=self.context)
         except ValidationError as exc:
             found = [_problem(error, path, provider) for error in exc.errors()]
             # a section's unknown keys first, as a reader fixes typos before values
             self.problems += [problem for unknown, problem in found if unknown]
             self.problems += [problem for unknown, problem in found if not unknown]
-            return default
+            return None
 
     def items(self, value: Any, path: str) -> list[tuple[str, Any]] | None:
         """The items of a list with their key paths; None when absent or not a list."""
@@ -380,11 +377,11 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     sections = {f.name for f in dataclasses.fields(Config)}
     r.problems += [f"{key}: unknown key" for key in data if key not in sections]
     given = {key: value for key, value in data.items() if value is not None and value != ""}
-    server = r.read(ServerConfig, given.get("server"), "server")
+    server = r.read(ServerConfig, given.get("server", {}), "server")
     r.context["data_dir"] = server.data_dir if server else os.path.abspath(DEFAULT_DATA_DIR)
-    store = r.read(StoreConfig, given.get("store"), "store")
-    auth = r.read(AuthConfig, given.get("auth"), "auth")
-    limits = r.read(LimitsConfig, given.get("limits"), "limits")
+    store = r.read(StoreConfig, given.get("store", {}), "store")
+    auth = r.read(AuthConfig, given.get("auth", {}), "auth")
+    limits = r.read(LimitsConfig, given.get("limits", {}), "limits")
     providers, names = _parse_providers(r, given.get("providers"))
     default_provider = _parse_default_provider(r, given.get("default_provider"), names)
     filters = _parse_filters(r, given.get("filters"), auth)

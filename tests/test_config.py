@@ -14,7 +14,6 @@ from proxy.config import (
     Config,
     ConfigError,
     LimitsConfig,
-    ProviderConfig,
     ServerConfig,
     StoreConfig,
     TimeoutConfig,
