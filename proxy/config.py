@@ -236,9 +236,9 @@ def _key_path(path: str, loc: tuple[Any, ...] | list[Any]) -> str:
     return path
 
 
-def _problem(error: Any, path: str, provider: bool) -> tuple[bool, str]:
-    """``(is an unknown key of this section, "<key path>: <message>")`` for one pydantic error;
-    for a provider, the first element of the location is the union's tag (its type)."""
+def _problem(error: Any, provider: bool) -> tuple[tuple[Any, ...], bool, str]:
+    """``(location, is an unknown key, message)`` for one pydantic error; for a provider, the
+    first element of the location is the union's tag (its type), dropped here."""
     loc = list(error["loc"])
     kind = error["type"]
     tag = loc.pop(0) if provider and loc else None
@@ -253,7 +253,23 @@ def _problem(error: Any, path: str, provider: bool) -> tuple[bool, str]:
         message = str(error["ctx"]["error"])    # the converters' own message
     else:                                       # ours (PydanticCustomError), or pydantic's as a clause
         message = error["msg"][:1].lower() + error["msg"][1:]
-    return kind in _UNKNOWN_KEY_ERRORS and len(loc) == 1, f"{_key_path(path, loc)}: {message}"
+    return tuple(loc), kind in _UNKNOWN_KEY_ERRORS, message
+
+
+def _in_reading_order(found: list[tuple[tuple[Any, ...], bool, str]],
+                      provider: bool) -> list[tuple[tuple[Any, ...], bool, str]]:
+    """pydantic reports a mapping's values in field order, then its unknown keys; a reader fixes
+    typos first, so each unknown key moves before the first problem inside its mapping; and a
+    provider's ``name`` and ``type`` come before all else, as they say what the rest is."""
+    ordered = [item for item in found if not item[1]]
+    for item in (item for item in found if item[1]):
+        parent = item[0][:-1]
+        at = next((i for i, (loc, unknown, _) in enumerate(ordered)
+                   if loc[:len(parent)] == parent and not (unknown and loc[:-1] == parent)), len(ordered))
+        ordered.insert(at, item)
+    if provider:
+        ordered.sort(key=lambda item: item[0][:1] not in (("name",), ("type",)) or len(item[0]) > 1)
+    return ordered
 
 
 @lru_cache(maxsize=None)
@@ -273,10 +289,8 @@ class _Reader:
         try:
             return _adapter(kind).validate_python(value, context=self.context)
         except ValidationError as exc:
-            found = [_problem(error, path, provider) for error in exc.errors()]
-            # a section's unknown keys first, as a reader fixes typos before values
-            self.problems += [problem for unknown, problem in found if unknown]
-            self.problems += [problem for unknown, problem in found if not unknown]
+            found = _in_reading_order([_problem(error, provider) for error in exc.errors()], provider)
+            self.problems += [f"{_key_path(path, loc)}: {message}" for loc, _, message in found]
             return None
 
     def items(self, value: Any, path: str) -> list[tuple[str, Any]] | None:
@@ -297,7 +311,9 @@ def _parse_providers(r: _Reader, value: Any) -> tuple[tuple[ProviderConfig, ...]
     provider. The names of invalid providers count too, so that no other problem is reported
     about them (a ``default_provider`` naming one)."""
     items = r.items(value, "providers")
-    if not items:
+    if not items or not any(isinstance(item, Mapping) for _, item in items):
+        for path, item in items or ():
+            r.problems.append(f"{path}: must be a mapping")
         return (r.read(LocalConfig, {"name": "local"}, "providers[0]"),), ["local"]
     providers: list[ProviderConfig] = []
     first_use: dict[str, str] = {}      # name → the path of the provider that has it first
@@ -335,14 +351,12 @@ def _parse_default_provider(r: _Reader, value: Any, names: list[str]) -> str:
 
 
 def _parse_filters(r: _Reader, value: Any, auth: AuthConfig | None) -> tuple[str, ...]:
-    items = r.items(value, "filters")
-    if items is None:
+    listed = r.items(value, "filters")
+    if listed is None:
         return DEFAULT_FILTERS
+    items = [(path, name) for path, item in listed if (name := r.read(Str, item, path)) is not None]
     names: list[str] = []
-    for path, item in items:
-        name = r.read(Str, item, path)
-        if name is None:
-            continue
+    for path, name in items:
         if name not in FILTER_NAMES:
             r.problems.append(f"{path}: unknown filter {name!r} (valid filters: {', '.join(FILTER_NAMES)})")
         elif name in names:
@@ -376,7 +390,9 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     r = _Reader(env)
     sections = {f.name for f in dataclasses.fields(Config)}
     r.problems += [f"{key}: unknown key" for key in data if key not in sections]
-    given = {key: value for key, value in data.items() if value is not None and value != ""}
+    # null is absent; "" too where a scalar is expected (a section or list that is "" is reported)
+    given = {key: value for key, value in data.items()
+             if value is not None and not (value == "" and key in ("default_provider", "log_level"))}
     server = r.read(ServerConfig, given.get("server", {}), "server")
     r.context["data_dir"] = server.data_dir if server else os.path.abspath(DEFAULT_DATA_DIR)
     store = r.read(StoreConfig, given.get("store", {}), "store")

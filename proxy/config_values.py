@@ -10,6 +10,7 @@ keys blank), unknown keys are refused, and ``together`` declares keys set only i
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -191,6 +192,16 @@ def data_path(subdir: str) -> BeforeValidator:
     return BeforeValidator(convert)
 
 
+def _absent(cls: type, key: Any, value: Any) -> bool:
+    """A key of ``cls`` that is null, or ``""`` where a scalar is expected, takes its default;
+    an unknown key is reported whatever its value."""
+    found = cls.__dataclass_fields__.get(key)  # type: ignore[attr-defined]
+    if found is None or value is not None and not (isinstance(value, str) and value == ""):
+        return False
+    structured = found.default_factory is not dataclasses.MISSING or isinstance(found.default, tuple)
+    return value is None or not structured     # "" is no mapping or list: that is reported
+
+
 def _present(data: Mapping[Any, Any], key: str) -> bool:
     return data.get(key) not in (None, "")
 
@@ -210,7 +221,7 @@ class Keys:
         lonely = [InitErrorDetails(type=PydanticCustomError("together", "required when {partner} is set",
                                                             {"partner": partner}), loc=(key,), input=None)
                   for key, partner in cls.together if _present(data, partner) and not _present(data, key)]
-        given = {str(k): v for k, v in data.items() if v is not None and not (isinstance(v, str) and v == "")}
+        given = {str(k): v for k, v in data.items() if not _absent(cls, k, v)}
         try:
             result = handler(given)
         except ValidationError as exc:

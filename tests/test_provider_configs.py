@@ -122,9 +122,9 @@ def test_defaults_of_each_type(kind, defaults):
 def test_type_missing_or_unknown_lists_the_types_and_still_checks_name_and_keys():
     assert problems({"name": "p"}) == ["providers[0].type: required"]
     assert problems({"name": "a/b", "type": "cohere", "bucket": "b", "colour": 1}) == [
-        "providers[0].colour: unknown key",
         "providers[0].name: may contain only letters, digits, '.', '_' and '-'",
         f"providers[0].type: unknown provider type 'cohere' (valid types: {VALID_TYPES})",
+        "providers[0].colour: unknown key",
     ]
     assert problems({"name": "p", "type": 3}) == ["providers[0].type: must be a string"]
     assert problems({"name": "p", "type": ["s3"]}) == ["providers[0].type: must be a string"]
@@ -143,6 +143,26 @@ def test_a_provider_that_is_wrong_keeps_its_name_for_the_checks_across_providers
     with pytest.raises(ConfigError) as info:
         parse_config({"default_provider": "o", "providers": [{"name": "o", "type": "openai"}]}, env={})
     assert info.value.problems == ["providers[0].api_key: required"]
+
+
+def test_blank_means_default_for_values_but_not_for_mappings_lists_or_unknown_keys():
+    config = loaded(provider("s3", prefix="", region=None, endpoint_url=""))
+    assert (config.prefix, config.region, config.endpoint_url) == ("", "us-east-1", None)
+    assert problems(provider("s3", timeouts="")) == ["providers[0].timeouts: must be a mapping"]
+    assert problems(provider("azure", deployments="")) == ["providers[0].deployments: must be a mapping"]
+    assert problems(provider("s3", colour=None, model="")) == [
+        "providers[0].colour: unknown key", "providers[0].model: not used by provider type s3"]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"store": "", "limits": {"max_filesize": None}, "auth": {"keys": ""}, "log_level": ""}, env={})
+    assert info.value.problems == ["store: must be a mapping", "auth.keys: must be a list",
+                                   "limits.max_filesize: unknown key"]
+
+
+def test_unknown_keys_come_first_in_their_own_mapping():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"auth": {"keys": [{"tenant": 1, "role": "x"}]}}, env={})
+    assert info.value.problems == [
+        "auth.keys[0].role: unknown key", "auth.keys[0].key: required", "auth.keys[0].tenant: must be a string"]
 
 
 def test_keys_set_in_pairs_are_reported_with_the_other_problems():
@@ -233,3 +253,9 @@ def test_proxy_must_be_an_http_url():
     assert problems(provider("openai", proxy="proxy.internal:3128")) == [
         "providers[0].proxy: must be an http:// or https:// URL"]
     assert loaded(provider("openai", proxy="os.environ/P"), env={"P": "https://p:8443"}).proxy == "https://p:8443"
+
+
+def test_a_map_with_a_key_that_is_not_a_string_reports_its_value():
+    # YAML `headers: {1: true}`: the key is read as "1" and its value checked (was "required")
+    assert problems(provider("azure", headers={1: True, 2: "ok"})) == ["providers[0].headers.1: must be a string"]
+    assert loaded(provider("azure", deployments={4: "d"})).deployments == {"4": "d"}
