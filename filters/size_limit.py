@@ -27,7 +27,7 @@ class SizeLimitFilter(Filter):
 
     def _limit_for(self, ex) -> int:  # type: ignore[no-untyped-def]
         limit = self.max_file
-        provider_max = getattr(ex.provider.config, "max_file_size", None) if ex.provider else None
+        provider_max = ex.provider.config.max_file_size if ex.provider else None
         if provider_max:
             limit = min(limit, provider_max)
         if ex.purpose == "batch":

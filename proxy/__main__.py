@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
 
-from .config import LOG_LEVELS, ConfigError, ServerConfig, _to_int, check_config_main, check_log_level, load_config
+from .config import DEFAULT_DATA_DIR, LOG_LEVELS, ConfigError, ServerConfig, check_config_main, check_log_level, load_config
+from .config_values import to_int
 
 
 def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -23,7 +24,7 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
             number = int(text)
         except ValueError:
             raise ValueError(f"must be an integer, not {text!r}") from None
-        return _to_int(number, minimum=minimum, maximum=maximum)
+        return to_int(number, minimum=minimum, maximum=maximum)
     return parse
 
 
@@ -52,7 +53,7 @@ OPTIONS = (
     _Option("--log-level", "SLUICEGATE_LOG_LEVEL", "log_level", check_log_level, "LEVEL",
             f"one of {', '.join(LOG_LEVELS)}", "info"),
     _Option("--data-dir", "SLUICEGATE_DATA_DIR", "server.data_dir", str, "DIR",
-            "base of the default store and provider paths", _SERVER.data_dir),
+            "base of the default store and provider paths", DEFAULT_DATA_DIR),
 )
 
 

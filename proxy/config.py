@@ -1,9 +1,12 @@
 """YAML → typed, validated configuration.
 
-A config file is read once at start-up into frozen dataclasses; nothing else in the gateway
-sees raw YAML. Conventions:
+A config file is read once at start-up into frozen pydantic dataclasses; nothing else in the
+gateway sees raw YAML. Each section is a model declaring its keys, types and defaults once:
+the sections here, each provider type's in :mod:`proxy.providers.configs` (whose registry of
+types gives the ``providers[]`` union, discriminated on ``type``), the value types and their
+conversions in :mod:`proxy.config_values`. Conventions:
 
-* ``os.environ/NAME`` (LiteLLM's spelling), wherever a string is expected, reads the
+* ``os.environ/NAME`` (LiteLLM's spelling), wherever a value is expected, reads the
   environment variable ``NAME``. A variable that is unset or empty is a config error, never a
   silent empty string.
 * Sizes are bytes as an int, or a string with a unit: ``B KB MB GB TB`` (powers of 1000) or
@@ -15,42 +18,49 @@ sees raw YAML. Conventions:
   (``<data_dir>/sluicegate.db``), the ``local`` provider's files (``<data_dir>/files``) and the
   ``anthropic`` provider's batch files (``<data_dir>/anthropic-batches``).
 * Every problem is collected, each as ``"<key path>: <what is wrong>"`` (for example
-  ``providers[2].api_base: required``), and all are raised together in one :class:`ConfigError`.
+  ``providers[2].api_base: required``), and all are raised together in one :class:`ConfigError`;
+  pydantic's errors are translated to that form (:func:`_problem`), never shown as they are.
+  Sections (and each provider) are validated one by one, so that the checks across sections
+  (provider names, ``default_provider``, the filters auth needs) still run when one is invalid.
   Messages name environment variables but never show a secret's value.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
 from collections.abc import Hashable
-from dataclasses import dataclass, field, fields
-from functools import partial
-from math import isfinite
-from typing import Any, Callable, Mapping
+from dataclasses import field
+from functools import lru_cache
+from typing import Annotated, Any, Mapping
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError, ValidationInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic.dataclasses import dataclass
+
+from .config_values import (
+    DEFAULT_DATA_DIR, ENV_PREFIX, SECTION, Bool, Duration, Keys, List, Path, PositiveDuration, Size, Str, data_dir_of,
+    parse_duration, parse_size, resolve_env, to_str, whole,
+)
+from .providers.configs import (
+    PROVIDER_KEYS, UNKNOWN_TYPE_TAG, AnyProviderConfig, LocalConfig, ProviderConfig, ProviderName, TimeoutConfig,
+    type_tag,
+)
+
+__all__ = [
+    "ENV_PREFIX", "DEFAULT_DATA_DIR", "STORE_FILE", "FILTER_NAMES", "DEFAULT_FILTERS", "LOG_LEVELS", "ConfigError",
+    "ServerConfig", "StoreConfig", "AuthKey", "AuthConfig", "LimitsConfig", "TimeoutConfig", "ProviderConfig",
+    "Config", "parse_size", "parse_duration", "check_log_level", "parse_config", "default_config", "load_config",
+    "check_config_main",
+]
 
 from filters import DEFAULT_FILTERS, FILTER_NAMES  # the filter registry is the one list of names
 
-ENV_PREFIX = "os.environ/"
-DEFAULT_DATA_DIR = "./sluicegate-data"
 STORE_FILE = "sluicegate.db"            # the default SQLite store, under server.data_dir
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
-
-_SIZE_UNITS = {
-    "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
-}
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_NUMBER_WITH_UNIT = re.compile(r"(\d+(?:\.\d+)?) ?([A-Za-z]*)")
-_MAX_DIGITS = 30  # longer numbers are typos; and a float of 400 digits is infinite
-# Provider names appear in model prefixes (``name/model``) and headers.
-_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_HTTP_URL = re.compile(r"https?://[^/\s]+\S*")
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
-_MASK_PASSWORD = r"\1:***@"
 
 
 class ConfigError(Exception):
@@ -64,30 +74,62 @@ class ConfigError(Exception):
 # --------------------------------------------------------------------------- the typed config
 
 
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    base_path: str = "/v1"          # starts with "/", no trailing slash ("/" becomes "")
-    drain_timeout: float = 30.0     # seconds
-    chunk_size: int = 256 * 1024    # bytes
-    expiry_sweep_interval: float = 60.0  # seconds between sweeps of expired files
-    header_timeout: float = 10.0    # seconds for the request line and headers to arrive
-    body_idle_timeout: float = 60.0  # seconds between two reads of a request body
-    keepalive_timeout: float = 75.0  # seconds an idle keep-alive connection stays open
-    max_connections: int = 10000    # open client connections per worker; more are refused (503)
-    body_min_rate: int = 1024       # bytes/s a request body must average after its first 10 s (proxy/body.py)
-    orphan_upload_age: float = 3600.0  # seconds: a partial upload no live process owns is then removed
-    data_dir: str = DEFAULT_DATA_DIR     # base of the default store and provider paths (absolute once loaded)
+def _base_path(value: Any) -> str:
+    if not to_str(value).startswith("/"):
+        raise ValueError("must start with '/'")
+    return value.rstrip("/")
 
 
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    url: str = f"sqlite:///{DEFAULT_DATA_DIR}/{STORE_FILE}"
-    pool_min: int = 1                # PostgreSQL: connections the pool keeps open
-    pool_max: int = 10               # PostgreSQL: connections the pool may open (per worker)
-    statement_timeout: float = 10.0  # PostgreSQL: seconds one statement may run before the server cancels it
+@dataclass(frozen=True, config=SECTION)
+class ServerConfig(Keys):
+    host: Str = "127.0.0.1"
+    port: Annotated[int, whole(1, 65535)] = 8080
+    workers: Annotated[int, whole(1)] = 1
+    base_path: Annotated[str, BeforeValidator(lambda v, info: _base_path(resolve_env(v, info)))] = "/v1"  # "/" → ""
+    drain_timeout: Duration = 30.0     # seconds
+    chunk_size: Size = 256 * 1024      # bytes
+    expiry_sweep_interval: Duration = 60.0  # seconds between sweeps of expired files
+    header_timeout: PositiveDuration = 10.0    # seconds for the request line and headers to arrive
+    body_idle_timeout: PositiveDuration = 60.0  # seconds between two reads of a request body
+    keepalive_timeout: PositiveDuration = 75.0  # seconds an idle keep-alive connection stays open
+    max_connections: Annotated[int, whole(1)] = 10000  # open client connections per worker; more are refused (503)
+    body_min_rate: Size = 1024         # bytes/s a request body must average after its first 10 s (proxy/body.py)
+    orphan_upload_age: PositiveDuration = 3600.0  # seconds: a partial upload no live process owns is then removed
+    # base of the default store and provider paths (absolute once loaded)
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, validate_default=True)
+
+
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
+_MASK_PASSWORD = r"\1:***@"
+_DEFAULT_POOL_MAX = 10
+
+
+def _store_url(value: Any, info: ValidationInfo) -> str:
+    """The store URL; absent: the SQLite file under ``server.data_dir``. A relative SQLite path
+    becomes absolute (``sqlite:///rel.db`` → ``sqlite:////<cwd>/rel.db``); in-memory stays."""
+    if value is None:
+        return "sqlite:///" + os.path.join(data_dir_of(info), STORE_FILE)
+    url = to_str(resolve_env(value, info))
+    if not url.startswith(STORE_SCHEMES):
+        raise ValueError("must be a sqlite:/// or a postgresql:// (postgres://) URL")
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:") else ""
+    return "sqlite:///" + os.path.abspath(path) if path and not path.startswith("/") and path != ":memory:" else url
+
+
+def _at_most_pool_max(value: int, info: ValidationInfo) -> int:
+    most = info.data.get("pool_max", _DEFAULT_POOL_MAX)   # absent when pool_max is itself wrong
+    if value > most:
+        raise ValueError(f"must not exceed store.pool_max ({most})")
+    return value
+
+
+@dataclass(frozen=True, config=SECTION)
+class StoreConfig(Keys):
+    url: Annotated[str, BeforeValidator(_store_url)] = Field(default=None, validate_default=True)
+    # pool_max before pool_min: pool_min's check reads it
+    pool_max: Annotated[int, whole(1)] = _DEFAULT_POOL_MAX   # PostgreSQL: connections the pool may open (per worker)
+    pool_min: Annotated[int, whole(0), AfterValidator(_at_most_pool_max)] = 1  # PostgreSQL: connections kept open
+    statement_timeout: PositiveDuration = 10.0  # PostgreSQL: seconds a statement may run before the server cancels it
 
     @property
     def masked_url(self) -> str:
@@ -99,16 +141,30 @@ class StoreConfig:
                 f"statement_timeout={self.statement_timeout})")
 
 
-@dataclass(frozen=True, slots=True)
-class AuthKey:
-    key: str = field(repr=False)
-    tenant: str
-    admin: bool = False
+@dataclass(frozen=True, config=SECTION)
+class AuthKey(Keys):
+    key: Str = field(repr=False)
+    tenant: Str
+    admin: Bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class AuthConfig:
-    keys: tuple[AuthKey, ...] = ()
+def _distinct_keys(keys: tuple[AuthKey, ...]) -> tuple[AuthKey, ...]:
+    first_use: dict[str, int] = {}      # key → the index that set it first
+    repeated = []
+    for i, item in enumerate(keys):
+        if item.key in first_use:
+            message = PydanticCustomError("duplicate", "same key as auth.keys[{first}].key", {"first": first_use[item.key]})
+            repeated.append(InitErrorDetails(type=message, loc=(i, "key"), input=None))  # never the key itself
+        else:
+            first_use[item.key] = i
+    if repeated:
+        raise ValidationError.from_exception_data("AuthConfig", repeated)
+    return keys
+
+
+@dataclass(frozen=True, config=SECTION)
+class AuthConfig(Keys):
+    keys: Annotated[tuple[AuthKey, ...], List, AfterValidator(_distinct_keys)] = ()
 
     @property
     def enabled(self) -> bool:
@@ -116,63 +172,25 @@ class AuthConfig:
         return bool(self.keys)
 
 
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    max_file_size: int = 512 * 1024**2
-    max_batch_file_size: int = 200 * 1024**2
-    tenant_storage_quota: int = 100 * 1000**3
-    max_batch_lines: int = 50_000
-    max_json_body: int = 32 * 1024**2
+@dataclass(frozen=True, config=SECTION)
+class LimitsConfig(Keys):
+    max_file_size: Size = 512 * 1024**2
+    max_batch_file_size: Size = 200 * 1024**2
+    tenant_storage_quota: Size = 100 * 1000**3
+    max_batch_lines: Annotated[int, whole(1)] = 50_000
+    max_json_body: Size = 32 * 1024**2
 
 
-@dataclass(frozen=True, slots=True)
-class TimeoutConfig:
-    """Upstream timeouts in seconds; ``idle`` is the longest wait between two SSE reads."""
-
-    connect: float = 10.0
-    read: float = 600.0
-    idle: float = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    type: str
-    api_base: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    api_version: str | None = None
-    path: str | None = None
-    shared_filesystem: bool = False  # local: `path` is a filesystem every replica mounts
-    shared: bool = False          # all tenants may reach upstream ids the gateway has not seen
-    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
-    max_retries: int = 2
-    deployments: dict[str, str] = field(default_factory=dict)   # azure: model → deployment
-    organization: str | None = None
-    project: str | None = None
-    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry credentials
-    region: str | None = None
-    bucket: str | None = None
-    prefix: str = ""
-    endpoint_url: str | None = None                              # S3 / GCS emulator
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = field(default=None, repr=False)
-    service_file: str | None = None
-    project_id: str | None = None
-    model: str | None = None
-    anthropic_version: str = "2023-06-01"
-    anthropic_beta: str = "files-api-2025-04-14"
-    max_file_size: int | None = None                             # this provider's own cap, if lower
-    upload_chunk_size: int | None = None                         # s3/bedrock: S3 part size; gcs/vertex: GCS chunk
-
-
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
+    """The whole config, assembled from validated sections by :func:`parse_config`."""
+
     server: ServerConfig
     store: StoreConfig
     auth: AuthConfig
     limits: LimitsConfig
     default_provider: str
-    providers: tuple[ProviderConfig, ...]
+    providers: tuple[ProviderConfig, ...]    # each one of the models of PROVIDER_TYPES
     filters: tuple[str, ...]
     log_level: str
 
@@ -180,250 +198,7 @@ class Config:
         return next((p for p in self.providers if p.name == name), None)
 
 
-@dataclass(frozen=True, slots=True)
-class _ProviderType:
-    keys: tuple[str, ...]                # the keys this type reads, beyond _COMMON_PROVIDER_KEYS
-    required: tuple[str, ...] = ()
-    defaults: Mapping[str, str] = field(default_factory=dict)
-    data_paths: Mapping[str, str] = field(default_factory=dict)  # path keys → default dir under data_dir
-
-
-_COMMON_PROVIDER_KEYS = ("shared", "timeouts", "max_retries", "max_file_size")
-_PROVIDER_TYPES = {
-    "openai": _ProviderType(
-        ("api_base", "api_key", "organization", "project", "headers"),
-        required=("api_key",), defaults={"api_base": "https://api.openai.com/v1"}),
-    "azure": _ProviderType(
-        ("api_base", "api_key", "api_version", "deployments", "headers"),
-        required=("api_base", "api_key", "api_version")),
-    "groq": _ProviderType(
-        ("api_base", "api_key", "headers"),
-        required=("api_key",), defaults={"api_base": "https://api.groq.com/openai/v1"}),
-    "anthropic": _ProviderType(
-        ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers", "path", "model"),
-        required=("api_key",), defaults={"api_base": "https://api.anthropic.com"},
-        data_paths={"path": "anthropic-batches"}),
-    "local": _ProviderType(("path", "shared_filesystem"), data_paths={"path": "files"}),
-    "bedrock": _ProviderType(
-        ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "model",
-         "upload_chunk_size"),
-        required=("bucket", "region")),
-    "vertex": _ProviderType(
-        ("bucket", "project_id", "region", "prefix", "endpoint_url", "service_file", "model", "upload_chunk_size"),
-        required=("bucket", "project_id"), defaults={"region": "us-central1"}),
-    # The operator's own bucket, files stored as sent (bedrock / vertex without translation).
-    "s3": _ProviderType(
-        ("bucket", "region", "prefix", "endpoint_url", "aws_access_key_id", "aws_secret_access_key",
-         "upload_chunk_size"),
-        required=("bucket",), defaults={"region": "us-east-1"}),
-    "gcs": _ProviderType(
-        ("bucket", "prefix", "endpoint_url", "service_file", "upload_chunk_size"), required=("bucket",)),
-}
-_PROVIDER_FIELDS = frozenset(f.name for f in fields(ProviderConfig))
-
-
-def default_provider_path(provider_type: str, data_dir: str = DEFAULT_DATA_DIR) -> str:
-    """Where a provider of ``provider_type`` keeps its files when its ``path`` is not set."""
-    return os.path.abspath(os.path.join(data_dir, _PROVIDER_TYPES[provider_type].data_paths["path"]))
-_URL_KEYS = ("api_base", "endpoint_url")
-
-
-# --------------------------------------------------------------------------- values
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a string such as ``"512MiB"``, ``"200 MB"`` or ``"1024"``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and (m := _NUMBER_WITH_UNIT.fullmatch(value.strip())):
-        number, unit = m.groups()
-        if (unit in _SIZE_UNITS or not unit) and len(number) <= _MAX_DIGITS:
-            factor = _SIZE_UNITS[unit or "B"]
-            return int(number) * factor if "." not in number else round(float(number) * factor)
-    raise ValueError(f"must be a size such as 512MiB or 200MB (units: {', '.join(_SIZE_UNITS)}), not {value!r}")
-
-
-def parse_duration(value: int | float | str) -> float:
-    """Seconds from a number or a string such as ``"500ms"``, ``"30s"`` or ``"5m"``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and isfinite(value) and value >= 0:
-        return float(value)
-    if isinstance(value, str) and (m := _NUMBER_WITH_UNIT.fullmatch(value.strip())):
-        number, unit = m.groups()
-        if (unit in _DURATION_UNITS or not unit) and len(number) <= _MAX_DIGITS:
-            return float(number) * _DURATION_UNITS[unit or "s"]
-    raise ValueError(f"must be a duration such as 500ms, 30s or 5m, not {value!r}")
-
-
-def _to_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
-
-
-def _to_int(value: Any, *, minimum: int, maximum: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError("must be an integer")
-    if maximum is not None and not minimum <= value <= maximum:
-        raise ValueError(f"must be between {minimum} and {maximum}")
-    if value < minimum:
-        raise ValueError(f"must be at least {minimum}")
-    return value
-
-
-def _to_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
-def _to_size(value: Any) -> int:
-    size = parse_size(value)
-    if size == 0:
-        raise ValueError("must be greater than 0")
-    return size
-
-
-def _to_duration(value: Any, *, positive: bool) -> float:
-    seconds = parse_duration(value)
-    if positive and seconds == 0:
-        raise ValueError("must be greater than 0")
-    return seconds
-
-
-def _to_url(value: Any) -> str:
-    if not _HTTP_URL.fullmatch(_to_str(value)):
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
-
-
-def _given(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The values that were set, so that dataclass defaults fill in the rest."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
 # --------------------------------------------------------------------------- reading YAML
-
-
-class _Context:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def resolve(self, value: Any) -> Any:
-        """``value`` with an ``os.environ/NAME`` reference replaced by the variable's value."""
-        if not (isinstance(value, str) and value.startswith(ENV_PREFIX)):
-            return value
-        name = value[len(ENV_PREFIX):]
-        if name not in self.env:
-            raise ValueError(f"environment variable {name} is not set")
-        if not self.env[name]:
-            raise ValueError(f"environment variable {name} is empty")
-        return self.env[name]
-
-
-class _Section:
-    """One YAML mapping at a key path.
-
-    Getters record a problem and return None for a wrong value, and return the default for an
-    absent one, so that parsing goes on and reports every problem in the file at once.
-    """
-
-    def __init__(self, data: Any, path: str, ctx: _Context) -> None:
-        self.path = path
-        self.ctx = ctx
-        self.data: Mapping[Any, Any] = {}
-        if isinstance(data, Mapping):
-            self.data = data
-        elif data is not None:
-            ctx.problems.append(f"{path}: must be a mapping")
-
-    def key_path(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def problem(self, key: str, message: str) -> None:
-        self.ctx.problems.append(f"{self.key_path(key)}: {message}")
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) not in (None, "")
-
-    def reject_unknown(self, allowed: tuple[str, ...] | frozenset[str]) -> None:
-        for key in self.data:
-            if key not in allowed:
-                self.problem(str(key), "unknown key")
-
-    def _read(self, key: str, convert: Callable[[Any], Any], default: Any = None, required: bool = False) -> Any:
-        if not self.has(key):
-            if required:
-                self.problem(key, "required")
-            return default
-        try:
-            return convert(self.ctx.resolve(self.data[key]))
-        except ValueError as exc:
-            self.problem(key, str(exc))
-            return None
-
-    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        return self._read(key, _to_str, default, required)
-
-    def url(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        return self._read(key, _to_url, default, required)
-
-    def integer(self, key: str, *, minimum: int, maximum: int | None = None) -> int | None:
-        return self._read(key, partial(_to_int, minimum=minimum, maximum=maximum))
-
-    def boolean(self, key: str) -> bool | None:
-        return self._read(key, _to_bool)
-
-    def size(self, key: str) -> int | None:
-        return self._read(key, _to_size)
-
-    def duration(self, key: str, *, positive: bool = False) -> float | None:
-        return self._read(key, partial(_to_duration, positive=positive))
-
-    def section(self, key: str) -> _Section:
-        return _Section(self.data.get(key), self.key_path(key), self.ctx)
-
-    def string_map(self, key: str) -> dict[str, str]:
-        section = self.section(key)
-        entries = {str(k): section.string(str(k), required=True) for k in section.data}
-        return {k: v for k, v in entries.items() if v is not None}
-
-    def _list(self, key: str) -> list[tuple[str, Any]] | None:
-        """The items of a list with their key paths; None when absent."""
-        items = self.data.get(key)
-        if items is None:
-            return None
-        if not isinstance(items, list):
-            self.problem(key, "must be a list")
-            return None
-        return [(f"{self.key_path(key)}[{i}]", item) for i, item in enumerate(items)]
-
-    def sections(self, key: str) -> list[_Section] | None:
-        """The mapping items of a list as sections; None when absent."""
-        items = self._list(key)
-        if items is None:
-            return None
-        for path, item in items:
-            if not isinstance(item, Mapping):
-                self.ctx.problems.append(f"{path}: must be a mapping")
-        return [_Section(item, path, self.ctx) for path, item in items if isinstance(item, Mapping)]
-
-    def strings(self, key: str) -> list[tuple[str, str]] | None:
-        """The string items of a list with their key paths; None when absent."""
-        items = self._list(key)
-        if items is None:
-            return None
-        valid = []
-        for path, item in items:
-            try:
-                valid.append((path, _to_str(self.ctx.resolve(item))))
-            except ValueError as exc:
-                self.ctx.problems.append(f"{path}: {exc}")
-        return valid
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -448,183 +223,149 @@ _YamlLoader.yaml_implicit_resolvers = {
 }
 
 
+# --------------------------------------------------------------------------- pydantic's errors → problems
+
+
+_MAPPING_ERRORS = ("dataclass_type", "dataclass_exact_type", "dict_type", "model_type", "model_attributes_type")
+_UNKNOWN_KEY_ERRORS = ("unexpected_keyword_argument", "extra_forbidden")
+
+
+def _key_path(path: str, loc: tuple[Any, ...] | list[Any]) -> str:
+    for part in loc:
+        path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else str(part)
+    return path
+
+
+def _problem(error: Any, provider: bool) -> tuple[tuple[Any, ...], bool, str]:
+    """``(location, is an unknown key, message)`` for one pydantic error; for a provider, the
+    first element of the location is the union's tag (its type), dropped here."""
+    loc = list(error["loc"])
+    kind = error["type"]
+    tag = loc.pop(0) if provider and loc else None
+    if kind in _UNKNOWN_KEY_ERRORS:
+        other_type = provider and len(loc) == 1 and tag != UNKNOWN_TYPE_TAG and loc[0] in PROVIDER_KEYS
+        message = f"not used by provider type {tag}" if other_type else "unknown key"
+    elif kind == "missing":
+        message = "required"
+    elif kind in _MAPPING_ERRORS:
+        message = "must be a mapping"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])    # the converters' own message
+    else:                                       # ours (PydanticCustomError), or pydantic's as a clause
+        message = error["msg"][:1].lower() + error["msg"][1:]
+    return tuple(loc), kind in _UNKNOWN_KEY_ERRORS, message
+
+
+def _in_reading_order(found: list[tuple[tuple[Any, ...], bool, str]],
+                      provider: bool) -> list[tuple[tuple[Any, ...], bool, str]]:
+    """pydantic reports a mapping's values in field order, then its unknown keys; a reader fixes
+    typos first, so each unknown key moves before the first problem inside its mapping; and a
+    provider's ``name`` and ``type`` come before all else, as they say what the rest is."""
+    ordered = [item for item in found if not item[1]]
+    for item in (item for item in found if item[1]):
+        parent = item[0][:-1]
+        at = next((i for i, (loc, unknown, _) in enumerate(ordered)
+                   if loc[:len(parent)] == parent and not (unknown and loc[:-1] == parent)), len(ordered))
+        ordered.insert(at, item)
+    if provider:
+        ordered.sort(key=lambda item: item[0][:1] not in (("name",), ("type",)) or len(item[0]) > 1)
+    return ordered
+
+
+@lru_cache(maxsize=None)
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+class _Reader:
+    """Validates one section at a time, collecting the problems of each."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.context: dict[str, Any] = {"env": env}
+        self.problems: list[str] = []
+
+    def read(self, kind: Any, value: Any, path: str, *, provider: bool = False) -> Any:
+        """``value`` validated as ``kind``; None, and its problems recorded, when it is wrong."""
+        try:
+            return _adapter(kind).validate_python(value, context=self.context)
+        except ValidationError as exc:
+            found = _in_reading_order([_problem(error, provider) for error in exc.errors()], provider)
+            self.problems += [f"{_key_path(path, loc)}: {message}" for loc, _, message in found]
+            return None
+
+    def items(self, value: Any, path: str) -> list[tuple[str, Any]] | None:
+        """The items of a list with their key paths; None when absent or not a list."""
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self.problems.append(f"{path}: must be a list")
+            return None
+        return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+
+
 # --------------------------------------------------------------------------- sections
 
 
-def _parse_server(s: _Section) -> ServerConfig:
-    s.reject_unknown(_field_names(ServerConfig))
-    base_path = s.string("base_path")
-    if base_path is not None and not base_path.startswith("/"):
-        s.problem("base_path", "must start with '/'")
-        base_path = None
-    return ServerConfig(**_given({
-        "host": s.string("host"),
-        "port": s.integer("port", minimum=1, maximum=65535),
-        "workers": s.integer("workers", minimum=1),
-        "base_path": base_path and base_path.rstrip("/"),
-        "drain_timeout": s.duration("drain_timeout"),
-        "chunk_size": s.size("chunk_size"),
-        "expiry_sweep_interval": s.duration("expiry_sweep_interval"),
-        "header_timeout": s.duration("header_timeout", positive=True),
-        "body_idle_timeout": s.duration("body_idle_timeout", positive=True),
-        "keepalive_timeout": s.duration("keepalive_timeout", positive=True),
-        "max_connections": s.integer("max_connections", minimum=1),
-        "body_min_rate": s.size("body_min_rate"),
-        "orphan_upload_age": s.duration("orphan_upload_age", positive=True),
-        "data_dir": os.path.abspath(s.string("data_dir") or DEFAULT_DATA_DIR),
-    }))
-
-
-def _absolute_sqlite_url(url: str) -> str:
-    """``sqlite:///relative.db`` → ``sqlite:////<cwd>/relative.db``; absolute and in-memory URLs unchanged."""
-    path = url[len("sqlite:///"):]
-    if not path or path.startswith("/") or path == ":memory:":
-        return url
-    return "sqlite:///" + os.path.abspath(path)
-
-
-def _parse_store(s: _Section, data_dir: str) -> StoreConfig:
-    s.reject_unknown(_field_names(StoreConfig))
-    url = s.string("url")
-    if url is not None and not url.startswith(STORE_SCHEMES):
-        s.problem("url", "must be a sqlite:/// or a postgresql:// (postgres://) URL")
-        url = None
-    pool_min = s.integer("pool_min", minimum=0)
-    pool_max = s.integer("pool_max", minimum=1)
-    most = pool_max if pool_max is not None else StoreConfig().pool_max
-    if pool_min is not None and pool_min > most:
-        s.problem("pool_min", f"must not exceed store.pool_max ({most})")
-    url = url or "sqlite:///" + os.path.join(data_dir, STORE_FILE)
-    return StoreConfig(**_given({
-        "url": _absolute_sqlite_url(url) if url.startswith("sqlite:") else url,
-        "pool_min": pool_min,
-        "pool_max": pool_max,
-        "statement_timeout": s.duration("statement_timeout", positive=True),
-    }))
-
-
-def _parse_auth(s: _Section) -> AuthConfig:
-    s.reject_unknown(("keys",))
-    keys: list[AuthKey] = []
-    first_use: dict[str, str] = {}      # key → the key path that set it first
-    for item in s.sections("keys") or ():
-        item.reject_unknown(("key", "tenant", "admin"))
-        key = item.string("key", required=True)
-        tenant = item.string("tenant", required=True)
-        admin = item.boolean("admin")
-        if key is None or tenant is None:
-            continue
-        if key in first_use:
-            item.problem("key", f"same key as {first_use[key]}")
-        else:
-            first_use[key] = item.key_path("key")
-        keys.append(AuthKey(key=key, tenant=tenant, admin=bool(admin)))
-    return AuthConfig(keys=tuple(keys))
-
-
-def _parse_limits(s: _Section) -> LimitsConfig:
-    s.reject_unknown(_field_names(LimitsConfig))
-    return LimitsConfig(**_given({
-        "max_file_size": s.size("max_file_size"),
-        "max_batch_file_size": s.size("max_batch_file_size"),
-        "tenant_storage_quota": s.size("tenant_storage_quota"),
-        "max_batch_lines": s.integer("max_batch_lines", minimum=1),
-        "max_json_body": s.size("max_json_body"),
-    }))
-
-
-def _parse_timeouts(s: _Section) -> TimeoutConfig:
-    s.reject_unknown(_field_names(TimeoutConfig))
-    return TimeoutConfig(**_given({key: s.duration(key, positive=True) for key in _field_names(TimeoutConfig)}))
-
-
-def _parse_provider_key(s: _Section, key: str, kind: _ProviderType, data_dir: str) -> Any:
-    if key in ("shared", "shared_filesystem"):
-        return s.boolean(key)
-    if key == "timeouts":
-        return _parse_timeouts(s.section(key))
-    if key == "max_retries":
-        return s.integer(key, minimum=0)
-    if key in ("max_file_size", "upload_chunk_size"):
-        return s.size(key)
-    if key in ("deployments", "headers"):
-        return s.string_map(key)
-    if key in kind.data_paths:
-        path = s.string(key)
-        return os.path.abspath(path) if path else os.path.abspath(os.path.join(data_dir, kind.data_paths[key]))
-    read = s.url if key in _URL_KEYS else s.string
-    return read(key, kind.defaults.get(key), required=key in kind.required)
-
-
-def _parse_provider(s: _Section, data_dir: str) -> ProviderConfig | None:
-    """The provider, or None when its name or type is unusable (the problem is recorded)."""
-    name = s.string("name", required=True)
-    if name is not None and not _PROVIDER_NAME.fullmatch(name):
-        s.problem("name", "may contain only letters, digits, '.', '_' and '-'")
-    type_ = s.string("type", required=True)
-    kind = _PROVIDER_TYPES.get(type_) if type_ is not None else None
-    if type_ is not None and kind is None:
-        s.problem("type", f"unknown provider type {type_!r} (valid types: {', '.join(_PROVIDER_TYPES)})")
-    if kind is None:
-        s.reject_unknown(_PROVIDER_FIELDS)
-        return None
-    used = ("name", "type", *_COMMON_PROVIDER_KEYS, *kind.keys)
-    for key in s.data:
-        if key not in used:
-            s.problem(str(key), f"not used by provider type {type_}" if key in _PROVIDER_FIELDS else "unknown key")
-    values = {key: _parse_provider_key(s, key, kind, data_dir) for key in (*_COMMON_PROVIDER_KEYS, *kind.keys)}
-    for key, partner in (("aws_access_key_id", "aws_secret_access_key"), ("aws_secret_access_key", "aws_access_key_id")):
-        if key in kind.keys and s.has(partner) and not s.has(key):
-            s.problem(key, f"required when {partner} is set")
-    if name is None:
-        return None
-    return ProviderConfig(name=name, type=type_, **_given(values))
-
-
-def _parse_providers(root: _Section, data_dir: str) -> tuple[ProviderConfig, ...]:
-    """The configured providers; with none configured, the one ``local`` provider."""
-    sections = root.sections("providers")
-    if not sections:
-        return (ProviderConfig(name="local", type="local", path=default_provider_path("local", data_dir)),)
+def _parse_providers(r: _Reader, value: Any) -> tuple[tuple[ProviderConfig, ...], list[str]]:
+    """The configured providers and their names; with none configured, the one ``local``
+    provider. The names of invalid providers count too, so that no other problem is reported
+    about them (a ``default_provider`` naming one)."""
+    items = r.items(value, "providers")
+    if not items or not any(isinstance(item, Mapping) for _, item in items):
+        for path, item in items or ():
+            r.problems.append(f"{path}: must be a mapping")
+        return (r.read(LocalConfig, {"name": "local"}, "providers[0]"),), ["local"]
     providers: list[ProviderConfig] = []
     first_use: dict[str, str] = {}      # name → the path of the provider that has it first
-    for section in sections:
-        provider = _parse_provider(section, data_dir)
-        if provider is None:
+    for path, item in items:
+        provider = r.read(AnyProviderConfig, item, path, provider=True)
+        if provider is not None:
+            providers.append(provider)
+        name = provider.name if provider is not None else _name_of(item, r.context)
+        if name is None:
             continue
-        if provider.name in first_use:
-            section.problem("name", f"duplicate provider name {provider.name!r} (also {first_use[provider.name]})")
+        if name in first_use:
+            r.problems.append(f"{path}.name: duplicate provider name {name!r} (also {first_use[name]})")
         else:
-            first_use[provider.name] = section.path
-        providers.append(provider)
-    return tuple(providers)
+            first_use[name] = path
+    return tuple(providers), list(first_use)
 
 
-def _parse_default_provider(root: _Section, providers: tuple[ProviderConfig, ...]) -> str:
-    names = [p.name for p in providers]
-    default = root.string("default_provider")
+def _name_of(item: Any, context: dict[str, Any]) -> str | None:
+    """The valid name of a provider that is not valid otherwise, if it has one."""
+    if type_tag(item) == UNKNOWN_TYPE_TAG:
+        return None
+    try:
+        return str(_adapter(ProviderName).validate_python(item.get("name"), context=context))
+    except ValidationError:
+        return None
+
+
+def _parse_default_provider(r: _Reader, value: Any, names: list[str]) -> str:
+    default = r.read(Str, value, "default_provider") if value is not None else None
     if default is None:
         return "local" if "local" in names or not names else names[0]
     if default not in names:
-        root.problem("default_provider", f"no provider named {default!r} (configured: {', '.join(names)})")
-    return default
+        r.problems.append(f"default_provider: no provider named {default!r} (configured: {', '.join(names)})")
+    return str(default)
 
 
-def _parse_filters(root: _Section, auth: AuthConfig) -> tuple[str, ...]:
-    items = root.strings("filters")
-    if items is None:
+def _parse_filters(r: _Reader, value: Any, auth: AuthConfig | None) -> tuple[str, ...]:
+    listed = r.items(value, "filters")
+    if listed is None:
         return DEFAULT_FILTERS
+    items = [(path, name) for path, item in listed if (name := r.read(Str, item, path)) is not None]
     names: list[str] = []
     for path, name in items:
         if name not in FILTER_NAMES:
-            root.ctx.problems.append(f"{path}: unknown filter {name!r} (valid filters: {', '.join(FILTER_NAMES)})")
+            r.problems.append(f"{path}: unknown filter {name!r} (valid filters: {', '.join(FILTER_NAMES)})")
         elif name in names:
-            root.ctx.problems.append(f"{path}: duplicate filter {name!r}")
+            r.problems.append(f"{path}: duplicate filter {name!r}")
         elif name == "auth" and names:
-            root.ctx.problems.append(f"{path}: auth must be the first filter")
+            r.problems.append(f"{path}: auth must be the first filter")
         names.append(name)
-    if auth.enabled and "auth" not in names:
-        root.problem("filters", "auth.keys are configured but the auth filter is not in the list")
+    if auth is not None and auth.enabled and "auth" not in names:
+        r.problems.append("filters: auth.keys are configured but the auth filter is not in the list")
     return tuple(names)
 
 
@@ -636,13 +377,7 @@ def check_log_level(value: str) -> str:
     return level
 
 
-def _parse_log_level(root: _Section) -> str:
-    level = root.string("log_level") or "info"
-    try:
-        return check_log_level(level)
-    except ValueError as exc:
-        root.problem("log_level", str(exc))
-        return level
+LogLevel = Annotated[str, BeforeValidator(lambda v, info: check_log_level(to_str(resolve_env(v, info))))]
 
 
 # --------------------------------------------------------------------------- entry points
@@ -652,18 +387,23 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     """The validated config for ``data`` (parsed YAML); raises :class:`ConfigError`."""
     if not isinstance(data, Mapping):
         raise ConfigError(["config: the top level must be a mapping of keys"])
-    root = _Section(data, "", _Context(env))
-    root.reject_unknown(_field_names(Config))
-    server = _parse_server(root.section("server"))
-    store = _parse_store(root.section("store"), server.data_dir)
-    auth = _parse_auth(root.section("auth"))
-    limits = _parse_limits(root.section("limits"))
-    providers = _parse_providers(root, server.data_dir)
-    default_provider = _parse_default_provider(root, providers)
-    filters = _parse_filters(root, auth)
-    log_level = _parse_log_level(root)
-    if root.ctx.problems:
-        raise ConfigError(root.ctx.problems)
+    r = _Reader(env)
+    sections = {f.name for f in dataclasses.fields(Config)}
+    r.problems += [f"{key}: unknown key" for key in data if key not in sections]
+    # null is absent; "" too where a scalar is expected (a section or list that is "" is reported)
+    given = {key: value for key, value in data.items()
+             if value is not None and not (value == "" and key in ("default_provider", "log_level"))}
+    server = r.read(ServerConfig, given.get("server", {}), "server")
+    r.context["data_dir"] = server.data_dir if server else os.path.abspath(DEFAULT_DATA_DIR)
+    store = r.read(StoreConfig, given.get("store", {}), "store")
+    auth = r.read(AuthConfig, given.get("auth", {}), "auth")
+    limits = r.read(LimitsConfig, given.get("limits", {}), "limits")
+    providers, names = _parse_providers(r, given.get("providers"))
+    default_provider = _parse_default_provider(r, given.get("default_provider"), names)
+    filters = _parse_filters(r, given.get("filters"), auth)
+    log_level = r.read(LogLevel, given.get("log_level", "info"), "log_level")
+    if r.problems:
+        raise ConfigError(r.problems)
     return Config(server, store, auth, limits, default_provider, providers, filters, log_level)
 
 

@@ -152,8 +152,8 @@ def _serve_here(config: "Config", sockets: list[socket.socket], report: Callable
 def _log_where_data_goes(config: "Config") -> None:
     log.info("data directory %s; store %s", config.server.data_dir, config.store.masked_url)
     for p in config.providers:
-        if p.path:
-            log.info("provider %s (type %s) keeps files in %s", p.name, p.type, p.path)
+        if p.disk_path:
+            log.info("provider %s (type %s) keeps files in %s", p.name, p.type, p.disk_path)
     for p in replica_only_providers(config):
         log.warning("provider %s (type local): its files in %s are visible only to this replica, but the "
                     "PostgreSQL store is shared; use an s3 or gcs provider, or set shared_filesystem: true "

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from botocore.exceptions import ConnectTimeoutError, NoCredentialsError, ReadTimeoutError
 
-from proxy.config import ProviderConfig
+from proxy.providers.configs import BedrockConfig
 from proxy.errors import GatewayError
 from proxy.providers.bedrock import (
     BUCKET_HEADER,
@@ -587,7 +587,7 @@ def test_part_size_keeps_uploads_within_10000_parts() -> None:
 
 
 def _provider(**extra: Any) -> BedrockProvider:
-    return BedrockProvider(ProviderConfig(name="br", type="bedrock", bucket="b", region="us-east-1", **extra))
+    return BedrockProvider(BedrockConfig(name="br", bucket="b", region="us-east-1", **extra))
 
 
 def _wrapped(exc: S3StorageError, cause: BaseException) -> S3StorageError:

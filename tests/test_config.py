@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import types
 
 import pytest
 
@@ -13,7 +14,6 @@ from proxy.config import (
     Config,
     ConfigError,
     LimitsConfig,
-    ProviderConfig,
     ServerConfig,
     StoreConfig,
     TimeoutConfig,
@@ -24,6 +24,7 @@ from proxy.config import (
     parse_duration,
     parse_size,
 )
+from proxy.providers.configs import AnthropicConfig, AzureConfig, LocalConfig, S3Config
 
 MiB = 1024**2
 
@@ -103,7 +104,7 @@ def test_default_config(tmp_path, monkeypatch):
     assert not config.auth.enabled
     assert config.limits == LimitsConfig(512 * MiB, 200 * MiB, 100 * 10**9, 50_000, 32 * MiB)
     assert config.default_provider == "local"
-    assert config.providers == (ProviderConfig(name="local", type="local", path=str(data / "files")),)
+    assert config.providers == (LocalConfig(name="local", path=str(data / "files")),)
     assert config.filters == DEFAULT_FILTERS == (
         "auth", "provider_route", "size_limit", "batch_jsonl", "quota", "access_log", "metrics")
     assert config.log_level == "info"
@@ -134,9 +135,12 @@ def test_null_sections_and_empty_lists_mean_defaults():
 def test_provider_defaults():
     timeouts = TimeoutConfig()
     assert (timeouts.connect, timeouts.read, timeouts.idle) == (10.0, 600.0, 120.0)
-    p = ProviderConfig(name="x", type="openai")
-    assert (p.max_retries, p.deployments, p.headers, p.prefix, p.shared) == (2, {}, {}, "", False)
-    assert (p.anthropic_version, p.anthropic_beta) == ("2023-06-01", "files-api-2025-04-14")
+    # each type's keys are on its own model: AzureConfig has deployments, S3Config prefix, ...
+    p = AzureConfig(name="x", api_base="https://r", api_key="k", api_version="v")
+    assert (p.max_retries, p.deployments, p.headers, p.shared, p.timeouts) == (2, {}, {}, False, timeouts)
+    assert S3Config(name="x", bucket="b").prefix == ""
+    a = AnthropicConfig(name="x", api_key="k")
+    assert (a.anthropic_version, a.anthropic_beta) == ("2023-06-01", "files-api-2025-04-14")
 
 
 @pytest.mark.parametrize(
@@ -650,8 +654,10 @@ def test_s3_and_gcs_take_the_connection_keys_of_bedrock_and_vertex():
 
 
 def _with_store(config: Config, url: str) -> Config:
-    # config.py does not accept a PostgreSQL URL yet; the warning only looks at the scheme.
-    return dataclasses.replace(config, store=StoreConfig(url))
+    # A StoreConfig takes lowercase schemes only (as the store does); the warning reads only
+    # `store.url`, and checks its scheme in any case.
+    store = StoreConfig(url) if url.islower() else types.SimpleNamespace(url=url)
+    return dataclasses.replace(config, store=store)
 
 
 def test_local_files_with_a_postgresql_store_are_replica_only_unless_shared_filesystem():

@@ -19,7 +19,7 @@ from typing import Any
 import openai
 import pytest
 
-from proxy.config import ProviderConfig
+from proxy.providers.configs import GcsConfig
 from proxy.providers.gcs import GCSProvider
 from proxy.providers.gcs_storage import GCSNotFound, GCSStorageError
 from proxy.providers.object_store import Target
@@ -204,7 +204,7 @@ def test_unreachable_gcs_is_502_without_details(env: Env) -> None:
 
 
 def _provider() -> GCSProvider:
-    return GCSProvider(ProviderConfig(name="g", type="gcs", bucket="b", endpoint_url="http://127.0.0.1:9"))
+    return GCSProvider(GcsConfig(name="g", bucket="b", endpoint_url="http://127.0.0.1:9"))
 
 
 @pytest.mark.parametrize("exc,status,code", [
@@ -227,6 +227,6 @@ def test_upload_404_on_the_configured_bucket_is_the_operators() -> None:
 
 
 def test_chunk_size_setting() -> None:
-    assert GCSProvider(ProviderConfig(name="g", type="gcs", bucket="b", upload_chunk_size=1 * MiB)).chunk_size == MiB
+    assert GCSProvider(GcsConfig(name="g", bucket="b", upload_chunk_size=1 * MiB)).chunk_size == MiB
     with pytest.raises(ValueError, match="upload_chunk_size"):
-        GCSProvider(ProviderConfig(name="g", type="gcs", bucket="b", upload_chunk_size=300 << 10))
+        GCSProvider(GcsConfig(name="g", bucket="b", upload_chunk_size=300 << 10))

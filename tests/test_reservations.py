@@ -375,7 +375,7 @@ def test_gcs_session_of_a_killed_gateway_is_released_at_start_up(start_gateway, 
 
 
 async def test_janitor_removes_dead_owners_partial_data_and_keeps_live_ones(tmp_path):
-    from proxy.config import ProviderConfig
+    from proxy.providers.configs import LocalConfig, VertexConfig
     from proxy.janitor import clean_orphans
     from proxy.providers.local import LocalProvider
     from proxy.providers.vertex import VertexProvider
@@ -387,9 +387,9 @@ async def test_janitor_removes_dead_owners_partial_data_and_keeps_live_ones(tmp_
     await gcs.server.start_server()
     store = SQLiteStore(str(tmp_path / "s.db"))
     await store.open()
-    local = LocalProvider(ProviderConfig(name="local", type="local", path=str(tmp_path / "files")))
-    vertex = VertexProvider(ProviderConfig(name="vertex", type="vertex", bucket="b", project_id="p",
-                                           endpoint_url=gcs.api_root))
+    local = LocalProvider(LocalConfig(name="local", path=str(tmp_path / "files")))
+    vertex = VertexProvider(VertexConfig(name="vertex", bucket="b", project_id="p",
+                                         endpoint_url=gcs.api_root))
     await local.start()
     await vertex.start()
     try:

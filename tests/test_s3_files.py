@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from proxy.config import ProviderConfig
+from proxy.providers.configs import S3Config
 from proxy.providers.object_store import Target
 from proxy.providers.s3 import S3Provider
 from proxy.providers.s3_storage import S3NotFound, S3StorageError
@@ -214,7 +214,7 @@ def test_unreachable_s3_is_502_without_details(env: Env) -> None:
 
 
 def _provider(**extra: Any) -> S3Provider:
-    return S3Provider(ProviderConfig(name="s3", type="s3", **{"bucket": "b", **extra}))
+    return S3Provider(S3Config(name="s3", **{"bucket": "b", **extra}))
 
 
 @pytest.mark.parametrize("exc,status,code", [

@@ -435,10 +435,10 @@ def test_bucket_name_rules(name: str, ok: bool) -> None:
 
 
 def _provider() -> VertexProvider:
-    from proxy.config import ProviderConfig
+    from proxy.providers.configs import VertexConfig
 
-    return VertexProvider(ProviderConfig(name="v", type="vertex", bucket="b", project_id="p",
-                                         endpoint_url="http://127.0.0.1:9"))
+    return VertexProvider(VertexConfig(name="v", bucket="b", project_id="p",
+                                       endpoint_url="http://127.0.0.1:9"))
 
 
 def _with_cause(exc: GCSStorageError, cause: BaseException) -> GCSStorageError:
@@ -609,12 +609,12 @@ async def scripted_gcs(tmp_path):  # type: ignore[no-untyped-def]
 async def test_real_gcs_mode_sends_the_token_and_never_leaks_it(scripted_gcs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from gcloud.aio.storage import Storage
 
-    from proxy.config import ProviderConfig
+    from proxy.providers.configs import VertexConfig
     from proxy.store.base import FileRecord
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
-    p = VertexProvider(ProviderConfig(name="v", type="vertex", bucket="b", project_id="p",
-                                      service_file=scripted_gcs.creds))
+    p = VertexProvider(VertexConfig(name="v", bucket="b", project_id="p",
+                                    service_file=scripted_gcs.creds))
     assert not p.api_is_dev and p.api_root == "https://www.googleapis.com"
     await p.start()
     try:

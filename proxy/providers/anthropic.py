@@ -57,7 +57,6 @@ in a message.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import secrets
@@ -66,27 +65,24 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import orjson
 
-from ..config import default_provider_path
 from ..errors import GatewayError, error_type_for
 from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
 from .base import Download, Provider
+from .configs import ANTHROPIC_FILES_BETA, AnthropicConfig
 from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
 from .upstream import Upstream, iter_response
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
     from ..transforms.batch_translate import BatchTranslator
 
 log = logging.getLogger("sluicegate.anthropic")
 
-ANTHROPIC_API_BASE = "https://api.anthropic.com"
-ANTHROPIC_MAX_FILE_SIZE = 500 * 1000**2        # "500 MB per file" (docs/provider-facts.md §5.5)
 ANTHROPIC_MAX_BATCH_REQUESTS = 100_000         # per Message Batch (docs/provider-facts.md §5.7)
-FILES_BETA = "files-api-2025-04-14"
+FILES_BETA = ANTHROPIC_FILES_BETA
 BATCH_KIND = "anthropic_batch"
 
 _QUEUE_DEPTH = 4                    # chunks in flight between the client and Anthropic
@@ -373,24 +369,22 @@ class AnthropicProvider(Provider):
     passthrough = False
     serves_unseen_ids = False
 
-    def __init__(self, config: "ProviderConfig") -> None:
-        if config.max_file_size is None:
-            config = dataclasses.replace(config, max_file_size=ANTHROPIC_MAX_FILE_SIZE)
+    def __init__(self, config: AnthropicConfig) -> None:
         super().__init__(config)
-        base = (config.api_base or ANTHROPIC_API_BASE).rstrip("/")
+        base = config.api_base
         self.base = base[:-3] if base.endswith("/v1") else base
-        self.root = os.path.abspath(getattr(config, "path", None) or default_provider_path(self.type))
+        self.root = config.path      # absolute: resolved against server.data_dir at load
         self.partial_dir = os.path.join(self.root, ".partial")
-        self.default_model = getattr(config, "model", None)
+        self.default_model = config.model
         headers = {
-            "x-api-key": config.api_key or "",
+            "x-api-key": config.api_key,
             "anthropic-version": config.anthropic_version,
             "Accept": "application/json",
             "Accept-Encoding": "identity",   # the pooled session does not decompress
         }
         if config.anthropic_beta:
             headers["anthropic-beta"] = config.anthropic_beta
-        if config.anthropic_version == "2023-06-01" and FILES_BETA not in (config.anthropic_beta or "").replace(" ", "").split(","):
+        if config.anthropic_version == "2023-06-01" and FILES_BETA not in config.anthropic_beta.replace(" ", "").split(","):
             log.warning("provider %s: anthropic_beta does not include %s, which the Files API needs under "
                         "anthropic-version 2023-06-01", config.name, FILES_BETA)
         headers.update(config.headers)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .configs import AzureConfig
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
     from yarl import URL
 
-    from ..config import ProviderConfig
     from ..exchange import Exchange
 
 _STATUS = {"uploaded": "uploaded", "pending": "uploaded", "running": "uploaded",
@@ -31,20 +31,22 @@ _STATUS = {"uploaded": "uploaded", "pending": "uploaded", "running": "uploaded",
 class AzureProvider(OpenAIProvider):
     type = "azure"
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    config: AzureConfig
+
+    def __init__(self, config: AzureConfig) -> None:
         super().__init__(config)
-        root = (config.api_base or "").rstrip("/")
+        root = config.api_base
         if root.endswith("/openai/v1"):
             root = root[: -len("/openai/v1")]
         elif root.endswith("/openai"):
             root = root[: -len("/openai")]
-        self.v1 = (config.api_version or "v1") in ("v1", "preview")
+        self.v1 = config.api_version in ("v1", "preview")
         self.base = root + ("/openai/v1" if self.v1 else "/openai")
         # v1 takes no api-version except "preview"; classic needs it on every call.
-        self.api_version = None if config.api_version in (None, "v1") else config.api_version
+        self.api_version = None if config.api_version == "v1" else config.api_version
 
     def auth_headers(self) -> dict[str, str]:
-        h = {"api-key": self.config.api_key or ""}
+        h = {"api-key": self.config.api_key}
         h.update(self.config.headers)
         return h
 

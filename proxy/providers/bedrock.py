@@ -43,7 +43,7 @@ from .s3 import S3Provider, S3Sink
 from .sink import SinkResult
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
+    from .configs import BedrockConfig
     from ..exchange import Exchange
 
 BUCKET_HEADER = "x-tfy-aws-s3-bucket"
@@ -117,9 +117,7 @@ class BedrockProvider(S3Provider):
     sink_class = BedrockSink
     bucket_header = BUCKET_HEADER
 
-    def __init__(self, config: "ProviderConfig") -> None:
-        if not config.bucket or not config.region:
-            raise ValueError(f"provider {config.name}: bedrock needs bucket and region")
+    def __init__(self, config: "BedrockConfig") -> None:
         super().__init__(config)
         self.model = config.model
 

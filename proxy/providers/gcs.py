@@ -45,7 +45,7 @@ from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_f
 from .sink import SinkResult
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
+    from .configs import GcsConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
@@ -93,7 +93,7 @@ class GCSProvider(BucketProvider):
     #: The sink class of one upload (vertex's translates batch rows).
     sink_class: ClassVar[type[GCSSink]] = GCSSink
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    def __init__(self, config: "GcsConfig") -> None:
         super().__init__(config)
         self.chunk_size = chunk_size_setting(config.upload_chunk_size)
         self.api_is_dev, self.api_root = init_api_root(config.endpoint_url)

@@ -23,7 +23,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -33,17 +32,15 @@ from filters.base import Filter
 
 from ..errors import GatewayError
 from ..units import human_size
+from .configs import GROQ_MAX_FILE_SIZE, GroqConfig
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
 log = logging.getLogger("sluicegate.groq")
 
-GROQ_API_BASE = "https://api.groq.com/openai/v1"
-GROQ_MAX_FILE_SIZE = 100 * 1000**2          # "100 MB" (docs/provider-facts.md §6)
 GROQ_PURPOSES = ("batch",)
 
 
@@ -65,14 +62,13 @@ class GroqUploadRules(Filter):
 class GroqProvider(OpenAIProvider):
     type = "groq"
 
-    def __init__(self, config: "ProviderConfig") -> None:
-        if config.max_file_size is None:
-            config = dataclasses.replace(config, max_file_size=GROQ_MAX_FILE_SIZE)
-        elif config.max_file_size > GROQ_MAX_FILE_SIZE:
+    config: GroqConfig
+
+    def __init__(self, config: GroqConfig) -> None:
+        # max_file_size defaults to GROQ_MAX_FILE_SIZE (GroqConfig); a higher one is the operator's word
+        if config.max_file_size is not None and config.max_file_size > GROQ_MAX_FILE_SIZE:
             log.warning("provider %s: max_file_size %s is above Groq's documented %s limit",
                         config.name, human_size(config.max_file_size), human_size(GROQ_MAX_FILE_SIZE))
-        if not config.api_base:
-            config = dataclasses.replace(config, api_base=GROQ_API_BASE)
         super().__init__(config)
 
     def auth_headers(self) -> dict[str, str]:

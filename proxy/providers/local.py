@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..config import default_provider_path
 from ..errors import GatewayError
 from .base import Download, Provider
 from .sink import SinkResult
 
+from .configs import LocalConfig
+
 if TYPE_CHECKING:
-    from ..config import Config, ProviderConfig
+    from ..config import Config
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
@@ -33,13 +34,13 @@ _STALE_PARTIAL_SECONDS = 24 * 3600
 _SHARED_STORE_SCHEMES = ("postgresql://", "postgres://")
 
 
-def replica_only_providers(config: "Config") -> list["ProviderConfig"]:
+def replica_only_providers(config: "Config") -> list[LocalConfig]:
     """The ``local`` providers whose files only this replica can read although the store is
     shared with other replicas (PostgreSQL): another replica finds the record, not the bytes.
     ``shared_filesystem: true`` says ``path`` is mounted by every replica."""
     if not config.store.url.lower().startswith(_SHARED_STORE_SCHEMES):
         return []
-    return [p for p in config.providers if p.type == "local" and not p.shared_filesystem]
+    return [p for p in config.providers if isinstance(p, LocalConfig) and not p.shared_filesystem]
 
 
 def prepare_partial_dir(path: str) -> None:
@@ -146,9 +147,9 @@ class LocalFileSink:
 class LocalProvider(Provider):
     type = "local"
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    def __init__(self, config: LocalConfig) -> None:
         super().__init__(config)
-        self.root = os.path.abspath(config.path or default_provider_path(self.type))
+        self.root = config.path      # absolute: resolved against server.data_dir at load
         self.partial_dir = os.path.join(self.root, ".partial")
 
     async def start(self) -> None:

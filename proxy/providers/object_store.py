@@ -47,7 +47,7 @@ from .base import Provider
 from .sink import Sink, SinkResult
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
+    from .configs import BucketConfig
     from ..exchange import Exchange
 
 MAX_FILENAME_SEGMENT = 200
@@ -187,12 +187,10 @@ class BucketProvider(Provider):
     #: bucket-not-found error; the plain types take no override headers.
     bucket_header: ClassVar[str] = ""
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    def __init__(self, config: "BucketConfig") -> None:
         super().__init__(config)
-        if not config.bucket:
-            raise ValueError(f"provider {config.name}: {self.type} needs a bucket")
         self.bucket = config.bucket
-        self.prefix = config.prefix or ""
+        self.prefix = config.prefix
         self.region: str | None = None  # recorded with each file where the store has regions
         self.log = logging.getLogger(f"sluicegate.{self.type}")
 

@@ -8,12 +8,12 @@ from yarl import URL
 
 from ..errors import GatewayError
 from .base import Download, Provider, UploadResult
+from .configs import HttpProviderConfig, OpenAIConfig
 from .headers import forward_headers
 from .upstream import Upstream, iter_response
 
 if TYPE_CHECKING:
     from .h1 import H1Stream
-    from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
@@ -24,9 +24,11 @@ class OpenAIProvider(Provider):
     serves_unseen_ids = True
     serves_responses = True        # azure and groq inherit it
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    config: HttpProviderConfig  # azure and groq narrow it to their own model
+
+    def __init__(self, config: HttpProviderConfig) -> None:
         super().__init__(config)
-        self.base = (config.api_base or "https://api.openai.com/v1").rstrip("/")
+        self.base = config.api_base          # without a trailing "/" (config_values.to_url)
         self.upstream = Upstream(
             provider=config.name,
             headers=self.auth_headers(),
@@ -37,12 +39,14 @@ class OpenAIProvider(Provider):
         )
 
     def auth_headers(self) -> dict[str, str]:
-        h = {"Authorization": f"Bearer {self.config.api_key}"}
-        if self.config.organization:
-            h["OpenAI-Organization"] = self.config.organization
-        if self.config.project:
-            h["OpenAI-Project"] = self.config.project
-        h.update(self.config.headers)
+        cfg = self.config
+        assert isinstance(cfg, OpenAIConfig)  # azure and groq have their own auth_headers
+        h = {"Authorization": f"Bearer {cfg.api_key}"}
+        if cfg.organization:
+            h["OpenAI-Organization"] = cfg.organization
+        if cfg.project:
+            h["OpenAI-Project"] = cfg.project
+        h.update(cfg.headers)
         return h
 
     async def start(self) -> None:

@@ -59,11 +59,10 @@ from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink
 from .sink import SinkResult
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
+    from .configs import BedrockConfig, S3Config
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
-DEFAULT_REGION = "us-east-1"
 MAX_IN_FLIGHT = 2
 # Parts are sized so that the largest allowed upload needs at most this many (S3: 10,000).
 _PARTS_TARGET = 9_000
@@ -185,9 +184,9 @@ class S3Provider(BucketProvider):
     #: The sink class of one upload (bedrock's translates batch rows).
     sink_class: ClassVar[type[S3Sink]] = S3Sink
 
-    def __init__(self, config: "ProviderConfig") -> None:
+    def __init__(self, config: "S3Config | BedrockConfig") -> None:
         super().__init__(config)
-        self.region = config.region or DEFAULT_REGION
+        self.region = config.region
         self.min_part_size = part_size_setting(config.upload_chunk_size)
         self._session: Any = None
         self._clients: dict[str, _RegionClient] = {}

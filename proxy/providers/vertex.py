@@ -35,7 +35,7 @@ from .object_store import HeaderRule, Target, bucket_rule, looks_like_ipv4, read
 from .sink import SinkResult
 
 if TYPE_CHECKING:
-    from ..config import ProviderConfig
+    from .configs import VertexConfig
     from ..exchange import Exchange
 
 BUCKET_HEADER = "x-tfy-vertex-storage-bucket-name"
@@ -106,12 +106,10 @@ class VertexProvider(GCSProvider):
     sink_class = VertexSink
     bucket_header = BUCKET_HEADER
 
-    def __init__(self, config: "ProviderConfig") -> None:
-        if not config.bucket or not config.project_id:
-            raise ValueError(f"provider {config.name}: vertex needs bucket and project_id")
+    def __init__(self, config: "VertexConfig") -> None:
         super().__init__(config)
         self.project_id = config.project_id
-        self.region = config.region or "us-central1"
+        self.region = config.region
         self.model = config.model
 
     def target(self, ex: "Exchange") -> Target:
