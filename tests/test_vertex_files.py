@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import socket
-import sqlite3
 import time
 import uuid
 from urllib.parse import quote
@@ -31,6 +30,7 @@ from tests.conftest import client
 from tests.emulator_gcs import FakeGCS, fake_gcs  # noqa: F401  (fixture)
 from tests.fakes.bigfile import make_big_file
 from tests.gateway_proc import GatewayProcess
+from tests.support import expire_now, location, raw_upload, store_rows, wait_until
 
 KEY_A, KEY_B = "sk-team-a", "sk-team-b"
 PREFIX = "sluice/"
@@ -65,29 +65,9 @@ def _q(name: str) -> str:
     return quote(name, safe="")
 
 
-def location(gw: GatewayProcess, file_id: str) -> dict[str, Any] | None:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        row = db.execute("SELECT location FROM files WHERE id = ?", (file_id,)).fetchone()
-    return orjson.loads(row[0]) if row else None
-
-
-def store_rows(gw: GatewayProcess) -> int:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        return db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-
-
 def batch_line(custom_id: str, body: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
                          "body": body or CHAT}) + b"\n"
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # -- the shared gateway --------------------------------------------------------------------------
@@ -254,15 +234,7 @@ def test_untranslatable_batch_line_is_400_and_stores_nothing(env: Env) -> None:
 
 def _raw_upload(gw: GatewayProcess, parts: list[tuple[str, str | None, bytes]],
                 headers: dict[str, str] | None = None) -> httpx.Response:
-    boundary = "b0undary"
-    body = b""
-    for name, filename, value in parts:
-        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + value + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return httpx.post(gw.base_url + "/files", content=body, headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {KEY_A}",
-        **(headers or {})})
+    return raw_upload(gw, parts, headers, api_key=KEY_A)
 
 
 def test_file_before_purpose(env: Env) -> None:
@@ -391,8 +363,7 @@ def test_expired_file_is_removed_from_the_bucket(env: Env) -> None:
     f = env.a.files.create(file=("e.txt", b"expiring"), purpose="user_data",
                            expires_after={"anchor": "created_at", "seconds": 3600})
     assert f.expires_at == f.created_at + 3600
-    with sqlite3.connect(env.gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, f.id))
+    expire_now(env.gw, f.id)
     assert wait_until(lambda: objects(env.gcs, env.bucket, f"{PREFIX}team-a/{f.id}/") == [])
     assert wait_until(lambda: location(env.gw, f.id) is None)
 

@@ -48,7 +48,6 @@ import shutil
 import string
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,6 +58,7 @@ import orjson
 from aiohttp import MultipartReader, hdrs, web
 from multidict import CIMultiDict, MultiDict
 
+from ..support import wait_until
 from .openai_upstream import BodyDigest, HashingReader, Recorded, RecordLog, UploadedPart
 from .threaded import ThreadedServer
 
@@ -205,13 +205,8 @@ class FakeUpstream:
 
     # -- observation --------------------------------------------------------------------
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        """Poll ``predicate`` (typically over ``requests``) until true or ``timeout``: whether it held."""
+        return wait_until(predicate, timeout, interval)
 
     def next_seq(self) -> int:
         return next(self._seq)

@@ -47,6 +47,7 @@ from aiohttp import MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, MultiDict
 
+from ..support import wait_until
 from .threaded import ThreadedServer
 
 Flavor = Literal["openai", "azure"]
@@ -608,14 +609,8 @@ class FakeOpenAI:
             return dict(self._responses)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
-        """Poll ``predicate`` until true or ``timeout``; returns its last value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        """Poll ``predicate`` (typically over ``requests``) until true or ``timeout``: whether it held."""
+        return wait_until(predicate, timeout, interval)
 
     def reset(self) -> None:
         """Forget requests, faults, files and responses (files on disk are removed)."""

@@ -1,0 +1,86 @@
+"""Plain helpers shared by the tests and the fakes: bounded waits on a positive event, the
+gateway's SQLite store read from outside, and hand-built multipart uploads.
+
+A module of its own rather than ``conftest.py``: the fakes (also started by ``bench/``) and
+the tests import these functions, and ``conftest.py`` is pytest's fixture file, which pulls in
+pytest and the SDK. Fixtures stay in ``conftest.py``.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import httpx2 as httpx
+import orjson
+
+if TYPE_CHECKING:
+    from tests.gateway_proc import GatewayProcess
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed; whether it held.
+    It is asked once more at the deadline, so a slow machine gets the whole timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 20.0, interval: float = 0.02) -> T:
+    """Poll ``check`` until it returns something true, and return that; after ``timeout``
+    seconds raise ``AssertionError("timed out waiting for <what>")``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+# -- the gateway's store, read from outside the process -----------------------------------------
+
+
+def db_rows(gw: GatewayProcess, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` in the gateway's default SQLite store (``<workdir>/sluicegate-data``)."""
+    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db", timeout=10) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def location(gw: GatewayProcess, file_id: str) -> dict[str, Any] | None:
+    """The provider location the store records for ``file_id``; None once the row is gone."""
+    rows = db_rows(gw, "SELECT location FROM files WHERE id = ?", (file_id,))
+    return orjson.loads(rows[0][0]) if rows else None
+
+
+def store_rows(gw: GatewayProcess) -> int:
+    return db_rows(gw, "SELECT COUNT(*) FROM files")[0][0]
+
+
+def expire_now(gw: GatewayProcess, file_id: str) -> None:
+    """Let an hour pass for one file: its ``expires_at`` is moved into the past, so the next
+    expiry sweep removes it."""
+    db_rows(gw, "UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, file_id))
+
+
+# -- uploads the SDK would not send ---------------------------------------------------------------
+
+
+def raw_upload(gw: GatewayProcess, parts: list[tuple[str, str | None, bytes]], headers: dict[str, str] | None = None,
+               *, api_key: str = "sk-none", timeout: float = 60) -> httpx.Response:
+    """``POST /files`` with the form ``parts`` (name, filename or None, value) in this order."""
+    boundary = "b0undary"
+    body = b""
+    for name, filename, value in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + value + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return httpx.post(gw.base_url + "/files", content=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {api_key}",
+        **(headers or {})}, timeout=timeout)
