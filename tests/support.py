@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import httpx2 as httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from tests.gateway_proc import GatewayProcess
@@ -42,6 +43,49 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 20.0, interval:
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def exchanges(gw: GatewayProcess) -> int:
+    """How many exchanges the gateway has logged so far: a mark for :func:`wait_for_exchange`."""
+    return len(gw.access_log())
+
+
+def wait_for_exchange(gw: GatewayProcess, n: int = 1, *, since: int = 0, timeout: float = 20.0,
+                      **fields: Any) -> dict[str, Any]:
+    """Wait for the ``n``-th access-log line after the first ``since`` whose values include
+    ``fields`` (``op="files.create", status=400``) and return it.
+
+    The ``access_log`` filter writes that line when the exchange has ended, after the
+    operation's own clean-up: a test that checks something did *not* happen (nothing went
+    upstream, nothing was stored, nothing was left behind) waits for it first, so it cannot
+    pass by looking too early."""
+    def nth() -> dict[str, Any] | None:
+        lines = [line for line in gw.access_log()[since:] if all(line.get(k) == v for k, v in fields.items())]
+        return lines[n - 1] if len(lines) >= n else None
+    return wait_for(f"access-log line #{n} with {fields}", nth, timeout)
+
+
+# -- the gateway's metrics ------------------------------------------------------------------------
+
+
+def scrape(gw: GatewayProcess) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """/metrics over a new connection (so any worker may answer): sample name → (labels, value)."""
+    r = httpx.get(gw.url + "/metrics", headers={"Connection": "close"}, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+    return samples
+
+
+def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def inflight(gw: GatewayProcess) -> float:
+    """``sluicegate_inflight_requests``: API requests the gateway has accepted and not finished."""
+    return total(scrape(gw), "sluicegate_inflight_requests")
 
 
 # -- the gateway's store, read from outside the process -----------------------------------------

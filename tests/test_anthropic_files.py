@@ -15,6 +15,7 @@ from openai.types import FileDeleted, FileObject
 
 from tests.conftest import client
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.support import wait_for_exchange, wait_until
 
 CLAUDE = {"x-tfy-provider-name": "claude"}
 DEFAULT_MODEL = "claude-default-test"
@@ -269,8 +270,9 @@ def test_size_limits(start_gateway, fake_anthropic):
     with pytest.raises(openai.APIStatusError) as e:
         client(gw).files.create(file=("big.txt", b"x" * 5000), purpose="user_data", extra_headers=CLAUDE)
     assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
-    assert fake_anthropic.wait_until(lambda: all(r.status != 200 for r in fake_anthropic.requests))
-    time.sleep(0.2)
+    wait_for_exchange(gw, op="files.create", status=413)
+    assert fake_anthropic.wait_until(fake_anthropic.requests.answered)
+    assert all(r.status != 200 for r in fake_anthropic.requests)
     assert fake_anthropic.files == {}
 
     # Anthropic's own 500 MB is the default cap, enforced from Content-Length.
@@ -288,27 +290,31 @@ def test_size_limits(start_gateway, fake_anthropic):
 # --------------------------------------------------------------------------- disconnects, tenancy
 
 
-def _disconnect_mid_upload(gw, purpose: bytes, payload: bytes) -> None:
+def _disconnect_mid_upload(gw, purpose: bytes, payload: bytes, in_progress) -> None:  # type: ignore[no-untyped-def]
+    """Send part of an upload, wait until ``in_progress()`` shows the gateway is handling it,
+    then close the connection."""
     head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: claude\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 9000000\r\n\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n' + purpose + b"\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="file"; filename="p.jsonl"\r\n\r\n')
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + payload)
-        time.sleep(0.3)
+        assert wait_until(in_progress), "the upload never started"
 
 
 def test_client_disconnect_mid_upload_leaves_nothing(start_gateway, fake_anthropic):
     gw = start_gateway(anthropic_config(fake_anthropic))
-    _disconnect_mid_upload(gw, b"user_data", b"\3" * (1 << 20))
-    assert fake_anthropic.wait_until(lambda: len(fake_anthropic.requests.filter("POST", "/v1/files")) == 1)
-    assert fake_anthropic.wait_until(lambda: fake_anthropic.requests[-1].status is not None, 5)
+    _disconnect_mid_upload(gw, b"user_data", b"\3" * (1 << 20),
+                           lambda: len(fake_anthropic.requests.filter("POST", "/v1/files")) == 1)
+    wait_for_exchange(gw, op="files.create")
+    assert fake_anthropic.wait_until(fake_anthropic.requests.answered)
     assert fake_anthropic.files == {}
     assert not [p for p in os.listdir(fake_anthropic.data_dir) if p.endswith(".part")]
 
-    _disconnect_mid_upload(gw, b"batch", chat_line("r1") * 2000)
-    time.sleep(0.3)
     batch_dir = gw.workdir / "anthropic-batches"
+    _disconnect_mid_upload(gw, b"batch", b"".join(chat_line(f"r{i}") for i in range(2000)),
+                           lambda: (batch_dir / ".partial").is_dir() and os.listdir(batch_dir / ".partial"))
+    wait_for_exchange(gw, n=2, op="files.create")
     assert sorted(os.listdir(batch_dir)) == [".partial"] and os.listdir(batch_dir / ".partial") == []
     assert client(gw).files.list().data == []
     assert len(fake_anthropic.requests) == 1

@@ -12,6 +12,7 @@ import pytest
 from openai.types import FileDeleted, FileObject
 
 from tests.conftest import client
+from tests.support import wait_for_exchange
 from tests.fakes.groq_upstream import FakeGroq
 
 GROQ = {"x-tfy-provider-name": "my-groq"}
@@ -86,7 +87,7 @@ def test_non_batch_purpose_is_refused_before_anything_goes_upstream(start_gatewa
         c.files.create(file=("notes.txt", b"x" * 300_000), purpose="user_data", extra_headers=GROQ)
     assert e.value.body["param"] == "purpose" and "'user_data'" in e.value.body["message"]
     assert "only purpose 'batch'" in e.value.body["message"]
-    time.sleep(0.2)
+    wait_for_exchange(gw, op="files.create", status=400)
     assert len(fake_groq.requests) == 0
     # Even when the form fields trickle in over several reads, nothing is sent before they are checked.
     head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: my-groq\r\n"
@@ -95,11 +96,11 @@ def test_non_batch_purpose_is_refused_before_anything_goes_upstream(start_gatewa
     rest = b'data\r\n--zz\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n' + LINE % 1
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the stimulus: the rest of the purpose field arrives in a later read
         s.sendall(rest)
         reply = s.recv(65536).decode(errors="replace")
     assert reply.startswith("HTTP/1.1 400") and "'user_data'" in reply
-    time.sleep(0.2)
+    wait_for_exchange(gw, n=2, op="files.create", status=400)
     assert len(fake_groq.requests) == 0
 
     # curl's order (file first): refused when the purpose arrives; Groq stores nothing.
@@ -109,7 +110,8 @@ def test_non_batch_purpose_is_refused_before_anything_goes_upstream(start_gatewa
     r = httpx.post(gw.base_url + "/files", content=body,
                    headers={**GROQ, "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
-    time.sleep(0.2)
+    wait_for_exchange(gw, n=3, op="files.create", status=400)
+    assert fake_groq.wait_until(fake_groq.requests.answered)
     assert fake_groq.files == {} and c.files.list().data == []
 
 
@@ -127,7 +129,8 @@ def test_groq_size_limit(start_gateway, fake_groq):
     with pytest.raises(openai.APIStatusError) as e:
         client(gw2).files.create(file=("big.jsonl", LINE % 1 * 40), purpose="batch", extra_headers=GROQ)
     assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
-    time.sleep(0.2)
+    wait_for_exchange(gw2, op="files.create", status=413)
+    assert fake_groq.wait_until(fake_groq.requests.answered)
     assert fake_groq.files == {}
 
 
@@ -180,7 +183,7 @@ def test_tenancy_and_disconnect(start_gateway, fake_groq):
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + b"".join(LINE % i for i in range(5000)))
         assert fake_groq.wait_until(lambda: len(fake_groq.requests.filter("POST", "/openai/v1/files")) == 2)
-        time.sleep(0.2)
-    assert fake_groq.wait_until(lambda: fake_groq.requests[-1].status is not None, 5)
+    wait_for_exchange(gw, n=2, op="files.create")
+    assert fake_groq.wait_until(fake_groq.requests.answered)
     assert list(fake_groq.files) == [f.id]
     assert [x.id for x in a.files.list()] == [f.id]

@@ -30,7 +30,8 @@ from tests.conftest import client
 from tests.emulator_gcs import FakeGCS, fake_gcs  # noqa: F401  (fixture)
 from tests.fakes.bigfile import make_big_file
 from tests.gateway_proc import GatewayProcess
-from tests.support import expire_now, location, raw_upload, store_rows, wait_until
+from tests.support import (db_rows, exchanges, expire_now, location, raw_upload, store_rows, wait_for_exchange,
+                           wait_until)
 
 KEY_A, KEY_B = "sk-team-a", "sk-team-b"
 PREFIX = "sluice/"
@@ -205,6 +206,7 @@ def test_batch_file_is_stored_as_gemini_rows(env: Env) -> None:
 
 def test_untranslatable_batch_line_is_400_and_stores_nothing(env: Env) -> None:
     bucket = new_bucket(env.gcs)
+    mark = exchanges(env.gw)
     # Enough good lines that the upload session has started and taken chunks before line 3001.
     good = b"".join(batch_line(f"r-{i}") for i in range(3000))
     bad = batch_line("r-bad", {**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]})
@@ -227,7 +229,7 @@ def test_untranslatable_batch_line_is_400_and_stores_nothing(env: Env) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         env.a.files.create(file=("b.jsonl", emb), purpose="batch", extra_headers={BUCKET_HEADER: bucket})
     assert "line 1" in e.value.body["message"] and "url" in e.value.body["message"]
-    time.sleep(0.2)
+    wait_for_exchange(env.gw, 3, since=mark, op="files.create", status=400)
     assert objects(env.gcs, bucket) == []
     assert [f for f in env.a.files.list() if f.purpose == "batch"] == []
 
@@ -306,14 +308,17 @@ def test_unreachable_gcs_is_502_without_details(env: Env) -> None:
 def test_client_disconnect_mid_upload_leaves_nothing(env: Env) -> None:
     bucket = new_bucket(env.gcs)
     rows = store_rows(env.gw)
+    mark = exchanges(env.gw)
     head = (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n{BUCKET_HEADER}: {bucket}\r\n"
             "Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 10000000\r\n\r\n"
             '--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
             '--zz\r\nContent-Disposition: form-data; name="file"; filename="p.bin"\r\n\r\n').encode()
     with socket.create_connection(("127.0.0.1", env.gw.port)) as s:
         s.sendall(head + b"\2" * (2 << 20))  # eight 256 KiB chunks: the session is open
-        time.sleep(0.5)
-    time.sleep(0.5)
+        # The upload is under way: the quota filter holds a reservation for it.
+        assert wait_until(lambda: db_rows(env.gw, "SELECT COUNT(*) FROM reservations")[0][0] == 1)
+    wait_for_exchange(env.gw, since=mark, op="files.create", error="client_disconnected")
+    assert db_rows(env.gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert objects(env.gcs, bucket) == []
     assert store_rows(env.gw) == rows
     assert "p.bin" not in [f.filename for f in env.a.files.list()]
@@ -321,6 +326,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(env: Env) -> None:
 
 def test_size_limit_mid_stream_leaves_nothing(env: Env) -> None:
     bucket = new_bucket(env.gcs)
+    mark = exchanges(env.gw)
     headers = {"x-tfy-provider-name": "vertex-small", BUCKET_HEADER: bucket,
                "Content-Type": "multipart/form-data; boundary=xx", "Authorization": f"Bearer {KEY_A}"}
 
@@ -338,7 +344,7 @@ def test_size_limit_mid_stream_leaves_nothing(env: Env) -> None:
         env.a.files.create(file=("big.bin", b"\0" * (3 << 20)), purpose="assistants",
                            extra_headers={"x-tfy-provider-name": "vertex-small", BUCKET_HEADER: bucket})
     assert e.value.status_code == 413
-    time.sleep(0.2)
+    wait_for_exchange(env.gw, 2, since=mark, op="files.create", status=413)
     assert objects(env.gcs, bucket) == []
     assert "s.bin" not in [f.filename for f in env.a.files.list()]
 

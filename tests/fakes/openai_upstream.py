@@ -190,6 +190,12 @@ class RecordLog:
             out.append(rec)
         return out
 
+    def answered(self) -> bool:
+        """Whether the fake is done with every request it got: each answered, or its connection
+        closed on purpose (``reset_next``). A test that checks what the fake did *not* store
+        waits for this, so a request still being read cannot store something after the check."""
+        return all(rec.status is not None or rec.fault == "reset" for rec in self.snapshot())
+
     def __iter__(self) -> Iterator[Recorded]:
         return iter(self.snapshot())
 
