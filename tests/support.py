@@ -7,6 +7,8 @@ pytest and the SDK. Fixtures stay in ``conftest.py``.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -63,6 +65,21 @@ def wait_for_exchange(gw: GatewayProcess, n: int = 1, *, since: int = 0, timeout
         lines = [line for line in gw.access_log()[since:] if all(line.get(k) == v for k, v in fields.items())]
         return lines[n - 1] if len(lines) >= n else None
     return wait_for(f"access-log line #{n} with {fields}", nth, timeout)
+
+
+async def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """:func:`wait_until` inside an event loop: ``check`` may be a coroutine function, and the
+    loop keeps running while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
 
 
 # -- the gateway's metrics ------------------------------------------------------------------------
