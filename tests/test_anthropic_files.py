@@ -5,6 +5,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -15,6 +16,7 @@ from openai.types import FileDeleted, FileObject
 
 from tests.conftest import client
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.gateway_proc import GatewayProcess
 from tests.support import wait_for_exchange, wait_until
 
 CLAUDE = {"x-tfy-provider-name": "claude"}
@@ -203,50 +205,92 @@ def test_batch_file_is_translated_and_kept_on_the_gateway(start_gateway, fake_an
 # --------------------------------------------------------------------------- errors
 
 
-def test_upstream_errors_are_translated(start_gateway, fake_anthropic):
-    gw = start_gateway(anthropic_config(fake_anthropic))
-    c = client(gw)
-    f = c.files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
-    (aid,) = fake_anthropic.files
-    one = f"/v1/files/{aid}"
+# -- upstream failures: one gateway and one fake for these tests, a fresh file per test ----------
 
-    fake_anthropic.fail_next(404, path=one)
+
+@pytest.fixture(scope="module")
+def shared_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeAnthropic]]:
+    with FakeAnthropic(data_dir=tmp_path_factory.mktemp("fake-anthropic")) as fake:
+        with GatewayProcess(tmp_path_factory.mktemp("gw"), anthropic_config(fake)) as gw:
+            yield gw, fake
+
+
+@pytest.fixture
+def on_claude(shared_claude: tuple[GatewayProcess, FakeAnthropic]) -> Iterator[tuple[openai.OpenAI, FakeAnthropic, str, str]]:
+    """A client of the shared gateway, its fake, a file's gateway id and the path of its
+    Anthropic copy (for faults on retrieving it)."""
+    gw, fake = shared_claude
+    fake.clear_faults()
+    c = client(gw)
+    before = set(fake.files)
+    f = c.files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
+    (aid,) = set(fake.files) - before
+    yield c, fake, f.id, f"/v1/files/{aid}"
+    fake.clear_faults()
+
+
+def test_upstream_404_is_file_not_found_in_openai_shape(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(404, path=one)
     with pytest.raises(openai.NotFoundError) as e:
-        c.files.retrieve(f.id)
-    assert e.value.body == {"message": f"No such File object: {f.id}", "type": "invalid_request_error",
+        c.files.retrieve(fid)
+    assert e.value.body == {"message": f"No such File object: {fid}", "type": "invalid_request_error",
                             "param": "file_id", "code": "file_not_found"}
 
-    fake_anthropic.fail_next(529, path=one)          # one overloaded answer: retried by the gateway
-    assert c.files.retrieve(f.id).id == f.id
-    fake_anthropic.fail_next(529, times=3, path=one)  # still overloaded: 503, the client may retry
+
+def test_one_overloaded_answer_is_retried(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(529, path=one)
+    assert c.files.retrieve(fid).id == fid
+
+
+def test_persistent_overload_is_503_the_client_may_retry(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(529, times=3, path=one)
     with pytest.raises(openai.InternalServerError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 503 and e.value.body["code"] == "upstream_overloaded"
     assert e.value.body["type"] == "server_error" and e.value.response.headers["x-should-retry"] == "true"
 
-    fake_anthropic.fail_next(500, path=one)          # transient: retried by the gateway
-    fake_anthropic.reset_next(path=one)
-    assert c.files.retrieve(f.id).id == f.id
 
-    fake_anthropic.fail_next(500, times=3, path=one)  # persistent: 502
+def test_transient_500_then_reset_is_retried(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(500, path=one)
+    fake.reset_next(path=one)
+    assert c.files.retrieve(fid).id == fid
+
+
+def test_persistent_500_is_502_upstream_error(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(500, times=3, path=one)
     with pytest.raises(openai.InternalServerError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 502 and set(e.value.body) == {"message", "type", "param", "code"}
     assert e.value.body["code"] == "upstream_error"
 
-    # An upload is never retried; a 429 keeps its status and Retry-After, nothing is recorded.
-    fake_anthropic.fail_next(429, headers={"Retry-After": "17"}, path="/v1/files")
+
+def test_upload_429_keeps_status_and_retry_after_and_is_not_retried(on_claude) -> None:
+    c, fake, _, _ = on_claude
+    files, listed = set(fake.files), {x.id for x in c.files.list()}
+    posts = len(fake.requests.filter("POST", "/v1/files"))
+    fake.fail_next(429, headers={"Retry-After": "17"}, path="/v1/files")
     with pytest.raises(openai.RateLimitError) as e:
         c.files.create(file=("b.txt", b"b"), purpose="user_data", extra_headers=CLAUDE)
     assert e.value.response.headers["Retry-After"] == "17" and e.value.body["code"] == "rate_limit_exceeded"
-    # The connection reset mid-upload: 502, nothing stored anywhere.
-    fake_anthropic.reset_next(path="/v1/files", after_bytes=100_000)
+    assert len(fake.requests.filter("POST", "/v1/files")) == posts + 1
+    assert set(fake.files) == files and {x.id for x in c.files.list()} == listed
+
+
+def test_upload_reset_mid_body_is_502_and_stores_nothing(on_claude) -> None:
+    c, fake, _, _ = on_claude
+    files, listed = set(fake.files), {x.id for x in c.files.list()}
+    fake.reset_next(path="/v1/files", after_bytes=100_000)
     with pytest.raises(openai.InternalServerError) as e:
         c.files.create(file=("c.bin", b"c" * 1_000_000), purpose="user_data", extra_headers=CLAUDE)
     assert e.value.status_code == 502
-    assert list(fake_anthropic.files) == [aid]
-    assert [x.id for x in c.files.list()] == [f.id]
-    assert not [p for p in os.listdir(fake_anthropic.data_dir) if p.endswith(".part")]
+    assert fake.wait_until(fake.requests.answered)
+    assert set(fake.files) == files and {x.id for x in c.files.list()} == listed
+    assert not [p for p in os.listdir(fake.data_dir) if p.endswith(".part")]
 
 
 def test_refused_key_and_missing_beta_header(start_gateway, fake_anthropic):
