@@ -17,7 +17,7 @@ from openai.types import FileDeleted, FileObject
 from tests.conftest import client
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.gateway_proc import GatewayProcess
-from tests.support import wait_for_exchange, wait_until
+from tests.support import exchanges, wait_for_exchange, wait_until
 
 CLAUDE = {"x-tfy-provider-name": "claude"}
 DEFAULT_MODEL = "claude-default-test"
@@ -293,7 +293,7 @@ def test_upload_reset_mid_body_is_502_and_stores_nothing(on_claude) -> None:
     assert not [p for p in os.listdir(fake.data_dir) if p.endswith(".part")]
 
 
-def test_refused_key_and_missing_beta_header(start_gateway, fake_anthropic):
+def test_refused_gateway_key_is_502_without_leaking_it(start_gateway, fake_anthropic):
     gw = start_gateway(anthropic_config(fake_anthropic, api_key="sk-ant-wrong-gateway-key-987654"))
     with pytest.raises(openai.InternalServerError) as e:
         client(gw).files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
@@ -302,14 +302,16 @@ def test_refused_key_and_missing_beta_header(start_gateway, fake_anthropic):
     assert "sk-ant-wrong-gateway-key" not in gw.log()
     assert client(gw).files.list().data == []
 
-    gw2 = start_gateway(anthropic_config(fake_anthropic, anthropic_beta="some-other-beta"))
+
+def test_missing_files_beta_header_is_a_400_naming_it(start_gateway, fake_anthropic):
+    gw = start_gateway(anthropic_config(fake_anthropic, anthropic_beta="some-other-beta"))
     with pytest.raises(openai.BadRequestError) as e:
-        client(gw2).files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
+        client(gw).files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
     assert "anthropic-beta" in e.value.body["message"] and "files-api-2025-04-14" in e.value.body["message"]
     assert fake_anthropic.files == {}
 
 
-def test_size_limits(start_gateway, fake_anthropic):
+def test_configured_size_cap_is_enforced_on_the_running_count(start_gateway, fake_anthropic):
     gw = start_gateway(anthropic_config(fake_anthropic, max_file_size="1KB"))
     with pytest.raises(openai.APIStatusError) as e:
         client(gw).files.create(file=("big.txt", b"x" * 5000), purpose="user_data", extra_headers=CLAUDE)
@@ -319,16 +321,18 @@ def test_size_limits(start_gateway, fake_anthropic):
     assert all(r.status != 200 for r in fake_anthropic.requests)
     assert fake_anthropic.files == {}
 
-    # Anthropic's own 500 MB is the default cap, enforced from Content-Length.
-    gw2 = start_gateway(anthropic_config(fake_anthropic))
-    before = len(fake_anthropic.requests)
+
+def test_anthropic_500mb_default_cap_is_enforced_from_content_length(shared_claude):
+    gw, fake = shared_claude
+    mark, before = exchanges(gw), len(fake.requests)
     head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: claude\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 600000000\r\n\r\n")
-    with socket.create_connection(("127.0.0.1", gw2.port)) as s:
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head)
         reply = s.recv(65536).decode(errors="replace")
     assert reply.startswith("HTTP/1.1 413") and "500 MB" in reply
-    assert len(fake_anthropic.requests) == before
+    wait_for_exchange(gw, since=mark, op="files.create", status=413)
+    assert len(fake.requests) == before
 
 
 # --------------------------------------------------------------------------- disconnects, tenancy
@@ -346,30 +350,40 @@ def _disconnect_mid_upload(gw, purpose: bytes, payload: bytes, in_progress) -> N
         assert wait_until(in_progress), "the upload never started"
 
 
-def test_client_disconnect_mid_upload_leaves_nothing(start_gateway, fake_anthropic):
-    gw = start_gateway(anthropic_config(fake_anthropic))
+def test_client_disconnect_mid_upload_leaves_nothing(shared_claude):
+    gw, fake = shared_claude
+    mark, files, posts = exchanges(gw), set(fake.files), len(fake.requests.filter("POST", "/v1/files"))
     _disconnect_mid_upload(gw, b"user_data", b"\3" * (1 << 20),
-                           lambda: len(fake_anthropic.requests.filter("POST", "/v1/files")) == 1)
-    wait_for_exchange(gw, op="files.create")
-    assert fake_anthropic.wait_until(fake_anthropic.requests.answered)
-    assert fake_anthropic.files == {}
-    assert not [p for p in os.listdir(fake_anthropic.data_dir) if p.endswith(".part")]
+                           lambda: len(fake.requests.filter("POST", "/v1/files")) == posts + 1)
+    wait_for_exchange(gw, since=mark, op="files.create", error="client_disconnected")
+    assert fake.wait_until(fake.requests.answered)
+    assert set(fake.files) == files
+    assert not [p for p in os.listdir(fake.data_dir) if p.endswith(".part")]
 
+
+def test_client_disconnect_mid_batch_upload_leaves_nothing(shared_claude):
+    gw, fake = shared_claude
+    mark, sent, listed = exchanges(gw), len(fake.requests), {x.id for x in client(gw).files.list()}
     batch_dir = gw.workdir / "anthropic-batches"
     _disconnect_mid_upload(gw, b"batch", b"".join(chat_line(f"r{i}") for i in range(2000)),
                            lambda: (batch_dir / ".partial").is_dir() and os.listdir(batch_dir / ".partial"))
-    wait_for_exchange(gw, n=2, op="files.create")
-    assert sorted(os.listdir(batch_dir)) == [".partial"] and os.listdir(batch_dir / ".partial") == []
-    assert client(gw).files.list().data == []
-    assert len(fake_anthropic.requests) == 1
+    wait_for_exchange(gw, since=mark, op="files.create", error="client_disconnected")
+    assert os.listdir(batch_dir / ".partial") == []
+    assert {x.id for x in client(gw).files.list()} == listed
+    assert len(fake.requests) == sent  # batch files never go to Anthropic
 
+
+def test_client_gone_before_the_answer_deletes_the_file_anthropic_made(shared_claude):
     # The whole body reached Anthropic, then the client left before the answer: the file
     # Anthropic creates is deleted again and nothing is recorded.
-    fake_anthropic.delay_next(0.8, path="/v1/files")
+    gw, fake = shared_claude
+    files, listed = set(fake.files), {x.id for x in client(gw).files.list()}
+    deletes = len(fake.requests.filter("DELETE", "/v1/files/*"))
+    fake.delay_next(0.8, path="/v1/files")
     with pytest.raises(openai.APITimeoutError):
         client(gw, timeout=0.3).files.create(file=("late.txt", b"abc"), purpose="user_data", extra_headers=CLAUDE)
-    assert fake_anthropic.wait_until(lambda: len(fake_anthropic.requests.filter("DELETE", "/v1/files/*")) == 1, 5)
-    assert fake_anthropic.files == {} and client(gw).files.list().data == []
+    assert fake.wait_until(lambda: len(fake.requests.filter("DELETE", "/v1/files/*")) == deletes + 1, 10)
+    assert set(fake.files) == files and {x.id for x in client(gw).files.list()} == listed
 
 
 def test_tenancy(start_gateway, fake_anthropic):
