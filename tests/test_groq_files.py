@@ -207,7 +207,7 @@ def test_failed_upload_is_not_retried_and_records_nothing(on_groq) -> None:
     assert {x.id for x in c.files.list()} == listed
 
 
-def test_tenancy_and_disconnect(start_gateway, fake_groq):
+def test_another_tenants_ids_are_404_and_nothing_goes_upstream(start_gateway, fake_groq):
     keys = {"A_KEY": "sk-a", "B_KEY": "sk-b"}
     auth = {"keys": [{"key": "os.environ/A_KEY", "tenant": "a"}, {"key": "os.environ/B_KEY", "tenant": "b"}]}
     gw = start_gateway(groq_config(fake_groq, auth=auth), env=keys)
@@ -221,15 +221,19 @@ def test_tenancy_and_disconnect(start_gateway, fake_groq):
     assert b.files.list(extra_headers=GROQ).data == []
     assert len(fake_groq.requests) == before                 # nothing went upstream
 
-    # Client gone mid-upload: Groq keeps nothing, the gateway records nothing.
-    head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: my-groq\r\nAuthorization: Bearer sk-a\r\n"
+
+def test_client_gone_mid_upload_leaves_nothing_at_groq_or_the_gateway(shared_groq):
+    gw, fake = shared_groq
+    mark, files, listed = exchanges(gw), set(fake.files), {x.id for x in client(gw).files.list()}
+    posts = len(fake.requests.filter("POST", "/openai/v1/files"))
+    head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: my-groq\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 9000000\r\n\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
             b'--zz\r\nContent-Disposition: form-data; name="file"; filename="p.jsonl"\r\n\r\n')
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + b"".join(LINE % i for i in range(5000)))
-        assert fake_groq.wait_until(lambda: len(fake_groq.requests.filter("POST", "/openai/v1/files")) == 2)
-    wait_for_exchange(gw, n=2, op="files.create")
-    assert fake_groq.wait_until(fake_groq.requests.answered)
-    assert list(fake_groq.files) == [f.id]
-    assert [x.id for x in a.files.list()] == [f.id]
+        assert fake.wait_until(lambda: len(fake.requests.filter("POST", "/openai/v1/files")) == posts + 1)
+    wait_for_exchange(gw, since=mark, op="files.create", error="client_disconnected")
+    assert fake.wait_until(fake.requests.answered)
+    assert set(fake.files) == files
+    assert {x.id for x in client(gw).files.list()} == listed

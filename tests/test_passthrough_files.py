@@ -171,7 +171,7 @@ def test_gateway_key_refused_upstream_is_502_without_leaking(start_gateway, fake
     assert "sk-wrong-gateway-key" not in gw.log()
 
 
-def test_unseen_ids_need_admin_or_shared(start_gateway, fake_openai):
+def test_unseen_ids_are_404_for_a_tenant_and_served_to_an_admin(start_gateway, fake_openai):
     output = fake_openai.add_file(b'{"id":"batch_req_1"}\n', filename="out.jsonl", purpose="batch_output")
     keys = {"A_KEY": "sk-a", "OPS_KEY": "sk-ops"}
     auth = {"keys": [{"key": "os.environ/A_KEY", "tenant": "a"}, {"key": "os.environ/OPS_KEY", "tenant": "ops", "admin": True}]}
@@ -187,10 +187,13 @@ def test_unseen_ids_need_admin_or_shared(start_gateway, fake_openai):
     assert len(fake_openai.requests) == before
     assert client(gw, "sk-ops").files.content(output.id, extra_headers=OPENAI).content == b'{"id":"batch_req_1"}\n'
 
-    cfg = passthrough_config(fake_openai, auth=auth)
+
+def test_a_shared_provider_serves_unseen_ids_to_every_tenant(start_gateway, fake_openai):
+    output = fake_openai.add_file(b'{"id":"batch_req_1"}\n', filename="out.jsonl", purpose="batch_output")
+    cfg = passthrough_config(fake_openai, auth={"keys": [{"key": "os.environ/A_KEY", "tenant": "a"}]})
     cfg["providers"][1]["shared"] = True
-    gw2 = start_gateway(cfg, env=keys)
-    assert client(gw2, "sk-a").files.retrieve(output.id, extra_headers=OPENAI).id == output.id
+    gw = start_gateway(cfg, env={"A_KEY": "sk-a"})
+    assert client(gw, "sk-a").files.retrieve(output.id, extra_headers=OPENAI).id == output.id
 
 
 def test_disconnect_mid_passthrough_upload_stores_nothing(start_gateway, fake_openai):
