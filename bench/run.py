@@ -98,9 +98,8 @@ class Bench:
         self.procs: list[procs.Proc] = []
         self.other_cpu: list[float] = []  # other processes' CPU% during each measured window
         self.core_speeds: list[dict[str, Any]] = []  # per-core speed probes (host contention)
-        # getattr: bench/whatif.py builds its own Namespace without the storage options.
-        self.only = [s.strip() for s in (getattr(args, "only", "") or "").split(",") if s.strip()]
-        batch_mib = getattr(args, "batch_size_mib", None)
+        self.only = [s.strip() for s in (args.only or "").split(",") if s.strip()]
+        batch_mib = args.batch_size_mib
         self.batch_size = batch_mib * MiB if batch_mib else (32 * MiB if self.quick else storage.BATCH_SIZE)
         self.storage: storage.StorageEnv | None = None
         self.notes: list[str] = []  # printed under the table

@@ -1,4 +1,5 @@
-"""size_limit: 512 MiB per file, 200 MiB for purpose=batch (configurable).
+"""size_limit: 512 MiB per file, 200 MiB for purpose=batch (configurable; OpenAI's own limits,
+docs/provider-facts.md §1.3 and §1.8).
 
 Rejects as early as the information allows: from Content-Length before any body byte is read
 (the body may exceed the file limit only by FORM_ALLOWANCE of form fields and framing), and

@@ -1,6 +1,7 @@
 """OpenAI-shaped errors.
 
-Every error the gateway answers with is ``{"error": {"message", "type", "param", "code"}}``.
+Every error the gateway answers with is ``{"error": {"message", "type", "param", "code"}}``,
+all four keys present, as OpenAI's (docs/provider-facts.md §1.6; the upstream mappings, §9.4).
 Raise :class:`GatewayError` anywhere in a request's path; the server turns it into a response.
 """
 from __future__ import annotations
@@ -9,7 +10,8 @@ from typing import Mapping
 
 import orjson
 
-# OpenAI's error ``type`` for each status class the gateway produces.
+# OpenAI's error ``type`` for each status class the gateway produces (docs/provider-facts.md §9.4:
+# OpenAI's own 429 ``type`` is unverified there).
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -24,7 +26,8 @@ _TYPE_BY_STATUS = {
     429: "rate_limit_error",
 }
 
-# Statuses the OpenAI SDK retries on its own (408, 409, 429, >= 500). For these the gateway
+# Statuses the OpenAI SDK retries on its own (408, 409, 429, >= 500; docs/provider-facts.md §2.6,
+# which also says x-should-retry is read before the status). For these the gateway
 # says explicitly whether a retry can help, so the SDK never re-sends a 512 MiB body in vain.
 _SDK_RETRIED = frozenset({408, 409, 429})
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sluicegate.files")
 
-MAX_LIST_LIMIT = 10_000
+MAX_LIST_LIMIT = 10_000  # OpenAI's list ``limit`` range is 1 … 10,000 (docs/provider-facts.md §1.5)
 DOWNLOAD_CHUNK = 256 * 1024
 
 

@@ -9,7 +9,8 @@ check. This module only *finds* them: :func:`body_references` returns one
 and refuses (400, naming that path) an id that is not a string. The tenancy check itself is
 the ``provider_route`` filter's.
 
-Two kinds of rules, after openai-python's ``ResponseCreateParams`` types:
+Two kinds of rules, after openai-python's ``ResponseCreateParams`` types (which ids are
+provider-scoped: docs/provider-facts.md §3.3):
 
 * top-level fields, per operation (:data:`TOP_LEVEL`): a string id, or an object whose ``id``
   is the id (``conversation: {"id"}``, ``prompt: {"id", "variables"}``);

@@ -142,7 +142,8 @@ class _Observer:
 
 
 def error_event(code: str, message: str, sequence_number: int) -> bytes:
-    """An SSE ``error`` event in OpenAI's shape (no top-level ``error`` key: the SDK yields it)."""
+    """An SSE ``error`` event in OpenAI's shape (no top-level ``error`` key: the SDK yields it
+    as an event instead of raising; docs/provider-facts.md §2.7, §3.5)."""
     data = orjson.dumps({"type": "error", "code": code, "message": message, "param": None,
                          "sequence_number": sequence_number})
     return b"event: error\ndata: " + data + b"\n\n"

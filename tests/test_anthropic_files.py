@@ -5,6 +5,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -15,6 +16,8 @@ from openai.types import FileDeleted, FileObject
 
 from tests.conftest import client
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.gateway_proc import GatewayProcess
+from tests.support import exchanges, wait_for_exchange, wait_until
 
 CLAUDE = {"x-tfy-provider-name": "claude"}
 DEFAULT_MODEL = "claude-default-test"
@@ -202,53 +205,95 @@ def test_batch_file_is_translated_and_kept_on_the_gateway(start_gateway, fake_an
 # --------------------------------------------------------------------------- errors
 
 
-def test_upstream_errors_are_translated(start_gateway, fake_anthropic):
-    gw = start_gateway(anthropic_config(fake_anthropic))
-    c = client(gw)
-    f = c.files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
-    (aid,) = fake_anthropic.files
-    one = f"/v1/files/{aid}"
+# -- upstream failures: one gateway and one fake for these tests, a fresh file per test ----------
 
-    fake_anthropic.fail_next(404, path=one)
+
+@pytest.fixture(scope="module")
+def shared_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeAnthropic]]:
+    with FakeAnthropic(data_dir=tmp_path_factory.mktemp("fake-anthropic")) as fake:
+        with GatewayProcess(tmp_path_factory.mktemp("gw"), anthropic_config(fake)) as gw:
+            yield gw, fake
+
+
+@pytest.fixture
+def on_claude(shared_claude: tuple[GatewayProcess, FakeAnthropic]) -> Iterator[tuple[openai.OpenAI, FakeAnthropic, str, str]]:
+    """A client of the shared gateway, its fake, a file's gateway id and the path of its
+    Anthropic copy (for faults on retrieving it)."""
+    gw, fake = shared_claude
+    fake.clear_faults()
+    c = client(gw)
+    before = set(fake.files)
+    f = c.files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
+    (aid,) = set(fake.files) - before
+    yield c, fake, f.id, f"/v1/files/{aid}"
+    fake.clear_faults()
+
+
+def test_upstream_404_is_file_not_found_in_openai_shape(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(404, path=one)
     with pytest.raises(openai.NotFoundError) as e:
-        c.files.retrieve(f.id)
-    assert e.value.body == {"message": f"No such File object: {f.id}", "type": "invalid_request_error",
+        c.files.retrieve(fid)
+    assert e.value.body == {"message": f"No such File object: {fid}", "type": "invalid_request_error",
                             "param": "file_id", "code": "file_not_found"}
 
-    fake_anthropic.fail_next(529, path=one)          # one overloaded answer: retried by the gateway
-    assert c.files.retrieve(f.id).id == f.id
-    fake_anthropic.fail_next(529, times=3, path=one)  # still overloaded: 503, the client may retry
+
+def test_one_overloaded_answer_is_retried(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(529, path=one)
+    assert c.files.retrieve(fid).id == fid
+
+
+def test_persistent_overload_is_503_the_client_may_retry(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(529, times=3, path=one)
     with pytest.raises(openai.InternalServerError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 503 and e.value.body["code"] == "upstream_overloaded"
     assert e.value.body["type"] == "server_error" and e.value.response.headers["x-should-retry"] == "true"
 
-    fake_anthropic.fail_next(500, path=one)          # transient: retried by the gateway
-    fake_anthropic.reset_next(path=one)
-    assert c.files.retrieve(f.id).id == f.id
 
-    fake_anthropic.fail_next(500, times=3, path=one)  # persistent: 502
+def test_transient_500_then_reset_is_retried(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(500, path=one)
+    fake.reset_next(path=one)
+    assert c.files.retrieve(fid).id == fid
+
+
+def test_persistent_500_is_502_upstream_error(on_claude) -> None:
+    c, fake, fid, one = on_claude
+    fake.fail_next(500, times=3, path=one)
     with pytest.raises(openai.InternalServerError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 502 and set(e.value.body) == {"message", "type", "param", "code"}
     assert e.value.body["code"] == "upstream_error"
 
-    # An upload is never retried; a 429 keeps its status and Retry-After, nothing is recorded.
-    fake_anthropic.fail_next(429, headers={"Retry-After": "17"}, path="/v1/files")
+
+def test_upload_429_keeps_status_and_retry_after_and_is_not_retried(on_claude) -> None:
+    c, fake, _, _ = on_claude
+    files, listed = set(fake.files), {x.id for x in c.files.list()}
+    posts = len(fake.requests.filter("POST", "/v1/files"))
+    fake.fail_next(429, headers={"Retry-After": "17"}, path="/v1/files")
     with pytest.raises(openai.RateLimitError) as e:
         c.files.create(file=("b.txt", b"b"), purpose="user_data", extra_headers=CLAUDE)
     assert e.value.response.headers["Retry-After"] == "17" and e.value.body["code"] == "rate_limit_exceeded"
-    # The connection reset mid-upload: 502, nothing stored anywhere.
-    fake_anthropic.reset_next(path="/v1/files", after_bytes=100_000)
+    assert len(fake.requests.filter("POST", "/v1/files")) == posts + 1
+    assert set(fake.files) == files and {x.id for x in c.files.list()} == listed
+
+
+def test_upload_reset_mid_body_is_502_and_stores_nothing(on_claude) -> None:
+    c, fake, _, _ = on_claude
+    files, listed = set(fake.files), {x.id for x in c.files.list()}
+    fake.reset_next(path="/v1/files", after_bytes=100_000)
     with pytest.raises(openai.InternalServerError) as e:
         c.files.create(file=("c.bin", b"c" * 1_000_000), purpose="user_data", extra_headers=CLAUDE)
     assert e.value.status_code == 502
-    assert list(fake_anthropic.files) == [aid]
-    assert [x.id for x in c.files.list()] == [f.id]
-    assert not [p for p in os.listdir(fake_anthropic.data_dir) if p.endswith(".part")]
+    assert fake.wait_until(fake.requests.answered)
+    assert set(fake.files) == files and {x.id for x in c.files.list()} == listed
+    assert not [p for p in os.listdir(fake.data_dir) if p.endswith(".part")]
 
 
-def test_refused_key_and_missing_beta_header(start_gateway, fake_anthropic):
+def test_refused_gateway_key_is_502_without_leaking_it(start_gateway, fake_anthropic):
     gw = start_gateway(anthropic_config(fake_anthropic, api_key="sk-ant-wrong-gateway-key-987654"))
     with pytest.raises(openai.InternalServerError) as e:
         client(gw).files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
@@ -257,69 +302,88 @@ def test_refused_key_and_missing_beta_header(start_gateway, fake_anthropic):
     assert "sk-ant-wrong-gateway-key" not in gw.log()
     assert client(gw).files.list().data == []
 
-    gw2 = start_gateway(anthropic_config(fake_anthropic, anthropic_beta="some-other-beta"))
+
+def test_missing_files_beta_header_is_a_400_naming_it(start_gateway, fake_anthropic):
+    gw = start_gateway(anthropic_config(fake_anthropic, anthropic_beta="some-other-beta"))
     with pytest.raises(openai.BadRequestError) as e:
-        client(gw2).files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
+        client(gw).files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=CLAUDE)
     assert "anthropic-beta" in e.value.body["message"] and "files-api-2025-04-14" in e.value.body["message"]
     assert fake_anthropic.files == {}
 
 
-def test_size_limits(start_gateway, fake_anthropic):
+def test_configured_size_cap_is_enforced_on_the_running_count(start_gateway, fake_anthropic):
     gw = start_gateway(anthropic_config(fake_anthropic, max_file_size="1KB"))
     with pytest.raises(openai.APIStatusError) as e:
         client(gw).files.create(file=("big.txt", b"x" * 5000), purpose="user_data", extra_headers=CLAUDE)
     assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
-    assert fake_anthropic.wait_until(lambda: all(r.status != 200 for r in fake_anthropic.requests))
-    time.sleep(0.2)
+    wait_for_exchange(gw, op="files.create", status=413)
+    assert fake_anthropic.wait_until(fake_anthropic.requests.answered)
+    assert all(r.status != 200 for r in fake_anthropic.requests)
     assert fake_anthropic.files == {}
 
-    # Anthropic's own 500 MB is the default cap, enforced from Content-Length.
-    gw2 = start_gateway(anthropic_config(fake_anthropic))
-    before = len(fake_anthropic.requests)
+
+def test_anthropic_500mb_default_cap_is_enforced_from_content_length(shared_claude):
+    gw, fake = shared_claude
+    mark, before = exchanges(gw), len(fake.requests)
     head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: claude\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 600000000\r\n\r\n")
-    with socket.create_connection(("127.0.0.1", gw2.port)) as s:
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head)
         reply = s.recv(65536).decode(errors="replace")
     assert reply.startswith("HTTP/1.1 413") and "500 MB" in reply
-    assert len(fake_anthropic.requests) == before
+    wait_for_exchange(gw, since=mark, op="files.create", status=413)
+    assert len(fake.requests) == before
 
 
 # --------------------------------------------------------------------------- disconnects, tenancy
 
 
-def _disconnect_mid_upload(gw, purpose: bytes, payload: bytes) -> None:
+def _disconnect_mid_upload(gw, purpose: bytes, payload: bytes, in_progress) -> None:  # type: ignore[no-untyped-def]
+    """Send part of an upload, wait until ``in_progress()`` shows the gateway is handling it,
+    then close the connection."""
     head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: claude\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 9000000\r\n\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n' + purpose + b"\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="file"; filename="p.jsonl"\r\n\r\n')
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + payload)
-        time.sleep(0.3)
+        assert wait_until(in_progress), "the upload never started"
 
 
-def test_client_disconnect_mid_upload_leaves_nothing(start_gateway, fake_anthropic):
-    gw = start_gateway(anthropic_config(fake_anthropic))
-    _disconnect_mid_upload(gw, b"user_data", b"\3" * (1 << 20))
-    assert fake_anthropic.wait_until(lambda: len(fake_anthropic.requests.filter("POST", "/v1/files")) == 1)
-    assert fake_anthropic.wait_until(lambda: fake_anthropic.requests[-1].status is not None, 5)
-    assert fake_anthropic.files == {}
-    assert not [p for p in os.listdir(fake_anthropic.data_dir) if p.endswith(".part")]
+def test_client_disconnect_mid_upload_leaves_nothing(shared_claude):
+    gw, fake = shared_claude
+    mark, files, posts = exchanges(gw), set(fake.files), len(fake.requests.filter("POST", "/v1/files"))
+    _disconnect_mid_upload(gw, b"user_data", b"\3" * (1 << 20),
+                           lambda: len(fake.requests.filter("POST", "/v1/files")) == posts + 1)
+    wait_for_exchange(gw, since=mark, op="files.create", error="client_disconnected")
+    assert fake.wait_until(fake.requests.answered)
+    assert set(fake.files) == files
+    assert not [p for p in os.listdir(fake.data_dir) if p.endswith(".part")]
 
-    _disconnect_mid_upload(gw, b"batch", chat_line("r1") * 2000)
-    time.sleep(0.3)
+
+def test_client_disconnect_mid_batch_upload_leaves_nothing(shared_claude):
+    gw, fake = shared_claude
+    mark, sent, listed = exchanges(gw), len(fake.requests), {x.id for x in client(gw).files.list()}
     batch_dir = gw.workdir / "anthropic-batches"
-    assert sorted(os.listdir(batch_dir)) == [".partial"] and os.listdir(batch_dir / ".partial") == []
-    assert client(gw).files.list().data == []
-    assert len(fake_anthropic.requests) == 1
+    _disconnect_mid_upload(gw, b"batch", b"".join(chat_line(f"r{i}") for i in range(2000)),
+                           lambda: (batch_dir / ".partial").is_dir() and os.listdir(batch_dir / ".partial"))
+    wait_for_exchange(gw, since=mark, op="files.create", error="client_disconnected")
+    assert os.listdir(batch_dir / ".partial") == []
+    assert {x.id for x in client(gw).files.list()} == listed
+    assert len(fake.requests) == sent  # batch files never go to Anthropic
 
+
+def test_client_gone_before_the_answer_deletes_the_file_anthropic_made(shared_claude):
     # The whole body reached Anthropic, then the client left before the answer: the file
     # Anthropic creates is deleted again and nothing is recorded.
-    fake_anthropic.delay_next(0.8, path="/v1/files")
+    gw, fake = shared_claude
+    files, listed = set(fake.files), {x.id for x in client(gw).files.list()}
+    deletes = len(fake.requests.filter("DELETE", "/v1/files/*"))
+    fake.delay_next(0.8, path="/v1/files")
     with pytest.raises(openai.APITimeoutError):
         client(gw, timeout=0.3).files.create(file=("late.txt", b"abc"), purpose="user_data", extra_headers=CLAUDE)
-    assert fake_anthropic.wait_until(lambda: len(fake_anthropic.requests.filter("DELETE", "/v1/files/*")) == 1, 5)
-    assert fake_anthropic.files == {} and client(gw).files.list().data == []
+    assert fake.wait_until(lambda: len(fake.requests.filter("DELETE", "/v1/files/*")) == deletes + 1, 10)
+    assert set(fake.files) == files and {x.id for x in client(gw).files.list()} == listed
 
 
 def test_tenancy(start_gateway, fake_anthropic):

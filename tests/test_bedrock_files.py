@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from tests.conftest import client
 from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
 from tests.fakes.bigfile import make_big_file
 from tests.gateway_proc import GatewayProcess
+from tests.support import expire_now, location, raw_upload, store_rows, wait_until
 
 MiB = 1 << 20
 KEY_A, KEY_B = "sk-team-a", "sk-team-b"
@@ -80,29 +80,9 @@ def object_bytes(s3: Any, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def location(gw: GatewayProcess, file_id: str) -> dict[str, Any] | None:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        row = db.execute("SELECT location FROM files WHERE id = ?", (file_id,)).fetchone()
-    return orjson.loads(row[0]) if row else None
-
-
-def store_rows(gw: GatewayProcess) -> int:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        return db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-
-
 def batch_line(custom_id: str, body: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
                          "body": body or CHAT}) + b"\n"
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # -- the shared gateway --------------------------------------------------------------------------
@@ -350,15 +330,7 @@ def test_untranslatable_batch_line_is_400_and_leaves_no_upload(env: Env) -> None
 
 def _raw_upload(gw: GatewayProcess, parts: list[tuple[str, str | None, bytes]],
                 headers: dict[str, str] | None = None) -> httpx.Response:
-    boundary = "b0undary"
-    body = b""
-    for name, filename, value in parts:
-        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + value + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return httpx.post(gw.base_url + "/files", content=body, headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {KEY_A}",
-        **(headers or {})}, timeout=60)
+    return raw_upload(gw, parts, headers, api_key=KEY_A)
 
 
 def test_late_purpose_batch_is_translated_like_purpose_first(env: Env) -> None:
@@ -549,8 +521,7 @@ def test_expired_file_is_removed_from_the_bucket(env: Env) -> None:
     f = env.a.files.create(file=("e.txt", b"expiring"), purpose="user_data",
                            expires_after={"anchor": "created_at", "seconds": 3600})
     assert f.expires_at == f.created_at + 3600
-    with sqlite3.connect(env.gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, f.id))
+    expire_now(env.gw, f.id)
     assert wait_until(lambda: keys(env.s3, env.bucket, f"{PREFIX}team-a/{f.id}/") == [])
     assert wait_until(lambda: location(env.gw, f.id) is None)
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from tests.conftest import client
+from tests.support import exchanges, wait_for_exchange
 
 KEY = "sk-fuzz-team"
 SEED = 20261203
@@ -302,20 +303,19 @@ def test_fuzzed_requests_get_4xx_and_leave_nothing(start_gateway):
 
     # Clients that go away mid-upload: each partial file must be removed.
     big = _form(_part("purpose", b"assistants"), _part("file", b"q" * 50_000, "cut.bin"))
+    mark = exchanges(gw)
     for _ in range(10):
         head, body = _upload(big)
         with socket.create_connection(("127.0.0.1", gw.port), timeout=TIMEOUT) as s:
             s.sendall(head + body[: rng.randint(1, len(body) - 1)])
-            time.sleep(0.01)
+    # A disconnect is noticed asynchronously: each cut upload's exchange has ended (after its clean-up).
+    wait_for_exchange(gw, 10, since=mark, timeout=TIMEOUT, op="files.create")
     sdk = client(gw, KEY)
     for file_id in accepted:  # valid after all: remove them through the API, as a client would
         assert sdk.files.delete(file_id).deleted
     assert sdk.files.list().data == []
     files_dir = Path(gw.workdir) / "files"
     partial = files_dir / ".partial"
-    deadline = time.monotonic() + TIMEOUT  # a disconnect is noticed asynchronously
-    while partial.exists() and list(partial.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert not partial.exists() or list(partial.iterdir()) == []
     assert not files_dir.exists() or [p for p in files_dir.rglob("*") if p.is_file()] == []
     with socket.create_connection(("127.0.0.1", gw.port), timeout=TIMEOUT) as s:

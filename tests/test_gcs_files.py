@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sqlite3
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +24,8 @@ from proxy.providers.object_store import Target
 from tests.conftest import client
 from tests.emulator_gcs import FakeGCS, fake_gcs  # noqa: F401  (fixture)
 from tests.gateway_proc import GatewayProcess
-from tests.test_vertex_files import (_raw_upload, batch_line, location, new_bucket, object_bytes, objects,
-                                     store_rows, wait_until)
+from tests.support import db_rows, expire_now, location, raw_upload, store_rows, wait_until
+from tests.test_vertex_files import batch_line, new_bucket, object_bytes, objects
 
 MiB = 1 << 20
 KEY_A, KEY_B = "sk-team-a", "sk-team-b"
@@ -116,7 +114,8 @@ def test_batch_file_is_stored_byte_identical(env: Env) -> None:
 
 def test_purpose_after_the_file_is_the_objects_purpose_from_the_start(env: Env) -> None:
     data = batch_line("late-1") + batch_line("late-2")
-    r = _raw_upload(env.gw, [("file", "late.jsonl", data), ("purpose", None, b"batch")], on("gcs-clean"))
+    r = raw_upload(env.gw, [("file", "late.jsonl", data), ("purpose", None, b"batch")], on("gcs-clean"),
+                   api_key=KEY_A)
     assert r.status_code == 200, r.text
     f = r.json()
     assert (f["purpose"], f["bytes"]) == ("batch", len(data))
@@ -125,8 +124,8 @@ def test_purpose_after_the_file_is_the_objects_purpose_from_the_start(env: Env) 
     assert object_bytes(env.gcs, env.clean, obj["name"]) == data
     assert env.a.files.delete(f["id"]).deleted
     # A late purpose=batch still gets the batch checks before anything is stored.
-    r = _raw_upload(env.gw, [("file", "bad.jsonl", b'{"custom_id": "x"}\n'), ("purpose", None, b"batch")],
-                    on("gcs-clean"))
+    r = raw_upload(env.gw, [("file", "bad.jsonl", b'{"custom_id": "x"}\n'), ("purpose", None, b"batch")],
+                   on("gcs-clean"), api_key=KEY_A)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_batch_file", r.text
     assert objects(env.gcs, env.clean) == []
 
@@ -160,8 +159,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(env: Env) -> None:
 
 
 def _reservations(gw: GatewayProcess) -> int:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        return db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+    return db_rows(gw, "SELECT COUNT(*) FROM reservations")[0][0]
 
 
 # -- tenancy, expiry, errors -----------------------------------------------------------------
@@ -182,8 +180,7 @@ def test_expired_file_is_removed_from_the_bucket(env: Env) -> None:
     f = env.a.files.create(file=("e.txt", b"expiring"), purpose="user_data",
                            expires_after={"anchor": "created_at", "seconds": 3600})
     assert f.expires_at == f.created_at + 3600
-    with sqlite3.connect(env.gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, f.id))
+    expire_now(env.gw, f.id)
     assert wait_until(lambda: objects(env.gcs, env.bucket, f"{PREFIX}team-a/{f.id}/") == [])
     assert wait_until(lambda: location(env.gw, f.id) is None)
 

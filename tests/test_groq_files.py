@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -13,6 +14,8 @@ from openai.types import FileDeleted, FileObject
 
 from tests.conftest import client
 from tests.fakes.groq_upstream import FakeGroq
+from tests.gateway_proc import GatewayProcess
+from tests.support import exchanges, wait_for_exchange
 
 GROQ = {"x-tfy-provider-name": "my-groq"}
 LINE = b'{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"llama-3.1-8b-instant","messages":[{"role":"user","content":"hi"}]}}\n'
@@ -79,39 +82,48 @@ def test_five_operations_with_openai_semantics(start_gateway, fake_groq):
         c.files.retrieve(f.id, extra_headers=GROQ)
 
 
-def test_non_batch_purpose_is_refused_before_anything_goes_upstream(start_gateway, fake_groq):
-    gw = start_gateway(groq_config(fake_groq))
-    c = client(gw)
+def test_non_batch_purpose_is_refused_before_anything_goes_upstream(shared_groq) -> None:
+    gw, fake = shared_groq
+    mark, sent = exchanges(gw), len(fake.requests)
     with pytest.raises(openai.BadRequestError) as e:
-        c.files.create(file=("notes.txt", b"x" * 300_000), purpose="user_data", extra_headers=GROQ)
+        client(gw).files.create(file=("notes.txt", b"x" * 300_000), purpose="user_data", extra_headers=GROQ)
     assert e.value.body["param"] == "purpose" and "'user_data'" in e.value.body["message"]
     assert "only purpose 'batch'" in e.value.body["message"]
-    time.sleep(0.2)
-    assert len(fake_groq.requests) == 0
-    # Even when the form fields trickle in over several reads, nothing is sent before they are checked.
+    wait_for_exchange(gw, since=mark, op="files.create", status=400)
+    assert len(fake.requests) == sent
+
+
+def test_purpose_trickling_in_over_several_reads_is_checked_before_anything_goes_upstream(shared_groq) -> None:
+    gw, fake = shared_groq
+    mark, sent = exchanges(gw), len(fake.requests)
     head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: my-groq\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 400\r\n\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_')
     rest = b'data\r\n--zz\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n' + LINE % 1
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the stimulus: the rest of the purpose field arrives in a later read
         s.sendall(rest)
         reply = s.recv(65536).decode(errors="replace")
     assert reply.startswith("HTTP/1.1 400") and "'user_data'" in reply
-    time.sleep(0.2)
-    assert len(fake_groq.requests) == 0
+    wait_for_exchange(gw, since=mark, op="files.create", status=400)
+    assert len(fake.requests) == sent
 
+
+def test_non_batch_purpose_after_the_file_is_refused_and_groq_stores_nothing(shared_groq) -> None:
     # curl's order (file first): the file is held until the purpose arrives, then refused;
     # nothing at all went to Groq.
+    gw, fake = shared_groq
+    mark, sent, files, listed = exchanges(gw), len(fake.requests), set(fake.files), {x.id for x in client(gw).files.list()}
     boundary = "zz"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n').encode() \
         + b"hello" * 200_000 + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n--{boundary}--\r\n'.encode()
     r = httpx.post(gw.base_url + "/files", content=body,
                    headers={**GROQ, "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
-    assert len(fake_groq.requests) == 0
-    assert fake_groq.files == {} and c.files.list().data == []
+    wait_for_exchange(gw, since=mark, op="files.create", status=400)
+    assert len(fake.requests) == sent
+    assert set(fake.files) == files and {x.id for x in client(gw).files.list()} == listed
 
 
 def test_groq_size_limit(start_gateway, fake_groq):
@@ -128,38 +140,75 @@ def test_groq_size_limit(start_gateway, fake_groq):
     with pytest.raises(openai.APIStatusError) as e:
         client(gw2).files.create(file=("big.jsonl", LINE % 1 * 40), purpose="batch", extra_headers=GROQ)
     assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
-    time.sleep(0.2)
+    wait_for_exchange(gw2, op="files.create", status=413)
+    assert fake_groq.wait_until(fake_groq.requests.answered)
     assert fake_groq.files == {}
 
 
-def test_upstream_errors_are_translated(start_gateway, fake_groq):
-    gw = start_gateway(groq_config(fake_groq))
+# -- upstream failures: one gateway and one fake for these tests, a fresh file per test ----------
+
+
+@pytest.fixture(scope="module")
+def shared_groq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeGroq]]:
+    with FakeGroq(data_dir=tmp_path_factory.mktemp("fake-groq")) as fake:
+        with GatewayProcess(tmp_path_factory.mktemp("gw"), groq_config(fake)) as gw:
+            yield gw, fake
+
+
+@pytest.fixture
+def on_groq(shared_groq: tuple[GatewayProcess, FakeGroq]) -> Iterator[tuple[openai.OpenAI, FakeGroq, str, str]]:
+    """A client of the shared gateway, its fake, a file id and its upstream path (for faults)."""
+    gw, fake = shared_groq
+    fake.clear_faults()
     c = client(gw)
     f = c.files.create(file=("in.jsonl", LINE % 1), purpose="batch", extra_headers=GROQ)
-    one = f"/openai/v1/files/{f.id}"
-    fake_groq.fail_next(404, path=one)
+    yield c, fake, f.id, f"/openai/v1/files/{f.id}"
+    fake.clear_faults()
+
+
+def test_upstream_404_passes_through_in_openai_shape(on_groq) -> None:
+    c, fake, fid, one = on_groq
+    fake.fail_next(404, path=one)
     with pytest.raises(openai.NotFoundError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.body["message"] == "Not found." and set(e.value.body) == {"message", "type", "param", "code"}
-    fake_groq.fail_next(429, headers={"Retry-After": "0"}, times=3, path=one)
+
+
+def test_persistent_429_keeps_retry_after(on_groq) -> None:
+    c, fake, fid, one = on_groq
+    fake.fail_next(429, headers={"Retry-After": "0"}, times=3, path=one)
     with pytest.raises(openai.RateLimitError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.response.headers["Retry-After"] == "0"
-    fake_groq.fail_next(500, path=one)
-    fake_groq.reset_next(path=one)
-    assert c.files.retrieve(f.id).id == f.id                    # transient failures retried
-    fake_groq.fail_next(503, times=3, path=one)
+
+
+def test_transient_500_then_reset_is_retried(on_groq) -> None:
+    c, fake, fid, one = on_groq
+    fake.fail_next(500, path=one)
+    fake.reset_next(path=one)
+    assert c.files.retrieve(fid).id == fid
+
+
+def test_persistent_503_is_502(on_groq) -> None:
+    c, fake, fid, one = on_groq
+    fake.fail_next(503, times=3, path=one)
     with pytest.raises(openai.InternalServerError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 502
-    # An upload is never retried; a failed one records nothing.
-    fake_groq.fail_next(500, path="/openai/v1/files")
+
+
+def test_failed_upload_is_not_retried_and_records_nothing(on_groq) -> None:
+    c, fake, _, _ = on_groq
+    listed = {x.id for x in c.files.list()}
+    posts = len(fake.requests.filter("POST", "/openai/v1/files"))
+    fake.fail_next(500, path="/openai/v1/files")
     with pytest.raises(openai.InternalServerError):
         c.files.create(file=("b.jsonl", LINE % 2), purpose="batch", extra_headers=GROQ)
-    assert [x.id for x in c.files.list()] == [f.id]
+    assert len(fake.requests.filter("POST", "/openai/v1/files")) == posts + 1
+    assert {x.id for x in c.files.list()} == listed
 
 
-def test_tenancy_and_disconnect(start_gateway, fake_groq):
+def test_another_tenants_ids_are_404_and_nothing_goes_upstream(start_gateway, fake_groq):
     keys = {"A_KEY": "sk-a", "B_KEY": "sk-b"}
     auth = {"keys": [{"key": "os.environ/A_KEY", "tenant": "a"}, {"key": "os.environ/B_KEY", "tenant": "b"}]}
     gw = start_gateway(groq_config(fake_groq, auth=auth), env=keys)
@@ -173,15 +222,19 @@ def test_tenancy_and_disconnect(start_gateway, fake_groq):
     assert b.files.list(extra_headers=GROQ).data == []
     assert len(fake_groq.requests) == before                 # nothing went upstream
 
-    # Client gone mid-upload: Groq keeps nothing, the gateway records nothing.
-    head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: my-groq\r\nAuthorization: Bearer sk-a\r\n"
+
+def test_client_gone_mid_upload_leaves_nothing_at_groq_or_the_gateway(shared_groq):
+    gw, fake = shared_groq
+    mark, files, listed = exchanges(gw), set(fake.files), {x.id for x in client(gw).files.list()}
+    posts = len(fake.requests.filter("POST", "/openai/v1/files"))
+    head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nx-tfy-provider-name: my-groq\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 9000000\r\n\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
             b'--zz\r\nContent-Disposition: form-data; name="file"; filename="p.jsonl"\r\n\r\n')
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + b"".join(LINE % i for i in range(5000)))
-        assert fake_groq.wait_until(lambda: len(fake_groq.requests.filter("POST", "/openai/v1/files")) == 2)
-        time.sleep(0.2)
-    assert fake_groq.wait_until(lambda: fake_groq.requests[-1].status is not None, 5)
-    assert list(fake_groq.files) == [f.id]
-    assert [x.id for x in a.files.list()] == [f.id]
+        assert fake.wait_until(lambda: len(fake.requests.filter("POST", "/openai/v1/files")) == posts + 1)
+    wait_for_exchange(gw, since=mark, op="files.create", error="client_disconnected")
+    assert fake.wait_until(fake.requests.answered)
+    assert set(fake.files) == files
+    assert {x.id for x in client(gw).files.list()} == listed

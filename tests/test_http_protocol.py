@@ -14,6 +14,7 @@ import orjson
 
 from tests.conftest import passthrough_config
 from tests.gateway_proc import GatewayProcess
+from tests.support import wait_for_exchange, wait_until
 
 SECRET = "sk-team-a-SECRET-7f3c9d"
 BOUNDARY = "sgboundary"
@@ -120,15 +121,6 @@ def local_config(**server: Any) -> dict[str, Any]:
     return cfg
 
 
-def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 # ------------------------------------------------------------------ malformed requests
 
 MALFORMED = {
@@ -156,7 +148,7 @@ def test_malformed_requests_get_json_400_quoting_nothing_and_one_log_line(start_
         assert c.eof(), name
         c.close()
         assert SECRET.encode() not in body and b"sk-team" not in body and b"AAAA" not in body, name
-        assert wait_for(lambda: gw.log().count("malformed request from 127.0.0.1") == before + 1), (name, gw.log())
+        assert wait_until(lambda: gw.log().count("malformed request from 127.0.0.1") == before + 1), (name, gw.log())
     log = gw.log()
     assert SECRET not in log and "AAAA" not in log
     assert "Traceback" not in log and "ERROR" not in log
@@ -171,12 +163,15 @@ def test_bad_chunk_inside_a_body_being_read_is_a_400_at_once(start_gateway):
     c = Raw(gw)
     c.send(f"POST /v1/files HTTP/1.1\r\nHost: gw\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
            "Transfer-Encoding: chunked\r\n\r\n")
-    time.sleep(0.3)  # the handler is reading the body when the broken chunk arrives
-    c.send(f"5\r\nabcde\r\nzz{SECRET}\r\n")
+    start = form_start()
+    c.send(f"{len(start):x}\r\n".encode() + start + b"\r\n")
+    assert wait_until(lambda: len(partials(gw)) == 1)  # the handler is reading the body (the file part)
+    c.send(f"zz{SECRET}\r\n")
     resp = c.response(timeout=PROMPT)
     assert resp[0] == 400 and error_of(resp)["code"] == "malformed_request"
     assert c.eof()
     assert SECRET not in gw.log() and "Traceback" not in gw.log()
+    assert wait_until(lambda: partials(gw) == [])
 
 
 def test_malformed_request_log_lines_are_rate_limited(start_gateway):
@@ -188,7 +183,7 @@ def test_malformed_request_log_lines_are_rate_limited(start_gateway):
     for c in conns:
         assert c.response()[0] == 400
         c.close()
-    assert wait_for(lambda: "similar line(s) suppressed" in gw.log(), timeout=5), gw.log()
+    assert wait_until(lambda: "similar line(s) suppressed" in gw.log(), timeout=5), gw.log()
     lines = gw.log().count("malformed request from")
     suppressed = sum(int(k) for k in re.findall(r"(\d+) similar line\(s\) suppressed", gw.log()))
     assert suppressed > 0 and lines + suppressed == n
@@ -225,12 +220,12 @@ def test_stalled_upload_gets_408_and_leaves_no_partial_file(start_gateway):
     c = Raw(gw)
     c.send(upload_head(1_000_000))   # the body will stop far short of this
     c.send(form_start() + b"x" * 1000)
-    assert wait_for(lambda: len(partials(gw)) == 1)
+    assert wait_until(lambda: len(partials(gw)) == 1)
     resp = c.response(timeout=1 + PROMPT)
     assert resp[0] == 408 and error_of(resp)["code"] == "request_timeout"
     assert resp[1]["x-should-retry"] == "false"
     assert c.eof()
-    assert wait_for(lambda: partials(gw) == [])
+    assert wait_until(lambda: partials(gw) == [])
     assert b'"data":[]' in get_body(gw, "/v1/files")
 
 
@@ -240,14 +235,15 @@ def test_trickled_upload_with_gaps_over_the_idle_timeout_gets_408(start_gateway)
     body = form_start() + b"y" * 10 + form_end()
     c.send(upload_head(len(body)))
     c.send(body[:-20])
-    time.sleep(1.6)   # longer than body_idle_timeout between two reads
+    # The gap before the rest grows until the gateway answers: past body_idle_timeout.
+    assert select.select([c.sock], [], [], 1 + PROMPT)[0], "no answer after the idle timeout"
     try:
         c.send(body[-20:])
     except (BrokenPipeError, ConnectionResetError):
         pass
     resp = c.response(timeout=PROMPT)
     assert resp[0] == 408
-    assert wait_for(lambda: partials(gw) == [])
+    assert wait_until(lambda: partials(gw) == [])
 
 
 def test_upload_trickled_below_the_minimum_rate_gets_408(start_gateway):
@@ -257,7 +253,7 @@ def test_upload_trickled_below_the_minimum_rate_gets_408(start_gateway):
     c = Raw(gw)
     c.send(upload_head(100_000))
     c.send(form_start())
-    assert wait_for(lambda: len(partials(gw)) == 1)
+    assert wait_until(lambda: len(partials(gw)) == 1)
     started = time.monotonic()
     cut = False
     while time.monotonic() - started < 8 and not cut:   # bounded: the old code never cuts it
@@ -271,7 +267,7 @@ def test_upload_trickled_below_the_minimum_rate_gets_408(start_gateway):
     assert resp[0] == 408 and error_of(resp)["code"] == "request_timeout"
     assert "too slowly" in error_of(resp)["message"]
     assert time.monotonic() - started < 5
-    assert wait_for(lambda: partials(gw) == [])
+    assert wait_until(lambda: partials(gw) == [])
 
 
 def test_stalled_passthrough_upload_gets_408_and_nothing_upstream(start_gateway, fake_openai):
@@ -284,6 +280,8 @@ def test_stalled_passthrough_upload_gets_408_and_nothing_upstream(start_gateway,
     resp = c.response(timeout=1 + PROMPT)
     assert resp[0] == 408 and error_of(resp)["code"] == "request_timeout"
     assert c.eof()
+    wait_for_exchange(gw, op="files.create", status=408)
+    assert fake_openai.wait_until(fake_openai.requests.answered)
     assert fake_openai.files == {}
 
 
@@ -323,7 +321,7 @@ def test_connections_past_max_connections_are_refused_fast(start_gateway):
     assert "max_connections (3) reached" in gw.log()
     held.pop().close()
     # Once one closes, a new connection is served again.
-    assert wait_for(lambda: get_status(gw, "/healthz") == 200)
+    assert wait_until(lambda: get_status(gw, "/healthz") == 200)
     for h in held:
         h.close()
 
@@ -390,11 +388,11 @@ def test_half_close_in_the_middle_of_a_body_ends_the_upload_at_once(start_gatewa
     c = Raw(gw)
     c.send(upload_head(1_000_000))
     c.send(form_start() + b"q" * 1000)
-    assert wait_for(lambda: len(partials(gw)) == 1)
+    assert wait_until(lambda: len(partials(gw)) == 1)
     c.sock.shutdown(socket.SHUT_WR)
     resp = c.response(timeout=PROMPT)
     assert resp[0] == 400 and error_of(resp)["code"] == "client_disconnected"
-    assert wait_for(lambda: partials(gw) == [])
+    assert wait_until(lambda: partials(gw) == [])
 
 
 # ------------------------------------------------------------------ Expect: 100-continue

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import client
+from tests.support import expire_now, wait_for_exchange, wait_until
 
 BATCH_LINE = b'{"custom_id":"%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}\n'
 
@@ -184,14 +185,13 @@ def test_client_disconnect_mid_upload_leaves_nothing(start_gateway):
             b"Content-Length: 10000000\r\n\r\n"
             b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
             b'--zz\r\nContent-Disposition: form-data; name="file"; filename="p.bin"\r\n\r\n')
+    partial = gw.workdir / "files" / ".partial"
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(head + b"\2" * (1 << 20))
-        time.sleep(0.3)
-        partial = list((gw.workdir / "files" / ".partial").iterdir())
-        assert len(partial) == 1  # the upload was in progress, on disk, not in memory
-    deadline = time.time() + 5
-    while time.time() < deadline and list((gw.workdir / "files" / ".partial").iterdir()):
-        time.sleep(0.05)
+        # The upload is in progress, on disk, not in memory.
+        assert wait_until(lambda: len(list(partial.iterdir())) == 1)
+    wait_for_exchange(gw, op="files.create", error="client_disconnected")
+    assert list(partial.iterdir()) == []
     assert stored_files(gw) == []
     assert list(client(gw).files.list()) == []
 
@@ -226,8 +226,6 @@ def test_multiple_workers_share_port_and_store(start_gateway):
 
 
 def test_expired_files_disappear_and_are_swept(start_gateway):
-    import sqlite3
-
     cfg = local_config(tenant_storage_quota="1KB")
     cfg["server"] = {"expiry_sweep_interval": "200ms"}
     gw = start_gateway(cfg)
@@ -235,13 +233,8 @@ def test_expired_files_disappear_and_are_swept(start_gateway):
     f = c.files.create(file=("e.txt", b"e" * 900), purpose="user_data",
                        expires_after={"anchor": "created_at", "seconds": 3600})
     keep = c.files.create(file=("k.txt", b"k"), purpose="user_data")
-    # Let an hour pass for this file.
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, f.id))
-    deadline = time.time() + 5
-    while time.time() < deadline and (gw.workdir / "files" / f.id).exists():
-        time.sleep(0.05)
-    assert not (gw.workdir / "files" / f.id).exists()
+    expire_now(gw, f.id)
+    assert wait_until(lambda: not (gw.workdir / "files" / f.id).exists())
     assert [x.id for x in c.files.list()] == [keep.id]
     with pytest.raises(openai.NotFoundError):
         c.files.content(f.id)

@@ -8,31 +8,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx2 as httpx
 import openai
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import client, passthrough_config
+from tests.support import scrape, total
 from tests.test_local_files import local_config
 
 BUCKETS = ("0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
            "10.0", "30.0", "60.0", "+Inf")
-
-
-def scrape(gw) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """/metrics over a new connection (so any worker may answer): sample name → (labels, value)."""
-    r = httpx.get(gw.url + "/metrics", headers={"Connection": "close"}, timeout=30)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            samples.setdefault(s.name, []).append((s.labels, s.value))
-    return samples
-
-
-def total(samples, name: str, **labels: str) -> float:
-    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
 
 
 def metrics_dirs(tmpdir: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import yaml
 from proxy.store import migrations, open_store
 from proxy.store.migrations import LATEST, Migration, SchemaTooNew
 from tests.gateway_proc import free_port
+from tests.support import eventually
 from tests.test_startup import failure_lines, sluicegate
 
 # The schema sluicegate created before it was versioned (proxy/store/sqlite.py up to f64dcc8).
@@ -194,7 +195,20 @@ async def test_postgres_replicas_wait_for_a_migration_longer_than_the_statement_
         await holder.execute("SELECT pg_advisory_xact_lock($1, $2)", *migrations.PG_MIGRATION_LOCK)
         s = open_store(pg_database.url, statement_timeout=0.2)
         opening = asyncio.ensure_future(s.open())
-        await asyncio.sleep(0.6)  # three statement timeouts: still waiting, not failed
+
+        async def waited_three_timeouts() -> bool:
+            # By the server's clock: the replica's lock wait has lasted three statement timeouts
+            # (one applied to it would have cancelled it by then). Asked on a connection of its
+            # own, outside a transaction: pg_stat_activity is a snapshot per transaction.
+            return bool(await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                " AND datname = current_database() AND now() - query_start > interval '600 milliseconds'"))
+
+        watcher = await asyncpg.connect(pg_database.url)
+        try:
+            assert await eventually(waited_three_timeouts, timeout=30)
+        finally:
+            await watcher.close()
         assert not opening.done()
         await tx.rollback()
         await asyncio.wait_for(opening, 30)

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import time
+from collections.abc import Iterator
 
 import httpx2 as httpx
 import openai
 import pytest
 
 from tests.conftest import client, passthrough_config
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.gateway_proc import GatewayProcess
+from tests.support import wait_for_exchange
 
 OPENAI = {"x-tfy-provider-name": "my-openai"}
 AZURE = {"x-tfy-provider-name": "my-azure"}
@@ -87,39 +90,73 @@ def test_azure_url_scheme_auth_and_shapes(start_gateway, fake_azure):
     assert c.files.delete(f.id).deleted
 
 
-def test_upstream_errors_are_translated(start_gateway, fake_openai):
-    gw = start_gateway(passthrough_config(fake_openai))
+# -- upstream failures: one gateway and one fake for the module, a fresh file per test ---------
+
+
+@pytest.fixture(scope="module")
+def shared_openai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeOpenAI]]:
+    with FakeOpenAI("openai", data_dir=tmp_path_factory.mktemp("fake-openai")) as fake:
+        with GatewayProcess(tmp_path_factory.mktemp("gw"), passthrough_config(fake)) as gw:
+            yield gw, fake
+
+
+@pytest.fixture
+def on_openai(shared_openai: tuple[GatewayProcess, FakeOpenAI]) -> Iterator[tuple[openai.OpenAI, FakeOpenAI, str]]:
+    """A client of the shared gateway, its fake, and a file the test may break retrieving."""
+    gw, fake = shared_openai
+    fake.clear_faults()
     c = client(gw)
     f = c.files.create(file=("a.txt", b"a"), purpose="user_data", extra_headers=OPENAI)
-    # One transient 500 on an idempotent call: retried by the gateway, the client sees success.
-    fake_openai.fail_next(500, path="/v1/files/")
-    assert c.files.retrieve(f.id).id == f.id
-    # A reset connection, once: retried too.
-    fake_openai.reset_next(path="/v1/files/")
-    assert c.files.retrieve(f.id).id == f.id
-    # Persistent 5xx: 502 in OpenAI's shape.
-    fake_openai.fail_next(503, times=3, path="/v1/files/")
+    yield c, fake, f.id
+    fake.clear_faults()
+
+
+@pytest.mark.parametrize("fault", ["500", "reset"])
+def test_one_transient_failure_of_an_idempotent_call_is_retried(on_openai, fault: str) -> None:
+    c, fake, fid = on_openai
+    if fault == "500":
+        fake.fail_next(500, path="/v1/files/")
+    else:
+        fake.reset_next(path="/v1/files/")
+    assert c.files.retrieve(fid).id == fid
+    assert [r.fault for r in fake.requests.filter("GET", f"/v1/files/{fid}")] == [
+        "fail" if fault == "500" else "reset", None]
+
+
+def test_persistent_5xx_is_502_in_openai_shape(on_openai) -> None:
+    c, fake, fid = on_openai
+    fake.fail_next(503, times=3, path="/v1/files/")
     with pytest.raises(openai.InternalServerError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 502 and set(e.value.body) == {"message", "type", "param", "code"}
-    # Upstream 4xx pass through with status and message.
-    fake_openai.fail_next(404, path="/v1/files/", body={"error": {
+
+
+def test_upstream_4xx_passes_through_with_status_and_message(on_openai) -> None:
+    c, fake, fid = on_openai
+    fake.fail_next(404, path="/v1/files/", body={"error": {
         "message": "No such File object: gone", "type": "invalid_request_error", "param": "id", "code": None}})
     with pytest.raises(openai.NotFoundError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.body == {"message": "No such File object: gone", "type": "invalid_request_error",
                             "param": "id", "code": None}
-    # Timeout: 504.
-    fake_openai.delay_next(3.5, times=3, path="/v1/files/")
+
+
+def test_upstream_timeout_is_504_upstream_timeout(on_openai) -> None:
+    c, fake, fid = on_openai
+    fake.delay_next(3.5, times=3, path="/v1/files/")   # longer than the provider's 2 s read timeout
     with pytest.raises(openai.APIStatusError) as e:
-        c.files.retrieve(f.id)
+        c.files.retrieve(fid)
     assert e.value.status_code == 504 and e.value.body["code"] == "upstream_timeout"
-    # Uploads are never retried and a failed one records nothing.
+
+
+def test_failed_upload_is_not_retried_and_records_nothing(on_openai) -> None:
+    c, fake, _ = on_openai
     before = {x.id for x in c.files.list()}
-    fake_openai.fail_next(500, path="/v1/files")
+    posts = len(fake.requests.filter("POST", "/v1/files"))
+    fake.fail_next(500, path="/v1/files")
     with pytest.raises(openai.InternalServerError):
         c.files.create(file=("b.txt", b"b"), purpose="user_data", extra_headers=OPENAI)
-    assert len(fake_openai.requests.filter("POST", "/v1/files")) == 2
+    assert len(fake.requests.filter("POST", "/v1/files")) == posts + 1
     assert {x.id for x in c.files.list()} == before
 
 
@@ -134,7 +171,7 @@ def test_gateway_key_refused_upstream_is_502_without_leaking(start_gateway, fake
     assert "sk-wrong-gateway-key" not in gw.log()
 
 
-def test_unseen_ids_need_admin_or_shared(start_gateway, fake_openai):
+def test_unseen_ids_are_404_for_a_tenant_and_served_to_an_admin(start_gateway, fake_openai):
     output = fake_openai.add_file(b'{"id":"batch_req_1"}\n', filename="out.jsonl", purpose="batch_output")
     keys = {"A_KEY": "sk-a", "OPS_KEY": "sk-ops"}
     auth = {"keys": [{"key": "os.environ/A_KEY", "tenant": "a"}, {"key": "os.environ/OPS_KEY", "tenant": "ops", "admin": True}]}
@@ -150,10 +187,13 @@ def test_unseen_ids_need_admin_or_shared(start_gateway, fake_openai):
     assert len(fake_openai.requests) == before
     assert client(gw, "sk-ops").files.content(output.id, extra_headers=OPENAI).content == b'{"id":"batch_req_1"}\n'
 
-    cfg = passthrough_config(fake_openai, auth=auth)
+
+def test_a_shared_provider_serves_unseen_ids_to_every_tenant(start_gateway, fake_openai):
+    output = fake_openai.add_file(b'{"id":"batch_req_1"}\n', filename="out.jsonl", purpose="batch_output")
+    cfg = passthrough_config(fake_openai, auth={"keys": [{"key": "os.environ/A_KEY", "tenant": "a"}]})
     cfg["providers"][1]["shared"] = True
-    gw2 = start_gateway(cfg, env=keys)
-    assert client(gw2, "sk-a").files.retrieve(output.id, extra_headers=OPENAI).id == output.id
+    gw = start_gateway(cfg, env={"A_KEY": "sk-a"})
+    assert client(gw, "sk-a").files.retrieve(output.id, extra_headers=OPENAI).id == output.id
 
 
 def test_disconnect_mid_passthrough_upload_stores_nothing(start_gateway, fake_openai):
@@ -166,8 +206,8 @@ def test_disconnect_mid_passthrough_upload_stores_nothing(start_gateway, fake_op
         s.sendall(head + b"\3" * (1 << 20))
         # The tee opened the upstream request while the client was still sending.
         assert fake_openai.wait_until(lambda: len(fake_openai.requests.filter("POST", "/v1/files")) == 1, 15)
-        time.sleep(0.2)
-    time.sleep(0.5)
+    wait_for_exchange(gw, op="files.create", error="client_disconnected")
+    assert fake_openai.wait_until(fake_openai.requests.answered)
     # The upstream saw a cut-off body: it answered nothing successful and stored nothing.
     assert fake_openai.requests.filter("POST", "/v1/files")[0].status != 200
     assert fake_openai.files == {}
@@ -181,7 +221,8 @@ def test_invalid_batch_never_completes_upstream(start_gateway, fake_openai):
     with pytest.raises(openai.BadRequestError) as e:
         c.files.create(file=("in.jsonl", bad), purpose="batch", extra_headers=OPENAI)
     assert "line 2" in e.value.body["message"] and "r1" in e.value.body["message"]
-    time.sleep(0.3)
+    wait_for_exchange(gw, op="files.create", status=400)
+    assert fake_openai.wait_until(fake_openai.requests.answered)
     assert fake_openai.files == {}
     assert c.files.list().data == []
 

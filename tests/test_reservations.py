@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from tests.conftest import client
 from tests.emulator_gcs import fake_gcs  # noqa: F401  (fixture)
 from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
 from tests.gateway_proc import GatewayProcess
+from tests.support import db_rows, wait_for
 
 MiB = 1 << 20
 CHUNK = 256 * 1024  # server.chunk_size's default: the most one read can add to a partial file
@@ -52,21 +52,6 @@ def dir_bytes(path: Path) -> int:
     except FileNotFoundError:
         pass
     return total
-
-
-def db_rows(gw: GatewayProcess, sql: str) -> list[tuple]:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db", timeout=10) as db:
-        return db.execute(sql).fetchall()
-
-
-def wait_for(what: str, check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- concurrent uploads over the quota ------------------------------------------------------------

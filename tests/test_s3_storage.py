@@ -23,6 +23,7 @@ from proxy.providers.s3_storage import (
     make_client_kwargs,
 )
 from tests.emulator_s3 import MotoS3, fresh_bucket, moto_s3  # noqa: F401
+from tests.support import eventually
 
 MiB = 1 << 20
 ODD_CHUNK = (64 << 10) + 7
@@ -166,8 +167,8 @@ async def test_abort_mid_upload_leaves_nothing(s3: Any, bucket: str) -> None:
     rec = RecordingClient(s3, delay=0.2)
     sink = S3MultipartSink(rec, bucket, "k", part_size=MIN_PART_SIZE, max_in_flight=2)
     await feed(sink, bytes(12 * MiB))
-    await asyncio.sleep(0.05)                      # let both part uploads start
-    assert rec.active == 2 and len(await pending_uploads(s3, bucket)) == 1
+    assert await eventually(lambda: rec.active == 2)  # both part uploads started (each takes 0.2 s)
+    assert len(await pending_uploads(s3, bucket)) == 1
 
     await sink.abort()
     assert rec.active == 0
@@ -209,8 +210,7 @@ async def test_background_part_failure_surfaces_on_next_write(s3: Any, bucket: s
     rec = RecordingClient(s3, fail_part=1)
     sink = S3MultipartSink(rec, bucket, "k", part_size=MIN_PART_SIZE, max_in_flight=2)
     await sink.write(bytes(MIN_PART_SIZE))
-    while rec.parts_finished == 0:
-        await asyncio.sleep(0.01)
+    assert await eventually(lambda: rec.parts_finished == 1)
     for _ in range(2):                             # the failure is sticky
         with pytest.raises(S3StorageError, match="UploadPart"):
             await sink.write(b"x")

@@ -10,6 +10,7 @@ import time
 import httpx2 as httpx
 
 from tests.conftest import client
+from tests.support import inflight, wait_until
 
 
 def test_sigterm_drains_in_flight_then_exits(start_gateway):
@@ -22,9 +23,9 @@ def test_sigterm_drains_in_flight_then_exits(start_gateway):
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
                   + f"Content-Length: {length}\r\n\r\n".encode() + body_head + payload[:500])
-        time.sleep(0.2)
+        assert wait_until(lambda: inflight(gw) == 1)
         gw.signal(signal.SIGTERM)
-        time.sleep(0.3)
+        assert wait_until(lambda: "draining: 1 request(s) in flight" in gw.log())
         ready = httpx.get(gw.url + "/readyz")
         assert ready.status_code == 503
         busy = httpx.get(gw.base_url + "/files")
@@ -43,11 +44,12 @@ def test_drain_timeout_bounds_exit(start_gateway):
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
                   b"Content-Length: 100000\r\n\r\n--zz\r\n")
-        time.sleep(0.2)
+        assert wait_until(lambda: inflight(gw) == 1)
         t0 = time.monotonic()
         gw.signal(signal.SIGTERM)
         gw.proc.wait(10)
         assert time.monotonic() - t0 < 5
+    assert "draining: 1 request(s) in flight" in gw.log()
 
 
 def test_check_config_reports_key_paths(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from proxy.store import open_store
 from proxy.store.base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from tests.support import eventually
 
 
 def rec(i: int, tenant: str = "t", size: int = 10, purpose: str = "batch") -> FileRecord:
@@ -226,16 +227,12 @@ async def test_postgres_cache_survives_a_lost_listener_without_going_stale(pg_da
         await a.pool.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                              "WHERE application_name = 'sluicegate-listen' AND datname = current_database()")
         assert await a.delete_file("file-1") is not None  # b's listener may be gone: no NOTIFY for it
-        for _ in range(1000):  # b notices the lost connection, bypasses and then empties its cache
-            if await b.get_file("file-1") is None:
-                break
-            await asyncio.sleep(0.01)
-        assert await b.get_file("file-1") is None
-        # Back to listening (bounded), then a later delete reaches b's cache again.
-        for _ in range(1000):
-            if b._listening and a._listening:
-                break
-            await asyncio.sleep(0.01)
+        async def file_1_gone() -> bool:  # b notices the lost connection, bypasses and empties its cache
+            return await b.get_file("file-1") is None
+
+        assert await eventually(file_1_gone)
+        # Back to listening, then a later delete reaches b's cache again.
+        assert await eventually(lambda: b._listening and a._listening)
         assert await b.get_file("file-2") is not None and b._files.get("file-2") is not None
         assert await a.delete_file("file-2") is not None
         await asyncio.wait_for(b.heard_of_deletes(), 10)
@@ -322,10 +319,7 @@ async def test_postgres_listener_that_goes_silent_is_replaced(pg_database):
             assert await b.get_file("file-1") is not None and b._files.get("file-1") is not None  # cached in b
             fwd.frozen.set()
             assert await a.delete_file("file-1") is not None  # b's listener will not hear of it
-            for _ in range(500):  # bounded: 5 s for a 0.2 s heartbeat
-                if not b._listening:
-                    break
-                await asyncio.sleep(0.01)
+            assert await eventually(lambda: not b._listening)  # a 0.2 s heartbeat
             assert await b.get_file("file-1") is None
         finally:
             await b.close()

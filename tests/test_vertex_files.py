@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import socket
-import sqlite3
 import time
 import uuid
 from urllib.parse import quote
@@ -31,6 +30,8 @@ from tests.conftest import client
 from tests.emulator_gcs import FakeGCS, fake_gcs  # noqa: F401  (fixture)
 from tests.fakes.bigfile import make_big_file
 from tests.gateway_proc import GatewayProcess
+from tests.support import (db_rows, exchanges, expire_now, location, raw_upload, store_rows, wait_for_exchange,
+                           wait_until)
 
 KEY_A, KEY_B = "sk-team-a", "sk-team-b"
 PREFIX = "sluice/"
@@ -65,29 +66,9 @@ def _q(name: str) -> str:
     return quote(name, safe="")
 
 
-def location(gw: GatewayProcess, file_id: str) -> dict[str, Any] | None:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        row = db.execute("SELECT location FROM files WHERE id = ?", (file_id,)).fetchone()
-    return orjson.loads(row[0]) if row else None
-
-
-def store_rows(gw: GatewayProcess) -> int:
-    with sqlite3.connect(gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        return db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-
-
 def batch_line(custom_id: str, body: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
                          "body": body or CHAT}) + b"\n"
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # -- the shared gateway --------------------------------------------------------------------------
@@ -225,6 +206,7 @@ def test_batch_file_is_stored_as_gemini_rows(env: Env) -> None:
 
 def test_untranslatable_batch_line_is_400_and_stores_nothing(env: Env) -> None:
     bucket = new_bucket(env.gcs)
+    mark = exchanges(env.gw)
     # Enough good lines that the upload session has started and taken chunks before line 3001.
     good = b"".join(batch_line(f"r-{i}") for i in range(3000))
     bad = batch_line("r-bad", {**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]})
@@ -247,22 +229,14 @@ def test_untranslatable_batch_line_is_400_and_stores_nothing(env: Env) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         env.a.files.create(file=("b.jsonl", emb), purpose="batch", extra_headers={BUCKET_HEADER: bucket})
     assert "line 1" in e.value.body["message"] and "url" in e.value.body["message"]
-    time.sleep(0.2)
+    wait_for_exchange(env.gw, 3, since=mark, op="files.create", status=400)
     assert objects(env.gcs, bucket) == []
     assert [f for f in env.a.files.list() if f.purpose == "batch"] == []
 
 
 def _raw_upload(gw: GatewayProcess, parts: list[tuple[str, str | None, bytes]],
                 headers: dict[str, str] | None = None) -> httpx.Response:
-    boundary = "b0undary"
-    body = b""
-    for name, filename, value in parts:
-        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + value + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return httpx.post(gw.base_url + "/files", content=body, headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {KEY_A}",
-        **(headers or {})})
+    return raw_upload(gw, parts, headers, api_key=KEY_A)
 
 
 def test_late_purpose_batch_is_translated_like_purpose_first(env: Env) -> None:
@@ -358,14 +332,17 @@ def test_unreachable_gcs_is_502_without_details(env: Env) -> None:
 def test_client_disconnect_mid_upload_leaves_nothing(env: Env) -> None:
     bucket = new_bucket(env.gcs)
     rows = store_rows(env.gw)
+    mark = exchanges(env.gw)
     head = (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n{BUCKET_HEADER}: {bucket}\r\n"
             "Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 10000000\r\n\r\n"
             '--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
             '--zz\r\nContent-Disposition: form-data; name="file"; filename="p.bin"\r\n\r\n').encode()
     with socket.create_connection(("127.0.0.1", env.gw.port)) as s:
         s.sendall(head + b"\2" * (2 << 20))  # eight 256 KiB chunks: the session is open
-        time.sleep(0.5)
-    time.sleep(0.5)
+        # The upload is under way: the quota filter holds a reservation for it.
+        assert wait_until(lambda: db_rows(env.gw, "SELECT COUNT(*) FROM reservations")[0][0] == 1)
+    wait_for_exchange(env.gw, since=mark, op="files.create", error="client_disconnected")
+    assert db_rows(env.gw, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert objects(env.gcs, bucket) == []
     assert store_rows(env.gw) == rows
     assert "p.bin" not in [f.filename for f in env.a.files.list()]
@@ -373,6 +350,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(env: Env) -> None:
 
 def test_size_limit_mid_stream_leaves_nothing(env: Env) -> None:
     bucket = new_bucket(env.gcs)
+    mark = exchanges(env.gw)
     headers = {"x-tfy-provider-name": "vertex-small", BUCKET_HEADER: bucket,
                "Content-Type": "multipart/form-data; boundary=xx", "Authorization": f"Bearer {KEY_A}"}
 
@@ -390,7 +368,7 @@ def test_size_limit_mid_stream_leaves_nothing(env: Env) -> None:
         env.a.files.create(file=("big.bin", b"\0" * (3 << 20)), purpose="assistants",
                            extra_headers={"x-tfy-provider-name": "vertex-small", BUCKET_HEADER: bucket})
     assert e.value.status_code == 413
-    time.sleep(0.2)
+    wait_for_exchange(env.gw, 2, since=mark, op="files.create", status=413)
     assert objects(env.gcs, bucket) == []
     assert "s.bin" not in [f.filename for f in env.a.files.list()]
 
@@ -415,8 +393,7 @@ def test_expired_file_is_removed_from_the_bucket(env: Env) -> None:
     f = env.a.files.create(file=("e.txt", b"expiring"), purpose="user_data",
                            expires_after={"anchor": "created_at", "seconds": 3600})
     assert f.expires_at == f.created_at + 3600
-    with sqlite3.connect(env.gw.workdir / "sluicegate-data" / "sluicegate.db") as db:
-        db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, f.id))
+    expire_now(env.gw, f.id)
     assert wait_until(lambda: objects(env.gcs, env.bucket, f"{PREFIX}team-a/{f.id}/") == [])
     assert wait_until(lambda: location(env.gw, f.id) is None)
 

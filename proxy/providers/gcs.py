@@ -19,7 +19,8 @@ otherwise a gcloud-aio-auth ``Token`` from ``service_file`` or the default crede
 (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's application-default file, the metadata server).
 Object operations need neither a project nor a region (the bucket has both).
 
-Upload chunk size: 8 MiB (a multiple of GCS's 256 KiB quantum; the most the sink holds in
+Upload chunk size: 8 MiB (a multiple of GCS's 256 KiB quantum, docs/provider-facts.md §8.5; the
+most the sink holds in
 memory per upload); the provider key ``upload_chunk_size`` (e.g. ``16MiB``) changes it. Larger
 chunks mean fewer requests, which matters for fake-gcs-server: its memory backend copies the
 whole object on every chunk, so its cost grows with the square of the chunk count.

@@ -1,4 +1,5 @@
-"""Which client headers travel upstream on pass-through calls."""
+"""Which client headers travel upstream on pass-through calls: the SDK's own (``X-Stainless-*``,
+``OpenAI-Beta``, …; docs/provider-facts.md §2.3) do, the gateway's and hop-by-hop ones do not."""
 from __future__ import annotations
 
 from typing import Mapping

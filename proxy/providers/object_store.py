@@ -1,34 +1,18 @@
 """object_store: what the object-store providers (s3 and bedrock: S3; gcs and vertex: GCS) have
-in common.
+in common, so each of them holds only what its store or its translation needs.
 
-All keep gateway-managed files in a bucket. ``s3`` and ``gcs`` store every file as sent;
-``bedrock`` and ``vertex`` are those two plus the translation of ``purpose=batch`` files line by
-line on their way in, and three request headers that override the configured bucket, region
-and model. This module owns the parts of that which do not depend on the store:
+All keep gateway-managed files in a bucket, one object per file under
+``{prefix}{tenant}/{file_id}/{filename}``. ``s3`` and ``gcs`` store every file as sent;
+``bedrock`` and ``vertex`` are those two plus the translation of ``purpose=batch`` files line
+by line on their way in, and request headers that override the configured bucket, region and
+model. The parts of that which do not depend on the store live here: reading and checking the
+override headers, object-key naming, the OpenAI-shaped errors, the provider skeleton, and the
+upload's sink wrapper that puts a batch translator in front of the store's own sink.
 
-* :class:`Target` — where one upload goes (bucket, region, model), and :class:`HeaderRule`
-  (with :func:`bucket_rule`, :func:`unless_matches`) and :func:`read_target`, which read and
-  check the override headers into one;
-* :func:`sanitise_segment` — a tenant name or filename as one safe object-key segment;
-* :func:`looks_like_ipv4` — the one bucket-naming rule S3 and GCS share (their other rules
-  differ, so each provider keeps its own ``bucket_name_problem``);
-* :func:`not_found`, :func:`bucket_not_found` and :func:`batch_error` — the OpenAI-shaped
-  errors for a missing file, a missing bucket and a bad batch line;
-* :func:`first_piece` — the start of a download, read before the response so that a failure
-  is an error response rather than a cut stream;
-* :class:`BucketProvider` — the provider skeleton: the configured bucket and prefix, the
-  object path ``{prefix}{tenant}/{file_id}/{filename}``, and the hooks a translating type
-  overrides (:meth:`~BucketProvider.target`, :meth:`~BucketProvider.batch_translator`);
-* :func:`content_type_for` — the stored object's content type for a purpose;
-* :class:`TranslatingSink` — the sink wrapper of one upload: the optional
-  :class:`~proxy.transforms.batch_translate.BatchTranslator` in front of the store's own sink,
-  the size cap on its id map, and the write / complete / abort flow. The upload's purpose is
-  known when the sink is opened (the core holds a file sent before its purpose,
-  proxy/field_order.py), so the object is created with its final purpose. Subclasses supply the
-  store-specific parts: mapping the store's errors, their error texts, and what ``complete``
-  records (location, releasing clients).
+The upload's purpose is known when its sink is opened (the core holds a file sent before its
+purpose, proxy/field_order.py), so an object is created with its final purpose.
 
-Nothing here talks to S3 or GCS or imports their SDKs.
+Nothing here talks to S3 or GCS or imports their SDKs, so these rules are tested without either.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ AWS credential chain (environment, profile, container/instance role). ``endpoint
 the client at an S3-compatible store (moto in the tests); ``region`` defaults to us-east-1
 (R2 takes ``auto``).
 
-Memory per upload: S3 parts of 5 MiB (S3's minimum, so at most 10,000 parts hold ~48 GiB; a
+Memory per upload: S3 parts of 5 MiB (S3's minimum, so at most 10,000 parts hold ~48 GiB,
+docs/provider-facts.md §7.4; a
 larger configured file limit raises the part size), at most two part uploads in flight. The
 provider key ``upload_chunk_size`` (5 MiB to 5 GiB) sets a larger part size: fewer requests,
 about three times as much memory per upload. The sink then holds about three parts (plus

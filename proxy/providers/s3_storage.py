@@ -10,8 +10,10 @@
   single ``PutObject`` (this covers the empty file).
 * Every upload declares a CRC32 checksum explicitly (``CreateMultipartUpload``, each
   ``UploadPart``, ``PutObject``) and ``CompleteMultipartUpload`` lists each part's CRC32, as
-  S3 requires for an upload created with a checksum algorithm. The behaviour therefore does
-  not depend on the client's ``request_checksum_calculation`` setting.
+  S3 requires for an upload created with a checksum algorithm (a rule the sources do not
+  cover: docs/provider-facts.md §12).
+  The behaviour therefore does not depend on the client's ``request_checksum_calculation``
+  setting.
 * :func:`head`, :func:`delete`, :func:`iter_object`: the small operations the provider
   adapter needs.
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sluicegate.s3")
 
+# S3's part rules (docs/provider-facts.md §7.4).
 MIN_PART_SIZE = 5 << 20          # S3 minimum for every part but the last
 MAX_PART_SIZE = 5 << 30
 MAX_PARTS = 10_000

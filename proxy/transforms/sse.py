@@ -54,7 +54,8 @@ class SSEParser:
         return events
 
     def close(self) -> list[SSEEvent]:
-        """End of stream: an unterminated final event is dropped (per the spec).
+        """End of stream: an unterminated final event is dropped (per the WHATWG event-stream
+        rules, which the SDK follows: docs/provider-facts.md §2.7).
 
         A CR held back as the possible first half of a CRLF is a line end now that nothing
         follows, and may complete the last event.

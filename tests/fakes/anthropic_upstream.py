@@ -48,17 +48,18 @@ import shutil
 import string
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import MultipartReader, hdrs, web
 from multidict import CIMultiDict, MultiDict
 
+from ..support import wait_until
+from .faults import Fault, FaultQueue
 from .openai_upstream import BodyDigest, HashingReader, Recorded, RecordLog, UploadedPart
 from .threaded import ThreadedServer
 
@@ -73,21 +74,6 @@ FILES_BETA = "files-api-2025-04-14"
 
 
 # ============================================================================ shared machinery
-@dataclass
-class Fault:
-    kind: Literal["fail", "reset", "delay"]
-    times: int
-    path: str | None = None
-    status: int = 500
-    body: Any = None
-    headers: dict[str, str] | None = None
-    seconds: float = 0.0
-    after_bytes: int | None = None
-
-    def matches(self, path: str) -> bool:
-        return self.path is None or path.startswith(self.path)
-
-
 class ApiError(Exception):
     """Raised by handlers; rendered in the provider's error shape."""
 
@@ -119,7 +105,7 @@ class FakeUpstream:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.requests = RecordLog()
         self._lock = threading.RLock()
-        self._faults: list[Fault] = []
+        self._faults = FaultQueue()
         self._seq = itertools.count()
         self._app: web.Application | None = None
         self._server: ThreadedServer | None = None
@@ -174,44 +160,22 @@ class FakeUpstream:
                   *, path: str | None = None) -> None:
         """Answer the next ``times`` requests (whose path starts with ``path``) with ``status``
         and a provider-shaped error (or ``body``: dict → JSON, str/bytes verbatim)."""
-        self._add(Fault("fail", times, path, status=status, body=body, headers=headers))
+        self._faults.add(Fault("fail", times, path, status=status, body=body, headers=headers))
 
     def reset_next(self, times: int = 1, *, path: str | None = None, after_bytes: int | None = None) -> None:
         """Close the connection without an answer (after ``after_bytes`` body bytes, if given)."""
-        self._add(Fault("reset", times, path, after_bytes=after_bytes))
+        self._faults.add(Fault("reset", times, path, after_bytes=after_bytes))
 
     def delay_next(self, seconds: float, times: int = 1, *, path: str | None = None) -> None:
-        self._add(Fault("delay", times, path, seconds=seconds))
+        self._faults.add(Fault("delay", times, path, seconds=seconds))
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def _add(self, fault: Fault) -> None:
-        if fault.times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults.append(fault)
-
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(path):
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+        self._faults.clear()
 
     # -- observation --------------------------------------------------------------------
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        """Poll ``predicate`` (typically over ``requests``) until true or ``timeout``: whether it held."""
+        return wait_until(predicate, timeout, interval)
 
     def next_seq(self) -> int:
         return next(self._seq)
@@ -224,7 +188,7 @@ class FakeUpstream:
         self.requests.append(rec)
         request[_REC] = rec
         request[_COUNT] = BodyDigest()
-        fault = self._take_fault(request.path)
+        fault = self._faults.take(request.path)
         if fault is not None:
             rec.fault = fault.kind
             if fault.kind == "reset":

@@ -47,6 +47,8 @@ from aiohttp import MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, MultiDict
 
+from ..support import wait_until
+from .faults import Fault, FaultQueue
 from .threaded import ThreadedServer
 
 Flavor = Literal["openai", "azure"]
@@ -189,6 +191,12 @@ class RecordLog:
             out.append(rec)
         return out
 
+    def answered(self) -> bool:
+        """Whether the fake is done with every request it got: each answered, or its connection
+        closed on purpose (``reset_next``). A test that checks what the fake did *not* store
+        waits for this, so a request still being read cannot store something after the check."""
+        return all(rec.status is not None or rec.fault == "reset" for rec in self.snapshot())
+
     def __iter__(self) -> Iterator[Recorded]:
         return iter(self.snapshot())
 
@@ -255,22 +263,6 @@ def _unfinished(final: dict[str, Any], status: str) -> dict[str, Any]:
     obj = copy.deepcopy(final)
     obj.update(status=status, output=[], usage=None, completed_at=None)
     return obj
-
-
-# ============================================================================ faults
-@dataclass
-class _Fault:
-    kind: Literal["fail", "reset", "delay"]
-    times: int
-    path: str | None = None
-    status: int = 500
-    body: Any = None
-    headers: dict[str, str] | None = None
-    seconds: float = 0.0
-    after_bytes: int | None = None
-
-    def matches(self, path: str) -> bool:
-        return self.path is None or path.startswith(self.path)
 
 
 class _ApiError(Exception):
@@ -485,7 +477,7 @@ class FakeOpenAI:
 
         self.requests = RecordLog()
         self._lock = threading.RLock()
-        self._faults: list[_Fault] = []
+        self._faults = FaultQueue()
         self._stream_drops: list[int] = []
         self._files: dict[str, StoredFile] = {}
         self._file_seq = itertools.count()
@@ -552,16 +544,16 @@ class FakeOpenAI:
         """Answer the next ``times`` requests (optionally only those whose path starts with
         ``path``) with ``status``; ``body`` defaults to a provider-shaped error (a dict is sent
         as JSON, str/bytes verbatim).  The request body is still read and recorded first."""
-        self._add_fault(_Fault("fail", times, path, status=status, body=body, headers=headers))
+        self._faults.add(Fault("fail", times, path, status=status, body=body, headers=headers))
 
     def reset_next(self, times: int = 1, *, path: str | None = None, after_bytes: int | None = None) -> None:
         """Close the connection of the next ``times`` requests without any response; with
         ``after_bytes``, first receive that many body bytes (an upstream dying mid-upload)."""
-        self._add_fault(_Fault("reset", times, path, after_bytes=after_bytes))
+        self._faults.add(Fault("reset", times, path, after_bytes=after_bytes))
 
     def delay_next(self, seconds: float, times: int = 1, *, path: str | None = None) -> None:
         """Sleep ``seconds`` before handling the next ``times`` requests."""
-        self._add_fault(_Fault("delay", times, path, seconds=seconds))
+        self._faults.add(Fault("delay", times, path, seconds=seconds))
 
     def drop_stream_after(self, n_events: int, times: int = 1) -> None:
         """The next ``times`` SSE streams close the connection abruptly after ``n_events`` events
@@ -570,25 +562,9 @@ class FakeOpenAI:
             self._stream_drops.extend([n_events] * times)
 
     def clear_faults(self) -> None:
+        self._faults.clear()
         with self._lock:
-            self._faults.clear()
             self._stream_drops.clear()
-
-    def _add_fault(self, fault: _Fault) -> None:
-        if fault.times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults.append(fault)
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(path):
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
 
     def _take_stream_drop(self) -> int | None:
         with self._lock:
@@ -608,14 +584,8 @@ class FakeOpenAI:
             return dict(self._responses)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
-        """Poll ``predicate`` until true or ``timeout``; returns its last value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        """Poll ``predicate`` (typically over ``requests``) until true or ``timeout``: whether it held."""
+        return wait_until(predicate, timeout, interval)
 
     def reset(self) -> None:
         """Forget requests, faults, files and responses (files on disk are removed)."""
@@ -683,7 +653,7 @@ class FakeOpenAI:
         self.requests.append(rec)
         request[_REC_KEY] = rec
         request[_DIGEST_KEY] = BodyDigest()
-        fault = self._take_fault(request.path)
+        fault = self._faults.take(request.path)
         if fault is not None:
             rec.fault = fault.kind
             if fault.kind == "reset":
@@ -797,7 +767,7 @@ class FakeOpenAI:
         504: "Gateway timeout.",
     }
 
-    def _fault_response(self, fault: _Fault) -> web.Response:
+    def _fault_response(self, fault: Fault) -> web.Response:
         headers = dict(fault.headers or {})
         if fault.body is None:
             message = self._DEFAULT_FAULT_MESSAGES.get(fault.status, f"Injected HTTP {fault.status} error.")
