@@ -47,9 +47,25 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 20.0, interval:
         time.sleep(interval)
 
 
+# Longer than the access log's batching delay (~100 ms, proxy/logs.py): a count that holds
+# this long includes every exchange that had ended when the mark was asked for.
+_LOG_SETTLE = 0.25
+
+
 def exchanges(gw: GatewayProcess) -> int:
-    """How many exchanges the gateway has logged so far: a mark for :func:`wait_for_exchange`."""
-    return len(gw.access_log())
+    """How many exchanges the gateway has logged so far: a mark for :func:`wait_for_exchange`.
+
+    Lines reach the log in batches, so the count is read until it stops moving: a mark taken
+    too early would let a later wait match an earlier exchange's line."""
+    deadline = time.monotonic() + 10
+    count = len(gw.access_log())
+    while time.monotonic() < deadline:
+        time.sleep(_LOG_SETTLE)
+        now = len(gw.access_log())
+        if now == count:
+            break
+        count = now
+    return count
 
 
 def wait_for_exchange(gw: GatewayProcess, n: int = 1, *, since: int = 0, timeout: float = 20.0,
