@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from math import isfinite
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -127,11 +128,25 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class TimeoutConfig:
-    """Upstream timeouts in seconds; ``idle`` is the longest wait between two SSE reads."""
+    """Upstream timeouts in seconds, one meaning each on every path (buffered calls, SSE,
+    uploads, downloads): ``connect`` bounds opening a connection (TCP, proxy tunnel, TLS);
+    ``read`` is the longest gap between two reads from the upstream (before the first byte of
+    the answer, and between any two pieces of it); ``total``, if set, bounds the whole
+    exchange, retries included."""
 
     connect: float = 10.0
     read: float = 600.0
-    idle: float = 120.0
+    total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """How an HTTP provider checks its upstream (and proves itself to it)."""
+
+    ca_bundle: str | None = None       # PEM file of the CAs to trust instead of the system's
+    client_cert: str | None = None     # PEM client certificate (mTLS), with client_key
+    client_key: str | None = None
+    verify: bool = True                # false: no certificate or host name check at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,8 @@ class ProviderConfig:
     shared: bool = False          # all tenants may reach upstream ids the gateway has not seen
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     max_retries: int = 2
+    proxy: str | None = None      # http(s) types: egress proxy URL, "none" for no proxy; None: the environment's
+    tls: TLSConfig = field(default_factory=TLSConfig)
     deployments: dict[str, str] = field(default_factory=dict)   # azure: model → deployment
     organization: str | None = None
     project: str | None = None
@@ -189,18 +206,19 @@ class _ProviderType:
 
 
 _COMMON_PROVIDER_KEYS = ("shared", "timeouts", "max_retries", "max_file_size")
+_HTTP_KEYS = ("proxy", "tls")    # the types whose upstream is reached by the gateway's own HTTP client
 _PROVIDER_TYPES = {
     "openai": _ProviderType(
-        ("api_base", "api_key", "organization", "project", "headers"),
+        ("api_base", "api_key", "organization", "project", "headers", *_HTTP_KEYS),
         required=("api_key",), defaults={"api_base": "https://api.openai.com/v1"}),
     "azure": _ProviderType(
-        ("api_base", "api_key", "api_version", "deployments", "headers"),
+        ("api_base", "api_key", "api_version", "deployments", "headers", *_HTTP_KEYS),
         required=("api_base", "api_key", "api_version")),
     "groq": _ProviderType(
-        ("api_base", "api_key", "headers"),
+        ("api_base", "api_key", "headers", *_HTTP_KEYS),
         required=("api_key",), defaults={"api_base": "https://api.groq.com/openai/v1"}),
     "anthropic": _ProviderType(
-        ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers", "path", "model"),
+        ("api_base", "api_key", "anthropic_version", "anthropic_beta", "headers", "path", "model", *_HTTP_KEYS),
         required=("api_key",), defaults={"api_base": "https://api.anthropic.com"},
         data_paths={"path": "anthropic-batches"}),
     "local": _ProviderType(("path", "shared_filesystem"), data_paths={"path": "files"}),
@@ -534,8 +552,54 @@ def _parse_limits(s: _Section) -> LimitsConfig:
 
 
 def _parse_timeouts(s: _Section) -> TimeoutConfig:
-    s.reject_unknown(_field_names(TimeoutConfig))
+    if "idle" in s.data:
+        s.problem("idle", "removed: timeouts.read now bounds every gap between two reads, SSE events included")
+    s.reject_unknown((*_field_names(TimeoutConfig), "idle"))
     return TimeoutConfig(**_given({key: s.duration(key, positive=True) for key in _field_names(TimeoutConfig)}))
+
+
+def _parse_tls(s: _Section) -> TLSConfig:
+    s.reject_unknown(_field_names(TLSConfig))
+    paths = {key: s.string(key) for key in ("ca_bundle", "client_cert", "client_key")}
+    for key, path in paths.items():
+        if path is not None and not os.path.isfile(path):
+            s.problem(key, f"no such file: {path}")
+    for key, partner in (("client_cert", "client_key"), ("client_key", "client_cert")):
+        if s.has(key) and not s.has(partner):
+            s.problem(partner, f"required when {key} is set")
+    return TLSConfig(**_given({**paths, "verify": s.boolean("verify")}))
+
+
+def _parse_proxy(s: _Section, key: str) -> str | None:
+    value = s.string(key)
+    if value is None or value.lower() == "none":
+        return None if value is None else "none"
+    try:
+        return _to_proxy_url(value)
+    except ValueError as exc:
+        s.problem(key, str(exc))
+        return None
+
+
+def _to_proxy_url(value: str) -> str:
+    u = urlsplit(value)
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError(f"must be an http:// URL (or none), not {_redact_userinfo(value)!r}")
+    if u.path not in ("", "/") or u.query or u.fragment:
+        raise ValueError("must be scheme://[user:password@]host[:port] (no path)")
+    try:
+        u.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value
+
+
+def _redact_userinfo(url: str) -> str:
+    """``http://user:pass@host`` → ``http://***@host``: proxy credentials never reach a message."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
 
 
 def _parse_provider_key(s: _Section, key: str, kind: _ProviderType, data_dir: str) -> Any:
@@ -543,6 +607,10 @@ def _parse_provider_key(s: _Section, key: str, kind: _ProviderType, data_dir: st
         return s.boolean(key)
     if key == "timeouts":
         return _parse_timeouts(s.section(key))
+    if key == "tls":
+        return _parse_tls(s.section(key))
+    if key == "proxy":
+        return _parse_proxy(s, key)
     if key == "max_retries":
         return s.integer(key, minimum=0)
     if key in ("max_file_size", "upload_chunk_size"):

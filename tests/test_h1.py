@@ -952,7 +952,7 @@ async def test_stream_pieces_arrive_as_sent_then_connection_reused():
 
     async with RawServer(sse) as srv, H1Pool(srv.origin) as pool:
         async with await pool.stream("POST", "/v1/responses", [("Accept", "text/event-stream")], b'{"stream":true}',
-                                     timeout=5, idle_timeout=5) as st:
+                                     timeout=5, read_timeout=5) as st:
             assert (st.status, st.headers["content-type"]) == (200, "text/event-stream")
             assert await st.read() == b'data: {"n":0}\n\n'
             assert len(sent) == 1  # returned before the server sent the second (100 ms later)
@@ -979,7 +979,7 @@ async def test_stream_chunks_split_across_tcp_writes():
                 await asyncio.sleep(0.001)
 
     async with RawServer(dribble) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         pieces = await read_all(st)
         assert b"".join(pieces) == body and len(pieces) > 5  # handed over as it came
         assert pool.idle_connections == 1
@@ -1005,12 +1005,12 @@ async def test_stream_content_length_and_close_delimited():
                 return
 
     async with RawServer(varied) as srv, H1Pool(srv.origin) as pool:
-        async with await pool.stream("GET", "/cl", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/cl", [], timeout=5, read_timeout=5) as st:
             assert await read_all(st) == [b"01234", b"56789"] and st.keep_alive
-        async with await pool.stream("GET", "/small", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/small", [], timeout=5, read_timeout=5) as st:
             assert st.complete and pool.idle_connections == 1  # whole body with the head: released at once
             assert await read_all(st) == [b"hi"]
-        async with await pool.stream("GET", "/eof", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/eof", [], timeout=5, read_timeout=5) as st:
             assert not st.keep_alive
             assert await read_all(st) == [b"data: 1\n\n", b"data: 2\n\n"]
         assert len(srv.connections) == 1 and pool.open_connections == 0
@@ -1022,11 +1022,11 @@ async def test_stream_idle_timeout_raises_and_closes():
             conn.send(SSE_HEAD + chunk(b"data: 1\n\n"))
             await conn.writer.drain()
             await asyncio.sleep(0.1)
-            conn.send(chunk(b"data: 2\n\n"))  # within idle_timeout
+            conn.send(chunk(b"data: 2\n\n"))  # within read_timeout
             await asyncio.sleep(10)
 
     async with RawServer(stall) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=0.25)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=0.25)
         assert await st.read() == b"data: 1\n\n"
         assert await st.read() == b"data: 2\n\n"
         t0 = time.monotonic()
@@ -1048,7 +1048,7 @@ async def test_stream_head_timeout():
     async with RawServer(silent) as srv, H1Pool(srv.origin) as pool:
         t0 = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
-            await pool.stream("POST", "/", [], b"{}", timeout=0.1, idle_timeout=None)
+            await pool.stream("POST", "/", [], b"{}", timeout=0.1, read_timeout=None)
         assert time.monotonic() - t0 < 1 and pool.open_connections == 0
 
 
@@ -1065,7 +1065,7 @@ async def test_stream_early_close_does_not_reuse():
                 await asyncio.sleep(0.01)
 
     async with RawServer(endless) as srv, H1Pool(srv.origin) as pool:
-        async with await pool.stream("GET", "/sse", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/sse", [], timeout=5, read_timeout=5) as st:
             assert await st.read() == b"data: tick\n\n"
         assert (pool.open_connections, pool.idle_connections) == (0, 0)
         with pytest.raises(RuntimeError):
@@ -1083,12 +1083,12 @@ async def test_stream_dropped_without_close_frees_its_slot():
             await asyncio.sleep(10)
 
     async with RawServer(endless) as srv, H1Pool(srv.origin, limit=1) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=None)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=None)
         assert await st.read() == b"data: x\n\n"
         del st
         await asyncio.sleep(0.02)
         assert pool.open_connections == 0
-        st = await pool.stream("GET", "/", [], timeout=1, idle_timeout=None)  # the only slot is free
+        st = await pool.stream("GET", "/", [], timeout=1, read_timeout=None)  # the only slot is free
         st.close()
         assert len(srv.connections) == 2
 
@@ -1107,8 +1107,8 @@ async def test_stream_back_pressure_bounds_buffering():
             await conn.writer.drain()
 
     async with RawServer(firehose) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/big", [], timeout=5, idle_timeout=0.2)
-        await asyncio.sleep(0.5)  # a consumer that does not read (longer than idle_timeout: no timeout)
+        st = await pool.stream("GET", "/big", [], timeout=5, read_timeout=0.2)
+        await asyncio.sleep(0.5)  # a consumer that does not read (longer than read_timeout: no timeout)
         assert st.buffered <= 2 * 1024 * 1024
         assert progress["sent"] < 16 * 1024 * 1024  # the server is held back (socket buffers only)
         got = peak = 0
@@ -1129,7 +1129,7 @@ async def test_stream_reset_mid_body():
             return
 
     async with RawServer(half) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         got = []
         with pytest.raises(H1ConnectionError) as ei:
             while True:
@@ -1148,7 +1148,7 @@ async def test_stream_protocol_error_mid_body():
             conn.send(b"nothex\r\n")
 
     async with RawServer(bad) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         assert await st.read() == b"data: 1\n\n"
         with pytest.raises(H1ProtocolError, match="chunk size"):
             await st.read()
@@ -1158,13 +1158,13 @@ async def test_stream_protocol_error_mid_body():
 async def test_stream_stale_keep_alive_rules():
     async with RawServer(stale_second_request) as srv, H1Pool(srv.origin) as pool:
         await pool.request("GET", "/1", [], timeout=5)
-        st = await pool.stream("GET", "/2", [], timeout=5, idle_timeout=5)  # retried on a new connection
+        st = await pool.stream("GET", "/2", [], timeout=5, read_timeout=5)  # retried on a new connection
         assert await read_all(st) == [b'{"retried":true}']
         assert [q.split(b" ")[1] for q in srv.requests] == [b"/1", b"/2", b"/2"]
     async with RawServer(stale_second_request) as srv, H1Pool(srv.origin) as pool:
         await pool.request("POST", "/v1/responses", [], b"{}", timeout=5)
         with pytest.raises(H1ConnectionError) as ei:
-            await pool.stream("POST", "/v1/responses", [], b"{}", timeout=5, idle_timeout=5)
+            await pool.stream("POST", "/v1/responses", [], b"{}", timeout=5, read_timeout=5)
         assert ei.value.reused is True and ei.value.response_started is False
         assert len(srv.requests) == 2 and pool.open_connections == 0
 

@@ -20,10 +20,19 @@ Two layers:
   idempotent methods; for POST (and PATCH) :class:`H1ConnectionError` tells the caller what
   happened (``reused``, ``response_started``) so it can decide.
 
-Timeouts: ``timeout`` bounds the whole exchange. Waiting for a slot / connecting runs under
-``asyncio.timeout_at``; the response wait is bounded by one lazily re-armed timer per
-connection instead (a uvloop timer per request costs ~10 µs; steady-state this costs none).
-A pool belongs to the event loop that first uses it.
+Timeouts (the gateway's one model, README ``timeouts``): ``connect_timeout`` bounds opening a
+connection (TCP, proxy tunnel, TLS handshake); ``read_timeout`` is the longest gap between two
+reads from the upstream -- from the request being sent to the first response byte, and between
+any two pieces of the response, on buffered calls and streams alike; ``timeout``, if given,
+bounds the whole exchange. Waiting for a slot / connecting runs under ``asyncio.timeout_at``;
+the response wait is bounded by one lazily re-armed timer per connection instead (a uvloop
+timer per request costs ~10 µs; steady-state this costs none). A pool belongs to the event
+loop that first uses it.
+
+Egress proxy (``proxy=``, an :class:`~proxy.providers.egress.EgressProxy`): an https origin
+is reached through an HTTP ``CONNECT`` tunnel, then TLS to the origin over it
+(``loop.start_tls``); an http origin gets absolute-form request targets. Both carry the
+proxy's ``Proxy-Authorization`` when it has credentials.
 
 Nothing is added to a request beyond ``Host`` and ``Content-Length``: no User-Agent, no
 Accept-Encoding (bodies arrive as the upstream sent them, never decoded), no cookies. Header
@@ -43,6 +52,8 @@ from urllib.parse import urlsplit
 
 import orjson
 from multidict import CIMultiDict
+
+from .egress import EgressProxy
 
 __all__ = [
     "H1Response", "H1Stream", "H1ProtocolError", "H1ConnectionError", "H1ConnectError", "ResponseParser", "H1Pool",
@@ -481,7 +492,7 @@ _SMALL_BODY = 64 * 1024
 
 class _H1Connection(asyncio.Protocol):
     __slots__ = ("pool", "loop", "transport", "parser", "waiter", "closed", "served", "started",
-                 "idle_since", "discarded", "lost", "deadline", "timer", "timer_when", "stream")
+                 "idle_since", "discarded", "lost", "deadline", "gap", "last", "timer", "timer_when", "stream")
 
     def __init__(self, pool: H1Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
@@ -500,6 +511,8 @@ class _H1Connection(asyncio.Protocol):
         # out the exchange in flight or re-arms for the current deadline. Sequential requests
         # with the same timeout thus cost no timer creation at all (uvloop timers are not cheap).
         self.deadline: float | None = None
+        self.gap: float | None = None   # the read timeout of the exchange in flight
+        self.last = 0.0                 # when it last received a byte (or sent its request)
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
         # While serving an H1Stream: a weak reference to it (parser and waiter are then None, so
@@ -525,6 +538,8 @@ class _H1Connection(asyncio.Protocol):
             self.abort()  # bytes nobody asked for (e.g. a 408 on an idle connection)
             return
         self.started = True
+        if self.gap is not None:
+            self.last = self.loop.time()
         try:
             resp = parser.feed(data)
         except H1ProtocolError as exc:
@@ -572,7 +587,7 @@ class _H1Connection(asyncio.Protocol):
     # -- used by the pool
 
     def send(self, head: bytes, body: bytes | None, head_request: bool,
-             deadline: float | None) -> asyncio.Future[H1Response]:
+             deadline: float | None, gap: float | None) -> asyncio.Future[H1Response]:
         transport = self.transport
         if self.closed or transport is None:
             raise H1ConnectionError("connection closed before the request was sent",
@@ -581,11 +596,13 @@ class _H1Connection(asyncio.Protocol):
         self.started = False
         waiter = self.waiter = self.loop.create_future()
         self.deadline = deadline
-        if deadline is not None and (self.timer is None or self.timer_when > deadline):
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.loop.call_at(deadline, self._on_timer)
-            self.timer_when = deadline
+        self.gap = gap
+        due = deadline
+        if gap is not None:
+            self.last = now = self.loop.time()
+            due = now + gap if deadline is None else min(deadline, now + gap)
+        if due is not None:
+            self.arm(due)
         if not body:
             transport.write(head)
         elif len(body) < _SMALL_BODY:
@@ -595,7 +612,7 @@ class _H1Connection(asyncio.Protocol):
             transport.write(body)
         return waiter
 
-    def send_stream(self, st: H1Stream, head: bytes, body: bytes | None, deadline: float | None) -> None:
+    def send_stream(self, st: H1Stream, head: bytes, body: bytes | None, due: float | None) -> None:
         transport = self.transport
         if self.closed or transport is None:
             raise H1ConnectionError("connection closed before the request was sent",
@@ -603,8 +620,8 @@ class _H1Connection(asyncio.Protocol):
         self.parser = self.waiter = None
         self.deadline = None
         self.stream = weakref.ref(st)
-        if deadline is not None:
-            self.arm(deadline)
+        if due is not None:
+            self.arm(due)
         if not body:
             transport.write(head)
         elif len(body) < _SMALL_BODY:
@@ -632,16 +649,27 @@ class _H1Connection(asyncio.Protocol):
                 st._on_timer(self)
             return
         waiter = self.waiter
-        deadline = self.deadline
-        if waiter is None or waiter.done() or deadline is None:
-            return  # idle, or the exchange in flight has no timeout: nothing to arm
-        if self.loop.time() + 0.001 >= deadline:  # (timers may fire a hair early)
-            self.waiter = self.parser = None
-            waiter.set_exception(asyncio.TimeoutError())
-            self.abort()
-        else:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
-            self.timer_when = deadline
+        if waiter is None or waiter.done():
+            return  # idle: nothing to arm
+        now = self.loop.time() + 0.001  # (timers may fire a hair early)
+        deadline, gap = self.deadline, self.gap
+        if deadline is not None and now >= deadline:
+            self._time_out(waiter, "the exchange took longer than its total timeout")
+            return
+        due = deadline
+        if gap is not None:
+            if now >= self.last + gap:
+                self._time_out(waiter, f"no data from the upstream for {gap:g} s")
+                return
+            due = self.last + gap if due is None else min(due, self.last + gap)
+        if due is not None:
+            self.timer = self.loop.call_at(due, self._on_timer)
+            self.timer_when = due
+
+    def _time_out(self, waiter: asyncio.Future[H1Response], why: str) -> None:
+        self.waiter = self.parser = None
+        waiter.set_exception(asyncio.TimeoutError(why))
+        self.abort()
 
     def abort(self) -> None:
         self.closed = True
@@ -668,7 +696,7 @@ class H1Stream:
     ``await read()``: the next piece of the body (framing stripped), b"" at its end; whatever
     one socket read brought is one piece (``async for piece in stream`` works too).
     Errors from ``read()`` (after the pieces received before them): :class:`asyncio.TimeoutError`
-    (no byte from the upstream for ``idle_timeout`` seconds), :class:`H1ConnectionError`
+    (no byte from the upstream for ``read_timeout`` seconds, or past the total ``timeout``), :class:`H1ConnectionError`
     (``response_started=True``: connection lost mid-body), :class:`H1ProtocolError`.
     In each case the connection is closed.
 
@@ -684,7 +712,7 @@ class H1Stream:
                  "_idle", "_last", "_deadline", "_body_len", "__weakref__")
 
     def __init__(self, pool: H1Pool, conn: _H1Connection, loop: asyncio.AbstractEventLoop, head_request: bool,
-                 deadline: float | None, idle_timeout: float | None, body_len: int) -> None:
+                 deadline: float | None, read_timeout: float | None, body_len: int) -> None:
         self.status = 0
         self.reason = ""
         self.headers: CIMultiDict[str] = CIMultiDict()
@@ -701,8 +729,8 @@ class H1Stream:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
-        self._idle = idle_timeout
-        self._last = 0.0
+        self._idle = read_timeout
+        self._last = loop.time()
         self._deadline = deadline
         self._body_len = body_len
 
@@ -818,9 +846,7 @@ class H1Stream:
             self._fail(exc)
             return
         if self._idle is not None:
-            self._last = now = self._loop.time()
-            if head is not None and not parser.complete:
-                conn.arm(now + self._idle)
+            self._last = self._loop.time()
         if head is not None:
             self.status, self.reason, self.headers, self.keep_alive = \
                 head.status, head.reason, head.headers, head.keep_alive
@@ -869,25 +895,21 @@ class H1Stream:
 
     def _on_timer(self, conn: _H1Connection) -> None:
         now = self._loop.time()
-        if not self._head_ready.done():
-            deadline = self._deadline
-            if deadline is None:
+        early = now + 0.001  # (timers may fire a hair early)
+        deadline = self._deadline
+        if deadline is not None and early >= deadline:
+            self._fail(asyncio.TimeoutError("the exchange took longer than its total timeout"))
+            return
+        due = deadline
+        gap = self._idle
+        if gap is not None:
+            if self._paused:  # we are the slow side, not the upstream
+                self._last = now
+            elif early >= self._last + gap:
+                self._fail(asyncio.TimeoutError(f"no data from the upstream for {gap:g} s"))
                 return
-            if now + 0.001 >= deadline:  # (timers may fire a hair early)
-                self._fail(asyncio.TimeoutError())
-            else:
-                conn.arm(deadline)
-            return
-        idle = self._idle
-        if idle is None:
-            return
-        if self._paused:  # we are the slow side, not the upstream
-            conn.arm(now + idle)
-            return
-        due = self._last + idle
-        if now + 0.001 >= due:
-            self._fail(asyncio.TimeoutError(f"no data from the upstream for {idle} s"))
-        else:
+            due = self._last + gap if due is None else min(due, self._last + gap)
+        if due is not None:
             conn.arm(due)
 
 
@@ -902,13 +924,14 @@ class H1Pool:
     percent-encoded; it is not re-encoded). ``headers`` are written verbatim after ``Host``;
     they must not include Host, Content-Length or Transfer-Encoding (the pool writes those).
 
-    Errors: :class:`asyncio.TimeoutError` (``timeout`` elapsed; connect timeout too),
+    Errors: :class:`asyncio.TimeoutError` (a timeout elapsed; connect timeout too),
     :class:`H1ConnectError` (no connection), :class:`H1ConnectionError` (connection lost before
     a complete response), :class:`H1ProtocolError` (invalid response).
     """
 
     def __init__(self, origin: str, *, limit: int = 1000, connect_timeout: float = 10.0,
-                 ssl_context: _ssl.SSLContext | None = None, idle_timeout: float = 60.0) -> None:
+                 ssl_context: _ssl.SSLContext | None = None, idle_timeout: float = 60.0,
+                 proxy: EgressProxy | None = None) -> None:
         u = urlsplit(origin)
         scheme = u.scheme.lower()
         if scheme not in ("http", "https"):
@@ -925,6 +948,13 @@ class H1Pool:
         if self.port != default_port:
             host_value = f"{host_value}:{self.port}"
         self._host_line = f"Host: {host_value}\r\n"
+        self.proxy = proxy
+        self._tunnel = proxy is not None and scheme == "https"
+        self._target_prefix = ""   # absolute-form targets when an http origin goes through a proxy
+        if proxy is not None and not self._tunnel:
+            self._target_prefix = f"http://{host_value}"
+            if proxy.authorization:
+                self._host_line += f"Proxy-Authorization: {proxy.authorization}\r\n"
         self._ssl: _ssl.SSLContext | None = None
         if scheme == "https":
             self._ssl = ssl_context if ssl_context is not None else _ssl.create_default_context()
@@ -949,10 +979,12 @@ class H1Pool:
         return len(self._idle)
 
     async def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                      body: bytes | None = None, *, timeout: float | None) -> H1Response:
+                      body: bytes | None = None, *, timeout: float | None = None,
+                      read_timeout: float | None = None) -> H1Response:
         """One exchange; ``timeout`` (seconds, None: none) bounds all of it: waiting for a
-        connection, connecting, sending, receiving. On expiry: :class:`asyncio.TimeoutError`
-        and the connection in use is closed."""
+        connection, connecting, sending, receiving; ``read_timeout`` bounds each wait for the
+        upstream's next bytes. On expiry: :class:`asyncio.TimeoutError` and the connection in
+        use is closed."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -972,7 +1004,7 @@ class H1Pool:
                         conn = await self._acquire(fresh)
             try:
                 # the response wait is bounded by the connection's own timer (see _H1Connection)
-                resp = await conn.send(head, body, head_request, deadline)
+                resp = await conn.send(head, body, head_request, deadline, read_timeout)
             except H1ConnectionError as exc:
                 self._discard(conn, abort=True)
                 if (exc.reused and not exc.response_started and not fresh and method in _IDEMPOTENT
@@ -995,13 +1027,13 @@ class H1Pool:
             return resp
 
     async def stream(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                     body: bytes | None = None, *, timeout: float | None,
-                     idle_timeout: float | None) -> H1Stream:
+                     body: bytes | None = None, *, timeout: float | None = None,
+                     read_timeout: float | None = None) -> H1Stream:
         """Send a request; return an :class:`H1Stream` as soon as the response head is in.
 
-        ``timeout`` bounds everything up to the end of the response head (waiting for a
-        connection, connecting, sending, the status line and headers); ``idle_timeout`` bounds
-        each silence of the upstream while the body arrives (see :class:`H1Stream`). The
+        ``timeout`` bounds the whole exchange, to the end of the body (waiting for a
+        connection, connecting, sending, the head, the body); ``read_timeout`` bounds each
+        silence of the upstream, before the head and while the body arrives. The
         stale keep-alive rule is that of :meth:`request`: a reused connection that died with
         no response byte is retried once on a new connection for idempotent methods, else
         :class:`H1ConnectionError` (``reused=True, response_started=False``) is raised.
@@ -1025,9 +1057,12 @@ class H1Pool:
                 else:
                     async with asyncio.timeout_at(deadline):
                         conn = await self._acquire(fresh)
-            st = H1Stream(self, conn, loop, head_request, deadline, idle_timeout, body_len)
+            st = H1Stream(self, conn, loop, head_request, deadline, read_timeout, body_len)
+            due = deadline
+            if read_timeout is not None:
+                due = st._last + read_timeout if due is None else min(due, st._last + read_timeout)
             try:
-                conn.send_stream(st, head, body, deadline)
+                conn.send_stream(st, head, body, due)
                 await st._head_ready
             except H1ConnectionError as exc:
                 st.close()
@@ -1083,7 +1118,9 @@ class H1Pool:
         else:
             cl = ""
         fields = "\r\n".join(map(_join_field, headers)) + "\r\n" if headers else ""
-        text = f"{method} {target} HTTP/1.1\r\n{self._host_line}{fields}{cl}\r\n"
+        text = f"{method} {self._target_prefix}{target} HTTP/1.1\r\n{self._host_line}{fields}{cl}\r\n"
+        if self._target_prefix and self.proxy.authorization:  # type: ignore[union-attr]
+            lines += 1
         # every line ends in exactly one CRLF: a CR or LF inside the method or a header would add one
         if text.count("\n") != lines or text.count("\r") != lines or " " in method:
             raise ValueError("CR, LF or space where not allowed in the request head")
@@ -1140,15 +1177,22 @@ class H1Pool:
         assert loop is not None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _H1Connection(self, loop), self.host, self.port,
-                    ssl=self._ssl, server_hostname=self.host if self._ssl is not None else None)
+                if self.proxy is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _H1Connection(self, loop), self.host, self.port,
+                        ssl=self._ssl, server_hostname=self.host if self._ssl is not None else None)
+                elif not self._tunnel:   # http origin: absolute-form requests to the proxy
+                    _, conn = await loop.create_connection(
+                        lambda: _H1Connection(self, loop), self.proxy.host, self.proxy.port)
+                else:
+                    conn = await self._connect_tunnel(loop, self.proxy)
         except TimeoutError:
             self._free_slot()
             raise asyncio.TimeoutError(f"connect timeout to {self.host}:{self.port}") from None
         except OSError as exc:
             self._free_slot()
-            raise H1ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            via = f" via proxy {self.proxy.host}:{self.proxy.port}" if self.proxy is not None else ""
+            raise H1ConnectError(f"cannot connect to {self.host}:{self.port}{via}: {exc}") from exc
         except BaseException:
             self._free_slot()
             raise
@@ -1157,6 +1201,30 @@ class H1Pool:
             self._free_slot()
             raise RuntimeError("H1Pool is closed")
         self._conns.add(conn)
+        return conn
+
+    async def _connect_tunnel(self, loop: asyncio.AbstractEventLoop, proxy: EgressProxy) -> _H1Connection:
+        """``CONNECT host:port`` through the proxy, then TLS to the origin over the tunnel."""
+        authority = self._host_line.split("\r\n", 1)[0][6:]
+        if self.port == 443:
+            authority += ":443"   # CONNECT always names the port
+        auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+        transport, tunnel = await loop.create_connection(_TunnelReply, proxy.host, proxy.port)
+        try:
+            transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode())
+            status = await tunnel.status
+            if status != 200:
+                raise H1ConnectError(f"proxy {proxy.host}:{proxy.port} refused the tunnel to "
+                                     f"{self.host}:{self.port}: HTTP {status}")
+            conn = _H1Connection(self, loop)
+            tls = await loop.start_tls(transport, conn, self._ssl,  # type: ignore[arg-type]
+                                       server_hostname=self.host)
+        except BaseException:
+            transport.abort()
+            raise
+        if tls is None:
+            raise H1ConnectError(f"TLS over the tunnel to {self.host}:{self.port} failed")
+        conn.connection_made(tls)
         return conn
 
     def _release(self, conn: _H1Connection) -> None:
@@ -1198,3 +1266,30 @@ class H1Pool:
 
 
 _join_field = ": ".join
+
+
+class _TunnelReply(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT: its status, once the head is complete."""
+
+    def __init__(self) -> None:
+        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.status.done():
+            return
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > 64 * 1024:
+                self.status.set_exception(H1ConnectError("proxy answer to CONNECT too large"))
+            return
+        line = self.buf[:self.buf.find(b"\r\n")]
+        if not re.fullmatch(rb"HTTP/1\.[01] [0-9]{3}(?: .*)?", line) or self.buf[end + 4:]:
+            self.status.set_exception(H1ConnectError("proxy sent a malformed answer to CONNECT"))
+            return
+        self.status.set_result(int(line[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.status.done():
+            self.status.set_exception(H1ConnectError("proxy closed the connection during CONNECT"))
