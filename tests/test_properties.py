@@ -377,12 +377,14 @@ def _section(keys: list[str], values=None):
     return st.tuples(unknown, known).map(lambda kv: {**kv[0], **kv[1]})
 
 
-_timeouts = _section(["connect", "read", "idle"])
-_provider_values = _SCALARS | _timeouts | st.dictionaries(st.text(max_size=6), _SCALARS, max_size=3) | _junk
+_timeouts = _section(["connect", "read", "total"])
+_tls = _section(["ca_bundle", "client_cert", "client_key", "verify"])
+_provider_values = _SCALARS | _timeouts | _tls | st.dictionaries(st.text(max_size=6), _SCALARS, max_size=3) | _junk
 _provider = _section(["name", "type", "api_base", "api_key", "api_version", "path", "shared", "timeouts",
                       "max_retries", "deployments", "headers", "organization", "project", "region", "bucket", "prefix",
                       "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "service_file", "project_id",
-                      "model", "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size"],
+                      "model", "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size", "proxy",
+                      "tls"],
                      _provider_values)
 _configs = st.fixed_dictionaries({}, optional={
     "server": _section(["host", "port", "workers", "base_path", "drain_timeout", "chunk_size",

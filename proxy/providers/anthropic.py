@@ -432,8 +432,8 @@ class AnthropicProvider(Provider):
                         "anthropic-version 2023-06-01", config.name, FILES_BETA)
         headers.update(config.headers)
         self.upstream = AnthropicUpstream(
-            provider=config.name, headers=headers, connect_timeout=config.timeouts.connect,
-            read_timeout=config.timeouts.read, max_retries=config.max_retries, secrets=[config.api_key],
+            provider=config.name, headers=headers, timeouts=config.timeouts, max_retries=config.max_retries,
+            secrets=[config.api_key], proxy=config.proxy, tls=config.tls,
         )
         self._background: set[asyncio.Task[Any]] = set()
 

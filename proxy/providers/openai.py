@@ -30,10 +30,11 @@ class OpenAIProvider(Provider):
         self.upstream = Upstream(
             provider=config.name,
             headers=self.auth_headers(),
-            connect_timeout=config.timeouts.connect,
-            read_timeout=config.timeouts.read,
+            timeouts=config.timeouts,
             max_retries=config.max_retries,
             secrets=[config.api_key],
+            proxy=config.proxy,
+            tls=config.tls,
         )
 
     def auth_headers(self) -> dict[str, str]:
@@ -151,10 +152,10 @@ class OpenAIProvider(Provider):
         headers = forward_headers(ex.request.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        # A stream may legitimately run for minutes: bound the gap between events, not the total.
+        # A stream may legitimately run for minutes: timeouts.read bounds the gap between events.
         return await self.upstream.stream(
             method, self.raw_url("/responses" + suffix, query), body=body, headers=headers,
-            idempotent=method in ("GET", "DELETE"), idle_timeout=self.config.timeouts.idle,
+            idempotent=method in ("GET", "DELETE"),
         )
 
 def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:
