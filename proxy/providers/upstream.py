@@ -315,11 +315,11 @@ def _nothing_sent(exc: BaseException) -> bool:
 
 def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     for e in _causes(exc):
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):  # (itself an ssl.CertificateError)
+            cert = e.certificate_error
+            return cert if isinstance(cert, ssl.SSLCertVerificationError) else None
         if isinstance(e, ssl.SSLCertVerificationError):
             return e
-        if isinstance(e, aiohttp.ClientConnectorCertificateError) and isinstance(
-                e.certificate_error, ssl.SSLCertVerificationError):
-            return e.certificate_error
     return None
 
 
