@@ -1,23 +1,29 @@
 """A lean keep-alive HTTP/1.1 client for small buffered upstream calls, and SSE streams.
 
 ``aiohttp.ClientSession.request`` costs ~130 µs of CPU per small JSON exchange; this costs
-~55 µs, of which ~20 µs is the kernel + event loop floor any client pays (bench/h1_client.py). ``H1Pool.request`` serves the buffered hot path (files.retrieve/list/delete,
-non-streaming responses.create): the request body is in memory, the response body is read
-whole (bounded by ``max_body_size``). ``H1Pool.stream`` serves response streams (Responses API
-``stream: true``): the request body is in memory, the response body is handed over piece by
-piece as it arrives (:class:`H1Stream`). Uploads and downloads stay on aiohttp.
+~55 µs, of which ~20 µs is the kernel + event loop floor any client pays (bench/h1_client.py).
+``H1Pool.request`` serves the buffered hot path (files.retrieve/list/delete, non-streaming
+responses.create): the request body is in memory, the response body is read whole (bounded by
+``max_body_size``). ``H1Pool.stream`` serves response streams (Responses API ``stream: true``):
+the request body is in memory, the response body is handed over piece by piece as it arrives
+(:class:`H1Stream`). Uploads and downloads are served by aiohttp, under the same facade
+(:mod:`proxy.providers.upstream`). Callers use the facade, not this package.
 
-Two layers:
+Split as httpcore splits its files:
 
-* :class:`ResponseParser` -- sans-IO HTTP/1.1 response parser (``bytes.find`` and compiled
-  regexes, no per-byte Python loops). Feed it bytes, get an :class:`H1Response` back when the
+* :mod:`.parser` -- :class:`ResponseParser`, sans-IO (``bytes.find`` and compiled regexes, no
+  per-byte Python loops): the head, then one body reader per framing (Content-Length,
+  chunked, until close), h11's model. Feed it bytes, get an :class:`H1Response` back when the
   response is complete (``feed``), or the head then the body pieces as they come
-  (``feed_stream``).
-* :class:`H1Pool` -- one origin, keep-alive connections (``asyncio.Protocol``) kept in a LIFO,
-  at most ``limit`` open, waiters queued. A request on a reused connection that got no response
-  byte before the connection died (stale keep-alive) is retried once on a new connection for
+  (``feed_stream``). bench/h1_parser.py compares it with aiohttp's C parser.
+* :mod:`.connection` -- one connection (``asyncio.Protocol``) and its timer.
+* :mod:`.stream` -- :class:`H1Stream`, a body delivered as it arrives, with back-pressure.
+* :mod:`.pool` -- :class:`H1Pool`: one origin, keep-alive connections kept in a LIFO, at most
+  ``limit`` open, waiters queued. A request on a reused connection that got no response byte
+  before the connection died (stale keep-alive) is retried once on a new connection for
   idempotent methods; for POST (and PATCH) :class:`H1ConnectionError` tells the caller what
   happened (``reused``, ``response_started``) so it can decide.
+* :mod:`.errors` -- the exceptions.
 
 Timeouts (the gateway's one model, README ``timeouts``): ``connect_timeout`` bounds opening a
 connection (TCP, proxy tunnel, TLS handshake); ``read_timeout`` is the longest gap between two

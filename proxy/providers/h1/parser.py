@@ -188,28 +188,54 @@ class ResponseParser:
         return H1Response(self._status, self._reason, CIMultiDict(self._pairs), body, self._keep_alive)
 
     def _run(self, buf: bytes | bytearray) -> int:
-        """Consume as much of ``buf`` as possible; return the position reached."""
+        """Consume as much of ``buf`` as possible; return the position reached. The head is
+        read first; then the reader its framing chose (h11's model: one reader per framing,
+        Content-Length, chunked or until close) takes the body."""
         pos = 0
         n = len(buf)
+        while self._state == _HEAD:
+            new = self._head(buf, pos, n)
+            if new == pos:  # incomplete head (a skipped 1xx head moves on)
+                return pos
+            pos = new
+        state = self._state
+        if state == _LENGTH:
+            return self._read_length(buf, pos, n)
+        if state == _EOF:
+            return self._read_until_close(buf, pos, n)
+        if state == _DONE:
+            return pos
+        return self._read_chunked(buf, pos, n)
+
+    # -- body readers, one per framing
+
+    def _read_length(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """Content-Length: exactly ``_need`` more bytes."""
+        avail = n - pos
+        need = self._need
+        if avail < need:
+            if avail:
+                self._parts.append(buf[pos:])
+                self._need = need - avail
+            return n
+        self._parts.append(buf[pos:pos + need])
+        self._state = _DONE
+        return pos + need
+
+    def _read_until_close(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """No framing: everything until the connection closes (:meth:`feed_eof`)."""
+        if pos < n:
+            self._size += n - pos
+            if self._size > self.max_body_size:
+                raise H1ProtocolError("response body too large")
+            self._parts.append(buf[pos:])
+        return n
+
+    def _read_chunked(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """Transfer-Encoding: chunked -- size line, data, CRLF, ..., a zero size, trailers."""
         while True:
             state = self._state
-            if state == _HEAD:
-                new = self._head(buf, pos, n)
-                if new == pos:  # incomplete head (a skipped 1xx head moves on)
-                    return pos
-                pos = new
-            elif state == _LENGTH:
-                avail = n - pos
-                need = self._need
-                if avail < need:
-                    if avail:
-                        self._parts.append(buf[pos:])
-                        self._need = need - avail
-                    return n
-                self._parts.append(buf[pos:pos + need])
-                self._state = _DONE
-                return pos + need
-            elif state == _CHUNK_SIZE:
+            if state == _CHUNK_SIZE:
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
                     if n - pos > _MAX_CHUNK_LINE:
@@ -258,7 +284,7 @@ class ResponseParser:
                 else:
                     raise H1ProtocolError("bad chunk terminator")
                 self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
+            else:  # _TRAILERS
                 nl = buf.find(b"\n", pos)
                 limit = self.max_header_size - self._trailer_size
                 if nl < 0:
@@ -273,15 +299,8 @@ class ResponseParser:
                     return nl + 1
                 self._trailer_size += line_len + 1  # trailer fields are skipped
                 pos = nl + 1
-            elif state == _EOF:
-                if pos < n:
-                    self._size += n - pos
-                    if self._size > self.max_body_size:
-                        raise H1ProtocolError("response body too large")
-                    self._parts.append(buf[pos:])
-                return n
-            else:  # _DONE
-                return pos
+
+    # -- head
 
     def _head(self, buf: bytes | bytearray, pos: int, n: int) -> int:
         # The head ends at the first empty line: "\n\r\n" (CRLF heads) or "\n\n" (bare LF).
