@@ -188,3 +188,72 @@ def test_mtls_without_a_client_certificate_is_a_502(start_gateway, mtls_openai, 
         client(gw).files.list()
     assert e.value.status_code == 502
     assert len(mtls_openai.requests) == 0
+
+
+# ------------------------------------------------------------------ the proxy choice, in process
+
+
+from proxy.providers.egress import EgressProxy, parse_proxy, proxy_for, redact  # noqa: E402
+
+PROXY = EgressProxy("proxy.corp", 3128)
+
+
+@pytest.fixture
+def environ(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    def set_env(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
+
+
+@pytest.mark.parametrize("origin, no_proxy, proxied", [
+    ("https://api.openai.com", "", True),
+    ("https://api.openai.com", "openai.com", False),        # domain suffix
+    ("https://api.openai.com", ".openai.com", False),       # with the leading dot
+    ("https://openai.com", ".openai.com", False),           # the domain itself
+    ("https://notopenai.com", "openai.com", True),          # a suffix, not a substring
+    ("https://api.openai.com", "*", False),
+    ("https://API.OpenAI.com", "api.openai.com", False),    # case-insensitive
+    ("https://10.0.0.1:8443", "10.0.0.1:8443", False),      # host:port
+    ("https://10.0.0.1:8443", "10.0.0.1:443", True),        # ... another port
+    ("https://10.0.0.1", "10.0.0.1:443", False),            # the scheme's default port
+    ("https://api.openai.com", " foo.com , openai.com ", False),
+])
+def test_no_proxy_matching(environ, origin, no_proxy, proxied):
+    environ(HTTPS_PROXY="http://proxy.corp:3128", NO_PROXY=no_proxy)
+    assert proxy_for(origin, None) == (PROXY if proxied else None)
+
+
+def test_scheme_picks_the_variable(environ):
+    environ(HTTP_PROXY="http://plain:1", HTTPS_PROXY="http://proxy.corp:3128")
+    assert proxy_for("https://a", None) == PROXY
+    assert proxy_for("http://a", None) == EgressProxy("plain", 1)
+
+
+def test_lower_case_variable_wins(environ):
+    environ(HTTPS_PROXY="http://upper:1", https_proxy="http://proxy.corp:3128")
+    assert proxy_for("https://a", None) == PROXY
+
+
+def test_configured_proxy_wins_and_none_disables(environ):
+    environ(HTTPS_PROXY="http://env:1")
+    assert proxy_for("https://a", "http://proxy.corp:3128") == PROXY
+    assert proxy_for("https://a", "none") is None
+
+
+def test_proxy_credentials_become_basic_auth_and_stay_out_of_repr():
+    p = parse_proxy("http://us%40er:p%3Ass@proxy.corp:3128")
+    assert p.authorization == "Basic dXNAZXI6cDpzcw=="   # base64("us@er:p:ss")
+    assert "p:ss" not in repr(p) and "dXNA" not in repr(p) and p.url == "http://proxy.corp:3128"
+    assert redact("http://user:secret@proxy.corp:3128") == "http://***@proxy.corp:3128"
+
+
+def test_only_http_proxies():
+    with pytest.raises(ValueError, match="only http://") as e:
+        parse_proxy("socks5://user:secret@p:1080")
+    assert "secret" not in str(e.value)

@@ -17,7 +17,7 @@ import base64
 import ssl
 import urllib.request
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -52,14 +52,15 @@ def parse_proxy(url: str) -> EgressProxy:
     return EgressProxy(u.hostname, u.port or 80, auth)
 
 
-def proxy_for(origin: str, configured: str | None, environ: Mapping[str, str] | None = None) -> EgressProxy | None:
+def proxy_for(origin: str, configured: str | None) -> EgressProxy | None:
     """The proxy for ``scheme://host[:port]``: ``configured`` (a URL, or ``"none"``), else the
-    environment's (``environ``, default ``os.environ``)."""
+    environment's, read as requests reads it (the standard library's ``getproxies_environment``
+    and ``proxy_bypass_environment``)."""
     if configured is not None:
         return None if configured.lower() == "none" else parse_proxy(configured)
     u = urlsplit(origin)
     scheme = u.scheme.lower()
-    proxies = _environment_proxies(environ)
+    proxies = urllib.request.getproxies_environment()
     url = proxies.get(scheme)
     if not url or not u.hostname:
         return None
@@ -70,23 +71,6 @@ def proxy_for(origin: str, configured: str | None, environ: Mapping[str, str] | 
             urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies):
         return None
     return parse_proxy(url)
-
-
-def _environment_proxies(environ: Mapping[str, str] | None) -> dict[str, str]:
-    if environ is None:
-        return urllib.request.getproxies_environment()
-    # the same reading as getproxies_environment, on a given mapping: lower case wins
-    proxies: dict[str, str] = {}
-    for name, value in environ.items():
-        if value and name.lower().endswith("_proxy") and name.upper() == name:
-            proxies[name[:-6].lower()] = value
-    for name, value in environ.items():
-        if name.lower().endswith("_proxy") and name.lower() == name:
-            if value:
-                proxies[name[:-6]] = value
-            else:
-                proxies.pop(name[:-6], None)
-    return proxies
 
 
 def redact(url: str) -> str:
