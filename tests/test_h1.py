@@ -784,6 +784,55 @@ async def test_timeout_timer_rearms_for_later_deadlines():
         assert len(srv.connections) == 1
 
 
+async def _trickle(conn: ServerConn, gap: float, pieces: int = 6) -> None:
+    """Answer every request with a chunked body in ``pieces`` writes, ``gap`` seconds apart."""
+    while await conn.read_request() is not None:
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(pieces):
+            await asyncio.sleep(gap)
+            conn.send(chunk(b"x"))
+            await conn.writer.drain()
+        conn.send(b"0\r\n\r\n")
+
+
+async def test_read_timeout_is_a_gap_not_a_deadline():
+    async with RawServer(lambda c: _trickle(c, 0.1)) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        resp = await pool.request("GET", "/", [], read_timeout=0.4)
+        assert resp.body == b"x" * 6 and time.monotonic() - t0 > 0.4  # longer in all than read_timeout
+        assert len(srv.connections) == 1 and pool.idle_connections == 1
+
+
+async def test_read_timeout_gap_mid_body_times_out():
+    async with RawServer(lambda c: _trickle(c, 1.5, pieces=2)) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError, match="no data from the upstream"):
+            await pool.request("GET", "/", [], read_timeout=0.25)
+        assert 0.2 < time.monotonic() - t0 < 1.2 and pool.open_connections == 0
+
+
+async def test_total_timeout_bounds_a_trickle_whose_gaps_are_short():
+    async with RawServer(lambda c: _trickle(c, 0.1)) as srv, H1Pool(srv.origin) as pool:
+        with pytest.raises(asyncio.TimeoutError, match="total timeout"):
+            await pool.request("GET", "/", [], timeout=0.35, read_timeout=5)
+        with pytest.raises(asyncio.TimeoutError, match="total timeout"):
+            st = await pool.stream("GET", "/", [], timeout=0.35, read_timeout=5)
+            while await st.read():
+                pass
+
+
+async def test_stream_read_timeout_covers_the_wait_for_the_head():
+    async def late(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            await asyncio.sleep(10)
+
+    async with RawServer(late) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError, match="no data from the upstream"):
+            await pool.stream("GET", "/", [], read_timeout=0.2)
+        assert time.monotonic() - t0 < 1 and pool.open_connections == 0
+
+
 async def test_reset_mid_body():
     async def half(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
