@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field, fields
@@ -567,7 +568,29 @@ def _parse_tls(s: _Section) -> TLSConfig:
     for key, partner in (("client_cert", "client_key"), ("client_key", "client_cert")):
         if s.has(key) and not s.has(partner):
             s.problem(partner, f"required when {key} is set")
+    _check_pem(s, paths)
     return TLSConfig(**_given({**paths, "verify": s.boolean("verify")}))
+
+
+def _check_pem(s: _Section, paths: Mapping[str, str | None]) -> None:
+    """Files that exist must also load, so that check-config (not the first request) says so."""
+    ca, cert, key = (paths[k] for k in ("ca_bundle", "client_cert", "client_key"))
+    try:
+        if ca is not None and os.path.isfile(ca):
+            ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        s.problem("ca_bundle", f"not a PEM bundle of CA certificates: {getattr(exc, 'reason', None) or exc}")
+    try:
+        if cert is not None and key is not None and os.path.isfile(cert) and os.path.isfile(key):
+            ssl.create_default_context().load_cert_chain(cert, key, password=no_key_password)
+    except (ssl.SSLError, ValueError) as exc:
+        s.problem("client_cert", f"cannot load the certificate with client_key (PEM, unencrypted key): "
+                                 f"{getattr(exc, 'reason', None) or exc}")
+
+
+def no_key_password() -> bytes:
+    """A client key must be unencrypted: never prompt on the terminal for its passphrase."""
+    return b""
 
 
 def _parse_proxy(s: _Section, key: str) -> str | None:

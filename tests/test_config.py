@@ -712,8 +712,13 @@ def test_tls_and_proxy_defaults():
 
 
 def test_tls_files_and_proxy_are_read(tmp_path):
-    for name in ("ca.pem", "c.pem", "k.pem"):
-        (tmp_path / name).write_text("x")
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert = ca.issue_cert("client.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
     p = parse_config(_openai(proxy="http://u:p@proxy.corp:3128", tls={
         "ca_bundle": str(tmp_path / "ca.pem"), "client_cert": str(tmp_path / "c.pem"),
         "client_key": str(tmp_path / "k.pem"), "verify": False}), env={}).provider("o")
@@ -739,3 +744,18 @@ def test_proxy_credentials_never_in_a_config_error():
     with pytest.raises(ConfigError) as e:
         parse_config(_openai(proxy="https://user:hunter2@p:1"), env={})
     assert "hunter2" not in str(e.value) and "user" not in str(e.value)
+
+
+def test_tls_files_must_load(tmp_path):
+    import trustme
+
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    ca = trustme.CA()
+    cert = ca.issue_cert("client.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    trustme.CA().issue_cert("other.example").private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    with pytest.raises(ConfigError) as e:
+        parse_config(_openai(tls={"ca_bundle": str(tmp_path / "junk.pem"), "client_cert": str(tmp_path / "c.pem"),
+                                  "client_key": str(tmp_path / "other.key")}), env={})
+    assert "providers[0].tls.ca_bundle: not a PEM bundle of CA certificates" in str(e.value)
+    assert "providers[0].tls.client_cert: cannot load the certificate with client_key" in str(e.value)

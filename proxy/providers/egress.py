@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from ..config import no_key_password
+
 if TYPE_CHECKING:
     from ..config import TLSConfig
 
@@ -90,7 +92,7 @@ def ssl_context(tls: "TLSConfig | None") -> ssl.SSLContext:
         return ssl.create_default_context()
     ctx = ssl.create_default_context(cafile=tls.ca_bundle)
     if tls.client_cert:
-        ctx.load_cert_chain(tls.client_cert, tls.client_key)
+        ctx.load_cert_chain(tls.client_cert, tls.client_key, password=no_key_password)
     if not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
