@@ -76,7 +76,7 @@ from ..units import size_and_bytes
 from .base import Download, Provider
 from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
-from .upstream import Upstream, iter_response
+from .upstream import Upstream
 
 if TYPE_CHECKING:
     from ..config import ProviderConfig
@@ -591,18 +591,9 @@ class AnthropicProvider(Provider):
             raise GatewayError(400, NOT_DOWNLOADABLE.format(id=file_id), param="file_id",
                                code="file_not_downloadable")
         try:
-            resp = await self.upstream.open("GET", self.url(f"/v1/files/{self._anthropic_id(rec)}/content"),
-                                            headers={"Accept": "application/binary"})
+            return await self.upstream.download(self.url(f"/v1/files/{self._anthropic_id(rec)}/content"),
+                                                headers={"Accept": "application/binary"})
         except GatewayError as err:
             if err.status == 404:
                 raise _file_not_found(file_id) from None
             raise
-
-        async def release() -> None:
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
-
-        return Download(content_type=resp.headers.get("Content-Type", "application/octet-stream"),
-                        length=resp.content_length, chunks=iter_response(resp), release=release)

@@ -9,7 +9,7 @@ from yarl import URL
 from ..errors import GatewayError
 from .base import Download, Provider, UploadResult
 from .headers import forward_headers
-from .upstream import Upstream, iter_response
+from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .h1 import H1Stream
@@ -115,22 +115,8 @@ class OpenAIProvider(Provider):
         return body
 
     async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
-        resp = await self.upstream.open("GET", self.url(f"/files/{_upstream_id(rec, file_id)}/content"),
-                                        params=self.params(), headers=forward_headers(ex.request.headers))
-
-        async def release() -> None:
-            # A fully read body leaves a reusable connection; a half-read one must be closed.
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
-
-        return Download(
-            content_type=resp.headers.get("Content-Type", "application/octet-stream"),
-            length=resp.content_length,
-            chunks=iter_response(resp),
-            release=release,
-        )
+        return await self.upstream.download(self.url(f"/files/{_upstream_id(rec, file_id)}/content"),
+                                            params=self.params(), headers=forward_headers(ex.request.headers))
 
 
     # -- responses -----------------------------------------------------------------------

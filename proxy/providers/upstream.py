@@ -1,5 +1,5 @@
 """The one facade for a provider's upstream HTTP: buffered JSON calls (:meth:`Upstream.request`),
-response streams -- SSE and downloads -- (:meth:`Upstream.stream`, :meth:`Upstream.open`) and
+response streams -- SSE and downloads -- (:meth:`Upstream.stream`, :meth:`Upstream.download`) and
 streamed uploads (:meth:`Upstream.open` with an async body), under one set of rules:
 
 * **Retries** (:meth:`Upstream._exchange`, the only retry loop): a connection that could not
@@ -20,8 +20,8 @@ streamed uploads (:meth:`Upstream.open` with an async body), under one set of ru
 * **Egress** (:mod:`.egress`): the provider's ``proxy`` or the environment's
   ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, and its ``tls`` settings, on every path.
 
-Transports: the lean keep-alive HTTP/1.1 pool (:mod:`.h1`) serves buffered calls and SSE;
-aiohttp's ``ClientSession`` serves uploads (a streamed request body) and downloads.
+Transports: the lean keep-alive HTTP/1.1 pool (:mod:`.h1`) serves buffered calls, SSE and
+downloads; aiohttp's ``ClientSession`` serves uploads (a streamed request body).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ import aiohttp
 import orjson
 
 from ..errors import GatewayError, error_type_for
+from .base import Download
 from .egress import EgressProxy, proxy_for, ssl_context
 from .h1 import H1ConnectError, H1Pool, H1ProtocolError, H1Stream
 
@@ -187,18 +188,36 @@ class Upstream:
         method: str,
         url: Any,
         *,
+        params: Any = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
     ) -> H1Stream:
-        """Start a request whose 2xx body is read piece by piece as it arrives (SSE); the
-        caller must close the stream. Non-2xx answers raise a translated GatewayError."""
+        """Start a request whose 2xx body is read piece by piece as it arrives (SSE, a
+        download); the caller must close the stream. Non-2xx answers raise a translated
+        GatewayError."""
         origin, target = _split_url(str(url))
+        if params:
+            target += ("&" if "?" in target else "?") + urlencode(params)
         pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
         return await self._exchange(
             lambda: pool.stream(method, target, hdrs, body, timeout=self.total_timeout, read_timeout=self.read_timeout),
             idempotent, _drain_error_body)
+
+    async def download(self, url: Any, *, params: Any = None,
+                       headers: Mapping[str, str] | None = None) -> Download:
+        """A file's content from ``GET url``, streamed (with back-pressure) as it arrives."""
+        st = await self.stream("GET", url, params=params, headers=headers)
+        length = st.headers.get("Content-Length")
+        chunked = "chunked" in st.headers.get("Transfer-Encoding", "").lower()
+
+        async def release() -> None:
+            st.close()   # a complete body has already given its connection back to the pool
+
+        return Download(content_type=st.headers.get("Content-Type", "application/octet-stream"),
+                        length=int(length) if length is not None and not chunked else None,
+                        chunks=_pieces(st, self), release=release)
 
     async def open(
         self,
@@ -337,10 +356,13 @@ async def _aiohttp_error_body(resp: aiohttp.ClientResponse) -> bytes:
         resp.release()
 
 
-async def iter_response(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body of a streaming response, chunk by chunk as it arrives."""
-    async for chunk in resp.content.iter_any():
-        yield chunk
+async def _pieces(st: H1Stream, upstream: Upstream) -> AsyncIterator[bytes]:
+    """A streamed body piece by piece; a transport failure mid-body as a translated error."""
+    try:
+        async for piece in st:
+            yield piece
+    except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
+        raise upstream.error_from_exception(exc) from None
 
 
 def _split_url(url: str) -> tuple[str, str]:
