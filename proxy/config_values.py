@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from functools import partial
 from math import isfinite
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Callable, ClassVar
 
 from pydantic.dataclasses import dataclass
@@ -106,6 +108,61 @@ def to_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def to_proxy(value: Any) -> str:
+    """An egress proxy: ``none`` (no proxy, whatever the environment says) or
+    ``http://[user:password@]host[:port]``; credentials never appear in a message."""
+    text = to_str(value)
+    if text.lower() == "none":
+        return "none"
+    u = urlsplit(text)
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError(f"must be an http:// URL (or none), not {redact_userinfo(text)!r}")
+    if u.path not in ("", "/") or u.query or u.fragment:
+        raise ValueError("must be scheme://[user:password@]host[:port] (no path)")
+    try:
+        u.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return text.rstrip("/")
+
+
+def redact_userinfo(url: str) -> str:
+    """``http://user:pass@host`` → ``http://***@host``: proxy credentials never reach a message."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def no_key_password() -> bytes:
+    """A client key must be unencrypted: never prompt on the terminal for its passphrase."""
+    return b""
+
+
+def pem_problems(ca_bundle: str | None, client_cert: str | None, client_key: str | None) -> list[tuple[str, str]]:
+    """``(key, problem)`` for each of these files that does not load as what it should be."""
+    problems = []
+    try:
+        if ca_bundle is not None:
+            ssl.create_default_context(cafile=ca_bundle)
+    except (ssl.SSLError, ValueError) as exc:
+        problems.append(("ca_bundle", f"not a PEM bundle of CA certificates: {getattr(exc, 'reason', None) or exc}"))
+    try:
+        if client_cert is not None and client_key is not None:
+            ssl.create_default_context().load_cert_chain(client_cert, client_key, password=no_key_password)
+    except (ssl.SSLError, ValueError) as exc:
+        problems.append(("client_cert", "cannot load the certificate with client_key (PEM, unencrypted key): "
+                         f"{getattr(exc, 'reason', None) or exc}"))
+    return problems
+
+
+def removed_key(message: str) -> Callable[[Any], Any]:
+    """The converter of a key that no longer exists: always refused, with what replaces it."""
+    def refuse(value: Any) -> Any:
+        raise ValueError(message)
+    return refuse
+
+
 def to_path(value: Any) -> str:
     """An absolute path; a relative one is relative to the working directory at load."""
     return os.path.abspath(to_str(value))
@@ -166,6 +223,7 @@ def _list(value: Any) -> Any:
 
 Str = Annotated[str, resolved(to_str)]
 Url = Annotated[str, resolved(to_url)]
+Proxy = Annotated[str, resolved(to_proxy)]
 Bool = Annotated[bool, resolved(to_bool)]
 Size = Annotated[int, resolved(to_size)]             # bytes, > 0
 Duration = Annotated[float, resolved(partial(to_duration, positive=False))]

@@ -164,8 +164,10 @@ async def pipe_sse(ctx: "OperationContext", resp: H1Stream, *, record: bool) -> 
         while True:
             try:
                 chunk = await resp.read()
-            except asyncio.TimeoutError:
-                failure = f"Provider '{ex.provider.name}' sent no event for {ex.provider.config.timeouts.idle:g}s."
+            except asyncio.TimeoutError as exc:
+                # the transport's words: "no data from the upstream for N s" (timeouts.read) or
+                # "... longer than its total timeout" (timeouts.total)
+                failure = f"Provider '{ex.provider.name}' sent no event in time: {exc}."
                 break
             except (ConnectionError, H1ProtocolError) as exc:
                 failure = f"The stream from provider '{ex.provider.name}' broke: {type(exc).__name__}."

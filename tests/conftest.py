@@ -51,12 +51,12 @@ def passthrough_config(fake_openai=None, fake_azure=None, **extra: Any) -> dict[
     if fake_openai is not None:
         providers.append({"name": "my-openai", "type": "openai", "api_base": fake_openai.url + "/v1",
                           "api_key": "sk-upstream-test", "max_retries": 2,
-                          "timeouts": {"connect": "2s", "read": "2s", "idle": "2s"}})
+                          "timeouts": {"connect": "2s", "read": "2s"}})
     if fake_azure is not None:
         providers.append({"name": "my-azure", "type": "azure", "api_base": fake_azure.url,
                           "api_key": "azure-upstream-key", "api_version": extra.pop("azure_api_version", "2024-10-21"),
                           "deployments": {"gpt-4o": "my-gpt4o-deployment"}, "max_retries": 2,
-                          "timeouts": {"connect": "2s", "read": "2s", "idle": "2s"}})
+                          "timeouts": {"connect": "2s", "read": "2s"}})
     cfg: dict[str, Any] = {"providers": providers, "default_provider": "local"}
     cfg.update(extra)
     return cfg

@@ -27,11 +27,16 @@ CLI_ENV_VARS = ("SLUICEGATE_CONFIG", "SLUICEGATE_HOST", "SLUICEGATE_PORT", "SLUI
                 "SLUICEGATE_LOG_LEVEL", "SLUICEGATE_DATA_DIR")
 
 
+# The egress proxy variables (either case): the fakes are on loopback, and the gateway honours
+# these, so a test's gateway sees only those the test sets.
+PROXY_ENV_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
 def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a gateway process: this worktree's code first on the path, and none
-    of the command line's variables (SLUICEGATE_PORT, …) from the outer environment, only
-    those in ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV_VARS}
+    of the command line's variables (SLUICEGATE_PORT, …) or egress proxy variables from the
+    outer environment, only those in ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV_VARS and k.lower() not in PROXY_ENV_VARS}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env

@@ -32,7 +32,7 @@ def fake_anthropic(tmp_path: Path):
 def anthropic_config(fake: FakeAnthropic, *, auth: dict | None = None, **provider: object) -> dict:
     p = {"name": "claude", "type": "anthropic", "api_base": fake.url, "api_key": fake.api_key,
          "path": "./anthropic-batches", "model": DEFAULT_MODEL, "max_retries": 2,
-         "timeouts": {"connect": "2s", "read": "2s", "idle": "2s"}}
+         "timeouts": {"connect": "2s", "read": "2s"}}
     p.update(provider)
     cfg: dict = {"providers": [{"name": "local", "type": "local", "path": "./files"}, p], "default_provider": "local"}
     if auth:

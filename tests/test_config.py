@@ -24,7 +24,7 @@ from proxy.config import (
     parse_duration,
     parse_size,
 )
-from proxy.providers.configs import AnthropicConfig, AzureConfig, LocalConfig, S3Config
+from proxy.providers.configs import AnthropicConfig, AzureConfig, LocalConfig, S3Config, TlsConfig as TLSConfig
 
 MiB = 1024**2
 
@@ -49,7 +49,7 @@ providers:
     endpoint_url: http://localhost:5000
     aws_access_key_id: os.environ/AWS_KEY_ID
     aws_secret_access_key: os.environ/AWS_SECRET
-    timeouts: {connect: 500ms, read: 5m, idle: 30}
+    timeouts: {connect: 500ms, read: 5m, total: 30}
     max_retries: 0
   - {name: my-vertex, type: vertex, bucket: gcs-in, project_id: proj-1, service_file: /secrets/sa.json}
   - {name: claude, type: anthropic, api_key: os.environ/ANTHROPIC_API_KEY, max_file_size: 500MB}
@@ -134,7 +134,7 @@ def test_null_sections_and_empty_lists_mean_defaults():
 
 def test_provider_defaults():
     timeouts = TimeoutConfig()
-    assert (timeouts.connect, timeouts.read, timeouts.idle) == (10.0, 600.0, 120.0)
+    assert (timeouts.connect, timeouts.read, timeouts.total) == (10.0, 600.0, None)
     # each type's keys are on its own model: AzureConfig has deployments, S3Config prefix, ...
     p = AzureConfig(name="x", api_base="https://r", api_key="k", api_version="v")
     assert (p.max_retries, p.deployments, p.headers, p.shared, p.timeouts) == (2, {}, {}, False, timeouts)
@@ -205,7 +205,7 @@ def test_full_example(tmp_path, monkeypatch):
     assert (bedrock.bucket, bedrock.region, bedrock.prefix, bedrock.endpoint_url) == (
         "batch-in", "us-east-1", "gw/", "http://localhost:5000")
     assert (bedrock.aws_access_key_id, bedrock.aws_secret_access_key) == ("AKIAEXAMPLE", "aws-secret-value")
-    assert bedrock.timeouts == TimeoutConfig(connect=0.5, read=300.0, idle=30.0)
+    assert bedrock.timeouts == TimeoutConfig(connect=0.5, read=300.0, total=30.0)
     assert bedrock.max_retries == 0
     vertex = config.provider("my-vertex")
     assert (vertex.bucket, vertex.project_id, vertex.region, vertex.service_file) == (
@@ -490,8 +490,23 @@ AZURE_OK = {"name": "az", "type": "azure", "api_base": "https://r.openai.azure.c
         ({"providers": [{**AZURE_OK, "max_retries": -1}]}, "providers[0].max_retries: must be at least 0"),
         ({"providers": [{**AZURE_OK, "shared": "no"}]}, "providers[0].shared: must be true or false"),
         ({"providers": [{**AZURE_OK, "timeouts": {"read": 0}}]}, "providers[0].timeouts.read: must be greater than 0"),
-        ({"providers": [{**AZURE_OK, "timeouts": {"idle": "2 hours"}}]},
-         "providers[0].timeouts.idle: must be a duration such as 500ms, 30s or 5m, not '2 hours'"),
+        ({"providers": [{**AZURE_OK, "timeouts": {"total": "2 hours"}}]},
+         "providers[0].timeouts.total: must be a duration such as 500ms, 30s or 5m, not '2 hours'"),
+        ({"providers": [{**AZURE_OK, "timeouts": {"idle": "2m"}}]},
+         "providers[0].timeouts.idle: removed: timeouts.read now bounds every gap between two reads, SSE events included"),
+        ({"providers": [{**AZURE_OK, "proxy": "socks5://p:1080"}]},
+         "providers[0].proxy: must be an http:// URL (or none), not 'socks5://p:1080'"),
+        ({"providers": [{**AZURE_OK, "proxy": "ftp://user:secret@p:21"}]},
+         "providers[0].proxy: must be an http:// URL (or none), not 'ftp://***@p:21'"),
+        ({"providers": [{**AZURE_OK, "proxy": "http://p:3128/path"}]},
+         "providers[0].proxy: must be scheme://[user:password@]host[:port] (no path)"),
+        ({"providers": [{**AZURE_OK, "tls": {"ca_bundle": "/no/such/ca.pem"}}]},
+         "providers[0].tls.ca_bundle: no such file: /no/such/ca.pem"),
+        ({"providers": [{**AZURE_OK, "tls": {"verify": "maybe"}}]},
+         "providers[0].tls.verify: must be true or false"),
+        ({"providers": [{**AZURE_OK, "tls": {"ca": "x"}}]}, "providers[0].tls.ca: unknown key"),
+        ({"providers": [{"name": "b", "type": "bedrock", "bucket": "b", "region": "r", "proxy": "http://p:1"}]},
+         "providers[0].proxy: not used by provider type bedrock"),
         ({"providers": [{**AZURE_OK, "bucket": "b"}]}, "providers[0].bucket: not used by provider type azure"),
     ],
 )
@@ -686,3 +701,66 @@ def test_start_up_warns_about_replica_only_local_files(caplog):
     assert len(warnings) == 1 and "provider disk" in warnings[0] and "/srv/files" in warnings[0], warnings
     assert "visible only to this replica" in warnings[0] and "shared_filesystem: true" in warnings[0]
     assert all("secret" not in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------ egress: proxy and tls
+
+
+def _openai(**keys):
+    return {"providers": [{"name": "o", "type": "openai", "api_key": "k", **keys}]}
+
+
+def test_tls_and_proxy_defaults():
+    p = parse_config(_openai(), env={}).provider("o")
+    assert (p.proxy, p.tls) == (None, TLSConfig())
+    assert (p.tls.ca_bundle, p.tls.client_cert, p.tls.client_key, p.tls.verify) == (None, None, None, True)
+
+
+def test_tls_files_and_proxy_are_read(tmp_path):
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert = ca.issue_cert("client.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    p = parse_config(_openai(proxy="http://u:p@proxy.corp:3128", tls={
+        "ca_bundle": str(tmp_path / "ca.pem"), "client_cert": str(tmp_path / "c.pem"),
+        "client_key": str(tmp_path / "k.pem"), "verify": False}), env={}).provider("o")
+    assert p.proxy == "http://u:p@proxy.corp:3128"
+    assert p.tls == TLSConfig(ca_bundle=str(tmp_path / "ca.pem"), client_cert=str(tmp_path / "c.pem"),
+                              client_key=str(tmp_path / "k.pem"), verify=False)
+
+
+@pytest.mark.parametrize("value", ["none", "None", "NONE"])
+def test_proxy_none_disables_the_environment(value):
+    assert parse_config(_openai(proxy=value), env={}).provider("o").proxy == "none"
+
+
+@pytest.mark.parametrize("given,missing", [("client_cert", "client_key"), ("client_key", "client_cert")])
+def test_client_cert_and_key_go_together(tmp_path, given, missing):
+    (tmp_path / "f.pem").write_text("x")
+    with pytest.raises(ConfigError) as e:
+        parse_config(_openai(tls={given: str(tmp_path / "f.pem")}), env={})
+    assert f"providers[0].tls.{missing}: required when {given} is set" in str(e.value)
+
+
+def test_proxy_credentials_never_in_a_config_error():
+    with pytest.raises(ConfigError) as e:
+        parse_config(_openai(proxy="https://user:hunter2@p:1"), env={})
+    assert "hunter2" not in str(e.value) and "user" not in str(e.value)
+
+
+def test_tls_files_must_load(tmp_path):
+    import trustme
+
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    ca = trustme.CA()
+    cert = ca.issue_cert("client.example")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    trustme.CA().issue_cert("other.example").private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    with pytest.raises(ConfigError) as e:
+        parse_config(_openai(tls={"ca_bundle": str(tmp_path / "junk.pem"), "client_cert": str(tmp_path / "c.pem"),
+                                  "client_key": str(tmp_path / "other.key")}), env={})
+    assert "providers[0].tls.ca_bundle: not a PEM bundle of CA certificates" in str(e.value)
+    assert "providers[0].tls.client_cert: cannot load the certificate with client_key" in str(e.value)

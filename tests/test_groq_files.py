@@ -29,7 +29,7 @@ def fake_groq(tmp_path: Path):
 
 def groq_config(fake: FakeGroq, *, auth: dict | None = None, **provider: object) -> dict:
     p = {"name": "my-groq", "type": "groq", "api_base": fake.base_url, "api_key": fake.api_key, "max_retries": 2,
-         "timeouts": {"connect": "2s", "read": "2s", "idle": "2s"}}
+         "timeouts": {"connect": "2s", "read": "2s"}}
     p.update(provider)
     cfg: dict = {"providers": [{"name": "local", "type": "local", "path": "./files"}, p], "default_provider": "local"}
     if auth:

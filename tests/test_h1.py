@@ -1,11 +1,6 @@
 """The lean HTTP/1.1 client: the response parser fed at every byte boundary, and the pool
 against raw ``asyncio.start_server`` servers (so the bytes on the wire are exactly ours).
-
-Micro-benchmark (not a test): CPU µs per request, 20k sequential keep-alive GETs of a
-~500-byte JSON, ``H1Pool`` vs ``aiohttp.ClientSession``, uvloop, client pinned to core 0 and
-a raw asyncio server in another process pinned to core 1 (``taskset -c 1``)::
-
-    python -m tests.test_h1 bench [requests] [rounds]
+The client micro-benchmark lives in bench/h1_client.py.
 """
 from __future__ import annotations
 
@@ -15,7 +10,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -790,6 +784,55 @@ async def test_timeout_timer_rearms_for_later_deadlines():
         assert len(srv.connections) == 1
 
 
+async def _trickle(conn: ServerConn, gap: float, pieces: int = 6) -> None:
+    """Answer every request with a chunked body in ``pieces`` writes, ``gap`` seconds apart."""
+    while await conn.read_request() is not None:
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(pieces):
+            await asyncio.sleep(gap)
+            conn.send(chunk(b"x"))
+            await conn.writer.drain()
+        conn.send(b"0\r\n\r\n")
+
+
+async def test_read_timeout_is_a_gap_not_a_deadline():
+    async with RawServer(lambda c: _trickle(c, 0.1)) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        resp = await pool.request("GET", "/", [], read_timeout=0.4)
+        assert resp.body == b"x" * 6 and time.monotonic() - t0 > 0.4  # longer in all than read_timeout
+        assert len(srv.connections) == 1 and pool.idle_connections == 1
+
+
+async def test_read_timeout_gap_mid_body_times_out():
+    async with RawServer(lambda c: _trickle(c, 1.5, pieces=2)) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError, match="no data from the upstream"):
+            await pool.request("GET", "/", [], read_timeout=0.25)
+        assert 0.2 < time.monotonic() - t0 < 1.2 and pool.open_connections == 0
+
+
+async def test_total_timeout_bounds_a_trickle_whose_gaps_are_short():
+    async with RawServer(lambda c: _trickle(c, 0.1)) as srv, H1Pool(srv.origin) as pool:
+        with pytest.raises(asyncio.TimeoutError, match="total timeout"):
+            await pool.request("GET", "/", [], timeout=0.35, read_timeout=5)
+        with pytest.raises(asyncio.TimeoutError, match="total timeout"):
+            st = await pool.stream("GET", "/", [], timeout=0.35, read_timeout=5)
+            while await st.read():
+                pass
+
+
+async def test_stream_read_timeout_covers_the_wait_for_the_head():
+    async def late(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            await asyncio.sleep(10)
+
+    async with RawServer(late) as srv, H1Pool(srv.origin) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError, match="no data from the upstream"):
+            await pool.stream("GET", "/", [], read_timeout=0.2)
+        assert time.monotonic() - t0 < 1 and pool.open_connections == 0
+
+
 async def test_reset_mid_body():
     async def half(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
@@ -957,7 +1000,7 @@ async def test_stream_pieces_arrive_as_sent_then_connection_reused():
 
     async with RawServer(sse) as srv, H1Pool(srv.origin) as pool:
         async with await pool.stream("POST", "/v1/responses", [("Accept", "text/event-stream")], b'{"stream":true}',
-                                     timeout=5, idle_timeout=5) as st:
+                                     timeout=5, read_timeout=5) as st:
             assert (st.status, st.headers["content-type"]) == (200, "text/event-stream")
             assert await st.read() == b'data: {"n":0}\n\n'
             assert len(sent) == 1  # returned before the server sent the second (100 ms later)
@@ -984,7 +1027,7 @@ async def test_stream_chunks_split_across_tcp_writes():
                 await asyncio.sleep(0.001)
 
     async with RawServer(dribble) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         pieces = await read_all(st)
         assert b"".join(pieces) == body and len(pieces) > 5  # handed over as it came
         assert pool.idle_connections == 1
@@ -1010,12 +1053,12 @@ async def test_stream_content_length_and_close_delimited():
                 return
 
     async with RawServer(varied) as srv, H1Pool(srv.origin) as pool:
-        async with await pool.stream("GET", "/cl", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/cl", [], timeout=5, read_timeout=5) as st:
             assert await read_all(st) == [b"01234", b"56789"] and st.keep_alive
-        async with await pool.stream("GET", "/small", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/small", [], timeout=5, read_timeout=5) as st:
             assert st.complete and pool.idle_connections == 1  # whole body with the head: released at once
             assert await read_all(st) == [b"hi"]
-        async with await pool.stream("GET", "/eof", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/eof", [], timeout=5, read_timeout=5) as st:
             assert not st.keep_alive
             assert await read_all(st) == [b"data: 1\n\n", b"data: 2\n\n"]
         assert len(srv.connections) == 1 and pool.open_connections == 0
@@ -1027,11 +1070,11 @@ async def test_stream_idle_timeout_raises_and_closes():
             conn.send(SSE_HEAD + chunk(b"data: 1\n\n"))
             await conn.writer.drain()
             await asyncio.sleep(0.1)
-            conn.send(chunk(b"data: 2\n\n"))  # within idle_timeout
+            conn.send(chunk(b"data: 2\n\n"))  # within read_timeout
             await asyncio.sleep(10)
 
     async with RawServer(stall) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=0.25)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=0.25)
         assert await st.read() == b"data: 1\n\n"
         assert await st.read() == b"data: 2\n\n"
         t0 = time.monotonic()
@@ -1053,7 +1096,7 @@ async def test_stream_head_timeout():
     async with RawServer(silent) as srv, H1Pool(srv.origin) as pool:
         t0 = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
-            await pool.stream("POST", "/", [], b"{}", timeout=0.1, idle_timeout=None)
+            await pool.stream("POST", "/", [], b"{}", timeout=0.1, read_timeout=None)
         assert time.monotonic() - t0 < 1 and pool.open_connections == 0
 
 
@@ -1070,7 +1113,7 @@ async def test_stream_early_close_does_not_reuse():
                 await asyncio.sleep(0.01)
 
     async with RawServer(endless) as srv, H1Pool(srv.origin) as pool:
-        async with await pool.stream("GET", "/sse", [], timeout=5, idle_timeout=5) as st:
+        async with await pool.stream("GET", "/sse", [], timeout=5, read_timeout=5) as st:
             assert await st.read() == b"data: tick\n\n"
         assert (pool.open_connections, pool.idle_connections) == (0, 0)
         with pytest.raises(RuntimeError):
@@ -1088,12 +1131,12 @@ async def test_stream_dropped_without_close_frees_its_slot():
             await asyncio.sleep(10)
 
     async with RawServer(endless) as srv, H1Pool(srv.origin, limit=1) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=None)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=None)
         assert await st.read() == b"data: x\n\n"
         del st
         await asyncio.sleep(0.02)
         assert pool.open_connections == 0
-        st = await pool.stream("GET", "/", [], timeout=1, idle_timeout=None)  # the only slot is free
+        st = await pool.stream("GET", "/", [], timeout=1, read_timeout=None)  # the only slot is free
         st.close()
         assert len(srv.connections) == 2
 
@@ -1112,8 +1155,8 @@ async def test_stream_back_pressure_bounds_buffering():
             await conn.writer.drain()
 
     async with RawServer(firehose) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/big", [], timeout=5, idle_timeout=0.2)
-        await asyncio.sleep(0.5)  # a consumer that does not read (longer than idle_timeout: no timeout)
+        st = await pool.stream("GET", "/big", [], timeout=5, read_timeout=0.2)
+        await asyncio.sleep(0.5)  # a consumer that does not read (longer than read_timeout: no timeout)
         assert st.buffered <= 2 * 1024 * 1024
         assert progress["sent"] < 16 * 1024 * 1024  # the server is held back (socket buffers only)
         got = peak = 0
@@ -1134,7 +1177,7 @@ async def test_stream_reset_mid_body():
             return
 
     async with RawServer(half) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         got = []
         with pytest.raises(H1ConnectionError) as ei:
             while True:
@@ -1153,7 +1196,7 @@ async def test_stream_protocol_error_mid_body():
             conn.send(b"nothex\r\n")
 
     async with RawServer(bad) as srv, H1Pool(srv.origin) as pool:
-        st = await pool.stream("GET", "/", [], timeout=5, idle_timeout=5)
+        st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         assert await st.read() == b"data: 1\n\n"
         with pytest.raises(H1ProtocolError, match="chunk size"):
             await st.read()
@@ -1163,13 +1206,13 @@ async def test_stream_protocol_error_mid_body():
 async def test_stream_stale_keep_alive_rules():
     async with RawServer(stale_second_request) as srv, H1Pool(srv.origin) as pool:
         await pool.request("GET", "/1", [], timeout=5)
-        st = await pool.stream("GET", "/2", [], timeout=5, idle_timeout=5)  # retried on a new connection
+        st = await pool.stream("GET", "/2", [], timeout=5, read_timeout=5)  # retried on a new connection
         assert await read_all(st) == [b'{"retried":true}']
         assert [q.split(b" ")[1] for q in srv.requests] == [b"/1", b"/2", b"/2"]
     async with RawServer(stale_second_request) as srv, H1Pool(srv.origin) as pool:
         await pool.request("POST", "/v1/responses", [], b"{}", timeout=5)
         with pytest.raises(H1ConnectionError) as ei:
-            await pool.stream("POST", "/v1/responses", [], b"{}", timeout=5, idle_timeout=5)
+            await pool.stream("POST", "/v1/responses", [], b"{}", timeout=5, read_timeout=5)
         assert ei.value.reused is True and ei.value.response_started is False
         assert len(srv.requests) == 2 and pool.open_connections == 0
 
@@ -1188,138 +1231,3 @@ def test_streams_under_uvloop():
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
-
-
-# ============================================================================ micro-benchmark (not a test)
-
-BENCH_BODY = (b'{"id":"file-abc123def456ghi789","object":"file","bytes":120000,"created_at":1700000000,'
-              b'"filename":"batch_input_2024_01_01_with_a_long_descriptive_name.jsonl","purpose":"batch",'
-              b'"status":"processed","status_details":null,"expires_at":null,"metadata":{"team":"ml-platform",'
-              b'"project":"sluicegate","owner":"someone@example.com","run":"2024-01-01T00:00:00Z"},'
-              b'"padding":"' + b"x" * 118 + b'"}')
-BENCH_RESPONSE = (b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\nConnection: keep-alive\r\nopenai-processing-ms: 12\r\n"
-                  b"x-request-id: req_0123456789abcdef0123456789abcdef\r\n\r\n%s" % (len(BENCH_BODY), BENCH_BODY))
-
-
-def _bench_serve() -> None:
-    """Raw keep-alive server: answers every request head with BENCH_RESPONSE (GETs only)."""
-    import uvloop
-
-    class Proto(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.t, self.buf = transport, b""
-
-        def data_received(self, data):
-            buf = self.buf + data
-            n = buf.count(b"\r\n\r\n")
-            if n:
-                self.t.write(BENCH_RESPONSE * n)
-                buf = buf[buf.rfind(b"\r\n\r\n") + 4:]
-            self.buf = buf
-
-    async def main():
-        server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await asyncio.Event().wait()
-
-    uvloop.run(main())
-
-
-def _bench(requests: int = 20000, rounds: int = 5) -> None:
-    import os
-    import resource
-    import statistics
-
-    import aiohttp
-    import uvloop
-
-    server = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "tests.test_h1", "serve"],
-                              stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        port = int(server.stdout.readline())
-        os.sched_setaffinity(0, {0})
-        url = f"http://127.0.0.1:{port}"
-        headers = [("Authorization", "Bearer sk-upstream-test"), ("OpenAI-Beta", "assistants=v2")]
-
-        async def h1_run(n: int, pool: H1Pool) -> None:
-            for _ in range(n):
-                r = await pool.request("GET", "/v1/files/file-abc123def456ghi789", headers, timeout=30.0)
-                assert len(r.body) == len(BENCH_BODY)
-
-        async def aiohttp_run(n: int, session: aiohttp.ClientSession) -> None:
-            for _ in range(n):
-                async with session.get(url + "/v1/files/file-abc123def456ghi789", headers=headers) as resp:
-                    body = await resp.read()
-                assert len(body) == len(BENCH_BODY)
-
-        raw_request = (b"GET /v1/files/file-abc123def456ghi789 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                       b"Authorization: Bearer sk-upstream-test\r\nOpenAI-Beta: assistants=v2\r\n\r\n" % port)
-
-        class Floor(asyncio.Protocol):
-            """No HTTP at all: write the request bytes, wait for len(BENCH_RESPONSE) bytes."""
-
-            def connection_made(self, transport):
-                self.transport, self.got, self.waiter = transport, 0, None
-
-            def data_received(self, data):
-                self.got += len(data)
-                if self.got >= len(BENCH_RESPONSE):
-                    self.waiter.set_result(None)
-
-        async def floor_run(n: int, proto: Floor) -> None:
-            loop = asyncio.get_running_loop()
-            for _ in range(n):
-                proto.got, proto.waiter = 0, loop.create_future()
-                proto.transport.write(raw_request)
-                await proto.waiter
-
-        def rusage() -> tuple[float, float]:
-            r = resource.getrusage(resource.RUSAGE_SELF)
-            return r.ru_utime, r.ru_stime
-
-        async def measure(run, client) -> tuple[float, float, float]:
-            await run(2000, client)  # warm-up (connection open, caches)
-            (u0, s0), w0 = rusage(), time.perf_counter()
-            await run(requests, client)
-            (u1, s1), w1 = rusage(), time.perf_counter()
-            return tuple(x / requests * 1e6 for x in (u1 - u0 + s1 - s0, u1 - u0, w1 - w0))  # type: ignore[return-value]
-
-        async def main() -> dict[str, list[tuple[float, float, float]]]:
-            out: dict[str, list[tuple[float, float, float]]] = {"H1Pool": [], "aiohttp": [], "floor": []}
-            pool = H1Pool(url)
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=30),
-                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"))
-            _, floor = await asyncio.get_running_loop().create_connection(Floor, "127.0.0.1", port)
-            for _ in range(rounds):
-                out["H1Pool"].append(await measure(h1_run, pool))
-                out["aiohttp"].append(await measure(aiohttp_run, session))
-                out["floor"].append(await measure(floor_run, floor))
-            floor.transport.close()
-            await pool.close()
-            await session.close()
-            return out
-
-        results = uvloop.run(main())
-    finally:
-        server.kill()
-        server.wait()
-    print(f"{requests} sequential keep-alive GETs x {rounds} rounds, {len(BENCH_RESPONSE)}-byte response "
-          f"({len(BENCH_BODY)}-byte JSON body); uvloop; client on core 0, server on core 1")
-    names = {"H1Pool": "H1Pool", "aiohttp": "aiohttp", "floor": "floor (raw Protocol, no HTTP)"}
-    for name, rs in results.items():
-        cpu, user, wall = (sorted(x[i] for x in rs) for i in range(3))
-        print(f"  {names[name]:30s} CPU µs/request: min {cpu[0]:6.1f}  median {statistics.median(cpu):6.1f}"
-              f"  (user {statistics.median(user):5.1f})   wall µs/request: median {statistics.median(wall):6.1f}")
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"]:
-        _bench_serve()
-    elif sys.argv[1:2] == ["bench"]:
-        _bench(*(int(a) for a in sys.argv[2:4]))
-    else:
-        print(__doc__)

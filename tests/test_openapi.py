@@ -47,7 +47,7 @@ def _config(fake: FakeOpenAI, *, default: str, auth: bool, base_path: str = "/v1
         "providers": [
             {"name": "local", "type": "local", "path": "./files"},
             {"name": "up", "type": "openai", "api_base": fake.url + "/v1", "api_key": fake.api_key,
-             "max_retries": 0, "timeouts": {"connect": "5s", "read": "10s", "idle": "10s"}},
+             "max_retries": 0, "timeouts": {"connect": "5s", "read": "10s"}},
         ],
         "default_provider": default,
         "log_level": "warning",

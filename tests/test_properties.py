@@ -377,12 +377,14 @@ def _section(keys: list[str], values=None):
     return st.tuples(unknown, known).map(lambda kv: {**kv[0], **kv[1]})
 
 
-_timeouts = _section(["connect", "read", "idle"])
-_provider_values = _SCALARS | _timeouts | st.dictionaries(st.text(max_size=6), _SCALARS, max_size=3) | _junk
+_timeouts = _section(["connect", "read", "total"])
+_tls = _section(["ca_bundle", "client_cert", "client_key", "verify"])
+_provider_values = _SCALARS | _timeouts | _tls | st.dictionaries(st.text(max_size=6), _SCALARS, max_size=3) | _junk
 _provider = _section(["name", "type", "api_base", "api_key", "api_version", "path", "shared", "timeouts",
                       "max_retries", "deployments", "headers", "organization", "project", "region", "bucket", "prefix",
                       "endpoint_url", "aws_access_key_id", "aws_secret_access_key", "service_file", "project_id",
-                      "model", "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size"],
+                      "model", "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size", "proxy",
+                      "tls"],
                      _provider_values)
 _configs = st.fixed_dictionaries({}, optional={
     "server": _section(["host", "port", "workers", "base_path", "drain_timeout", "chunk_size",
@@ -409,13 +411,15 @@ _SECTION_KEYS = {
 _PROVIDER_KEYS = ["name", "api_base", "api_key", "api_version", "path", "shared", "timeouts", "max_retries",
                   "deployments", "headers", "organization", "project", "region", "bucket", "prefix", "endpoint_url",
                   "aws_access_key_id", "aws_secret_access_key", "service_file", "project_id", "model",
-                  "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size", "shared_filesystem"]
+                  "anthropic_version", "anthropic_beta", "max_file_size", "upload_chunk_size", "shared_filesystem",
+                  "proxy", "tls"]
 _PROVIDER_BASE = {"name": "p", "api_key": "k", "api_base": "http://127.0.0.1:1", "api_version": "v1", "bucket": "b",
                   "region": "r", "project_id": "x"}
 _KEY_PATHS = ([(section, key) for section, keys in _SECTION_KEYS.items() for key in keys]
               + [("auth.keys", key) for key in ("key", "tenant", "admin")]
               + [("providers", key) for key in _PROVIDER_KEYS]
-              + [("timeouts", key) for key in ("connect", "read", "idle")]
+              + [("timeouts", key) for key in ("connect", "read", "total")]
+              + [("tls", key) for key in ("ca_bundle", "client_cert", "client_key", "verify")]
               + [("", key) for key in ("server", "store", "auth", "limits", "providers", "filters",
                                        "default_provider", "log_level")])
 
@@ -425,8 +429,8 @@ def _config_with(where: str, key: str, value, provider_type: str) -> dict:
     provider = {**_PROVIDER_BASE, "type": provider_type}
     if where == "providers":
         return {"providers": [{**provider, key: value}]}
-    if where == "timeouts":
-        return {"providers": [{**provider, "timeouts": {key: value}}]}
+    if where in ("timeouts", "tls"):
+        return {"providers": [{**provider, where: {key: value}}]}
     if where == "auth.keys":
         return {"auth": {"keys": [{"key": "k", "tenant": "t", key: value}]}}
     if where:

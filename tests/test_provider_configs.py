@@ -204,9 +204,14 @@ def test_loading_a_config_imports_no_provider_adapter():
 
 @pytest.fixture
 def pem(tmp_path):
+    import trustme
+
     cert, key, ca = (tmp_path / name for name in ("client.pem", "client.key", "ca.pem"))
-    for path in (cert, key, ca):
-        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    authority = trustme.CA()  # real PEM files: the config loads them (a junk file is refused)
+    authority.cert_pem.write_to_path(str(ca))
+    issued = authority.issue_cert("client.example")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
     return {"client_cert": str(cert), "client_key": str(key), "ca_bundle": str(ca)}
 
 
@@ -251,8 +256,8 @@ def test_tls_problems(tls, expected, pem):
 
 def test_proxy_must_be_an_http_url():
     assert problems(provider("openai", proxy="proxy.internal:3128")) == [
-        "providers[0].proxy: must be an http:// or https:// URL"]
-    assert loaded(provider("openai", proxy="os.environ/P"), env={"P": "https://p:8443"}).proxy == "https://p:8443"
+        "providers[0].proxy: must be an http:// URL (or none), not 'proxy.internal:3128'"]
+    assert loaded(provider("openai", proxy="os.environ/P"), env={"P": "http://p:8443"}).proxy == "http://p:8443"
 
 
 def test_a_map_with_a_key_that_is_not_a_string_reports_its_value():

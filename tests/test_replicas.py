@@ -51,7 +51,7 @@ async def replicas(start_gateway, pg_url, shared_files):
         if fake_openai is not None:
             providers.append({"name": "my-openai", "type": "openai", "api_base": fake_openai.url + "/v1",
                               "api_key": "sk-upstream-test", "max_retries": 0,
-                              "timeouts": {"connect": "2s", "read": "5s", "idle": "5s"}})
+                              "timeouts": {"connect": "2s", "read": "5s"}})
         cfg = {"store": {"url": pg_url, "pool_max": 4}, "providers": providers, "default_provider": shared_files["name"], **extra}
         return start_gateway(cfg), start_gateway(cfg)
     return start

@@ -72,7 +72,7 @@ from .base import Download, Provider
 from .configs import ANTHROPIC_FILES_BETA, AnthropicConfig
 from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
-from .upstream import Upstream, iter_response
+from .upstream import Upstream
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
@@ -389,8 +389,8 @@ class AnthropicProvider(Provider):
                         "anthropic-version 2023-06-01", config.name, FILES_BETA)
         headers.update(config.headers)
         self.upstream = AnthropicUpstream(
-            provider=config.name, headers=headers, connect_timeout=config.timeouts.connect,
-            read_timeout=config.timeouts.read, max_retries=config.max_retries, secrets=[config.api_key],
+            provider=config.name, headers=headers, timeouts=config.timeouts, max_retries=config.max_retries,
+            secrets=[config.api_key], proxy=config.proxy, tls=config.tls,
         )
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -535,18 +535,9 @@ class AnthropicProvider(Provider):
             raise GatewayError(400, NOT_DOWNLOADABLE.format(id=file_id), param="file_id",
                                code="file_not_downloadable")
         try:
-            resp = await self.upstream.open("GET", self.url(f"/v1/files/{self._anthropic_id(rec)}/content"),
-                                            headers={"Accept": "application/binary"})
+            return await self.upstream.download(self.url(f"/v1/files/{self._anthropic_id(rec)}/content"),
+                                                headers={"Accept": "application/binary"})
         except GatewayError as err:
             if err.status == 404:
                 raise _file_not_found(file_id) from None
             raise
-
-        async def release() -> None:
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
-
-        return Download(content_type=resp.headers.get("Content-Type", "application/octet-stream"),
-                        length=resp.content_length, chunks=iter_response(resp), release=release)

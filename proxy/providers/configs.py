@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationInfo
+from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, ValidationInfo, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic.dataclasses import dataclass
 
 from ..config_values import (
-    ENV_PREFIX, SECTION, Bool, File, Keys, PositiveDuration, Size, Str, StrMap, Url, data_path, resolve_env,
-    resolved, to_str, whole,
+    ENV_PREFIX, SECTION, Bool, File, Keys, PositiveDuration, Proxy, Size, Str, StrMap, Url, data_path, pem_problems,
+    removed_key, resolve_env, resolved, to_str, whole,
 )
 
 if TYPE_CHECKING:
@@ -54,11 +55,19 @@ Retries = Annotated[int, whole(0)]
 
 @dataclass(frozen=True, config=SECTION)
 class TimeoutConfig(Keys):
-    """Upstream timeouts in seconds; ``idle`` is the longest wait between two SSE reads."""
+    """Upstream timeouts in seconds, one meaning each on every path (buffered calls, SSE,
+    uploads, downloads): ``connect`` bounds opening a connection (TCP, proxy tunnel, TLS);
+    ``read`` is the longest gap between two reads from the upstream (before the first byte of
+    the answer, and between any two pieces of it); ``total``, if set, bounds the whole
+    exchange, retries included."""
 
     connect: PositiveDuration = 10.0
     read: PositiveDuration = 600.0
-    idle: PositiveDuration = 120.0
+    total: PositiveDuration | None = None
+    # Removed (it was the SSE gap; ``read`` is every gap now): refused with that pointer, never
+    # silently ignored. Always None.
+    idle: Annotated[None, resolved(removed_key(
+        "removed: timeouts.read now bounds every gap between two reads, SSE events included"))] = None
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
@@ -91,6 +100,17 @@ class TlsConfig(Keys):
     verify: Bool = True                  # false: no certificate check at all (test setups only)
     together = (("client_key", "client_cert"), ("client_cert", "client_key"))
 
+    @model_validator(mode="after")
+    def _loads(self) -> "TlsConfig":
+        # Files that exist must also load, so that check-config (not the first request) says so;
+        # each problem under its own key.
+        problems = pem_problems(self.ca_bundle, self.client_cert, self.client_key)
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("pem", message), loc=(key,), input=None)
+                for key, message in problems])
+        return self
+
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
 class HttpProviderConfig(ProviderConfig):
@@ -99,7 +119,7 @@ class HttpProviderConfig(ProviderConfig):
     api_base: Url                        # required unless the type's model gives a default
     api_key: Str = field(repr=False)
     headers: StrMap = field(default_factory=dict, repr=False)   # may carry credentials
-    proxy: Url | None = field(default=None, repr=False)         # http(s)://[user:pass@]host:port
+    proxy: Proxy | None = field(default=None, repr=False)       # http://[user:pass@]host:port, or none
     tls: TlsConfig = field(default_factory=TlsConfig)
 
 

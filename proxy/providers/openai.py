@@ -10,7 +10,7 @@ from ..errors import GatewayError
 from .base import Download, Provider, UploadResult
 from .configs import HttpProviderConfig, OpenAIConfig
 from .headers import forward_headers
-from .upstream import Upstream, iter_response
+from .upstream import Upstream
 
 if TYPE_CHECKING:
     from .h1 import H1Stream
@@ -32,10 +32,11 @@ class OpenAIProvider(Provider):
         self.upstream = Upstream(
             provider=config.name,
             headers=self.auth_headers(),
-            connect_timeout=config.timeouts.connect,
-            read_timeout=config.timeouts.read,
+            timeouts=config.timeouts,
             max_retries=config.max_retries,
             secrets=[config.api_key],
+            proxy=config.proxy,
+            tls=config.tls,
         )
 
     def auth_headers(self) -> dict[str, str]:
@@ -118,22 +119,8 @@ class OpenAIProvider(Provider):
         return body
 
     async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
-        resp = await self.upstream.open("GET", self.url(f"/files/{_upstream_id(rec, file_id)}/content"),
-                                        params=self.params(), headers=forward_headers(ex.request.headers))
-
-        async def release() -> None:
-            # A fully read body leaves a reusable connection; a half-read one must be closed.
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
-
-        return Download(
-            content_type=resp.headers.get("Content-Type", "application/octet-stream"),
-            length=resp.content_length,
-            chunks=iter_response(resp),
-            release=release,
-        )
+        return await self.upstream.download(self.url(f"/files/{_upstream_id(rec, file_id)}/content"),
+                                            params=self.params(), headers=forward_headers(ex.request.headers))
 
 
     # -- responses -----------------------------------------------------------------------
@@ -155,10 +142,10 @@ class OpenAIProvider(Provider):
         headers = forward_headers(ex.request.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        # A stream may legitimately run for minutes: bound the gap between events, not the total.
+        # A stream may legitimately run for minutes: timeouts.read bounds the gap between events.
         return await self.upstream.stream(
             method, self.raw_url("/responses" + suffix, query), body=body, headers=headers,
-            idempotent=method in ("GET", "DELETE"), idle_timeout=self.config.timeouts.idle,
+            idempotent=method in ("GET", "DELETE"),
         )
 
 def _upstream_id(rec: "FileRecord | None", file_id: str) -> str:

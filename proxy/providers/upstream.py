@@ -1,27 +1,47 @@
-"""HTTP calls to an upstream provider: one pooled session, timeouts, retries, error mapping.
+"""The one facade for a provider's upstream HTTP: buffered JSON calls (:meth:`Upstream.request`),
+response streams -- SSE and downloads -- (:meth:`Upstream.stream`, :meth:`Upstream.download`) and
+streamed uploads (:meth:`Upstream.open` with an async body), under one set of rules:
 
-* One ``aiohttp.ClientSession`` per provider, keep-alive pooled, DNS cached.
-* Idempotent calls (list, retrieve, delete, content) are retried with exponential backoff on
-  connection errors, 429 and 5xx; a streamed upload body is never retried (it cannot be
-  replayed without buffering it).
-* Upstream errors become OpenAI-shaped :class:`GatewayError` s: 4xx keep their status and
-  message, 5xx become 502, timeouts 504; the gateway's own credentials are scrubbed from any
-  message, and an upstream 401/403 (the *gateway's* key was refused) is a 502, not a 401 the
-  client would blame on its own key.
+* **Retries** (:meth:`Upstream._exchange`, the only retry loop): a connection that could not
+  be opened (nothing was sent) is retried for any call whose body can be sent again;
+  idempotent calls (list, retrieve, delete, content) are also retried on other transport
+  failures and on 408/409/429/5xx/529, with exponential backoff or the upstream's
+  ``Retry-After`` (at most 30 s); a streamed request body is never retried (it cannot be
+  replayed without buffering it), nor is a TLS certificate that failed verification.
+* **Timeouts** (README ``timeouts``), the same meaning on every path: ``connect`` bounds
+  opening a connection (TCP, proxy tunnel, TLS); ``read`` is the longest gap between two reads
+  from the upstream (before the answer's first byte, and between any two pieces of it);
+  ``total``, if set, bounds one attempt from the request to the end of the answer.
+* **Errors** (:meth:`error_from_response`, :meth:`error_from_exception`, the only mapping):
+  OpenAI-shaped :class:`GatewayError` s: 4xx keep their status and message, 5xx become 502,
+  timeouts 504, an unreachable or TLS-failing upstream 502; the gateway's own credentials are
+  scrubbed from any message, and an upstream 401/403 (the *gateway's* key was refused) is a
+  502, not a 401 the client would blame on its own key.
+* **Egress** (:mod:`.egress`): the provider's ``proxy`` or the environment's
+  ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, and its ``tls`` settings, on every path.
+
+Transports: the lean keep-alive HTTP/1.1 pool (:mod:`.h1`) serves buffered calls, SSE and
+downloads; aiohttp's ``ClientSession`` serves uploads (a streamed request body).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import ssl
 from urllib.parse import urlencode
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping
 
 import aiohttp
 import orjson
 
 from ..errors import GatewayError, error_type_for
+from .base import Download
+from .egress import EgressProxy, proxy_for, ssl_context
 from .h1 import H1ConnectError, H1Pool, H1ProtocolError, H1Stream
+
+if TYPE_CHECKING:
+    from .configs import TimeoutConfig, TlsConfig
 
 log = logging.getLogger("sluicegate.upstream")
 
@@ -36,17 +56,23 @@ class Upstream:
         *,
         provider: str,
         headers: Mapping[str, str],
-        connect_timeout: float,
-        read_timeout: float,
+        timeouts: "TimeoutConfig",
         max_retries: int,
         secrets: Iterable[str | None] = (),
         limit: int = 1000,
+        proxy: str | None = None,
+        tls: "TlsConfig | None" = None,
     ) -> None:
         self.provider = provider
         self.headers = dict(headers)
-        self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.connect_timeout = timeouts.connect
+        self.read_timeout = timeouts.read
+        self.total_timeout = timeouts.total
+        self.timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
+                                             sock_read=timeouts.read)
+        self._proxy_setting = proxy     # a URL, "none", or None: the environment decides
+        self._proxies: dict[str, EgressProxy | None] = {}
+        self._ssl: ssl.SSLContext = ssl_context(tls)
         self._pools: dict[str, H1Pool] = {}
         self.max_retries = max_retries
         self.secrets = [s for s in secrets if s]
@@ -55,7 +81,8 @@ class Upstream:
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60)
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60,
+                                             ssl=self._ssl)
             # auto_decompress off: bytes reach the client as the upstream sent them.
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False,
@@ -64,6 +91,7 @@ class Upstream:
                 # No Accept-Encoding: the gateway forwards bodies without decoding them, so
                 # they must arrive uncompressed (the client never asked for an encoding).
                 skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"), json_serialize=lambda o: orjson.dumps(o).decode(),
+                trust_env=False,   # the proxy is chosen by .egress, the same way for both transports
             )
 
     async def close(self) -> None:
@@ -112,20 +140,22 @@ class Upstream:
             target += ("&" if "?" in target else "?") + urlencode(params)
         pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
-        resp = await self._exchange(lambda: pool.request(method, target, hdrs, body, timeout=self.read_timeout),
-                                    idempotent, _buffered_body)
+        resp = await self._exchange(
+            lambda: pool.request(method, target, hdrs, body, timeout=self.total_timeout, read_timeout=self.read_timeout),
+            idempotent, _buffered_body)
         return resp.status, resp.body, resp.headers
 
-    async def _exchange(self, send: Any, idempotent: bool, error_body: Any) -> Any:
-        """Run ``send()`` with the retry rules: connect failures (nothing sent) always, other
-        transport failures and retryable statuses only for idempotent calls. Returns the 2xx
-        answer; raises a translated GatewayError otherwise."""
+    async def _exchange(self, send: Any, idempotent: bool, error_body: Any, *, replayable: bool = True) -> Any:
+        """Run ``send()`` with the retry rules: connect failures (nothing sent) whenever the
+        body can be sent again (``replayable``), other transport failures and retryable
+        statuses only for idempotent calls. Returns the 2xx answer; raises a translated
+        GatewayError otherwise."""
         attempt = 0
         while True:
             try:
                 resp = await send()
-            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
-                safe = idempotent or isinstance(exc, H1ConnectError)
+            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError, aiohttp.ClientError) as exc:
+                safe = (idempotent or (replayable and _nothing_sent(exc))) and not _certificate_failure(exc)
                 if safe and attempt < self.max_retries:
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt, None))
@@ -143,27 +173,51 @@ class Upstream:
     def _pool(self, origin: str) -> H1Pool:
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = H1Pool(origin, limit=self._limit, connect_timeout=self.connect_timeout)
+            pool = self._pools[origin] = H1Pool(origin, limit=self._limit, connect_timeout=self.connect_timeout,
+                                                ssl_context=self._ssl, proxy=self._proxy(origin))
         return pool
+
+    def _proxy(self, origin: str) -> EgressProxy | None:
+        """The egress proxy for an origin (decided once per origin, as the pool is)."""
+        if origin not in self._proxies:
+            self._proxies[origin] = proxy_for(origin, self._proxy_setting)
+        return self._proxies[origin]
 
     async def stream(
         self,
         method: str,
         url: Any,
         *,
+        params: Any = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
-        idle_timeout: float,
     ) -> H1Stream:
-        """Start a request whose 2xx body is read piece by piece as it arrives (SSE); the
-        caller must close the stream. Non-2xx answers raise a translated GatewayError."""
+        """Start a request whose 2xx body is read piece by piece as it arrives (SSE, a
+        download); the caller must close the stream. Non-2xx answers raise a translated
+        GatewayError."""
         origin, target = _split_url(str(url))
+        if params:
+            target += ("&" if "?" in target else "?") + urlencode(params)
         pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
         return await self._exchange(
-            lambda: pool.stream(method, target, hdrs, body, timeout=self.read_timeout, idle_timeout=idle_timeout),
+            lambda: pool.stream(method, target, hdrs, body, timeout=self.total_timeout, read_timeout=self.read_timeout),
             idempotent, _drain_error_body)
+
+    async def download(self, url: Any, *, params: Any = None,
+                       headers: Mapping[str, str] | None = None) -> Download:
+        """A file's content from ``GET url``, streamed (with back-pressure) as it arrives."""
+        st = await self.stream("GET", url, params=params, headers=headers)
+        length = st.headers.get("Content-Length")
+        chunked = "chunked" in st.headers.get("Transfer-Encoding", "").lower()
+
+        async def release() -> None:
+            st.close()   # a complete body has already given its connection back to the pool
+
+        return Download(content_type=st.headers.get("Content-Type", "application/octet-stream"),
+                        length=int(length) if length is not None and not chunked else None,
+                        chunks=_pieces(st, self), release=release)
 
     async def open(
         self,
@@ -174,35 +228,18 @@ class Upstream:
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
-        timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
         """Start a request and return the live 2xx response for streaming (the caller must
-        release it); non-2xx answers raise a translated GatewayError."""
+        release it); non-2xx answers raise a translated GatewayError. ``data`` may be an async
+        iterator (a streamed upload): such a call is never retried."""
         hdrs = self._merge(headers)
-        attempt = 0
-        while True:
-            try:
-                resp = await self.session.request(method, url, params=params, data=data, headers=hdrs,
-                                                  timeout=timeout or self.timeout)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-                if idempotent and attempt < self.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(self._backoff(attempt, None))
-                    continue
-                raise self.error_from_exception(exc) from None
-            if resp.status < 400:
-                return resp
-            try:
-                body = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                body = b""
-            finally:
-                resp.release()
-            if idempotent and resp.status in RETRY_STATUSES and attempt < self.max_retries:
-                attempt += 1
-                await asyncio.sleep(self._backoff(attempt, resp.headers))
-                continue
-            raise self.error_from_response(resp.status, body, resp.headers)
+        replayable = data is None or isinstance(data, (bytes, bytearray, str))
+        origin, _ = _split_url(str(url))
+        proxy = self._proxy(origin)
+        send_proxy = {} if proxy is None else {"proxy": proxy.url, "proxy_headers": proxy.headers}
+        return await self._exchange(
+            lambda: self.session.request(method, url, params=params, data=data, headers=hdrs, **send_proxy),
+            idempotent and replayable, _aiohttp_error_body, replayable=replayable)
 
     def _merge(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         if not headers:
@@ -244,12 +281,23 @@ class Upstream:
                             retryable=status in (408, 409, 429), headers=extra)
 
     def error_from_exception(self, exc: BaseException) -> GatewayError:
-        if isinstance(exc, H1ProtocolError):
+        """The one mapping of a transport failure, from either transport."""
+        if isinstance(exc, (H1ProtocolError, aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
             return GatewayError(502, f"Provider '{self.provider}' sent a malformed HTTP response.",
                                 code="upstream_bad_response", retryable=True)
         if isinstance(exc, asyncio.TimeoutError):
             return GatewayError(504, f"Provider '{self.provider}' did not answer in time.",
                                 code="upstream_timeout", retryable=True)
+        cert = _certificate_failure(exc)
+        if cert is not None:
+            # the verifier's reason ("unable to get local issuer certificate", "Hostname
+            # mismatch", ...) carries no secret, and is what an operator needs to fix tls:
+            return GatewayError(502, f"Could not reach provider '{self.provider}': its TLS certificate was "
+                                     f"not accepted ({cert.verify_message}).",
+                                code="upstream_tls_error", retryable=False)
+        if _tls_failure(exc):
+            return GatewayError(502, f"Could not reach provider '{self.provider}': the TLS handshake failed.",
+                                code="upstream_tls_error", retryable=True)
         return GatewayError(502, f"Could not reach provider '{self.provider}': {type(exc).__name__}.",
                             code="upstream_unreachable", retryable=True)
 
@@ -270,10 +318,51 @@ class Upstream:
         return None, None, None, None
 
 
-async def iter_response(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body of a streaming response, chunk by chunk as it arrives."""
-    async for chunk in resp.content.iter_any():
-        yield chunk
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    seen: BaseException | None = exc
+    for _ in range(8):   # bounded: a cause chain is short
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _nothing_sent(exc: BaseException) -> bool:
+    """The connection could not be opened: no byte of the request left."""
+    return isinstance(exc, (H1ConnectError, aiohttp.ClientConnectorError, aiohttp.ClientProxyConnectionError))
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    for e in _causes(exc):
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):  # (itself an ssl.CertificateError)
+            cert = e.certificate_error
+            return cert if isinstance(cert, ssl.SSLCertVerificationError) else None
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return e
+    return None
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    return any(isinstance(e, (ssl.SSLError, aiohttp.ClientSSLError)) for e in _causes(exc))
+
+
+async def _aiohttp_error_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The (bounded) body of a non-2xx aiohttp answer; the response is released afterwards."""
+    try:
+        return await resp.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return b""
+    finally:
+        resp.release()
+
+
+async def _pieces(st: H1Stream, upstream: Upstream) -> AsyncIterator[bytes]:
+    """A streamed body piece by piece; a transport failure mid-body as a translated error."""
+    try:
+        async for piece in st:
+            yield piece
+    except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
+        raise upstream.error_from_exception(exc) from None
 
 
 def _split_url(url: str) -> tuple[str, str]:

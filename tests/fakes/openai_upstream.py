@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import string
 import tempfile
 import threading
@@ -454,6 +455,7 @@ class FakeOpenAI:
         api_key: str = "sk-upstream-test",
         api_version: str | tuple[str, ...] = "2024-10-21",
         data_dir: str | os.PathLike[str] | None = None,
+        ssl_context: "ssl.SSLContext | None" = None,
     ) -> None:
         if flavor not in ("openai", "azure"):
             raise ValueError(f"unknown flavor {flavor!r}")
@@ -468,6 +470,7 @@ class FakeOpenAI:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = "/v1" if flavor == "openai" else "/openai"
+        self.ssl_context = ssl_context  # served over HTTPS with it
 
         self.stream_delay = 0.0
         self.background_duration = 1.0
@@ -502,7 +505,7 @@ class FakeOpenAI:
     def serve(self) -> ThreadedServer:
         """Start a :class:`ThreadedServer` for this fake (``fake.url`` becomes available)."""
         if self._server is None:
-            self._server = ThreadedServer(self.app).start()
+            self._server = ThreadedServer(self.app, ssl_context=self.ssl_context).start()
         return self._server
 
     @property

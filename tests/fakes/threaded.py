@@ -11,6 +11,7 @@ private loop in a daemon thread, bound to ``127.0.0.1`` on a free port::
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -32,8 +33,10 @@ class ThreadedServer:
         port: int = 0,
         shutdown_timeout: float = 1.0,
         start_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
+        self.ssl_context = ssl_context  # serve HTTPS with it
         self.host = host
         self.port = port
         self._shutdown_timeout = shutdown_timeout
@@ -86,7 +89,7 @@ class ThreadedServer:
         """Base URL without a trailing slash, e.g. ``http://127.0.0.1:40123``."""
         if not self._ready.is_set() or self._error is not None:
             raise RuntimeError("server is not running")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -116,7 +119,7 @@ class ThreadedServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
             await site.start()
             self.port = runner.addresses[0][1]
             self._ready.set()

@@ -1,0 +1,421 @@
+"""Sans-IO HTTP/1.1 response parsing: feed bytes, get an :class:`H1Response` back when it is
+complete (``feed``), or the head then the body pieces as they come (``feed_stream``). The
+framing of a body -- Content-Length, chunked, until close -- is decided by the head, as in h11."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict
+
+from .errors import H1ProtocolError
+
+
+@dataclass(slots=True, eq=False)
+class H1Response:
+    status: int
+    reason: str
+    headers: CIMultiDict[str]
+    body: bytes
+    keep_alive: bool
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# Header lines: a token, a colon, a value without CTLs (HTAB allowed), CRLF. One C-level pass
+# validates the whole block; str.split/partition then cut it (faster than capturing groups).
+_HEADER_BLOCK_RE = re.compile(rf"(?:{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_STATUS_RE = re.compile(r"HTTP/1\.[01] [0-9]{3}(?: [^\x00-\x08\x0a-\x1f\x7f]*)?\r\n")
+_HEAD_RE = re.compile(_STATUS_RE.pattern + _HEADER_BLOCK_RE.pattern)  # a whole head, in one pass
+_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?")
+
+_MAX_CHUNK_LINE = 4096
+UNBOUNDED = 1 << 62  # max_body_size for streams: no limit (a Content-Length has at most 18 digits)
+
+# parser states
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _EOF, _DONE, _ERROR = range(9)
+
+
+class ResponseParser:
+    """Sans-IO parser for ONE HTTP/1.x response (interim 1xx responses are skipped).
+
+    ``feed(data)`` returns the :class:`H1Response` once it is complete, else ``None``.
+    ``feed_eof()`` completes a close-delimited body (returns the response) and raises
+    :class:`H1ProtocolError` if the response is incomplete; after completion it returns None.
+    Bytes past the end of the response are kept in :attr:`surplus`; on a keep-alive response
+    they are an error (we never pipeline, so the server sent something unasked for).
+    ``head_request=True``: the response answers a HEAD request and has no body.
+    ``feed_stream(data)`` is the incremental mode (head, then body pieces as they come).
+    """
+
+    __slots__ = (
+        "max_header_size", "max_body_size", "head_request", "surplus",
+        "_buf", "_scan", "_state", "_need", "_parts", "_size", "_trailer_size",
+        "_status", "_reason", "_pairs", "_keep_alive", "_seen",
+    )
+
+    def __init__(self, max_header_size: int = 64 * 1024, max_body_size: int = 64 * 1024 * 1024, *,
+                 head_request: bool = False) -> None:
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.head_request = head_request
+        self.surplus = b""
+        self._buf = bytearray()  # unconsumed bytes (only while a head / line is incomplete)
+        self._scan = 0  # where to resume searching for the end of the head in _buf
+        self._state = _HEAD
+        self._need = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._trailer_size = 0
+        self._status = 0
+        self._reason = ""
+        self._pairs: list[tuple[str, str]] = []
+        self._keep_alive = False
+        self._seen = False
+
+    # -- public
+
+    @property
+    def complete(self) -> bool:
+        return self._state == _DONE
+
+    @property
+    def needs_eof(self) -> bool:
+        """The body is close-delimited: only the end of the connection completes it."""
+        return self._state == _EOF
+
+    @property
+    def started(self) -> bool:
+        """Any byte has been received."""
+        return self._seen
+
+    def feed(self, data: bytes) -> H1Response | None:
+        state = self._state
+        if state == _DONE:
+            if data:
+                self.surplus += data
+                if self._keep_alive:
+                    self._state = _ERROR
+                    raise H1ProtocolError("unexpected data after response")
+            return None
+        if state == _ERROR:
+            raise H1ProtocolError("parser is in an error state")
+        if not data:
+            return None
+        self._advance(data)
+        return self._response() if self._state == _DONE else None
+
+    def _advance(self, data: bytes) -> None:
+        """Run the state machine over the held bytes plus ``data``; keep what is unconsumed."""
+        self._seen = True
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf
+        try:
+            pos = self._run(data)
+        except H1ProtocolError:
+            self._state = _ERROR
+            raise
+        n = len(data)
+        if self._state == _DONE:
+            if pos < n:
+                self.surplus = bytes(data[pos:])
+                if self._keep_alive:
+                    self._state = _ERROR
+                    raise H1ProtocolError("unexpected data after response")
+            if data is buf:
+                buf.clear()
+        elif data is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < n:
+            buf += memoryview(data)[pos:]
+
+    def feed_stream(self, data: bytes) -> tuple[H1Response | None, bytes]:
+        """Incremental mode: ``(head, body)`` for what ``data`` completed.
+
+        ``head`` is an :class:`H1Response` with an empty body, returned once, by the call that
+        completes the head (else None). ``body`` is all the body data (framing stripped) this
+        call decoded, b"" if none; a chunk's data is returned as it arrives, not when the chunk
+        is whole. :attr:`complete` tells when the body is done; a close-delimited body
+        (:attr:`needs_eof`) is ended by :meth:`feed_eof`. Errors and surplus bytes as for
+        :meth:`feed` (body data decoded by the failing call is dropped). Use one mode per
+        parser; create it with ``max_body_size=UNBOUNDED`` for an unbounded stream.
+        """
+        state = self._state
+        if state == _DONE or state == _ERROR or not data:
+            self.feed(data)  # surplus (an error on a keep-alive response) / sticky error / no-op
+            return None, b""
+        self._advance(data)
+        head = None
+        if state == _HEAD and self._state != _HEAD:
+            head = H1Response(self._status, self._reason, CIMultiDict(self._pairs), b"", self._keep_alive)
+        parts = self._parts
+        if not parts:
+            return head, b""
+        self._parts = []
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return head, body if type(body) is bytes else bytes(body)
+
+    def feed_eof(self) -> H1Response | None:
+        state = self._state
+        if state == _EOF:
+            self._state = _DONE
+            return self._response()
+        if state == _DONE:
+            return None
+        if state == _HEAD and not self.started:
+            raise H1ProtocolError("connection closed before any response byte")
+        self._state = _ERROR
+        raise H1ProtocolError("connection closed before the response was complete")
+
+    # -- internals
+
+    def _response(self) -> H1Response:
+        parts = self._parts
+        if not parts:
+            body = b""
+        elif len(parts) == 1:
+            body = bytes(parts[0])
+        else:
+            body = b"".join(parts)
+        self._parts = []
+        return H1Response(self._status, self._reason, CIMultiDict(self._pairs), body, self._keep_alive)
+
+    def _run(self, buf: bytes | bytearray) -> int:
+        """Consume as much of ``buf`` as possible; return the position reached. The head is
+        read first; then the reader its framing chose (h11's model: one reader per framing,
+        Content-Length, chunked or until close) takes the body."""
+        pos = 0
+        n = len(buf)
+        while self._state == _HEAD:
+            new = self._head(buf, pos, n)
+            if new == pos:  # incomplete head (a skipped 1xx head moves on)
+                return pos
+            pos = new
+        state = self._state
+        if state == _LENGTH:
+            return self._read_length(buf, pos, n)
+        if state == _EOF:
+            return self._read_until_close(buf, pos, n)
+        if state == _DONE:
+            return pos
+        return self._read_chunked(buf, pos, n)
+
+    # -- body readers, one per framing
+
+    def _read_length(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """Content-Length: exactly ``_need`` more bytes."""
+        avail = n - pos
+        need = self._need
+        if avail < need:
+            if avail:
+                self._parts.append(buf[pos:])
+                self._need = need - avail
+            return n
+        self._parts.append(buf[pos:pos + need])
+        self._state = _DONE
+        return pos + need
+
+    def _read_until_close(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """No framing: everything until the connection closes (:meth:`feed_eof`)."""
+        if pos < n:
+            self._size += n - pos
+            if self._size > self.max_body_size:
+                raise H1ProtocolError("response body too large")
+            self._parts.append(buf[pos:])
+        return n
+
+    def _read_chunked(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """Transfer-Encoding: chunked -- size line, data, CRLF, ..., a zero size, trailers."""
+        while True:
+            state = self._state
+            if state == _CHUNK_SIZE:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    if n - pos > _MAX_CHUNK_LINE:
+                        raise H1ProtocolError("chunk size line too long")
+                    return pos
+                if nl - pos > _MAX_CHUNK_LINE:
+                    raise H1ProtocolError("chunk size line too long")
+                m = _CHUNK_SIZE_RE.fullmatch(buf, pos, nl)
+                if m is None:
+                    raise H1ProtocolError("bad chunk size line")
+                size = int(m.group(1), 16)
+                pos = nl + 1
+                if size == 0:
+                    self._state = _TRAILERS
+                    self._trailer_size = 0
+                else:
+                    self._size += size
+                    if self._size > self.max_body_size:
+                        raise H1ProtocolError("response body too large")
+                    self._need = size
+                    self._state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                avail = n - pos
+                if not avail:
+                    return pos
+                need = self._need
+                if avail < need:
+                    self._parts.append(buf[pos:])
+                    self._need = need - avail
+                    return n
+                self._parts.append(buf[pos:pos + need])
+                pos += need
+                self._state = _CHUNK_END
+            elif state == _CHUNK_END:
+                if pos >= n:
+                    return pos
+                c = buf[pos]
+                if c == 10:  # bare LF
+                    pos += 1
+                elif c == 13:
+                    if pos + 1 >= n:
+                        return pos
+                    if buf[pos + 1] != 10:
+                        raise H1ProtocolError("bad chunk terminator")
+                    pos += 2
+                else:
+                    raise H1ProtocolError("bad chunk terminator")
+                self._state = _CHUNK_SIZE
+            else:  # _TRAILERS
+                nl = buf.find(b"\n", pos)
+                limit = self.max_header_size - self._trailer_size
+                if nl < 0:
+                    if n - pos > limit:
+                        raise H1ProtocolError("trailer section too large")
+                    return pos
+                if nl - pos > limit:
+                    raise H1ProtocolError("trailer section too large")
+                line_len = nl - pos
+                if line_len == 0 or (line_len == 1 and buf[pos] == 13):
+                    self._state = _DONE
+                    return nl + 1
+                self._trailer_size += line_len + 1  # trailer fields are skipped
+                pos = nl + 1
+
+    # -- head
+
+    def _head(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        # The head ends at the first empty line: "\n\r\n" (CRLF heads) or "\n\n" (bare LF).
+        start = pos + self._scan
+        i = buf.find(b"\n\r\n", start)
+        if i >= 0:
+            end, nxt = i + 1, i + 3
+        else:
+            j = buf.find(b"\n\n", start)
+            if j < 0:
+                if n - pos > self.max_header_size:
+                    raise H1ProtocolError("response header section too large")
+                self._scan = max(0, n - pos - 2)  # relative to the start of the kept bytes
+                return pos
+            end, nxt = j + 1, j + 2
+        self._scan = 0
+        if nxt - pos > self.max_header_size:
+            raise H1ProtocolError("response header section too large")
+        text = buf[pos:end].decode("utf-8", "surrogateescape")
+        if _HEAD_RE.fullmatch(text) is None:
+            # Not a clean CRLF head: maybe bare-LF line ends (the head may then end earlier,
+            # at a "\n\n" the CRLF search skipped), else an error.
+            if i >= 0:
+                j = buf.find(b"\n\n", pos, i + 2)
+                if j >= 0:
+                    end, nxt = j + 1, j + 2
+                    text = buf[pos:end].decode("utf-8", "surrogateescape")
+            text = _normalize_head(text)
+            if _HEAD_RE.fullmatch(text) is None:
+                if _STATUS_RE.match(text) is None:
+                    raise H1ProtocolError(f"bad status line: {text.partition(chr(13))[0][:60]!r}")
+                block = text[text.index("\n") + 1:]
+                if block[:1] in (" ", "\t") or "\n " in block or "\n\t" in block:
+                    raise H1ProtocolError("obs-fold header line not supported")
+                raise H1ProtocolError("invalid header line")
+        # validated: "HTTP/1.x NNN[ reason]\r\n" then "name:value\r\n" lines
+        hstart = text.index("\n") + 1
+        status = int(text[9:12])
+        if status < 200:
+            if status == 101:
+                raise H1ProtocolError("unexpected 101 Switching Protocols")
+            if status < 100:
+                raise H1ProtocolError(f"bad status code {status}")
+            return nxt  # interim 1xx: skipped, the real response follows
+        self._status = status
+        self._reason = text[13:hstart - 2]
+        http11 = text[7] == "1"
+
+        # Cut the (validated) block; spot the framing headers by length, lower() only those.
+        pairs: list[tuple[str, str]] = []
+        content_length = transfer_encoding = connection = None
+        if hstart != len(text):
+            append = pairs.append
+            for line in text[hstart:-2].split("\r\n"):
+                name, _, value = line.partition(":")
+                value = value.strip(" \t")
+                append((name, value))
+                ln = len(name)
+                if ln == 14:
+                    if name.lower() == "content-length":
+                        content_length = value if content_length is None else f"{content_length},{value}"
+                elif ln == 17:
+                    if name.lower() == "transfer-encoding":
+                        transfer_encoding = value if transfer_encoding is None else f"{transfer_encoding},{value}"
+                elif ln == 10:
+                    if name.lower() == "connection":
+                        connection = value if connection is None else f"{connection},{value}"
+        self._pairs = pairs
+        if connection is None:
+            keep_alive = http11
+        else:
+            connection = connection.lower()
+            tokens = [t.strip() for t in connection.split(",")] if "," in connection else (connection,)
+            keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
+
+        if self.head_request or status == 204 or status == 304:
+            self._keep_alive = keep_alive
+            self._state = _DONE
+            return nxt
+        if transfer_encoding is not None:
+            codings = [t.strip() for t in transfer_encoding.lower().split(",")]
+            if content_length is not None:
+                keep_alive = False  # both present: TE wins, but never reuse (smuggling hazard)
+            if codings[-1] == "chunked":
+                self._state = _CHUNK_SIZE
+            else:
+                keep_alive = False
+                self._state = _EOF
+        elif content_length is not None:
+            v = content_length
+            if "," in v:  # repeated (header or list): all copies must agree
+                values = {x.strip() for x in v.split(",")}
+                if len(values) != 1:
+                    raise H1ProtocolError("conflicting Content-Length values")
+                v = values.pop()
+            if not (v.isascii() and v.isdigit()) or len(v) > 18:
+                raise H1ProtocolError("bad Content-Length")
+            length = int(v)
+            if length > self.max_body_size:
+                raise H1ProtocolError("response body too large")
+            if length == 0:
+                self._state = _DONE
+            else:
+                self._need = length
+                self._state = _LENGTH
+        else:
+            keep_alive = False
+            self._state = _EOF
+        self._keep_alive = keep_alive
+        return nxt
+
+
+def _normalize_head(text: str) -> str:
+    """A head with bare-LF line ends, rewritten with CRLF (a stray CR is an error)."""
+    lf = text.replace("\r\n", "\n")
+    if "\r" in lf:
+        raise H1ProtocolError("bare CR in response head")
+    return lf.replace("\n", "\r\n")
