@@ -58,8 +58,8 @@ class TimeoutConfig(Keys):
     """Upstream timeouts in seconds, one meaning each on every path (buffered calls, SSE,
     uploads, downloads): ``connect`` bounds opening a connection (TCP, proxy tunnel, TLS);
     ``read`` is the longest gap between two reads from the upstream (before the first byte of
-    the answer, and between any two pieces of it); ``total``, if set, bounds the whole
-    exchange, retries included."""
+    the answer, and between any two pieces of it); ``total``, if set, bounds one attempt,
+    from the request to the end of the answer (README, config reference)."""
 
     connect: PositiveDuration = 10.0
     read: PositiveDuration = 600.0
