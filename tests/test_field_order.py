@@ -18,7 +18,7 @@ from filters.base import Filter, FilterChain
 from proxy.field_order import READ_SIZE, FileHold, RawHold, Spool, largest_file_limit
 from tests.conftest import client, passthrough_config
 from tests.test_form_fields import BOUNDARY, CLOSE, NOT_JSON, OPENAI, part, post, snapshot
-from tests.test_http_protocol import wait_for
+from tests.support import wait_until
 from tests.test_local_files import batch_file
 
 
@@ -215,7 +215,7 @@ def held_upload(gw, headers: dict[str, str], purpose: bytes, content: bytes) -> 
     file_part = part("file", content, "late.jsonl")
     up = StreamedUpload(gw, file_part, part("purpose", purpose) + CLOSE, headers)
     # Held on disk: the gateway has the spool open (the tee: the raw body's too).
-    assert wait_for(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)), timeout=20), "the file was not spooled"
+    assert wait_until(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)), timeout=20), "the file was not spooled"
     return up
 
 
@@ -227,7 +227,7 @@ def test_the_spool_is_removed_after_a_successful_upload(start_gateway, fake_open
     assert upstream_uploads(fake_openai) == []  # nothing past the file's start while the purpose is unknown
     status, body = up.finish()
     assert status == 200, body
-    assert wait_for(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20)
+    assert wait_until(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20)
     assert os.listdir(spool_dir(gw)) == []
     [f] = [f for f in client(gw).files.list(extra_headers=headers).data if f.filename == "late.jsonl"]
     assert f.purpose == "batch" and client(gw).files.content(f.id, extra_headers=headers).content == content
@@ -240,7 +240,7 @@ def test_the_spool_is_removed_after_a_refused_upload(start_gateway, fake_openai,
     up = held_upload(gw, headers, b"batch", batch_file(2000) + NOT_JSON)
     status, body = up.finish()
     assert status == 400 and b"invalid_batch_file" in body, body
-    assert wait_for(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20)
+    assert wait_until(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20)
     assert upstream_uploads(fake_openai) == [] and snapshot(gw, fake_openai) == before
 
 
@@ -250,7 +250,7 @@ def test_the_spool_is_removed_when_the_client_disconnects(start_gateway, fake_op
     before = snapshot(gw, fake_openai)
     up = held_upload(gw, headers, b"batch", batch_file(2000))
     up.disconnect()
-    assert wait_for(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20), "spool left open"
+    assert wait_until(lambda: open_fds_in(gw.proc.pid, spool_dir(gw)) == [], timeout=20), "spool left open"
     assert upstream_uploads(fake_openai) == [] and snapshot(gw, fake_openai) == before
 
 
