@@ -5,6 +5,7 @@ A slow check (~6 min on two cores), run by hand, never in CI:
     python bench/mutation.py                 # run every mutant, then print the kill rate per module
     python bench/mutation.py "filters.auth*"  # only the mutants whose name matches
     python bench/mutation.py --report        # print the table of the last run without running
+    python bench/mutation.py --fresh         # forget every cached result first (after changing tests)
 
 The mutmut configuration is ``[mutmut]`` in setup.cfg; mutmut works in ``mutants/`` at the
 repository root (ignored by git). Mutants listed in bench/mutation-equivalent.md (names in
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -89,7 +91,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="mutant name globs, e.g. 'filters.auth*' (default: all)")
     parser.add_argument("--report", action="store_true", help="only print the table of the last run")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete mutants/ first: mutmut keeps a mutant's result while its function is "
+                             "unchanged, even when the tests changed")
     args = parser.parse_args()
+    if args.fresh and not args.report:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     if not args.report:
         # mutmut's progress line is long and repeated; its result is read back from mutants/.
         run = subprocess.run(["mutmut", "run", *args.names], cwd=ROOT, stdout=subprocess.DEVNULL)
