@@ -118,3 +118,19 @@ async def test_purpose_batch_known_only_at_upload_complete_still_refuses_an_inva
     with pytest.raises(GatewayError) as e:
         await flt.on_upload_complete(ex)
     assert shape(e) == (400, "invalid_request_error", "invalid_batch_file", "file", BAD_LINE)
+
+
+def test_client_value_quoted_in_the_error_is_not_rewritten():
+    flt, ex = upload()
+    start(flt, ex)
+    with pytest.raises(GatewayError) as e:
+        flt.on_file_data(ex, b'{"custom_id": "r1", "method": "GET..", "url": "/v1/chat/completions", "body": {}}\n')
+    assert e.value.message == 'Invalid batch file: line 1: "method" must be "POST", got "GET..".'
+
+
+def test_a_validator_message_ending_in_a_period_gets_no_second_one():
+    from filters.batch_jsonl import _invalid
+    from proxy.transforms.jsonl import BatchLineError
+
+    assert _invalid(BatchLineError(3, "too many lines.")).message == "Invalid batch file: line 3: too many lines."
+    assert _invalid(BatchLineError(3, "too many lines")).message == "Invalid batch file: line 3: too many lines."
