@@ -133,10 +133,15 @@ def test_worker_processes_report_the_whole_gateway(tmp_path):
     import filters
 
     root = Path(filters.__file__).resolve().parents[1]  # the tree under test (mutmut: its mutants/)
+    # This process, without the variable, keeps its own registry and sees none of the workers'
+    # samples. (Built here too so that mutmut, which maps tests to the code they run in-process,
+    # runs this test against Metrics' mutants; the workers inherit the mutant to test.)
+    assert b"sluicegate_requests_total{" not in Metrics().render()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(root)}
     outs = [subprocess.run([sys.executable, "-c", WORKER, flag], cwd=root, env=env, capture_output=True,
                            timeout=60, check=True).stdout.decode() for flag in ("0", "1")]
     text = outs[1]
+    assert text.count("sluicegate_requests_total{") == 1  # the merged sample only, once
     assert 'sluicegate_requests_total{operation="files.list",provider="oa-a",status="200"} 2.0' in text
     assert 'sluicegate_upload_bytes_total{provider="oa-a"} 10.0' in text
     assert 'sluicegate_tokens_total{kind="input_tokens",provider="oa-a"} 8.0' in text
