@@ -49,3 +49,76 @@ async def test_line_breaks_in_client_values_stay_escaped(caplog):
     raw = [r for r in caplog.records if r.name == ACCESS_LOGGER][0].msg
     assert b"\n" not in raw and "\u2028".encode() not in raw
     assert orjson.loads(raw)["path"] == "/v1/files\u2028x\n"
+
+
+async def test_absent_values_are_null_not_empty(caplog):
+    ex = exchange("files.list", tenant=None, method="GET")
+    line = await logged(caplog, ex)
+    assert (line["tenant"], line["provider"], line["id"], line["model"], line["input_tokens"],
+            line["output_tokens"], line["error"]) == (None,) * 7
+
+
+async def test_provider_and_response_id_are_logged(caplog):
+    from .fakes import OPENAI_A, config, providers
+
+    ex = exchange("responses.create", object_id=None)
+    ex.provider = providers(config(providers=[OPENAI_A]))["oa-a"]
+    ex.response_id, ex.usage = "resp_1", {"input_tokens": 3, "output_tokens": 7}
+    line = await logged(caplog, ex)
+    assert (line["provider"], line["id"], line["input_tokens"], line["output_tokens"]) == ("oa-a", "resp_1", 3, 7)
+
+
+async def test_durations_are_milliseconds_to_two_decimals(caplog):
+    ex = exchange()
+    ex.first_byte_at, ex.ended = ex.started + 0.0421234, ex.started + 0.123456
+    line = await logged(caplog, ex)
+    assert (line["duration_ms"], line["ttfb_ms"]) == (123.46, 42.12)
+
+
+async def test_a_model_that_is_not_a_string_is_logged_as_text(caplog):
+    ex = exchange("responses.create")
+    ex.model = 123
+    assert (await logged(caplog, ex))["model"] == "123"
+
+
+async def test_a_value_exactly_at_its_limit_is_not_cut(caplog):
+    ex = exchange(method="M" * 32, path="/" + "p" * 2047)
+    ex.model = "m" * 256
+    line = await logged(caplog, ex)
+    assert (len(line["method"]), len(line["path"]), len(line["model"])) == (32, 2048, 256) and "truncated" not in line
+
+
+async def test_method_and_model_past_their_limits_are_cut_and_named(caplog):
+    ex = exchange(method="M" * 40)
+    ex.model = "m" * 300
+    line = await logged(caplog, ex)
+    assert (line["method"], line["model"], line["truncated"]) == ("M" * 32, "m" * 256, ["method", "model"])
+
+
+async def test_lone_surrogate_from_a_client_stays_visible_as_an_escape(caplog):
+    ex = exchange(path="/v1/files/\ud800x")
+    line = await logged(caplog, ex)
+    assert line["path"] == "/v1/files/\\ud800x" and line["op"] == "files.create" and line["tenant"] == "team-a"
+
+
+async def test_other_line_separators_stay_escaped(caplog):
+    ex = exchange(path="/v1/\u0085a\u2029b")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        await AccessLogFilter().on_exchange_end(ex)
+    raw = [r for r in caplog.records if r.name == ACCESS_LOGGER][0].msg
+    assert b"\\u0085" in raw and b"\\u2029" in raw and raw.isascii()
+    assert orjson.loads(raw)["path"] == "/v1/\u0085a\u2029b"
+
+
+async def test_nothing_is_logged_below_info(caplog):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=ACCESS_LOGGER):
+        await AccessLogFilter().on_exchange_end(exchange())
+    assert [r for r in caplog.records if r.name == ACCESS_LOGGER] == []
+
+
+async def test_pid_is_the_workers(caplog):
+    import os
+
+    assert (await logged(caplog, exchange()))["pid"] == os.getpid()

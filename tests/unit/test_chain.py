@@ -160,3 +160,115 @@ def test_a_filter_asking_for_the_gateway_is_refused(monkeypatch):
     monkeypatch.setitem(filters.REGISTRY, "bad", filters.FilterSpec(WantsGateway))
     with pytest.raises(TypeError, match="asks for gateway"):
         filters.build_factory("bad", {})
+
+
+class SeesExchange(Filter):
+    """Records, for every hook, whether it got the exchange the chain was called with."""
+
+    name = "sees_exchange"
+
+    def __init__(self, ex, seen: list) -> None:  # type: ignore[no-untyped-def]
+        self.ex, self.seen = ex, seen
+
+    def _saw(self, hook: str, ex) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append((hook, ex is self.ex))
+
+    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_request", ex)
+
+    def on_field(self, ex, name, value) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_field", ex)
+
+    def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_file_start", ex)
+
+    def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_file_data", ex)
+
+    def on_file_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_file_end", ex)
+
+    async def on_upload_complete(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_upload_complete", ex)
+
+    def on_response(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_response", ex)
+
+    def on_response_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_response_data", ex)
+
+    async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+        self._saw("on_exchange_end", ex)
+
+
+async def test_every_hook_gets_the_exchange_it_was_called_with():
+    ex, seen = exchange(), []
+    await run_every_hook(FilterChain([SeesExchange(ex, seen)]), ex)
+    assert seen == [(hook, True) for hook in filters.base.HOOKS]
+
+
+async def test_a_chain_takes_several_appended_filters_in_order():
+    log: list = []
+    chain = FilterChain([Recorder(log, "a")])
+    chain.append(Recorder(log, "b"))
+    chain.append(Recorder(log, "c"))
+    chain.on_file_end(exchange())
+    assert [e[0] for e in log] == ["a", "b", "c"]
+    factory_chain = ChainFactory([Shared(Recorder(log, "x"))]).create()
+    factory_chain.append(Recorder(log, "y"))
+    factory_chain.append(Recorder(log, "z"))
+    log.clear()
+    factory_chain.on_file_end(exchange())
+    assert [e[0] for e in log] == ["x", "y", "z"]
+
+
+async def test_a_failing_exchange_end_is_logged_naming_the_filter(caplog):
+    broken = BrokenEnd()
+    with caplog.at_level(logging.ERROR, logger="sluicegate"):
+        await FilterChain([broken]).on_exchange_end(exchange())
+    (record,) = [r for r in caplog.records if r.name == "sluicegate"]
+    assert record.getMessage() == f"filter {broken!r} failed in on_exchange_end"
+    assert record.exc_info[0] is RuntimeError
+
+
+def test_a_missing_required_filter_is_warned_about_by_name(caplog):
+    with caplog.at_level(logging.WARNING, logger="sluicegate"):
+        filters.chain_names(["auth", "metrics"])
+    assert [r.getMessage() for r in caplog.records] == ["filter 'provider_route' is required; adding it to the chain"]
+
+
+def test_a_filter_asking_for_unknown_dependencies_names_them_and_the_allowed_ones(monkeypatch):
+    class WantsMore(Filter):
+        name = "bad"
+
+        def __init__(self, gateway, app) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    monkeypatch.setitem(filters.REGISTRY, "bad", filters.FilterSpec(WantsMore))
+    with pytest.raises(TypeError) as e:
+        filters.build_factory("bad", {})
+    assert str(e.value) == ("filter bad asks for gateway, app; filters may depend on: "
+                            "auth, limits, default_provider, providers, store, metrics")
+
+
+async def test_the_configured_chain_is_built_with_each_filters_dependencies(tmp_path):
+    from filters.batch_jsonl import BatchJsonlFilter
+    from filters.metrics import Metrics
+
+    from .fakes import LOCAL, config, providers, sqlite_store
+
+    cfg = config(providers=[{**LOCAL, "path": str(tmp_path / "files")}], default_provider="local")
+    store = await sqlite_store(tmp_path)
+    try:
+        factory = filters.build_chain_factory(["batch_jsonl", "metrics"], auth=cfg.auth, limits=cfg.limits,
+                                              default_provider="local", providers=providers(cfg), store=store,
+                                              metrics=Metrics())
+        a, b = factory.create(), factory.create()
+        assert [f.name for f in a.filters] == ["auth", "provider_route", "batch_jsonl", "metrics"]
+        assert isinstance(a.filters[2], BatchJsonlFilter) and a.filters[2] is not b.filters[2]
+        assert a.filters[3] is b.filters[3]  # no per-exchange state: one shared instance
+        ex = exchange(tenant=None)
+        await a.on_request(ex)  # auth off: the default tenant; nothing named: the default provider
+        assert (ex.tenant.name, ex.provider.name) == ("default", "local")
+    finally:
+        await store.close()

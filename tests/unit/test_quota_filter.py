@@ -59,3 +59,16 @@ async def test_no_reservation_no_check():
     flt, ex = QuotaFilter(config().limits), exchange()
     ex.file_bytes = 10 ** 12
     flt.on_file_data(ex, b"x")
+
+
+async def test_quota_error_message_names_the_tenant_and_the_sizes(tmp_path):
+    flt, ex, store = await reserved(tmp_path, 600)
+    try:
+        ex.file_bytes = 601
+        with pytest.raises(GatewayError) as e:
+            flt.on_file_data(ex, b"x")
+        assert (e.value.type, e.value.param) == ("rate_limit_error", "file")
+        assert e.value.message == ("Storage quota exceeded for tenant 'team-a': 0 bytes stored + 601 bytes uploaded "
+                                   "would pass the quota of 1 KB (1000 bytes). Delete files to free space.")
+    finally:
+        await store.close()

@@ -51,6 +51,7 @@ def test_unknown_path_is_404_unknown_url(path):
     with pytest.raises(GatewayError) as e:
         router.match("GET", path)
     assert e.value.status == 404 and e.value.code == "unknown_url"
+    assert (e.value.type, e.value.message) == ("invalid_request_error", f"Unknown path: GET {path}")
 
 
 @pytest.mark.parametrize("method,path,allow", [
@@ -65,6 +66,7 @@ def test_wrong_method_is_405_naming_the_allowed_ones(method, path, allow):
         router.match(method, path)
     assert e.value.status == 405 and e.value.code == "method_not_allowed"
     assert e.value.response_headers()["Allow"] == allow
+    assert e.value.message == f"Method {method} is not allowed on {path}; use {allow}."
 
 
 @pytest.mark.parametrize("path,op", [("/healthz", "admin.healthz"), ("/readyz", "admin.readyz"),
@@ -81,3 +83,15 @@ def test_longest_base_path_wins():
 
 def test_root_base_path_serves_the_api_at_the_root():
     assert Router(["/"]).match("GET", "/files/file-abc") == ("files.retrieve", "file-abc")
+
+
+def test_base_path_under_another_base_path_is_tried_first():
+    # "/gw/files" is a base path of its own: under it "/gw/files/files" is the file list, not
+    # file "files" under "/gw"; a path it does not serve still falls through to "/gw".
+    nested = Router(["/gw", "/gw/files"])
+    assert nested.match("GET", "/gw/files/files") == ("files.list", None)
+    assert nested.match("GET", "/gw/files/file-abc") == ("files.retrieve", "file-abc")
+
+
+def test_base_path_trailing_slash_is_dropped_and_nothing_else():
+    assert Router(["/api/X/"]).match("GET", "/api/X/files") == ("files.list", None)
