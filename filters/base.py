@@ -103,6 +103,8 @@ class FilterChain:
 
     __slots__ = ("filters",) + tuple("_" + h for h in HOOKS)
 
+    # Filled by name from HOOKS (one loop, lists shared between exchanges), so mypy sees only
+    # these declarations: tests/unit/test_chain.py checks each hook has its slot, typed by its kind.
     filters: list[Filter]
     _on_request: list[AsyncHook]
     _on_field: list[FieldHook]
