@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .access_log import AccessLogFilter
 from .auth import AuthFilter
@@ -28,14 +28,15 @@ log = logging.getLogger("sluicegate")
 class FilterSpec:
     #: A Filter class (one instance shared by every exchange) or a factory class whose
     #: ``create`` gives each exchange its own instance. Its parameters name its dependencies.
-    build: Callable[..., Any]
+    build: type[Filter] | type[FilterFactory]
     #: The core cannot run without it (who is asking, which provider answers): added when missing.
     required: bool = False
 
     @property
     def name(self) -> str:
         """The filter class's ``name``: the one place a filter's name is written."""
-        return str(getattr(self.build, "filter_class", self.build).name)
+        build = self.build
+        return (build if issubclass(build, Filter) else build.filter_class).name
 
 
 REGISTRY: dict[str, FilterSpec] = {s.name: s for s in (

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from proxy.logs import ACCESS_LOGGER, access_writer, utc_timestamp
 
 from .base import Filter
+
+if TYPE_CHECKING:
+    from proxy.exchange import Exchange
 
 log = logging.getLogger(ACCESS_LOGGER)
 
@@ -68,7 +71,7 @@ class AccessLogFilter(Filter):
     def __init__(self) -> None:
         self.pid = os.getpid()  # built in the worker (after the fork): tells workers apart
 
-    async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+    async def on_exchange_end(self, ex: "Exchange") -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         started = ex.started

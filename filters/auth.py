@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from proxy.errors import GatewayError
 from proxy.exchange import Tenant
@@ -12,6 +12,7 @@ from .base import Filter
 
 if TYPE_CHECKING:
     from proxy.config import AuthConfig
+    from proxy.exchange import Exchange
 
 DEFAULT_TENANT = Tenant("default")
 
@@ -28,7 +29,7 @@ class AuthFilter(Filter):
         self.enabled = auth.enabled
         self.tenants = {_digest(k.key): Tenant(k.tenant, k.admin) for k in auth.keys}
 
-    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+    async def on_request(self, ex: "Exchange") -> None:
         if not self.enabled:
             ex.tenant = DEFAULT_TENANT
             return
@@ -43,7 +44,7 @@ class AuthFilter(Filter):
         ex.tenant = tenant
 
 
-def _key_from(headers) -> str | None:  # type: ignore[no-untyped-def]
+def _key_from(headers: Mapping[str, str]) -> str | None:
     value = headers.get("Authorization")
     if value:
         scheme, _, token = value.partition(" ")

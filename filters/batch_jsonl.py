@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from proxy.errors import GatewayError
 from proxy.transforms.jsonl import BatchLineError, BatchValidator
 
-from .base import Filter
+from .base import Chunk, Filter
 
 if TYPE_CHECKING:
+    from proxy.exchange import Exchange
     from proxy.config import LimitsConfig
 
 
@@ -43,14 +44,14 @@ class BatchJsonlFilter(Filter):
         self.max_lines = max_lines
         self.validator: BatchValidator | None = None
 
-    def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
+    def on_file_start(self, ex: "Exchange") -> None:
         if ex.purpose != "batch":
             return
         if not (ex.filename or "").lower().endswith(".jsonl"):
             raise _not_jsonl(ex.filename)
         self.validator = BatchValidator(max_lines=self.max_lines)
 
-    def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
+    def on_file_data(self, ex: "Exchange", chunk: Chunk) -> None:
         if self.validator is None:
             return
         try:
@@ -58,7 +59,7 @@ class BatchJsonlFilter(Filter):
         except BatchLineError as err:
             raise _invalid(err) from None
 
-    def on_file_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+    def on_file_end(self, ex: "Exchange") -> None:
         if self.validator is None:
             return
         try:
@@ -70,7 +71,7 @@ class BatchJsonlFilter(Filter):
 class BatchJsonlFactory:
     """Built once; a fresh :class:`BatchJsonlFilter` per exchange."""
 
-    filter_class = BatchJsonlFilter
+    filter_class: type[Filter] = BatchJsonlFilter  # FilterFactory's attribute, as it declares it
 
     def __init__(self, limits: "LimitsConfig") -> None:
         self.max_lines = limits.max_batch_lines

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Filter
+
+if TYPE_CHECKING:
+    from proxy.exchange import Exchange
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_KINDS = ("input_tokens", "output_tokens")
@@ -57,7 +60,8 @@ class Metrics:
         self._generate = generate_latest
         self.content_type = CONTENT_TYPE_LATEST
 
-    def observe(self, op: str, provider: str, status: int, seconds: float, upload_bytes: int, usage) -> None:  # type: ignore[no-untyped-def]
+    def observe(self, op: str, provider: str, status: int, seconds: float, upload_bytes: int,
+                usage: dict[str, Any] | None) -> None:
         children = self._by_request.get((op, provider, status))
         if children is None:
             children = self._by_request[(op, provider, status)] = (
@@ -89,7 +93,7 @@ class MetricsFilter(Filter):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    async def on_exchange_end(self, ex) -> None:  # type: ignore[no-untyped-def]
+    async def on_exchange_end(self, ex: "Exchange") -> None:
         end = ex.ended or time.perf_counter()
         self.metrics.observe(ex.operation, ex.provider.name if ex.provider else "-", ex.status,
                                      end - ex.started, ex.file_bytes, ex.usage)

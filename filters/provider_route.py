@@ -20,13 +20,18 @@ from typing import TYPE_CHECKING, Mapping
 from proxy.errors import GatewayError
 from proxy.ids import is_wellformed_id
 from proxy.references import RECORDED_KINDS, Reference, body_references
+from proxy.store.base import FileRecord, ResponseRecord
 
 from .base import Filter
 
 if TYPE_CHECKING:
     from proxy.config import AuthConfig
+    from proxy.exchange import Exchange, Tenant
     from proxy.providers.base import Provider
     from proxy.store.base import Store
+
+#: A body reference with the store's record of it (None: the gateway never recorded it).
+Found = list[tuple[Reference, "FileRecord | ResponseRecord | None"]]
 
 PROVIDER_HEADER = "x-tfy-provider-name"
 LITELLM_HEADER = "custom-llm-provider"
@@ -39,13 +44,13 @@ class ProviderRouteFilter(Filter):
                  store: "Store") -> None:
         self.providers = providers
         self.store = store
-        self.by_type: dict[str, list] = {}
+        self.by_type: dict[str, list[Provider]] = {}
         for p in self.providers.values():
             self.by_type.setdefault(p.type, []).append(p)
         self.default = self.providers[default_provider]
         self.auth_enabled = auth.enabled
 
-    def named(self, ex):  # type: ignore[no-untyped-def]
+    def named(self, ex: "Exchange") -> "Provider | None":
         headers = ex.request.headers
         name = headers.get(PROVIDER_HEADER)
         if name:
@@ -73,11 +78,11 @@ class ProviderRouteFilter(Filter):
         return GatewayError(400, f"{header}: unknown provider '{name[:64]}'. Configured: "
                             f"{', '.join(sorted(self.providers))}.", param=header, code="unknown_provider")
 
-    def may_reach_unseen(self, ex, provider) -> bool:  # type: ignore[no-untyped-def]
+    def may_reach_unseen(self, ex: "Exchange", provider: "Provider") -> bool:
         return provider.serves_unseen_ids and (
-            not self.auth_enabled or ex.tenant.admin or provider.config.shared)
+            not self.auth_enabled or _tenant(ex).admin or provider.config.shared)
 
-    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+    async def on_request(self, ex: "Exchange") -> None:
         op = ex.operation
         if ex.object_id is not None:
             await self._route_by_id(ex)
@@ -100,21 +105,23 @@ class ProviderRouteFilter(Filter):
             ex.list_upstream = self.may_reach_unseen(ex, ex.provider)
             ex.list_provider = provider.name if provider is not None else None
 
-    async def _route_by_id(self, ex) -> None:  # type: ignore[no-untyped-def]
-        if not is_wellformed_id(ex.object_id):
+    async def _route_by_id(self, ex: "Exchange") -> None:
+        object_id = ex.object_id
+        assert object_id is not None  # on_request routes by id only when the path has one
+        if not is_wellformed_id(object_id):
             raise self._not_found(ex)  # no provider has such an id; nothing goes upstream
         store = self.store
         is_file = ex.operation.startswith("files.")
-        rec = await (store.get_file(ex.object_id) if is_file else store.get_response(ex.object_id))
+        rec = await (store.get_file(object_id) if is_file else store.get_response(object_id))
         if rec is not None:
-            if rec.tenant != ex.tenant.name or (is_file and rec.expired(time.time())):
+            if rec.tenant != _tenant(ex).name or (isinstance(rec, FileRecord) and rec.expired(time.time())):
                 raise self._not_found(ex)
             provider = self.providers.get(rec.provider)
             if provider is None:
                 raise GatewayError(502, f"The provider '{rec.provider}' that holds {ex.object_id} is no longer configured.",
                                    code="provider_not_configured")
             ex.provider = provider
-            if is_file:
+            if isinstance(rec, FileRecord):
                 ex.file_record = rec
             else:
                 ex.response_record = rec
@@ -126,26 +133,26 @@ class ProviderRouteFilter(Filter):
 
     # -- ids inside the body ------------------------------------------------------------
 
-    async def _look_up(self, ex, refs: list[Reference]) -> list[tuple[Reference, object]]:  # type: ignore[no-untyped-def]
+    async def _look_up(self, ex: "Exchange", refs: list[Reference]) -> Found:
         """Each reference with its store record (None: the gateway never recorded it). Another
         tenant's (or an expired) record is a 404 at once, exactly like a path id."""
         store = self.store
-        found = []
+        found: Found = []
         now = time.time()
         for ref in refs:
-            rec = None
+            rec: FileRecord | ResponseRecord | None = None
             if ref.kind == "file":
                 rec = await store.get_file(ref.id)
                 if rec is not None and rec.expired(now):
                     raise _reference_not_found(ref)
             elif ref.kind == "response":
                 rec = await store.get_response(ref.id)
-            if rec is not None and rec.tenant != ex.tenant.name:
+            if rec is not None and rec.tenant != _tenant(ex).name:
                 raise _reference_not_found(ref)
             found.append((ref, rec))
         return found
 
-    def _routed_by_reference(self, op: str, found):  # type: ignore[no-untyped-def]
+    def _routed_by_reference(self, op: str, found: Found) -> "Provider | None":
         """The provider of the first recorded id that can serve ``op`` (a recorded id routes by
         itself, like a path id), else None."""
         for _ref, rec in found:
@@ -154,8 +161,9 @@ class ProviderRouteFilter(Filter):
                 return p
         return None
 
-    def _check_references(self, ex, found) -> None:  # type: ignore[no-untyped-def]
+    def _check_references(self, ex: "Exchange", found: Found) -> None:
         provider = ex.provider
+        assert provider is not None  # routed before the references are checked
         for ref, rec in found:
             if rec is None:
                 if not self.may_reach_unseen(ex, provider):
@@ -169,7 +177,7 @@ class ProviderRouteFilter(Filter):
                     "(or name no provider: a recorded id routes the request by itself).",
                     param=ref.param, code="reference_on_other_provider")
 
-    def _unsupported(self, provider, op: str) -> GatewayError:  # type: ignore[no-untyped-def]
+    def _unsupported(self, provider: "Provider", op: str) -> GatewayError:
         serving = [f"{p.name} ({p.type})" for p in self.providers.values() if p.serves_responses]
         hint = (f"Configured providers that do: {', '.join(serving)}." if serving else
                 "No configured provider does; the OpenAI-compatible types (openai, azure, groq) do.")
@@ -177,15 +185,17 @@ class ProviderRouteFilter(Filter):
                             code="unsupported_operation")
 
     @staticmethod
-    def _not_found(ex) -> GatewayError:  # type: ignore[no-untyped-def]
+    def _not_found(ex: "Exchange") -> GatewayError:
         kind = "File" if ex.operation.startswith("files.") else "Response"
         param = "file_id" if kind == "File" else "response_id"
-        return GatewayError(404, f"No such {kind} object: {ex.object_id[:128]}", param=param,
+        return GatewayError(404, f"No such {kind} object: {(ex.object_id or '')[:128]}", param=param,
                             code="file_not_found" if kind == "File" else "response_not_found")
 
-    def _from_model_prefix(self, ex):  # type: ignore[no-untyped-def]
+    def _from_model_prefix(self, ex: "Exchange") -> "Provider | None":
         body = ex.json_body
-        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return None
+        model = body.get("model")
         if not isinstance(model, str) or "/" not in model:
             return None
         prefix, rest = model.split("/", 1)
@@ -197,6 +207,13 @@ class ProviderRouteFilter(Filter):
         body["model"] = rest
         ex.json_changed = True
         return provider
+
+
+def _tenant(ex: "Exchange") -> "Tenant":
+    """Who is asking: auth runs before this filter (both are required, in that order)."""
+    tenant = ex.tenant
+    assert tenant is not None
+    return tenant
 
 
 _LABELS = {"file": "File", "response": "Response", "conversation": "Conversation", "vector_store": "VectorStore",

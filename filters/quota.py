@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from proxy.errors import quota_error
 
-from .base import Filter
+from .base import Chunk, Filter
 
 if TYPE_CHECKING:
+    from proxy.exchange import Exchange
     from proxy.config import LimitsConfig
 
 
@@ -27,11 +28,11 @@ class QuotaFilter(Filter):
     def __init__(self, limits: "LimitsConfig") -> None:
         self.quota = limits.tenant_storage_quota
 
-    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+    async def on_request(self, ex: "Exchange") -> None:
         if ex.operation == "files.create":
             ex.quota_limit = self.quota
 
-    def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
+    def on_file_data(self, ex: "Exchange", chunk: Chunk) -> None:
         res = ex.reservation
         if res is not None and ex.file_bytes > res.bytes:
-            raise quota_error(ex.tenant.name, res.used, ex.file_bytes, self.quota)
+            raise quota_error(ex.tenant_name, res.used, ex.file_bytes, self.quota)

@@ -13,9 +13,10 @@ from proxy.errors import GatewayError
 from proxy.limits import FORM_ALLOWANCE
 from proxy.units import size_and_bytes
 
-from .base import Filter
+from .base import Chunk, Filter
 
 if TYPE_CHECKING:
+    from proxy.exchange import Exchange
     from proxy.config import LimitsConfig
 
 
@@ -26,7 +27,7 @@ class SizeLimitFilter(Filter):
         self.max_file = limits.max_file_size
         self.max_batch = limits.max_batch_file_size
 
-    def _limit_for(self, ex) -> int:  # type: ignore[no-untyped-def]
+    def _limit_for(self, ex: "Exchange") -> int:
         limit = self.max_file
         provider_max = ex.provider.config.max_file_size if ex.provider else None
         if provider_max:
@@ -35,19 +36,19 @@ class SizeLimitFilter(Filter):
             limit = min(limit, self.max_batch)
         return limit
 
-    def _too_large(self, ex, limit: int) -> GatewayError:  # type: ignore[no-untyped-def]
+    def _too_large(self, ex: "Exchange", limit: int) -> GatewayError:
         what = "batch files" if ex.purpose == "batch" else "files"
         return GatewayError(413, f"File is too large: the limit for {what} is {size_and_bytes(limit)}.",
                             param="file", code="file_too_large")
 
-    async def on_request(self, ex) -> None:  # type: ignore[no-untyped-def]
+    async def on_request(self, ex: "Exchange") -> None:
         if ex.operation != "files.create":
             return
         ex.size_limit = self._limit_for(ex)
         if ex.content_length is not None and ex.content_length > ex.size_limit + FORM_ALLOWANCE:
             raise self._too_large(ex, ex.size_limit)
 
-    def on_file_start(self, ex) -> None:  # type: ignore[no-untyped-def]
+    def on_file_start(self, ex: "Exchange") -> None:
         # The purpose is known now, always (proxy/field_order.py): the limit is final.
         ex.size_limit = self._limit_for(ex)
         # What is left of the body bounds the file from above, plus framing and any fields
@@ -55,6 +56,7 @@ class SizeLimitFilter(Filter):
         if ex.content_length is not None and ex.content_length - ex.body_bytes > ex.size_limit + FORM_ALLOWANCE:
             raise self._too_large(ex, ex.size_limit)
 
-    def on_file_data(self, ex, chunk) -> None:  # type: ignore[no-untyped-def]
-        if ex.file_bytes > ex.size_limit:
-            raise self._too_large(ex, ex.size_limit)
+    def on_file_data(self, ex: "Exchange", chunk: Chunk) -> None:
+        limit = ex.size_limit  # set by on_file_start, always before the file's data
+        if limit is not None and ex.file_bytes > limit:
+            raise self._too_large(ex, limit)

@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .config import DEFAULT_DATA_DIR, LOG_LEVELS, ConfigError, ServerConfig, check_config_main, check_log_level, load_config
 from .config_values import to_int
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _overrides(args: argparse.Namespace, env: dict[str, str] | os._Environ) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     """Config keys set by a flag or, failing that, an environment variable. Raises ValueError
     naming the variable for an invalid value."""
     values: dict[str, Any] = {}
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sluicegate: {exc}", file=sys.stderr)
         return 2
     path = given.pop("--config", None)
-    overrides = {option.key: given[option.flag] for option in OPTIONS if option.flag in given}
+    overrides = {option.key: given[option.flag] for option in OPTIONS
+                 if option.key is not None and option.flag in given}
     try:
         config = load_config(path, overrides=overrides)
     except ConfigError as exc:
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"sluicegate: cannot read config: {exc}", file=sys.stderr)
         return 2
-    from .server import run, setup_logging
+    from .logs import setup_logging
+    from .server import run
 
     setup_logging(config.log_level)
     return run(config)

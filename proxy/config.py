@@ -75,9 +75,10 @@ class ConfigError(Exception):
 
 
 def _base_path(value: Any) -> str:
-    if not to_str(value).startswith("/"):
+    path = to_str(value)
+    if not path.startswith("/"):
         raise ValueError("must start with '/'")
-    return value.rstrip("/")
+    return path.rstrip("/")
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -439,6 +440,8 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ,
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
+        if mark is None:  # a marked error without its mark: PyYAML's own text says what it can
+            raise ConfigError([f"{path}: {exc}"]) from None
         raise ConfigError([f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: {exc}"]) from None

@@ -17,12 +17,13 @@ import ssl
 from collections.abc import Mapping
 from functools import partial
 from math import isfinite
+from typing import Annotated, Any, Callable, ClassVar, cast
 from urllib.parse import urlsplit
-from typing import Annotated, Any, Callable, ClassVar
 
 from pydantic.dataclasses import dataclass
 from pydantic import BeforeValidator, ConfigDict, ValidationError, ValidationInfo, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticKnownError
+from pydantic_core.core_schema import ErrorType
 
 ENV_PREFIX = "os.environ/"
 DEFAULT_DATA_DIR = "./sluicegate-data"
@@ -103,9 +104,10 @@ def to_duration(value: Any, *, positive: bool) -> float:
 
 
 def to_url(value: Any) -> str:
-    if not _HTTP_URL.fullmatch(to_str(value)):
+    url = to_str(value)
+    if not _HTTP_URL.fullmatch(url):
         raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
+    return url.rstrip("/")
 
 
 def to_proxy(value: Any) -> str:
@@ -250,10 +252,10 @@ def data_path(subdir: str) -> BeforeValidator:
     return BeforeValidator(convert)
 
 
-def _absent(cls: type, key: Any, value: Any) -> bool:
+def _absent(cls: "type[Keys]", key: Any, value: Any) -> bool:
     """A key of ``cls`` that is null, or ``""`` where a scalar is expected, takes its default;
     an unknown key is reported whatever its value."""
-    found = cls.__dataclass_fields__.get(key)  # type: ignore[attr-defined]
+    found = cls.__dataclass_fields__.get(key)
     if found is None or value is not None and not (isinstance(value, str) and value == ""):
         return False
     structured = found.default_factory is not dataclasses.MISSING or isinstance(found.default, tuple)
@@ -296,7 +298,8 @@ def _init_details(exc: ValidationError) -> list[InitErrorDetails]:
     details = []
     for e in exc.errors():
         try:
-            PydanticKnownError(e["type"], e.get("ctx"))      # pydantic's own: raised again by name
+            # pydantic's own (the KeyError below tells, at run time): raised again by name
+            PydanticKnownError(cast(ErrorType, e["type"]), e.get("ctx"))
             details.append(InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx") or {}))
         except KeyError:                                    # one of ours: its message is final
             message = e["msg"].replace("{", "{{").replace("}", "}}")

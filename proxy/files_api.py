@@ -51,6 +51,7 @@ def _list_query(ex: "Exchange") -> dict[str, str]:
 
 async def files_list(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     query = _list_query(ex)
     if ex.list_upstream:
         return ctx.json_response(await ex.provider.list_files(ex, query))
@@ -69,11 +70,13 @@ async def files_list(ctx: "OperationContext") -> web.StreamResponse:
 
 async def files_retrieve(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     return ctx.json_response(await ex.provider.retrieve_file(ex, ex.file_record, ex.object_id))
 
 
 async def files_delete(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     rec = ex.file_record
     if rec is None:  # an id the gateway never recorded (admin / shared pass-through)
         return ctx.json_response(await ex.provider.delete_file(ex, None, ex.object_id))
@@ -93,6 +96,7 @@ async def _delete_claimed(ctx: "OperationContext", rec: "FileRecord") -> bytes:
     is lost or left half-deleted. (A row put back whose bytes did go after all heals on the
     retry: the provider's 404 counts as already gone.)"""
     ex = ctx.ex
+    assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     try:
         return await ex.provider.delete_file(ex, rec, ex.object_id)
     except GatewayError as err:
@@ -107,6 +111,7 @@ async def _delete_claimed(ctx: "OperationContext", rec: "FileRecord") -> bytes:
 
 async def files_content(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     dl = await ex.provider.file_content(ex, ex.file_record, ex.object_id)
     chunks = dl.chunks
     if dl.path is not None:

@@ -47,7 +47,7 @@ class Gateway:
         self._draining = False
         self.inflight = 0
         self.ready = False
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def draining(self) -> bool:

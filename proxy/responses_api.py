@@ -49,6 +49,7 @@ def inject_provider(body: bytes, provider_type: str) -> bytes:
 async def _record(ctx: "OperationContext", response_id: str) -> None:
     """Record who owns a new response; returns once the record is committed."""
     ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     ex.response_id = response_id
     if ex.response_record is None:
         try:
@@ -64,6 +65,7 @@ async def _record(ctx: "OperationContext", response_id: str) -> None:
 async def _json_answer(ctx: "OperationContext", status: int, data: bytes, *, record: bool) -> web.Response:
     """A JSON Response object from upstream, to the client byte for byte plus ``provider``."""
     ex = ctx.ex
+    assert ex.provider is not None  # routed before the operation ran
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -86,7 +88,7 @@ class _Observer:
         self.last_data: bytes | None = None
         self.events = 0
         self.terminal = False
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
     def feed(self, chunk: bytes) -> None:
         if self.parser is None:
@@ -155,6 +157,7 @@ async def pipe_sse(ctx: "OperationContext", resp: H1Stream, *, record: bool) -> 
         "Content-Type": resp.headers.get("Content-Type", "text/event-stream"),
         "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     ctx.before_send(out)
+    assert ex.provider is not None  # routed before the operation ran
     obs = _Observer(ctx, record)
     observe = ctx.chain.on_response_data if ctx.chain.observes_response_data else None
     first = True
@@ -206,6 +209,7 @@ async def responses_create(ctx: "OperationContext") -> web.StreamResponse:
     body = ex.json_body
     raw = ex.raw_body
     assert body is not None and raw is not None  # a JSON operation: the pipeline read them
+    assert ex.provider is not None  # routed before the operation ran
     if ex.provider.prepare_response_body(body) or ex.json_changed:
         raw = orjson.dumps(body)
     ex.model = body.get("model")
@@ -236,6 +240,7 @@ def _stream_flag(ex: "Exchange") -> bool:
 
 async def responses_retrieve(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None  # routed before the operation ran
     ex.response_id = ex.object_id
     query = _raw_query(ex)
     if _stream_flag(ex):
@@ -247,6 +252,7 @@ async def responses_retrieve(ctx: "OperationContext") -> web.StreamResponse:
 
 async def responses_delete(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
                                                     query=_raw_query(ex))
@@ -257,6 +263,7 @@ async def responses_delete(ctx: "OperationContext") -> web.StreamResponse:
 
 async def responses_cancel(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None  # routed before the operation ran
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
                                                     query=_raw_query(ex))
@@ -265,6 +272,7 @@ async def responses_cancel(ctx: "OperationContext") -> web.StreamResponse:
 
 async def responses_input_items(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
+    assert ex.provider is not None  # routed before the operation ran
     ex.response_id = ex.object_id
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
                                                     query=_raw_query(ex))

@@ -134,7 +134,7 @@ def _print_failure(line: str) -> None:
     print(f"sluicegate: {line}", file=sys.stderr, flush=True)
 
 
-def _serve_here(config: "Config", sockets: list[socket.socket], report: Callable[[str], None]) -> int:
+def _serve_here(config: "Config", sockets: list[socket.socket], report: Callable[[str], object]) -> int:
     """Run one gateway event loop in this process; the exit code (1: it could not start)."""
     try:
         asyncio.run(serve(config, sockets))

@@ -96,29 +96,29 @@ class UploadDriver:
         except MultipartError as exc:
             raise bad_request(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
         for ev in events:
-            kind = type(ev)
-            if kind is FileData:
+            # type(ev) per branch, not isinstance: the events are final classes (and mypy narrows it).
+            if type(ev) is FileData:
                 if hold.holding:
                     hold.data(ev.data)
                     ex.file_bytes += len(ev.data)  # counted as received (the quota reservation covers it)
                 else:
                     await self._file_data(ev.data)
-            elif kind is Field:
+            elif type(ev) is Field:
                 self._field(ev.name, ev.value)
                 if hold.holding and ex.purpose is not None:
                     await self._replay()
-            elif kind is FileStart:
+            elif type(ev) is FileStart:
                 self._file_part(ev)
                 if ex.purpose is None:
                     hold.begin()
                 else:
                     await self._file_start()
-            elif kind is FileEnd:
+            elif type(ev) is FileEnd:
                 if hold.holding:
                     hold.end()
                 else:
                     self.chain.on_file_end(ex)
-            elif kind is Done:
+            elif type(ev) is Done:
                 self.done = True
                 await self._complete_checks()
 
@@ -200,6 +200,7 @@ class UploadDriver:
         ex.file_started = True
         self.chain.on_file_start(ex)
         if self.sink_mode:
+            assert ex.provider is not None  # routed before the operation ran
             self.file_id = new_id("file-")
             self.sink = await ex.provider.open_sink(ex, self.file_id)
 
@@ -237,6 +238,7 @@ async def handle_upload(ctx: "OperationContext") -> bytes:
     """The upload of ``ctx.ex``, whose multipart boundary the pipeline has checked."""
     ex = ctx.ex
     assert ctx.boundary is not None
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     ctype = ex.request.headers.get("Content-Type")
     parser = MultipartParser(ctx.boundary, max_field_size=MAX_FIELD_SIZE)
     chain = _upload_chain(ctx.chain, ex)
@@ -267,6 +269,7 @@ def _upload_chain(chain: "FilterChain", ex: "Exchange") -> "FilterChain":
     """This upload's filters: the exchange's chain, then the provider's upload rules (one
     hook system: a provider's rules are a filter like any other). ``append`` changes this
     exchange's chain only."""
+    assert ex.provider is not None
     rules = ex.provider.upload_rules(ex)
     if rules is not None:
         chain.append(rules)
@@ -286,7 +289,7 @@ async def _reserve_announced(ex: "Exchange", res: UploadReservation) -> None:
     try:
         await res.open(announced, max(0, announced - FORM_ALLOWANCE))
     except QuotaExceeded as exc:
-        raise quota_error(ex.tenant.name, exc.used, exc.adding, exc.quota) from None
+        raise quota_error(ex.tenant_name, exc.used, exc.adding, exc.quota) from None
 
 
 async def _cover(ex: "Exchange", chunk: bytes) -> None:
@@ -298,10 +301,11 @@ async def _cover(ex: "Exchange", chunk: bytes) -> None:
 
 async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
     ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     res = ex.reservation
     try:
         async for chunk in _client_chunks(ex):
-            if driver.sink is not None and res is not None:
+            if driver.sink is not None and driver.file_id is not None and res is not None:
                 # Where the partial data is, once the upload outlives the chunk that opened it
                 # (an upload of one chunk commits at once: no write for it).
                 await res.track(driver.file_id, driver.sink)
@@ -329,6 +333,7 @@ async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
 
 async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHold, ctype: str) -> bytes:
     ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     chunks = _client_chunks(ex).__aiter__()
     # Parse before connecting upstream: the form fields (the SDK sends them first), and — when
     # the purpose comes after the file — the whole file, held on disk until the purpose is
@@ -371,7 +376,8 @@ async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHo
     if driver.failure is not None:
         raise driver.failure
     f = result.file
-    created = f.get("created_at") if isinstance(f.get("created_at"), int) else int(time.time())
+    upstream_created = f.get("created_at")
+    created = upstream_created if isinstance(upstream_created, int) else int(time.time())
     rec = FileRecord(
         id=f["id"], tenant=ex.tenant.name, provider=ex.provider.name, upstream_id=f["id"],
         filename=f.get("filename") or ex.filename or "upload", purpose=f.get("purpose") or ex.purpose or "",
@@ -385,6 +391,7 @@ async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHo
 async def _record(ctx: "OperationContext", rec: FileRecord) -> None:
     """Store the record with the final, atomic quota check; undo the stored file on failure."""
     ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     ex.object_id = rec.id
     res = ex.reservation
     try:

@@ -87,7 +87,8 @@ class Provider:
     async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
         raise self.unsupported("files.retrieve")
 
-    async def delete_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+    async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
+        """``ex`` is None when the gateway deletes on its own (:meth:`expire_file`)."""
         raise self.unsupported("files.delete")
 
     async def file_content(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> Download:
@@ -96,7 +97,7 @@ class Provider:
     async def expire_file(self, rec: "FileRecord") -> None:
         """Remove an expired file's bytes. Gateway-managed providers delete what they store;
         pass-through providers override this (the provider expires its files itself)."""
-        await self.delete_file(None, rec, rec.id)  # type: ignore[arg-type]
+        await self.delete_file(None, rec, rec.id)
 
     # -- crash leftovers ------------------------------------------------------------------
     async def cleanup_partial(self, location: dict[str, Any]) -> None:

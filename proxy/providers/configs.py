@@ -44,9 +44,10 @@ ANTHROPIC_FILES_BETA = "files-api-2025-04-14"
 
 
 def _provider_name(value: Any) -> str:
-    if not _PROVIDER_NAME.fullmatch(to_str(value)):
+    name = to_str(value)
+    if not _PROVIDER_NAME.fullmatch(name):
         raise ValueError("may contain only letters, digits, '.', '_' and '-'")
-    return value
+    return name
 
 
 ProviderName = Annotated[str, resolved(_provider_name)]
@@ -211,13 +212,19 @@ class BedrockConfig(S3KeysConfig):
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
-class GcsConfig(BucketConfig):
-    type: Literal["gcs"] = "gcs"
+class GcsBucketConfig(BucketConfig):
+    """``gcs`` and ``vertex``: a bucket of GCS's API (each type its own ``type`` literal)."""
+
     service_file: Str | None = None      # else the default credentials
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
-class VertexConfig(GcsConfig):
+class GcsConfig(GcsBucketConfig):
+    type: Literal["gcs"] = "gcs"
+
+
+@dataclass(frozen=True, kw_only=True, config=SECTION)
+class VertexConfig(GcsBucketConfig):
     type: Literal["vertex"] = "vertex"
     project_id: Str
     region: Str = "us-central1"
@@ -237,8 +244,13 @@ class ProviderType:
         return str(self.config.type)     # the model's default of its `type` key
 
     def provider_class(self) -> type[Provider]:
-        module, _, cls = self.implementation.partition(":")
-        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)  # type: ignore[no-any-return]
+        from .base import Provider
+
+        module, _, name = self.implementation.partition(":")
+        cls = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            raise TypeError(f"{self.implementation} is not a Provider class")
+        return cls
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {t.name: t for t in (
@@ -289,8 +301,9 @@ def _type_resolved(value: Any, info: ValidationInfo) -> Any:
 
 
 # One item of ``providers[]``: the union of the registered models, discriminated on ``type``.
-# Errors have the tag as the first element of their location.
-AnyProviderConfig = Annotated[
-    Union[tuple(Annotated[t.config, Tag(name)] for name, t in PROVIDER_TYPES.items())  # type: ignore[misc]
+# Errors have the tag as the first element of their location. Built from the registry at run
+# time, so it is a value for pydantic (``TypeAdapter``), not an annotation a checker could read.
+AnyProviderConfig: object = Annotated[
+    Union[tuple(Annotated[t.config, Tag(name)] for name, t in PROVIDER_TYPES.items())
           + (Annotated[_UnknownTypeConfig, Tag(UNKNOWN_TYPE_TAG)],)],
     Discriminator(type_tag), BeforeValidator(_type_resolved)]

@@ -69,8 +69,10 @@ def proxy_for(origin: str, configured: str | None) -> EgressProxy | None:
     port = u.port or (443 if scheme == "https" else 80)
     host = u.hostname
     # NO_PROXY entries may name a host or host:port: ask with both, as requests does.
-    if urllib.request.proxy_bypass_environment(host, proxies) or \
-            urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies):
+    # proxy_bypass_environment is the stdlib's NO_PROXY matcher (requests uses it too), not in
+    # urllib.request.__all__, so typeshed leaves it out.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if bypass(host, proxies) or bypass(f"{host}:{port}", proxies):
         return None
     return parse_proxy(url)
 

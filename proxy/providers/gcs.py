@@ -27,6 +27,7 @@ whole object on every chunk, so its cost grows with the square of the chunk coun
 """
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -46,7 +47,7 @@ from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_f
 from .sink import SinkResult
 
 if TYPE_CHECKING:
-    from .configs import GcsConfig
+    from .configs import GcsBucketConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
 
@@ -92,9 +93,11 @@ class GCSSink(TranslatingSink):
 class GCSProvider(BucketProvider):
     type = "gcs"
     #: The sink class of one upload (vertex's translates batch rows).
-    sink_class: ClassVar[type[GCSSink]] = GCSSink
+    sink_class: ClassVar[builtins.type[GCSSink]] = GCSSink  # builtins': `type` is the attribute above
 
-    def __init__(self, config: "GcsConfig") -> None:
+    config: "GcsBucketConfig"  # gcs's or vertex's model
+
+    def __init__(self, config: "GcsBucketConfig") -> None:
         super().__init__(config)
         self.chunk_size = chunk_size_setting(config.upload_chunk_size)
         self.api_is_dev, self.api_root = init_api_root(config.endpoint_url)
@@ -110,10 +113,14 @@ class GCSProvider(BucketProvider):
             connector=aiohttp.TCPConnector(limit=100, ssl=not self.api_is_dev),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # gcloud-aio declares ``session: Session``, whose type depends on a build constant: mypy
+        # reads the requests-based build's (requests.Session); the aiohttp build, the one
+        # installed, takes an aiohttp.ClientSession.
         if not self.api_is_dev:
-            self.token = Token(service_file=self.config.service_file, session=self.session, scopes=_SCOPES)
+            self.token = Token(service_file=self.config.service_file, session=self.session,  # type: ignore[arg-type]
+                               scopes=_SCOPES)
         self.storage = Storage(api_root=self.api_root, api_is_dev=self.api_is_dev, token=self.token,
-                               session=self.session)
+                               session=self.session)  # type: ignore[arg-type]
         if self.api_is_dev:
             self.log.info("%s provider %s: GCS at %s without credentials (emulator)", self.type, self.name,
                           self.api_root)
@@ -200,8 +207,8 @@ class GCSProvider(BucketProvider):
                 yield piece
 
         try:
-            length: int | None = int(resource.get("size"))
-        except (TypeError, ValueError):
+            length: int | None = int(resource["size"])
+        except (KeyError, TypeError, ValueError):
             length = None
         return Download(content_type="application/octet-stream", length=length, chunks=chunks(),
                         release=pieces.aclose)

@@ -174,7 +174,7 @@ class LocalProvider(Provider):
             raise GatewayError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
         return orjson.dumps(rec.to_openai())
 
-    async def delete_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+    async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
         assert rec is not None
         try:
             os.unlink(self._path(rec))

@@ -286,7 +286,8 @@ class TranslatingSink:
 
     def _check_ids(self) -> None:
         """Bound the id map: it goes into the store row."""
-        ids = self.translator.ids  # type: ignore[union-attr]
+        assert self.translator is not None  # rows come only from a translator
+        ids = self.translator.ids
         new = len(ids) - self._ids_seen
         if not new:
             return

@@ -113,7 +113,8 @@ class OpenAIProvider(Provider):
                                                  params=self.params(), headers=forward_headers(ex.request.headers))
         return self.file_object(body)
 
-    async def delete_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
+    async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
+        assert ex is not None  # only a client's delete: the provider expires its files (expire_file)
         _, body, _ = await self.upstream.request("DELETE", self.url(f"/files/{_upstream_id(rec, file_id)}"),
                                                  params=self.params(), headers=forward_headers(ex.request.headers))
         return body

@@ -32,6 +32,7 @@ gateway's peak RSS by ≈ 35 MiB, inside its 64 MiB budget.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar
@@ -183,7 +184,9 @@ class S3Sink(TranslatingSink):
 class S3Provider(BucketProvider):
     type = "s3"
     #: The sink class of one upload (bedrock's translates batch rows).
-    sink_class: ClassVar[type[S3Sink]] = S3Sink
+    sink_class: ClassVar[builtins.type[S3Sink]] = S3Sink  # builtins': `type` is the attribute above
+    config: "S3Config | BedrockConfig"
+    region: str  # the configured region (a bucket provider's may be None)
 
     def __init__(self, config: "S3Config | BedrockConfig") -> None:
         super().__init__(config)

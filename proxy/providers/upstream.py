@@ -30,7 +30,7 @@ import logging
 import random
 import ssl
 from urllib.parse import urlencode
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -38,7 +38,7 @@ import orjson
 from ..errors import GatewayError, error_type_for
 from .base import Download
 from .egress import EgressProxy, proxy_for, ssl_context
-from .h1 import H1ConnectError, H1Pool, H1ProtocolError, H1Stream
+from .h1 import H1ConnectError, H1Pool, H1ProtocolError, H1Response, H1Stream
 
 if TYPE_CHECKING:
     from .configs import TimeoutConfig, TlsConfig
@@ -48,6 +48,19 @@ log = logging.getLogger("sluicegate.upstream")
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})  # 529: Anthropic "overloaded"
 _MAX_RETRY_AFTER = 30.0
 _MAX_ERROR_BODY = 1 << 20
+
+
+class _Answer(Protocol):
+    """What the retry loop reads of an answer, whichever client produced it."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
+_A = TypeVar("_A", bound=_Answer)
 
 
 class Upstream:
@@ -145,7 +158,8 @@ class Upstream:
             idempotent, _buffered_body)
         return resp.status, resp.body, resp.headers
 
-    async def _exchange(self, send: Any, idempotent: bool, error_body: Any, *, replayable: bool = True) -> Any:
+    async def _exchange(self, send: Callable[[], Awaitable[_A]], idempotent: bool,
+                        error_body: Callable[[_A], Awaitable[bytes]], *, replayable: bool = True) -> _A:
         """Run ``send()`` with the retry rules: connect failures (nothing sent) whenever the
         body can be sent again (``replayable``), other transport failures and retryable
         statuses only for idempotent calls. Returns the 2xx answer; raises a translated
@@ -236,9 +250,10 @@ class Upstream:
         replayable = data is None or isinstance(data, (bytes, bytearray, str))
         origin, _ = _split_url(str(url))
         proxy = self._proxy(origin)
-        send_proxy = {} if proxy is None else {"proxy": proxy.url, "proxy_headers": proxy.headers}
         return await self._exchange(
-            lambda: self.session.request(method, url, params=params, data=data, headers=hdrs, **send_proxy),
+            lambda: self.session.request(method, url, params=params, data=data, headers=hdrs,
+                                         proxy=None if proxy is None else proxy.url,
+                                         proxy_headers=None if proxy is None else proxy.headers),
             idempotent and replayable, _aiohttp_error_body, replayable=replayable)
 
     def _merge(self, headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -257,7 +272,7 @@ class Upstream:
                     return min(float(ra), _MAX_RETRY_AFTER)
                 except ValueError:
                     pass
-        return min(0.25 * 2 ** (attempt - 1), 4.0) * (1 - 0.25 * random.random())
+        return min(0.25 * 2.0 ** (attempt - 1), 4.0) * (1 - 0.25 * random.random())
 
     # -- error translation ---------------------------------------------------------------
 
@@ -374,7 +389,7 @@ def _split_url(url: str) -> tuple[str, str]:
     return url[:slash], url[slash:]
 
 
-async def _buffered_body(resp: Any) -> bytes:
+async def _buffered_body(resp: H1Response) -> bytes:
     return resp.body
 
 

@@ -1,5 +1,6 @@
 """batch_jsonl: the exact 400s a client gets for a bad batch file, whichever hook finds it, and
-uploads it must leave alone."""
+uploads it must leave alone. (The purpose is known at the file's start: a late one is held and
+replayed by the core, tests/test_field_order.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -45,27 +46,6 @@ def test_truncated_last_line_is_400_when_the_file_ends():
                         "Invalid batch file: line 1: not valid JSON (unexpected end of data at column 19).")
 
 
-def test_truncated_last_line_before_purpose_is_400_when_purpose_batch_arrives():
-    flt, ex = upload(purpose=None)
-    start(flt, ex)
-    flt.on_file_data(ex, b'{"custom_id": "r1"')
-    flt.on_file_end(ex)  # purpose unknown: the verdict waits
-    ex.purpose = "batch"
-    with pytest.raises(GatewayError) as e:
-        flt.on_field(ex, "purpose", "batch")
-    assert e.value.code == "invalid_batch_file" and "unexpected end of data" in e.value.message
-
-
-def test_late_purpose_batch_reports_the_line_that_was_wrong():
-    flt, ex = upload(purpose=None)
-    start(flt, ex)
-    flt.on_file_data(ex, b"not json\n")
-    ex.purpose = "batch"
-    with pytest.raises(GatewayError) as e:
-        flt.on_field(ex, "purpose", "batch")
-    assert shape(e) == (400, "invalid_request_error", "invalid_batch_file", "file", BAD_LINE)
-
-
 @pytest.mark.parametrize("filename,shown", [("b.txt", "b.txt"), (None, ""), ("x" * 200 + ".txt", "x" * 128)])
 def test_batch_file_without_jsonl_extension_names_the_file(filename, shown):
     flt, ex = upload(filename)
@@ -75,31 +55,9 @@ def test_batch_file_without_jsonl_extension_names_the_file(filename, shown):
                         f"Batch files must be JSONL with a .jsonl extension; got '{shown}'.")
 
 
-def test_late_purpose_batch_on_a_non_jsonl_file_names_the_file():
-    flt, ex = upload("b.txt", purpose=None)
-    start(flt, ex)
-    flt.on_file_data(ex, b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n')
-    ex.purpose = "batch"
-    with pytest.raises(GatewayError) as e:
-        flt.on_field(ex, "purpose", "batch")
-    assert shape(e) == (400, "invalid_request_error", "invalid_file_format", "file",
-                        "Batch files must be JSONL with a .jsonl extension; got 'b.txt'.")
-
-
 def test_purpose_batch_before_the_file_is_judged_at_the_file_not_at_the_field():
     flt, ex = upload(filename=None, purpose="batch")
     flt.on_field(ex, "purpose", "batch")  # the file part has not begun: nothing to judge yet
-
-
-def test_fields_other_than_purpose_after_the_file_change_no_verdict():
-    flt, ex = upload(purpose=None)
-    start(flt, ex)
-    flt.on_file_data(ex, b"not json\n")
-    flt.on_field(ex, "expires_after[anchor]", "created_at")
-    ex.purpose = "batch"
-    with pytest.raises(GatewayError) as e:
-        flt.on_field(ex, "purpose", "batch")
-    assert e.value.code == "invalid_batch_file"
 
 
 def test_a_file_of_another_purpose_is_not_validated():
@@ -107,17 +65,6 @@ def test_a_file_of_another_purpose_is_not_validated():
     start(flt, ex)
     flt.on_file_data(ex, b"not json\n")
     flt.on_file_end(ex)
-
-
-async def test_purpose_batch_known_only_at_upload_complete_still_refuses_an_invalid_file():
-    flt, ex = upload(purpose=None)
-    start(flt, ex)
-    flt.on_file_data(ex, b"not json\n")
-    flt.on_file_end(ex)
-    ex.purpose = "batch"
-    with pytest.raises(GatewayError) as e:
-        await flt.on_upload_complete(ex)
-    assert shape(e) == (400, "invalid_request_error", "invalid_batch_file", "file", BAD_LINE)
 
 
 def test_client_value_quoted_in_the_error_is_not_rewritten():

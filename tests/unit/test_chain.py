@@ -272,3 +272,22 @@ async def test_the_configured_chain_is_built_with_each_filters_dependencies(tmp_
         assert (ex.tenant.name, ex.provider.name) == ("default", "local")
     finally:
         await store.close()
+
+
+def test_every_hook_fills_a_declared_typed_list_of_the_chain():
+    """The chain fills its hook lists by name (hot path: no per-hook code per exchange); each
+    name must be one of its declared slots, typed by the hook's kind, or mypy checks nothing."""
+    import inspect
+
+    from filters.base import HOOKS
+
+    declared = {name for name, value in vars(Filter).items() if name.startswith("on_") and callable(value)}
+    assert set(HOOKS) == declared
+    for hook in HOOKS:
+        method = getattr(Filter, hook)
+        params = list(inspect.signature(method).parameters)
+        kind = ("AsyncHook" if inspect.iscoroutinefunction(method) else
+                "FieldHook" if params == ["self", "ex", "name", "value"] else
+                "DataHook" if params == ["self", "ex", "chunk"] else "ExchangeHook")
+        assert FilterChain.__annotations__.get("_" + hook) == f"list[{kind}]", hook
+        assert "_" + hook in FilterChain.__slots__

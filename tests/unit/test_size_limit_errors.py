@@ -30,19 +30,20 @@ async def test_too_large_batch_file_names_the_batch_limit():
     flt, ex = size_limit(), exchange()
     await flt.on_request(ex)
     ex.purpose = "batch"
-    flt.on_field(ex, "purpose", "batch")
+    flt.on_file_start(ex)  # the purpose is known at the file's start (proxy/field_order.py)
     ex.file_bytes = BATCH + 1
     with pytest.raises(GatewayError) as e:
         flt.on_file_data(ex, b"x")
     assert e.value.message == "File is too large: the limit for batch files is 1 KB (1000 bytes)."
 
 
-async def test_purpose_batch_after_exactly_the_batch_limit_is_accepted():
+async def test_a_batch_file_of_exactly_the_batch_limit_is_accepted():
     flt, ex = size_limit(), exchange()
     await flt.on_request(ex)
-    ex.file_bytes = BATCH
     ex.purpose = "batch"
-    flt.on_field(ex, "purpose", "batch")
+    flt.on_file_start(ex)
+    ex.file_bytes = BATCH
+    flt.on_file_data(ex, b"x")
     assert ex.size_limit == BATCH
 
 

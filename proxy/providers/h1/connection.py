@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .errors import H1ConnectError, H1ConnectionError, H1ProtocolError
 from .parser import H1Response, ResponseParser
@@ -51,8 +51,15 @@ class _H1Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol
 
+    @property
+    def open_transport(self) -> asyncio.Transport:
+        """The transport of a connection that is not closed (``connection_made`` has run)."""
+        transport = self.transport
+        assert transport is not None
+        return transport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream socket's transport
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -98,7 +105,9 @@ class _H1Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             if exc is None and parser is not None and parser.needs_eof:
                 try:
-                    waiter.set_result(parser.feed_eof())  # type: ignore[arg-type]
+                    resp = parser.feed_eof()
+                    assert resp is not None  # needs_eof: the connection's end is the body's end
+                    waiter.set_result(resp)
                 except H1ProtocolError as perr:
                     waiter.set_exception(perr)
             else:

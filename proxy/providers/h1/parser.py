@@ -68,7 +68,7 @@ class ResponseParser:
         self._scan = 0  # where to resume searching for the end of the head in _buf
         self._state = _HEAD
         self._need = 0
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._size = 0
         self._trailer_size = 0
         self._status = 0
@@ -109,7 +109,7 @@ class ResponseParser:
         self._advance(data)
         return self._response() if self._state == _DONE else None
 
-    def _advance(self, data: bytes) -> None:
+    def _advance(self, data: bytes | bytearray) -> None:
         """Run the state machine over the held bytes plus ``data``; keep what is unconsumed."""
         self._seen = True
         buf = self._buf

@@ -125,7 +125,7 @@ class H1Pool:
             # may answer before reading a large body; what is left of it would poison the next)
             if resp.keep_alive and not conn.closed and (
                     body is None or len(body) < SMALL_BODY
-                    or not conn.transport.get_write_buffer_size()):  # type: ignore[union-attr]
+                    or not conn.open_transport.get_write_buffer_size()):
                 self._release(conn)
             else:
                 self._discard(conn, abort=False)
@@ -224,7 +224,7 @@ class H1Pool:
             cl = ""
         fields = "\r\n".join(map(_join_field, headers)) + "\r\n" if headers else ""
         text = f"{method} {self._target_prefix}{target} HTTP/1.1\r\n{self._host_line}{fields}{cl}\r\n"
-        if self._target_prefix and self.proxy.authorization:  # type: ignore[union-attr]
+        if self._target_prefix and self.proxy is not None and self.proxy.authorization:
             lines += 1
         # every line ends in exactly one CRLF: a CR or LF inside the method or a header would add one
         if text.count("\n") != lines or text.count("\r") != lines or " " in method:
@@ -233,11 +233,17 @@ class H1Pool:
 
     # -- slots and connections
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this pool runs on (set by the first request; every caller comes after it)."""
+        loop = self._loop
+        assert loop is not None
+        return loop
+
     def _pop_idle(self) -> _H1Connection | None:
         idle = self._idle
         if not idle:
             return None
-        now = self._loop.time()  # type: ignore[union-attr]
+        now = self._running_loop().time()
         deadline = now - self.idle_timeout
         while idle:
             conn = idle.pop()
@@ -255,7 +261,7 @@ class H1Pool:
         if self._open < self.limit:
             self._open += 1
             return await self._connect()
-        waiter: asyncio.Future[_H1Connection | None] = self._loop.create_future()  # type: ignore[union-attr]
+        waiter: asyncio.Future[_H1Connection | None] = self._running_loop().create_future()
         self._waiters.append(waiter)
         try:
             got = await waiter
@@ -310,6 +316,8 @@ class H1Pool:
 
     async def _connect_tunnel(self, loop: asyncio.AbstractEventLoop, proxy: EgressProxy) -> _H1Connection:
         """``CONNECT host:port`` through the proxy, then TLS to the origin over the tunnel."""
+        ssl_context = self._ssl
+        assert ssl_context is not None  # tunnels are for https origins only (http goes in absolute form)
         authority = self._host_line.split("\r\n", 1)[0][6:]
         if self.port == 443:
             authority += ":443"   # CONNECT always names the port
@@ -322,8 +330,7 @@ class H1Pool:
                 raise H1ConnectError(f"proxy {proxy.host}:{proxy.port} refused the tunnel to "
                                      f"{self.host}:{self.port}: HTTP {status}")
             conn = _H1Connection(self, loop)
-            tls = await loop.start_tls(transport, conn, self._ssl,  # type: ignore[arg-type]
-                                       server_hostname=self.host)
+            tls = await loop.start_tls(transport, conn, ssl_context, server_hostname=self.host)
         except BaseException:
             transport.abort()
             raise
@@ -343,7 +350,7 @@ class H1Pool:
             if not w.done():
                 w.set_result(conn)
                 return
-        now = self._loop.time()  # type: ignore[union-attr]
+        now = self._running_loop().time()
         conn.idle_since = now
         idle = self._idle
         idle.append(conn)

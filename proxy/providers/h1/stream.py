@@ -143,7 +143,7 @@ class H1Stream:
             if self._paused:
                 self._paused = False
                 if not conn.closed:
-                    conn.transport.resume_reading()  # type: ignore[union-attr]
+                    conn.open_transport.resume_reading()
         return conn
 
     def _wake(self) -> None:
@@ -155,7 +155,7 @@ class H1Stream:
         self._paused = False
         conn = self._conn
         if conn is not None and not conn.closed:
-            conn.transport.resume_reading()  # type: ignore[union-attr]
+            conn.open_transport.resume_reading()
             self._last = self._loop.time()
 
     def _fail(self, exc: BaseException) -> None:
@@ -187,7 +187,7 @@ class H1Stream:
             self._buffered += len(piece)
             if self._buffered > _STREAM_HIGH_WATER and not self._paused and not parser.complete:
                 self._paused = True
-                conn.transport.pause_reading()  # type: ignore[union-attr]
+                conn.open_transport.pause_reading()
             self._wake()
         if parser.complete:
             self._finish(conn)
@@ -198,7 +198,7 @@ class H1Stream:
         conn.served += 1
         # reuse only if kept alive and all of our request went out (as in H1Pool.request)
         if self.keep_alive and not conn.closed and (
-                self._body_len < SMALL_BODY or not conn.transport.get_write_buffer_size()):  # type: ignore[union-attr]
+                self._body_len < SMALL_BODY or not conn.open_transport.get_write_buffer_size()):
             self._pool._release(conn)
         else:
             self._pool._discard(conn, abort=False)
