@@ -21,11 +21,7 @@ if TYPE_CHECKING:
 
 
 def _invalid(err: BatchLineError) -> GatewayError:
-    # One closing period, added only when the validator's text has none; nothing else of that
-    # text (which may quote the client's own values) is rewritten.
-    text = str(err)
-    return GatewayError(400, f"Invalid batch file: {text}{'' if text.endswith('.') else '.'}", param="file",
-                        code="invalid_batch_file")
+    return GatewayError(400, f"Invalid batch file: {err.sentence()}", param="file", code="invalid_batch_file")
 
 
 def _not_jsonl(filename: str | None) -> GatewayError:

@@ -315,7 +315,7 @@ class BatchTranslatingSink:
 
     @staticmethod
     def _invalid(err: BatchLineError) -> GatewayError:
-        return GatewayError(400, f"Invalid batch file for Anthropic: {err}.".replace("..", "."),
+        return GatewayError(400, f"Invalid batch file for Anthropic: {err.sentence()}",
                             param="file", code="invalid_batch_file")
 
     async def write(self, chunk: bytes | memoryview) -> None:

@@ -119,6 +119,12 @@ class BatchLineError(Exception):
         self.line = line
         self.message = message
 
+    def sentence(self) -> str:
+        """``line N: …`` ending in one period. Only a missing period is added: the text may
+        quote the client's own values (``got "GET.."``), which are never rewritten."""
+        text = str(self)
+        return text if text.endswith(".") else text + "."
+
 
 class BatchValidator:
     """Validates an OpenAI Batch API input file (JSONL) as it streams through.
