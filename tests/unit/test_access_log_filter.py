@@ -122,3 +122,27 @@ async def test_pid_is_the_workers(caplog):
     import os
 
     assert (await logged(caplog, exchange()))["pid"] == os.getpid()
+
+
+async def test_with_the_writer_installed_the_line_is_queued_finished(tmp_path):
+    """setup_logging installs the queued writer (proxy/logs.py): the filter hands it the one
+    finished JSON line, and that line reaches the access stream."""
+    import io
+
+    from proxy import logs
+
+    access = io.BytesIO()
+    logs.setup_logging("info", text_stream=io.StringIO(), access_stream=access)
+    try:
+        writer = logs.access_writer()
+        assert writer is not None
+        ex = exchange("files.retrieve", object_id="file-q", method="GET", path="/v1/files/file-q")
+        ex.status = 200
+        await AccessLogFilter().on_exchange_end(ex)
+        assert logs.flush_access_log(timeout=10)
+        (text,) = access.getvalue().splitlines()
+        line = orjson.loads(text)
+        assert (line["op"], line["id"], line["status"], line["path"]) == (
+            "files.retrieve", "file-q", 200, "/v1/files/file-q")
+    finally:
+        logs.reset_logging()
