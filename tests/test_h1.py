@@ -26,6 +26,7 @@ from proxy.providers.h1 import (
     UNBOUNDED,
     ResponseParser,
 )
+from tests.support import eventually
 
 # ============================================================================ parser
 
@@ -482,6 +483,12 @@ def ok(body: bytes = JSON, extra: bytes = b"") -> bytes:
         len(body), extra, body)
 
 
+def idle_all_closed(pool: H1Pool) -> bool:
+    """``pool`` has idle connections and each has seen its end (the server's FIN, or the
+    client's own abort): the event a test waits for before asking the pool for another."""
+    return bool(pool._idle) and all(c.closed for c in pool._idle)
+
+
 async def keep_alive_server(conn: ServerConn) -> None:
     while await conn.read_request() is not None:
         conn.send(ok())
@@ -562,7 +569,7 @@ async def test_concurrency_limit_with_waiters():
         while await conn.read_request() is not None:
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # stimulus: a slow upstream, so that the 50 requests overlap
             srv.in_flight -= 1
             conn.send(ok())
 
@@ -601,7 +608,7 @@ async def test_cancelled_waiter_does_not_leak_slot():
 
     async with RawServer(held) as srv, H1Pool(srv.origin, limit=1) as pool:
         first = asyncio.create_task(pool.request("GET", "/1", [], timeout=5))
-        await asyncio.sleep(0.05)
+        assert await eventually(lambda: len(srv.requests) == 1)  # the first request holds the only slot
         with pytest.raises(asyncio.TimeoutError):  # waits for the only slot, times out
             await pool.request("GET", "/2", [], timeout=0.05)
         release.set()
@@ -619,9 +626,9 @@ async def test_idle_connection_closed_by_server_is_not_reused():
 
     async with RawServer(one_then_close) as srv, H1Pool(srv.origin) as pool:
         assert (await pool.request("GET", "/1", [], timeout=5)).status == 200
-        await asyncio.sleep(0.05)  # the FIN arrives while the connection idles
+        assert await eventually(lambda: idle_all_closed(pool))  # the FIN arrives while the connection idles
         assert (await pool.request("GET", "/2", [], timeout=5)).status == 200
-        assert len(srv.connections) == 2
+        assert len(srv.connections) == 2 and len(srv.requests) == 2  # not sent on the closed one, not retried
 
 
 async def stale_second_request(conn: ServerConn) -> None:
@@ -705,8 +712,7 @@ async def test_connection_close_response_not_reused():
             assert r.status == 200 and r.keep_alive is False
         assert len(srv.connections) == 3
         assert pool.open_connections == 0 and pool.idle_connections == 0
-        await asyncio.sleep(0.05)
-        assert srv.active == 0  # the client closed each one
+        assert await eventually(lambda: srv.active == 0)  # the client closed each one
 
 
 async def test_http10_and_close_delimited_responses():
@@ -735,7 +741,7 @@ async def test_chunked_and_head_over_the_pool():
             else:
                 conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                 conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # stimulus: the chunks come in a later write than the head
                 conn.send(b"4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\nT: 1\r\n\r\n")
 
     async with RawServer(varied) as srv, H1Pool(srv.origin) as pool:
@@ -751,7 +757,7 @@ async def test_timeout_closes_the_connection():
     async def silent(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
             if len(conn.requests) == 2:
-                await asyncio.sleep(10)
+                await asyncio.sleep(10)  # stimulus: never answers
             conn.send(ok())
 
     async with RawServer(silent) as srv, H1Pool(srv.origin) as pool:
@@ -761,8 +767,8 @@ async def test_timeout_closes_the_connection():
             await pool.request("GET", "/2", [], timeout=0.1)
         assert time.monotonic() - t0 < 1
         assert pool.open_connections == 0 and pool.idle_connections == 0
-        await asyncio.sleep(0.05)
-        assert srv.connections[0].writer.transport.is_closing() or srv.connections[0].reader.at_eof()
+        assert await eventually(lambda: srv.connections[0].writer.transport.is_closing()
+                                or srv.connections[0].reader.at_eof())  # the client closed it
         assert (await pool.request("GET", "/3", [], timeout=5)).status == 200
         assert len(srv.connections) == 2
 
@@ -770,7 +776,7 @@ async def test_timeout_closes_the_connection():
 async def test_timeout_timer_rearms_for_later_deadlines():
     async def delays(conn: ServerConn) -> None:
         while (req := await conn.read_request()) is not None:
-            await asyncio.sleep(float(req.split(b" ")[1][1:]))
+            await asyncio.sleep(float(req.split(b" ")[1][1:]))  # stimulus: the path is the delay
             conn.send(ok())
 
     async with RawServer(delays) as srv, H1Pool(srv.origin) as pool:
@@ -789,7 +795,7 @@ async def _trickle(conn: ServerConn, gap: float, pieces: int = 6) -> None:
     while await conn.read_request() is not None:
         conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         for _ in range(pieces):
-            await asyncio.sleep(gap)
+            await asyncio.sleep(gap)  # stimulus: the gap between pieces is what is tested
             conn.send(chunk(b"x"))
             await conn.writer.drain()
         conn.send(b"0\r\n\r\n")
@@ -824,7 +830,7 @@ async def test_total_timeout_bounds_a_trickle_whose_gaps_are_short():
 async def test_stream_read_timeout_covers_the_wait_for_the_head():
     async def late(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # stimulus: never answers
 
     async with RawServer(late) as srv, H1Pool(srv.origin) as pool:
         t0 = time.monotonic()
@@ -841,7 +847,8 @@ async def test_reset_mid_body():
                 continue
             conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
             await conn.writer.drain()
-            await asyncio.sleep(0.02)
+            # the client has the first bytes (so the reset comes mid-response, not before it)
+            assert await eventually(lambda: any(c.started for c in pool._conns))
             conn.reset()
             return
 
@@ -868,12 +875,12 @@ async def test_unsolicited_bytes_on_idle_connection():
     async def chatty(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
             conn.send(ok())
-            await asyncio.sleep(0.01)
+            assert await eventually(lambda: pool.idle_connections == 1)  # the 408 comes once it idles
             conn.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
 
     async with RawServer(chatty) as srv, H1Pool(srv.origin) as pool:
         await pool.request("GET", "/", [], timeout=5)
-        await asyncio.sleep(0.05)
+        assert await eventually(lambda: idle_all_closed(pool))  # the 408 made the client drop it
         assert (await pool.request("GET", "/", [], timeout=5)).status == 200
         assert len(srv.connections) == 2
 
@@ -881,7 +888,7 @@ async def test_unsolicited_bytes_on_idle_connection():
 async def test_idle_timeout_closes_lazily():
     async with RawServer(keep_alive_server) as srv, H1Pool(srv.origin, idle_timeout=0.05) as pool:
         await pool.request("GET", "/", [], timeout=5)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # stimulus: the connection idles longer than idle_timeout
         await pool.request("GET", "/", [], timeout=5)
         assert len(srv.connections) == 2 and pool.open_connections == 1
 
@@ -904,8 +911,7 @@ async def test_close_pool():
         pool = H1Pool(srv.origin)
         await asyncio.gather(*(pool.request("GET", "/", [], timeout=5) for _ in range(5)))
         await pool.close()
-        await asyncio.sleep(0.05)
-        assert srv.active == 0
+        assert await eventually(lambda: srv.active == 0)  # the server saw every connection end
         with pytest.raises(RuntimeError):
             await pool.request("GET", "/", [], timeout=5)
 
@@ -992,7 +998,7 @@ async def test_stream_pieces_arrive_as_sent_then_connection_reused():
             conn.send(SSE_HEAD)
             for i in range(3):
                 if i:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.1)  # stimulus: events 100 ms apart, as a model streams them
                 sent.append(time.monotonic())
                 conn.send(chunk(b"data: {\"n\":%d}\n\n" % i))
                 await conn.writer.drain()
@@ -1024,7 +1030,7 @@ async def test_stream_chunks_split_across_tcp_writes():
             for i in range(0, len(wire), 997):  # cuts land inside sizes, data and CRLFs
                 conn.send(wire[i:i + 997])
                 await conn.writer.drain()
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0.001)  # stimulus: each cut in a TCP write of its own
 
     async with RawServer(dribble) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
@@ -1039,14 +1045,14 @@ async def test_stream_content_length_and_close_delimited():
             if b"/cl" in req:
                 conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
                 await conn.writer.drain()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # stimulus: the body in two writes, handed over as two pieces
                 conn.send(b"56789")
             elif b"/small" in req:
                 conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
             else:
                 conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n")
                 await conn.writer.drain()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # stimulus: as above, for a close-delimited body
                 conn.send(b"data: 2\n\n")
                 await conn.writer.drain()
                 conn.writer.close()
@@ -1069,9 +1075,9 @@ async def test_stream_idle_timeout_raises_and_closes():
         while await conn.read_request() is not None:
             conn.send(SSE_HEAD + chunk(b"data: 1\n\n"))
             await conn.writer.drain()
-            await asyncio.sleep(0.1)
-            conn.send(chunk(b"data: 2\n\n"))  # within read_timeout
-            await asyncio.sleep(10)
+            await asyncio.sleep(0.1)  # stimulus: a gap shorter than read_timeout
+            conn.send(chunk(b"data: 2\n\n"))
+            await asyncio.sleep(10)  # stimulus: then nothing more
 
     async with RawServer(stall) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/", [], timeout=5, read_timeout=0.25)
@@ -1084,14 +1090,13 @@ async def test_stream_idle_timeout_raises_and_closes():
         assert pool.open_connections == 0
         with pytest.raises(asyncio.TimeoutError):
             await st.read()  # sticky
-        await asyncio.sleep(0.05)
-        assert srv.connections[0].reader.at_eof()
+        assert await eventually(lambda: srv.connections[0].reader.at_eof())  # the client closed it
 
 
 async def test_stream_head_timeout():
     async def silent(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # stimulus: never answers
 
     async with RawServer(silent) as srv, H1Pool(srv.origin) as pool:
         t0 = time.monotonic()
@@ -1110,7 +1115,7 @@ async def test_stream_early_close_does_not_reuse():
             while True:
                 conn.send(chunk(b"data: tick\n\n"))
                 await conn.writer.drain()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # stimulus: a stream that never ends, paced
 
     async with RawServer(endless) as srv, H1Pool(srv.origin) as pool:
         async with await pool.stream("GET", "/sse", [], timeout=5, read_timeout=5) as st:
@@ -1120,22 +1125,20 @@ async def test_stream_early_close_does_not_reuse():
             await st.read()
         assert (await pool.request("GET", "/plain", [], timeout=5)).status == 200
         assert len(srv.connections) == 2
-        await asyncio.sleep(0.05)
-        assert srv.connections[0].writer.transport.is_closing()
+        assert await eventually(lambda: srv.connections[0].writer.transport.is_closing())  # the client closed it
 
 
 async def test_stream_dropped_without_close_frees_its_slot():
     async def endless(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
             conn.send(SSE_HEAD + chunk(b"data: x\n\n"))
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # stimulus: then nothing more
 
     async with RawServer(endless) as srv, H1Pool(srv.origin, limit=1) as pool:
         st = await pool.stream("GET", "/", [], timeout=5, read_timeout=None)
         assert await st.read() == b"data: x\n\n"
         del st
-        await asyncio.sleep(0.02)
-        assert pool.open_connections == 0
+        assert await eventually(lambda: pool.open_connections == 0)  # the dropped stream gave its slot back
         st = await pool.stream("GET", "/", [], timeout=1, read_timeout=None)  # the only slot is free
         st.close()
         assert len(srv.connections) == 2
@@ -1156,7 +1159,7 @@ async def test_stream_back_pressure_bounds_buffering():
 
     async with RawServer(firehose) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/big", [], timeout=5, read_timeout=0.2)
-        await asyncio.sleep(0.5)  # a consumer that does not read (longer than read_timeout: no timeout)
+        await asyncio.sleep(0.5)  # stimulus: a consumer that does not read (longer than read_timeout: no timeout)
         assert st.buffered <= 2 * 1024 * 1024
         assert progress["sent"] < 16 * 1024 * 1024  # the server is held back (socket buffers only)
         got = peak = 0
@@ -1168,17 +1171,19 @@ async def test_stream_back_pressure_bounds_buffering():
 
 
 async def test_stream_reset_mid_body():
+    got: list[bytes] = []
+
     async def half(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
             conn.send(SSE_HEAD + chunk(b"data: 1\n\n") + b"40\r\npartial")
             await conn.writer.drain()
-            await asyncio.sleep(0.05)
+            # the client has read all of it (so the reset comes after, mid-chunk)
+            assert await eventually(lambda: b"".join(got) == b"data: 1\n\npartial")
             conn.reset()
             return
 
     async with RawServer(half) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
-        got = []
         with pytest.raises(H1ConnectionError) as ei:
             while True:
                 got.append(await st.read())
@@ -1188,16 +1193,19 @@ async def test_stream_reset_mid_body():
 
 
 async def test_stream_protocol_error_mid_body():
+    first_read = asyncio.Event()
+
     async def bad(conn: ServerConn) -> None:
         while await conn.read_request() is not None:
             conn.send(SSE_HEAD + chunk(b"data: 1\n\n"))
             await conn.writer.drain()
-            await asyncio.sleep(0.02)
+            await asyncio.wait_for(first_read.wait(), timeout=10)  # the bad bytes come after a good piece
             conn.send(b"nothex\r\n")
 
     async with RawServer(bad) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/", [], timeout=5, read_timeout=5)
         assert await st.read() == b"data: 1\n\n"
+        first_read.set()
         with pytest.raises(H1ProtocolError, match="chunk size"):
             await st.read()
         assert pool.open_connections == 0
