@@ -141,13 +141,7 @@ class _H1Connection(asyncio.Protocol):
             due = now + gap if deadline is None else min(deadline, now + gap)
         if due is not None:
             self.arm(due)
-        if not body:
-            transport.write(head)
-        elif len(body) < SMALL_BODY:
-            transport.write(head + body)
-        else:
-            transport.write(head)
-            transport.write(body)
+        _write_request(transport, head, body)
         return waiter
 
     def send_stream(self, st: H1Stream, head: bytes, body: bytes | None, due: float | None) -> None:
@@ -160,13 +154,7 @@ class _H1Connection(asyncio.Protocol):
         self.stream = weakref.ref(st)
         if due is not None:
             self.arm(due)
-        if not body:
-            transport.write(head)
-        elif len(body) < SMALL_BODY:
-            transport.write(head + body)
-        else:
-            transport.write(head)
-            transport.write(body)
+        _write_request(transport, head, body)
 
     def arm(self, when: float) -> None:
         """Make sure the timer fires at or before ``when`` (it re-arms itself if early)."""
@@ -247,3 +235,14 @@ class _TunnelReply(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.status.done():
             self.status.set_exception(H1ConnectError("proxy closed the connection during CONNECT"))
+
+
+def _write_request(transport: asyncio.Transport, head: bytes, body: bytes | None) -> None:
+    """The head and a small body in one write (one segment); a large body is not copied."""
+    if not body:
+        transport.write(head)
+    elif len(body) < SMALL_BODY:
+        transport.write(head + body)
+    else:
+        transport.write(head)
+        transport.write(body)

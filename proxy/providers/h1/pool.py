@@ -90,23 +90,13 @@ class H1Pool:
         connection, connecting, sending, receiving; ``read_timeout`` bounds each wait for the
         upstream's next bytes. On expiry: :class:`asyncio.TimeoutError` and the connection in
         use is closed."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        if self._closed:
-            raise RuntimeError("H1Pool is closed")
-        head = self._head(method, target, headers, body)
-        deadline = None if timeout is None else loop.time() + timeout
+        _, head, deadline = self._start(method, target, headers, body, timeout)
         head_request = method == "HEAD"
         fresh = False
         while True:
             conn = None if fresh else self._pop_idle()
             if conn is None:  # slow path: wait for a slot and/or connect
-                if deadline is None:
-                    conn = await self._acquire(fresh)
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await self._acquire(fresh)
+                conn = await self._acquire_by(fresh, deadline)
             try:
                 # the response wait is bounded by the connection's own timer (see _H1Connection)
                 resp = await conn.send(head, body, head_request, deadline, read_timeout)
@@ -144,24 +134,14 @@ class H1Pool:
         :class:`H1ConnectionError` (``reused=True, response_started=False``) is raised.
         Close the stream (``async with``) if you do not read it to the end.
         """
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        if self._closed:
-            raise RuntimeError("H1Pool is closed")
-        head = self._head(method, target, headers, body)
-        deadline = None if timeout is None else loop.time() + timeout
+        loop, head, deadline = self._start(method, target, headers, body, timeout)
         head_request = method == "HEAD"
         body_len = 0 if body is None else len(body)
         fresh = False
         while True:
             conn = None if fresh else self._pop_idle()
             if conn is None:
-                if deadline is None:
-                    conn = await self._acquire(fresh)
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        conn = await self._acquire(fresh)
+                conn = await self._acquire_by(fresh, deadline)
             st = H1Stream(self, conn, loop, head_request, deadline, read_timeout, body_len)
             due = deadline
             if read_timeout is not None:
@@ -232,6 +212,24 @@ class H1Pool:
         return text.encode("utf-8", "surrogateescape")
 
     # -- slots and connections
+
+    def _start(self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None,
+               timeout: float | None) -> tuple[asyncio.AbstractEventLoop, bytes, float | None]:
+        """What every exchange needs first: the loop, the request head, the total deadline."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._closed:
+            raise RuntimeError("H1Pool is closed")
+        head = self._head(method, target, headers, body)
+        return loop, head, None if timeout is None else loop.time() + timeout
+
+    async def _acquire_by(self, fresh: bool, deadline: float | None) -> _H1Connection:
+        """:meth:`_acquire`, bounded by the exchange's total deadline if it has one."""
+        if deadline is None:
+            return await self._acquire(fresh)
+        async with asyncio.timeout_at(deadline):
+            return await self._acquire(fresh)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         """The loop this pool runs on (set by the first request; every caller comes after it)."""
