@@ -7,6 +7,12 @@ mode), so the cache is trusted only while the database is unchanged: every looku
 any commit by another connection — another worker's delete included — empties the cache.
 A record another worker deleted is therefore never served as live.
 
+A lookup by id that misses the cache is read on that same synchronous connection, on the event
+loop: one primary-key probe of a WAL database costs 4–6 µs, while aiosqlite's hop to its thread
+and back costs tens of µs of CPU per query (bench/store_lookup.py; issue 10). A WAL reader never
+waits for a writer; should the read still find the database busy (a WAL reset, a checkpoint
+restart), it gives up after ``_READ_TIMEOUT`` and the lookup goes through aiosqlite instead.
+
 Deleting is a claim: ``DELETE … RETURNING`` removes the row and hands it to exactly one caller
 (concurrent deletes of one id, in any worker, get None); :meth:`restore_file` puts it back if
 its bytes could not be removed. The same statements work on PostgreSQL.
@@ -34,6 +40,8 @@ _USED = ("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?)"
          " + (SELECT COALESCE(SUM(bytes), 0) FROM reservations WHERE tenant = ? AND id IS NOT ?)")
 _RESERVATION_COLS = "id, tenant, owner, provider, bytes, location, started_at, heartbeat"
 _BUSY_TIMEOUT_MS = 10_000
+# The synchronous reader gives up this soon (seconds) and the read goes to aiosqlite's thread.
+_READ_TIMEOUT = 0.005
 
 _FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
 
@@ -70,7 +78,8 @@ class SQLiteStore:
         # another coroutine's statements.
         self._write_lock = asyncio.Lock()
         self._commits = GroupCommit(self._insert_responses)
-        # Reads only PRAGMA data_version, to know when another connection has committed.
+        # Synchronous, on the loop: PRAGMA data_version (has another connection committed?) and
+        # lookups by id; never writes.
         self._probe: sqlite3.Connection | None = None
         self._data_version: int | None = None
 
@@ -102,7 +111,8 @@ class SQLiteStore:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._migrate()
         if self.path != ":memory:":  # an in-memory database has no other connection
-            self._probe = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.1)
+            self._probe = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                          timeout=_READ_TIMEOUT)
 
     async def _migrate(self) -> None:
         """Bring the schema to :data:`migrations.LATEST` in one write transaction (BEGIN
@@ -186,13 +196,23 @@ class SQLiteStore:
             self._files.clear()
         self._data_version = version
 
+    async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """One row by key: on the synchronous reader when there is one and it is not kept
+        waiting, else through aiosqlite."""
+        if self._probe is not None:
+            try:
+                return self._probe.execute(sql, args).fetchone()
+            except sqlite3.OperationalError:
+                pass  # busy past _READ_TIMEOUT: the thread may wait as long as it takes
+        async with self.db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
     async def get_file(self, file_id: str) -> FileRecord | None:
         self._check_cache()
         rec = self._files.get(file_id)
         if rec is not None:
             return rec
-        async with self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE id = ?", (file_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._read_one(f"SELECT {_FILE_COLS} FROM files WHERE id = ?", (file_id,))
         if row is None:
             return None
         rec = _row_to_file(row)
@@ -332,10 +352,8 @@ class SQLiteStore:
         rec = self._responses.get(response_id)
         if rec is not None:
             return rec
-        async with self.db.execute(
-            "SELECT id, tenant, provider, model, created_at FROM responses WHERE id = ?", (response_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._read_one("SELECT id, tenant, provider, model, created_at FROM responses WHERE id = ?",
+                                   (response_id,))
         if row is None:
             return None
         rec = ResponseRecord(*row)
