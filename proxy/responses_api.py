@@ -213,11 +213,15 @@ async def responses_create(ctx: "OperationContext") -> web.StreamResponse:
     if ex.provider.prepare_response_body(body) or ex.json_changed:
         raw = orjson.dumps(body)
     ex.model = body.get("model")
+    # ``store: false``: the provider keeps nothing, so the id can never be retrieved, deleted or
+    # continued (``previous_response_id``); a record of its owner would be a commit per request
+    # for nothing (issue 10).
+    record = body.get("store") is not False
     if body.get("stream") is True:
         resp = await ex.provider.open_responses(ex, "POST", "", body=raw, query="", stream=True)
-        return await pipe_sse(ctx, resp, record=True)
+        return await pipe_sse(ctx, resp, record=record)
     status, data = await ex.provider.call_responses(ex, "POST", "", body=raw, query="")
-    return await _json_answer(ctx, status, data, record=True)
+    return await _json_answer(ctx, status, data, record=record)
 
 
 def _raw_query(ex: "Exchange") -> str:

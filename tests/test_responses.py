@@ -251,3 +251,19 @@ def test_response_record_survives_sigkill_right_after_the_end(start_gateway, fak
         kill_and_restart()
         for rid in (json_id, sse_id):
             assert c.responses.retrieve(rid).id == rid
+
+
+def test_store_false_leaves_no_record_store_true_does(start_gateway, fake_openai):
+    """A ``store: false`` response can never be retrieved or continued upstream, so the gateway
+    commits no owner record for it (one commit per request saved); the default records."""
+    from tests.support import db_rows
+    gw = start_gateway(passthrough_config(fake_openai))
+    c = client(gw)
+    kept = c.responses.create(model="my-openai/gpt-4o", input="keep")
+    with c.responses.create(model="my-openai/gpt-4o", input="keep", stream=True) as s:
+        kept_sse = [e for e in s][-1].response.id
+    c.responses.create(model="my-openai/gpt-4o", input="forget", store=False)
+    with c.responses.create(model="my-openai/gpt-4o", input="forget", stream=True, store=False) as s:
+        assert [e for e in s][-1].type == "response.completed"
+    ids = {r[0] for r in db_rows(gw, "SELECT id FROM responses")}
+    assert ids == {kept.id, kept_sse}
