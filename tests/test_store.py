@@ -366,3 +366,18 @@ async def test_postgres_response_records_skip_the_wal_flush_files_do_not(pg_url)
             await other.close()
     finally:
         await s.close()
+
+
+async def test_an_id_looked_up_before_it_exists_is_found_once_added_anywhere(replicas):
+    """SQLite remembers ids it looked up and did not find (an unseen id costs no read until the
+    database changes): a record added afterwards — through this store or another worker's on
+    the same database — is found at once."""
+    a = await replicas()
+    b = await replicas()
+    assert await a.get_file("file-1") is None
+    assert await a.get_file("file-1") is None  # the remembered answer
+    await a.add_file(rec(1))
+    assert (await a.get_file("file-1")).id == "file-1"
+    assert await a.get_file("file-2") is None
+    await b.add_file(rec(2))
+    assert (await a.get_file("file-2")).id == "file-2"

@@ -44,6 +44,8 @@ _BUSY_TIMEOUT_MS = 10_000
 _READ_TIMEOUT = 0.005
 
 _FILE_COLS = "id, tenant, provider, upstream_id, location, filename, purpose, bytes, created_at, expires_at, status"
+_FILE_BY_ID = f"SELECT {_FILE_COLS} FROM files WHERE id = ?"
+_BUSY = object()  # the synchronous reader could not answer
 
 
 def _row_to_file(row: Any) -> FileRecord:
@@ -73,6 +75,7 @@ class SQLiteStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._files: _LRU[FileRecord] = _LRU(cache_size)
+        self._absent: _LRU[bool] = _LRU(cache_size)  # ids looked up and not found
         self._responses: _LRU[ResponseRecord] = _LRU(cache_size)
         # One connection serves every coroutine: a transaction must not interleave with
         # another coroutine's statements.
@@ -181,6 +184,7 @@ class SQLiteStore:
             )
             if reservation is not None:
                 await db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+        self._absent.pop(rec.id, None)
         self._files.put(rec.id, rec)
 
     def _check_cache(self) -> None:
@@ -194,16 +198,23 @@ class SQLiteStore:
             version = None  # cannot tell: trust nothing cached
         if version is None or version != self._data_version:
             self._files.clear()
+            self._absent.clear()
         self._data_version = version
 
-    async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
-        """One row by key: on the synchronous reader when there is one and it is not kept
-        waiting, else through aiosqlite."""
+    def _read_now(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """One row by key on the synchronous reader; ``_BUSY`` when there is none or it was
+        kept waiting past ``_READ_TIMEOUT``."""
         if self._probe is not None:
             try:
                 return self._probe.execute(sql, args).fetchone()
             except sqlite3.OperationalError:
-                pass  # busy past _READ_TIMEOUT: the thread may wait as long as it takes
+                pass  # busy: the thread may wait as long as it takes
+        return _BUSY
+
+    async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        row = self._read_now(sql, args)
+        if row is not _BUSY:
+            return row
         async with self.db.execute(sql, args) as cur:
             return await cur.fetchone()
 
@@ -212,7 +223,18 @@ class SQLiteStore:
         rec = self._files.get(file_id)
         if rec is not None:
             return rec
-        row = await self._read_one(f"SELECT {_FILE_COLS} FROM files WHERE id = ?", (file_id,))
+        if file_id in self._absent:
+            return None
+        row = self._read_now(_FILE_BY_ID, (file_id,))
+        if row is _BUSY:
+            async with self.db.execute(_FILE_BY_ID, (file_id,)) as cur:
+                row = await cur.fetchone()
+        elif row is None:
+            # Known absent as of this data_version (read with no await in between, so no
+            # commit can fall between the check and the read): an unseen id — a pass-through
+            # provider's file the gateway never recorded — costs no read until the database
+            # changes (issue 10).
+            self._absent.put(file_id, True)
         if row is None:
             return None
         rec = _row_to_file(row)
@@ -264,6 +286,7 @@ class SQLiteStore:
         return rec
 
     async def restore_file(self, rec: FileRecord) -> None:
+        self._absent.pop(rec.id, None)
         async with self._write_lock:
             await self.db.execute(
                 f"INSERT INTO files (seq, {_FILE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
