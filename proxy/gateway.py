@@ -46,6 +46,7 @@ class Gateway:
         self.pipeline = Pipeline(chains, self.store, config.limits, data_dir=config.server.data_dir)
         self._draining = False
         self.inflight = 0
+        self._inflight_pending = False  # a write of the in-flight gauge is scheduled
         self.ready = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -154,12 +155,25 @@ class Gateway:
                 503, "The gateway is shutting down; retry shortly.", code="draining", retryable=True,
                 headers={"Retry-After": DRAIN_RETRY_AFTER}))
         self.inflight += 1
-        self.metrics.inflight.inc()
+        if not self._inflight_pending:
+            self._publish_inflight_soon()
         try:
             return await self.pipeline.handle(request, op, object_id)
         finally:
             self.inflight -= 1
-            self.metrics.inflight.dec()
+            if not self._inflight_pending:
+                self._publish_inflight_soon()
+
+    def _publish_inflight_soon(self) -> None:
+        """The in-flight gauge is written once per event-loop turn, whatever number of requests
+        began or ended in it (a sample write each costs more than the request's own counting;
+        issue 10); a scrape sees the count as of the last turn."""
+        self._inflight_pending = True
+        asyncio.get_running_loop().call_soon(self._publish_inflight)
+
+    def _publish_inflight(self) -> None:
+        self._inflight_pending = False
+        self.metrics.inflight.set(self.inflight)
 
     def admin(self, op: str) -> web.Response:
         if op == "admin.healthz":
