@@ -85,6 +85,7 @@ class SQLiteStore:
         # lookups by id; never writes.
         self._probe: sqlite3.Connection | None = None
         self._data_version: int | None = None
+        self._checked = False  # data_version was read in this event-loop turn
 
     @classmethod
     def from_url(cls, url: str) -> "SQLiteStore":
@@ -189,9 +190,18 @@ class SQLiteStore:
 
     def _check_cache(self) -> None:
         """Empty the file cache if any connection (another worker's too) committed since the
-        last check: a cached record may have been deleted there."""
-        if self._probe is None:
+        last check: a cached record may have been deleted there.
+
+        Checked once per event-loop turn, not per lookup (issue 10). That is as fresh as a
+        check per lookup for every request a client can send after seeing a commit: a lookup
+        that skips the check runs in a callback queued before the reset below, hence before
+        the check it relies on, so its request had arrived before that check read the version.
+        A request arriving after a commit is looked up in a later turn, after the reset.
+        """
+        if self._probe is None or self._checked:
             return
+        self._checked = True
+        asyncio.get_running_loop().call_soon(self._uncheck)
         try:
             (version,) = self._probe.execute("PRAGMA data_version").fetchone()
         except sqlite3.Error:
@@ -200,6 +210,9 @@ class SQLiteStore:
             self._files.clear()
             self._absent.clear()
         self._data_version = version
+
+    def _uncheck(self) -> None:
+        self._checked = False
 
     def _read_now(self, sql: str, args: tuple[Any, ...]) -> Any:
         """One row by key on the synchronous reader; ``_BUSY`` when there is none or it was
