@@ -219,8 +219,8 @@ class RequestReader:
             self.append(conv, "assistant", ToolCall(where, call_id, name, arguments or "{}"))
         elif kind == "function_call_output":
             call_id = self.string(item, "call_id", where)
-            name = self._calls.get(call_id)
-            if name is None:
+            called = self._calls.get(call_id)
+            if called is None:
                 fail(f"{where}.call_id", f"no function_call with call_id {describe(call_id)} precedes it in "
                                          "the conversation")
             output = item.get("output")
@@ -230,7 +230,7 @@ class RequestReader:
                 parts = self.content(output, f"{where}.output", ("input_text",))
             else:
                 fail(f"{where}.output", f"must be a string or an array of content parts, got {describe(output)}")
-            self.append(conv, "user", ToolResult(where, call_id, name, parts))
+            self.append(conv, "user", ToolResult(where, call_id, called, parts))
         elif kind == "reasoning":
             self.append(conv, "assistant", self.reasoning(item, where))
         else:
