@@ -346,7 +346,7 @@ WHOLE = [
     ("content filter", answer([], "content_filtered"), [Finish("incomplete", U, "content_filter")]),
     ("stop sequence", answer([], "stop_sequence"), [Finish("completed", U)]),
     ("malformed tool use", answer([], "malformed_tool_use"),
-     [Failure("server_error", "Bedrock ended the turn with stopReason 'malformed_tool_use'")]),
+     [Failure("server_error", 'Bedrock ended the turn with stopReason "malformed_tool_use"')]),
     ("cache usage", answer([], usage={"inputTokens": 3, "outputTokens": 2, "totalTokens": 105,
                                       "cacheReadInputTokens": 80, "cacheWriteInputTokens": 20}),
      [Finish("completed", Usage(103, 2, cached_tokens=80))]),

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from ..errors import GatewayError
+from ..transforms.chat_mapping import compact
 from .events import (Event, Failure, Finish, ItemDone, ProviderCall, ReasoningDelta, ReasoningStart, TextDelta,
                      TextStart, ToolArgsDelta, ToolCallStart, Usage)
 from .request import (Conversation, File, Image, Part, Reasoning, RequestReader, StoredFile, Text, ToolCall,
@@ -86,7 +87,7 @@ class ConverseDialect:
         body: dict[str, Any] = {"modelId": model, "messages": [_message(t.role, t.parts) for t in conv.turns]}
         if conv.system:
             body["system"] = [{"text": text} for text in conv.system]
-        inference = _compact(maxTokens=conv.max_output_tokens, temperature=conv.temperature, topP=conv.top_p,
+        inference = compact(maxTokens=conv.max_output_tokens, temperature=conv.temperature, topP=conv.top_p,
                              stopSequences=conv.stop or None)
         tool_config = _tool_config(conv)
         if tool_config is not None:
@@ -120,10 +121,6 @@ class ConverseDialect:
 
 
 # ------------------------------------------------------------------------------ request parts
-def _compact(**fields: Any) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
-
-
 def _message(role: str, parts: list[Part]) -> dict[str, Any]:
     return {"role": role, "content": [_block(p) for p in parts]}
 
@@ -140,13 +137,13 @@ def _block(part: Part) -> dict[str, Any]:
                                       f"{describe(part.call_id)}")
     if isinstance(part, ToolCall):
         return {"toolUse": {"toolUseId": part.call_id, "name": part.name,
-                            "input": _arguments(part.arguments, f"{part.param}.arguments")}}
+                            "input": part.args}}
     if isinstance(part, ToolResult):
         return {"toolResult": {"toolUseId": part.call_id, "content": [_block(p) for p in part.output]}}
     assert isinstance(part, Reasoning)
     if part.signature is not None and part.signature.startswith(REDACTED_PREFIX):
         return {"reasoningContent": {"redactedContent": base64.b64decode(part.signature[len(REDACTED_PREFIX):])}}
-    return {"reasoningContent": {"reasoningText": _compact(text=part.text, signature=part.signature)}}
+    return {"reasoningContent": {"reasoningText": compact(text=part.text, signature=part.signature)}}
 
 
 def _image(part: Image) -> dict[str, Any]:
@@ -196,16 +193,6 @@ def document_name(filename: str) -> str:
     return (name or "document")[:200]
 
 
-def _arguments(arguments: str, param: str) -> Any:
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        fail(param, "must be a JSON object")
-    if not isinstance(value, dict):
-        fail(param, "must be a JSON object")
-    return value
-
-
 def _tool_config(conv: Conversation) -> dict[str, Any] | None:
     if conv.tool_choice == "none":
         if conv.has_tool_blocks():
@@ -220,7 +207,7 @@ def _tool_config(conv: Conversation) -> dict[str, Any] | None:
     for t in conv.tools:
         if not _TOOL_NAME.fullmatch(t.name):
             fail(f"{t.param}.name", f"must be 1-64 letters, digits, '_' or '-' for {PROVIDER}: {describe(t.name)}")
-    config: dict[str, Any] = {"tools": [{"toolSpec": _compact(
+    config: dict[str, Any] = {"tools": [{"toolSpec": compact(
         name=t.name, description=t.description,
         inputSchema={"json": t.parameters if t.parameters is not None else {"type": "object", "properties": {}}},
     )} for t in conv.tools]}
@@ -238,7 +225,7 @@ def _text_format(conv: Conversation) -> dict[str, Any]:
     assert fmt is not None
     # Converse's structured output takes a JSON schema only; JSON mode is "any JSON object".
     schema = fmt.schema if fmt.schema is not None else {"type": "object"}
-    return {"type": "json_schema", "structure": {"jsonSchema": _compact(
+    return {"type": "json_schema", "structure": {"jsonSchema": compact(
         schema=orjson.dumps(schema).decode(), name=fmt.name, description=fmt.description)}}
 
 

@@ -20,13 +20,14 @@ signature on a plain text part is not kept (Gemini does not require it).
 """
 from __future__ import annotations
 
+import base64
 import re
 import secrets
-import base64
 from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
+from ..transforms.chat_mapping import compact
 from .events import (Event, Failure, Finish, ItemDone, ProviderCall, ReasoningDelta, ReasoningStart, TextDelta,
                      TextStart, ToolArgsDelta, ToolCallStart, Usage)
 from .request import (Conversation, File, Image, Part, Reasoning, RequestReader, StoredFile, Text, ToolCall,
@@ -173,7 +174,7 @@ def _model_parts(parts: list[Part]) -> list[dict[str, Any]]:
                 pending = part.signature
             continue
         if isinstance(part, ToolCall):
-            call: dict[str, Any] = {"name": part.name, "args": _arguments(part.arguments, f"{part.param}.arguments")}
+            call: dict[str, Any] = {"name": part.name, "args": part.args}
             if not part.call_id.startswith(MINTED_PREFIX):
                 call["id"] = part.call_id
             rendered: dict[str, Any] = {"functionCall": call}
@@ -185,16 +186,6 @@ def _model_parts(parts: list[Part]) -> list[dict[str, Any]]:
         pending = None
         out.append(rendered)
     return out
-
-
-def _arguments(arguments: str, param: str) -> Any:
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        fail(param, "must be a JSON object")
-    if not isinstance(value, dict):
-        fail(param, "must be a JSON object")
-    return value
 
 
 def _declaration(param: str, name: str, description: str | None, parameters: dict[str, Any] | None) -> dict[str, Any]:
@@ -218,11 +209,8 @@ def _function_calling(conv: Conversation) -> dict[str, Any] | None:
 
 
 def _generation_config(conv: Conversation, model: str) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for key, value in (("maxOutputTokens", conv.max_output_tokens), ("temperature", conv.temperature),
-                       ("topP", conv.top_p), ("stopSequences", conv.stop or None)):
-        if value is not None:
-            config[key] = value
+    config = compact(maxOutputTokens=conv.max_output_tokens, temperature=conv.temperature, topP=conv.top_p,
+                     stopSequences=conv.stop or None)
     fmt = conv.output_format
     if fmt is not None:
         config["responseMimeType"] = "application/json"

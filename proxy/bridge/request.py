@@ -24,7 +24,12 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn, Union
 
+import orjson
+
 from ..errors import GatewayError
+from ..transforms.jsonl import describe
+
+__all__ = ["describe"]  # re-exported for the dialects' messages
 
 # Fields the bridge itself acts on (emitter, state, routing): never the dialect's business.
 BRIDGE_FIELDS = frozenset({
@@ -40,12 +45,6 @@ READ_FIELDS = frozenset({
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _SUMMARIES = ("auto", "concise", "detailed")
 _MEDIA_ALIASES = {"image/jpg": "image/jpeg"}
-
-
-def describe(value: object) -> str:
-    """A short, log-safe rendering of a client value for an error message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def fail(param: str, problem: str, *, code: str = "invalid_value") -> NoReturn:
@@ -92,7 +91,7 @@ class ToolCall:
     param: str
     call_id: str
     name: str
-    arguments: str  # the JSON text, as the Responses item carries it
+    args: dict[str, Any]  # the item's ``arguments`` JSON text, parsed (every provider takes an object)
 
 
 @dataclass(frozen=True)
@@ -212,11 +211,8 @@ class RequestReader:
         elif kind == "function_call":
             call_id = self.string(item, "call_id", where)
             name = self.string(item, "name", where)
-            arguments = item.get("arguments", "")
-            if not isinstance(arguments, str):
-                fail(f"{where}.arguments", f"must be a JSON string, got {describe(arguments)}")
             self._calls[call_id] = name
-            self.append(conv, "assistant", ToolCall(where, call_id, name, arguments or "{}"))
+            self.append(conv, "assistant", ToolCall(where, call_id, name, self.arguments(item, where)))
         elif kind == "function_call_output":
             call_id = self.string(item, "call_id", where)
             called = self._calls.get(call_id)
@@ -315,6 +311,19 @@ class RequestReader:
         if signature is not None and not isinstance(signature, str):
             fail(f"{where}.encrypted_content", f"must be a string, got {describe(signature)}")
         return Reasoning("".join(texts), signature)
+
+    @staticmethod
+    def arguments(item: dict[str, Any], where: str) -> dict[str, Any]:
+        arguments = item.get("arguments") or "{}"
+        if not isinstance(arguments, str):
+            fail(f"{where}.arguments", f"must be a JSON string, got {describe(arguments)}")
+        try:
+            value = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            fail(f"{where}.arguments", "must be the JSON text of an object")
+        return value
 
     @staticmethod
     def string(obj: dict[str, Any], key: str, where: str) -> str:
