@@ -30,10 +30,11 @@ import orjson
 
 from ..errors import GatewayError
 from ..transforms.chat_mapping import compact
+from ..transforms.jsonl import describe
 from .events import (Event, Failure, Finish, ItemDone, ProviderCall, ReasoningDelta, ReasoningStart, TextDelta,
                      TextStart, ToolArgsDelta, ToolCallStart, Usage)
 from .request import (Conversation, File, Image, Part, Reasoning, RequestReader, StoredFile, Text, ToolCall,
-                      ToolResult, describe, extension, fail, media_type_of, unsupported)
+                      ToolResult, extension, fail, media_type_of, unsupported)
 
 PROVIDER = "Bedrock Converse"
 REDACTED_PREFIX = "bedrock-redacted:"

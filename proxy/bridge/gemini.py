@@ -28,10 +28,11 @@ from typing import Any, Callable, Iterable, Mapping
 import orjson
 
 from ..transforms.chat_mapping import compact
+from ..transforms.jsonl import describe
 from .events import (Event, Failure, Finish, ItemDone, ProviderCall, ReasoningDelta, ReasoningStart, TextDelta,
                      TextStart, ToolArgsDelta, ToolCallStart, Usage)
 from .request import (Conversation, File, Image, Part, Reasoning, RequestReader, StoredFile, Text, ToolCall,
-                      ToolResult, describe, fail, media_type_of, unsupported)
+                      ToolResult, fail, media_type_of, unsupported)
 
 PROVIDER = "Vertex Gemini"
 MINTED_PREFIX = "call_vtx"

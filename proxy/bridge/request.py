@@ -29,8 +29,6 @@ import orjson
 from ..errors import GatewayError
 from ..transforms.jsonl import describe
 
-__all__ = ["describe"]  # re-exported for the dialects' messages
-
 # Fields the bridge itself acts on (emitter, state, routing): never the dialect's business.
 BRIDGE_FIELDS = frozenset({
     "model", "stream", "store", "previous_response_id", "background", "stream_options",
