@@ -275,7 +275,8 @@ REFUSED = [
     ({"input": "x", "truncation": "auto"}, "truncation"),
 ]
 REFUSED_SONNET4 = [
-    ({"input": "x", "reasoning": {"effort": "low"}, "temperature": 0.5}, "temperature"),
+    ({"input": "x", "reasoning": {"effort": "low"}, "temperature": 1}, "temperature"),
+    ({"input": "x", "reasoning": {"effort": "low"}, "top_p": 0.95}, "top_p"),
     ({"input": "x", "reasoning": {"effort": "low"}, "tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
     ({"input": "x", "reasoning": {"effort": "low"}, "max_output_tokens": 1000}, "max_output_tokens"),
 ]

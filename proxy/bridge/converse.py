@@ -238,8 +238,9 @@ def _thinking(conv: Conversation, model: str) -> dict[str, Any] | None:
     if not _THINKING_MODEL.match(model.rpartition("/")[2]):
         unsupported("reasoning.effort", PROVIDER, f"model {describe(model)} has no extended thinking the bridge "
                                                   "knows (Anthropic Claude 3.7 Sonnet and Claude 4 models do)")
-    if conv.temperature is not None and conv.temperature != 1.0:
-        unsupported("temperature", PROVIDER, "Claude's extended thinking takes no temperature")
+    for param, value in (("temperature", conv.temperature), ("top_p", conv.top_p)):
+        if value is not None:  # "not compatible with temperature, top_p or top_k modifications"
+            unsupported(param, PROVIDER, f"Claude's extended thinking takes no {param}")
     if conv.tool_choice in ("required", "function"):
         unsupported("tool_choice", PROVIDER, "Claude's extended thinking cannot be combined with a forced tool")
     budget = THINKING_BUDGETS[conv.effort]
