@@ -157,6 +157,10 @@ BUILD_CASES = [
                    {"role": "assistant", "content": [{"reasoningContent": {"redactedContent": b"\x00\x01\x02"}},
                                                      {"text": "a"}]},
                    {"role": "user", "content": [{"text": "next"}]}]}),
+    ("reasoning without a signature does not go back; the turns around it merge",
+     {"input": "next"}, [{"role": "user", "content": "q"},
+                         {"type": "reasoning", "summary": [{"type": "summary_text", "text": "openai's"}]}],
+     {"messages": [{"role": "user", "content": [{"text": "q"}, {"text": "next"}]}]}),
     ("bridge fields and nulls are not the dialect's business",
      {"input": "x", "model": "b/m", "stream": True, "store": False, "previous_response_id": "resp_1",
       "background": False, "temperature": None, "user": "u1", "include": ["reasoning.encrypted_content"],
@@ -571,8 +575,8 @@ async def test_closing_the_iterator_closes_the_upstream_stream(fake: FakeBedrock
         events = converse_stream_events(c, DIALECT.build_call({"input": "x"}, [], CLAUDE, stream=True))
         assert "messageStart" in await events.__anext__()
         await events.aclose()  # what a client disconnect does to the wiring's iteration
-        gate.set()
         assert await eventually(lambda: fake.streams.client_disconnects == 1, timeout=20)
+    gate.set()
     assert fake.streams.streams_completed == 0
 
 

@@ -409,3 +409,21 @@ async def test_the_fake_refuses_what_vertex_refuses(fake: FakeGemini) -> None:
     call = DIALECT.build_call({"input": "x"}, [], MODEL, stream=True)
     call.path = call.path.removesuffix("?alt=sse")
     assert (await post(fake, call))[0] == 400
+
+
+async def test_a_gated_stream_sees_its_client_leave(fake: FakeGemini) -> None:
+    """The gate holds the stream after its first chunk: the client has that chunk before the
+    fake sends the second, and a client that leaves is seen by the fake."""
+    from tests.support import eventually
+
+    fake.answer([{"text": "Hello there"}])
+    gate = fake.gate_stream_after(1)
+    call = DIALECT.build_call({"input": "x"}, [], MODEL, stream=True)
+    async with aiohttp.ClientSession() as session:
+        r = await session.post(fake.url + call.path, json=call.body, headers={"Authorization": f"Bearer {fake.token}"})
+        first = await r.content.readuntil(b"\r\n\r\n")
+        assert list(GeminiStreamDecoder().feed(first[len(b"data: "):])) == [TextStart(0), TextDelta(0, "Hell")]
+        r.close()
+        assert await eventually(lambda: fake.streams.client_disconnects == 1, timeout=20)
+    gate.set()
+    assert fake.streams.streams_completed == 0

@@ -85,7 +85,7 @@ class ConverseDialect:
         if not _MODEL_ID.fullmatch(model):
             fail("model", f"is not a Bedrock model id or ARN: {describe(model)}")
         conv = RequestReader(PROVIDER, files=self.files, max_temperature=1.0).read(request, history)
-        body: dict[str, Any] = {"modelId": model, "messages": [_message(t.role, t.parts) for t in conv.turns]}
+        body: dict[str, Any] = {"modelId": model, "messages": _messages(conv)}
         if conv.system:
             body["system"] = [{"text": text} for text in conv.system]
         inference = compact(maxTokens=conv.max_output_tokens, temperature=conv.temperature, topP=conv.top_p,
@@ -122,8 +122,19 @@ class ConverseDialect:
 
 
 # ------------------------------------------------------------------------------ request parts
-def _message(role: str, parts: list[Part]) -> dict[str, Any]:
-    return {"role": role, "content": [_block(p) for p in parts]}
+def _messages(conv: Conversation) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for turn in conv.turns:
+        # A reasoning item without a signature is nothing Claude can verify (OpenAI's own, or one
+        # summarised elsewhere): it does not go back.
+        blocks = [_block(p) for p in turn.parts if not (isinstance(p, Reasoning) and p.signature is None)]
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == turn.role:  # the turn between them had nothing left
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": turn.role, "content": blocks})
+    return messages
 
 
 def _block(part: Part) -> dict[str, Any]:
@@ -144,7 +155,7 @@ def _block(part: Part) -> dict[str, Any]:
     assert isinstance(part, Reasoning)
     if part.signature is not None and part.signature.startswith(REDACTED_PREFIX):
         return {"reasoningContent": {"redactedContent": base64.b64decode(part.signature[len(REDACTED_PREFIX):])}}
-    return {"reasoningContent": {"reasoningText": compact(text=part.text, signature=part.signature)}}
+    return {"reasoningContent": {"reasoningText": {"text": part.text, "signature": part.signature}}}
 
 
 def _image(part: Image) -> dict[str, Any]:

@@ -141,8 +141,8 @@ class FakeBedrockRuntime(FakeUpstream):
                         return response
                     await response.write(exception_frame(fault.error, fault.message))
                     break
-                if gate is not None and n == gate[0]:
-                    await wait_gate(gate[1])
+                if gate is not None and n == gate[0] and await wait_gate(gate[1], lambda: _gone(request)):
+                    raise ConnectionResetError("the client closed the stream")
                 await response.write(frame)
             await response.write_eof()
             with self.streams.lock:
@@ -233,3 +233,7 @@ def _validate(body: Any) -> None:
 def model_id_of(path: str) -> str:
     """The modelId of a recorded request path (botocore percent-encodes it)."""
     return unquote(path.split("/")[2])
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()

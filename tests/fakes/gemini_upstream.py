@@ -128,8 +128,8 @@ class FakeGemini(FakeUpstream):
                     error = {"error": {"code": 500, "message": fault.message, "status": fault.error}}
                     await response.write(b"data: " + orjson.dumps(error) + b"\r\n\r\n")
                     break
-                if gate is not None and n == gate[0]:
-                    await wait_gate(gate[1])
+                if gate is not None and n == gate[0] and await wait_gate(gate[1], lambda: _gone(request)):
+                    raise ConnectionResetError("the client closed the stream")
                 await response.write(b"data: " + orjson.dumps(frame) + b"\r\n\r\n")
             await response.write_eof()
             with self.streams.lock:
@@ -195,3 +195,7 @@ def _validate(body: Any) -> None:
     for key, value in (body.get("labels") or {}).items():
         if not _label_ok(key, key=True) or not _label_ok(value, key=False):
             raise bad(f"* GenerateContentRequest.labels: invalid label {key!r}")
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()

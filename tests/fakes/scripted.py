@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 A = TypeVar("A")
 
@@ -67,11 +67,15 @@ class StreamControl:
                     self.gates.popleft() if self.gates else None)
 
 
-async def wait_gate(gate: threading.Event, timeout: float = 30.0) -> None:
-    """Wait for a test's gate from the fake's loop without blocking it (bounded)."""
+async def wait_gate(gate: threading.Event, gone: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Wait for a test's gate from the fake's loop without blocking it (bounded); True if the
+    client went away meanwhile (what a gateway that closes the upstream call looks like)."""
     deadline = time.monotonic() + timeout
     while not gate.is_set() and time.monotonic() < deadline:
+        if gone():
+            return True
         await asyncio.sleep(0.005)
+    return gone()
 
 
 def chunks(text: str, size: int) -> list[str]:
