@@ -13,6 +13,12 @@ Shape of what is read (docs/provider-facts.md §3.2, §3.3):
 * ``history`` (the previous turns' input and output items, oldest first) comes before ``input``
   and is read with the same rules, with params named ``history[i]`` for the operator's logs.
 
+Accepted and not passed on, because they do not change what is generated or no provider
+here can honour them without failing the default request: ``user``, ``safety_identifier``,
+``prompt_cache_key``, ``input_image.detail``, a function tool's ``strict`` (OpenAI's default is
+true; Converse's ``toolSpec.strict`` exists only on some models, Gemini has none), and
+``text.format.strict`` (both providers' schema outputs are always constrained).
+
 Reasoning items travel back to the provider through :attr:`Reasoning.signature`: the emitter
 stores a neutral ``ReasoningDelta.signature`` as the reasoning item's ``encrypted_content``
 (the Responses field for opaque reasoning state), and this reader takes it from there.
