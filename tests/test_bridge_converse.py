@@ -183,7 +183,13 @@ def test_stream_call_is_converse_stream_with_the_same_body() -> None:
 def test_reasoning_effort_sets_claude_thinking_budget() -> None:
     body = build({"input": "x", "reasoning": {"effort": "medium", "summary": "auto"}}, model=SONNET4)
     assert body["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 8192}}
-    assert body["inferenceConfig"]["maxTokens"] > 8192
+    assert body["inferenceConfig"]["maxTokens"] == 8192 + 8192
+    streamed = build({"input": "x", "reasoning": {"effort": "xhigh"}}, model=SONNET4, stream=True)
+    assert (streamed["additionalModelRequestFields"]["thinking"]["budget_tokens"],
+            streamed["inferenceConfig"]["maxTokens"]) == (32768, 32768 + 8192)
+    whole = build({"input": "x", "reasoning": {"effort": "xhigh"}}, model=SONNET4)  # no stream: ≤ 21,333 tokens
+    assert (whole["additionalModelRequestFields"]["thinking"]["budget_tokens"],
+            whole["inferenceConfig"]["maxTokens"]) == (21333 - 1024, 21333)
     capped = build({"input": "x", "reasoning": {"effort": "xhigh"}, "max_output_tokens": 3000}, model=SONNET4)
     assert capped["additionalModelRequestFields"]["thinking"]["budget_tokens"] == 2999
     assert capped["inferenceConfig"]["maxTokens"] == 3000

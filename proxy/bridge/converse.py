@@ -52,6 +52,9 @@ _THINKING_MODEL = re.compile(r"(?:[a-z-]+\.)?anthropic\.claude-(?:3-7-|(?:opus|s
 # reasoning.effort → Claude's thinking budget_tokens (at least 1024).
 THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
 _MIN_BUDGET = 1024
+_ANSWER_ROOM = 8192
+# "Streaming is required when max_tokens is greater than 21,333" (docs/provider-facts.md §7.5)
+_MAX_UNSTREAMED_TOKENS = 21333
 
 _STOP = {
     "end_turn": ("completed", None), "tool_use": ("completed", None), "stop_sequence": ("completed", None),
@@ -95,12 +98,10 @@ class ConverseDialect:
             body["toolConfig"] = tool_config
         if conv.output_format is not None:
             body["outputConfig"] = {"textFormat": _text_format(conv)}
-        thinking = _thinking(conv, model)
+        thinking = _thinking(conv, model, stream=stream)
         if thinking is not None:
-            body["additionalModelRequestFields"] = {"thinking": thinking}
-            if conv.max_output_tokens is None:
-                # Claude needs max_tokens above the budget; leave room for the answer itself.
-                inference["maxTokens"] = thinking["budget_tokens"] * 2
+            budget, inference["maxTokens"] = thinking
+            body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
         if inference:
             body["inferenceConfig"] = inference
         if conv.metadata:
@@ -241,7 +242,8 @@ def _text_format(conv: Conversation) -> dict[str, Any]:
         schema=orjson.dumps(schema).decode(), name=fmt.name, description=fmt.description)}}
 
 
-def _thinking(conv: Conversation, model: str) -> dict[str, Any] | None:
+def _thinking(conv: Conversation, model: str, *, stream: bool) -> tuple[int, int] | None:
+    """(budget_tokens, maxTokens) for Claude's extended thinking, or None without reasoning."""
     if conv.effort in (None, "none"):
         if conv.reasoning_summary is not None and conv.effort is None:
             unsupported("reasoning.summary", PROVIDER, "without reasoning.effort no reasoning is produced")
@@ -259,8 +261,14 @@ def _thinking(conv: Conversation, model: str) -> dict[str, Any] | None:
         if conv.max_output_tokens <= _MIN_BUDGET:
             fail("max_output_tokens", f"must be above {_MIN_BUDGET} with reasoning.effort on {PROVIDER} "
                                       "(Claude's smallest thinking budget)")
-        budget = min(budget, conv.max_output_tokens - 1)
-    return {"type": "enabled", "budget_tokens": budget}
+        return min(budget, conv.max_output_tokens - 1), conv.max_output_tokens
+    # Claude needs max_tokens above the budget: leave room for the answer, within what a call
+    # that does not stream may ask for.
+    max_tokens = budget + _ANSWER_ROOM
+    if not stream and max_tokens > _MAX_UNSTREAMED_TOKENS:
+        max_tokens = _MAX_UNSTREAMED_TOKENS
+        budget = min(budget, max_tokens - _MIN_BUDGET)
+    return budget, max_tokens
 
 
 def _request_metadata(metadata: dict[str, str]) -> dict[str, str]:
