@@ -14,7 +14,8 @@ import pytest
 
 from proxy.bridge.events import (Failure, Finish, ItemDone, ReasoningDelta, ReasoningStart, TextDelta, TextStart,
                                  ToolArgsDelta, ToolCallStart, Usage)
-from proxy.bridge.gemini import MINTED_PREFIX, GeminiDialect, GeminiStreamDecoder, vertex_host, vertex_path
+from proxy.bridge.gemini import (MINTED_PREFIX, GeminiDialect, GeminiStreamDecoder, gemini_error, vertex_host,
+                                 vertex_path)
 from proxy.bridge.request import StoredFile
 from proxy.errors import GatewayError
 from proxy.transforms.sse import SSEParser
@@ -427,3 +428,35 @@ async def test_a_gated_stream_sees_its_client_leave(fake: FakeGemini) -> None:
         assert await eventually(lambda: fake.streams.client_disconnects == 1, timeout=20)
     gate.set()
     assert fake.streams.streams_completed == 0
+
+
+@pytest.mark.parametrize("status,rpc,expect", [
+    (400, "INVALID_ARGUMENT", (400, "invalid_request_error", False, None)),
+    (404, "NOT_FOUND", (400, "model_not_found", False, "model")),
+    (401, "UNAUTHENTICATED", (502, "upstream_auth_failed", False, None)),
+    (403, "PERMISSION_DENIED", (502, "upstream_auth_failed", False, None)),
+    (429, "RESOURCE_EXHAUSTED", (429, "rate_limit_exceeded", True, None)),
+    (503, "UNAVAILABLE", (503, "upstream_unavailable", True, None)),
+    (500, "INTERNAL", (502, "upstream_error", True, None)),
+    (429, None, (429, "rate_limit_exceeded", True, None)),
+    (422, None, (400, "invalid_request_error", False, None)),
+])
+async def test_error_answers_become_gateway_errors(fake: FakeGemini, status: int, rpc: str | None,
+                                                   expect: tuple[int, str, bool, str | None]) -> None:
+    if rpc is None:  # an answer that is not Google's error shape (a proxy's HTML page, say)
+        err = gemini_error(status, "not json")
+    else:
+        fake.fail_next(status, {"error": {"code": status, "message": "the provider says no", "status": rpc}})
+        got_status, answer, _ = await post(fake, DIALECT.build_call({"input": "x"}, [], MODEL, stream=False))
+        err = gemini_error(got_status, answer)
+        # the provider's words reach the client, except where they are about the gateway's credentials
+        assert ("the provider says no" in err.message) == (err.code != "upstream_auth_failed")
+    assert (err.status, err.code, err.retryable, err.param) == expect
+
+
+async def test_a_fake_without_a_token_checks_none() -> None:
+    with FakeGemini(token=None) as open_fake:
+        call = DIALECT.build_call({"input": "x"}, [], MODEL, stream=False)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(open_fake.url + call.path, json=call.body) as r:
+                assert r.status == 200

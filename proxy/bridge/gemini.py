@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
+from ..errors import GatewayError
 from ..transforms.chat_mapping import compact
 from ..transforms.jsonl import describe
 from .events import (Event, Failure, Finish, ItemDone, ProviderCall, ReasoningDelta, ReasoningStart, TextDelta,
@@ -65,6 +66,38 @@ def vertex_path(project: str, region: str, model: str, *, stream: bool) -> str:
 def vertex_host(region: str) -> str:
     """The Vertex AI API host for a location (docs/provider-facts.md §8.7)."""
     return "https://aiplatform.googleapis.com" if region == "global" else f"https://{region}-aiplatform.googleapis.com"
+
+
+# An error answer's google.rpc status → (the gateway's status, code, retryable). 401/403 are the
+# gateway's own credentials: the client gets a 502 without the detail.
+_HTTP_ERRORS: dict[str, tuple[int, str, bool]] = {
+    "INVALID_ARGUMENT": (400, "invalid_request_error", False),
+    "FAILED_PRECONDITION": (400, "invalid_request_error", False),
+    "OUT_OF_RANGE": (400, "invalid_request_error", False),
+    "NOT_FOUND": (400, "model_not_found", False),
+    "UNAUTHENTICATED": (502, "upstream_auth_failed", False),
+    "PERMISSION_DENIED": (502, "upstream_auth_failed", False),
+    "RESOURCE_EXHAUSTED": (429, "rate_limit_exceeded", True),
+    "UNAVAILABLE": (503, "upstream_unavailable", True),
+    "DEADLINE_EXCEEDED": (504, "upstream_timeout", True),
+}
+
+
+def gemini_error(status: int, body: Any) -> GatewayError:
+    """A non-200 answer of generateContent / streamGenerateContent (``{"error": {code, message,
+    status}}``, docs/provider-facts.md §8.7) → the gateway's error."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    rpc = str(error.get("status") or "")
+    default = (400, "invalid_request_error", False) if 400 <= status < 500 and status != 429 else (
+        429, "rate_limit_exceeded", True) if status == 429 else (502, "upstream_error", True)
+    http, code, retryable = _HTTP_ERRORS.get(rpc, default)
+    if http == 502 and code == "upstream_auth_failed":
+        message = "Vertex AI refused the gateway's credentials for this model."
+    else:
+        message = f"Vertex AI: {error.get('message') or rpc or f'HTTP {status}'}"
+    return GatewayError(http, message, code=code, param="model" if rpc == "NOT_FOUND" else None,
+                        retryable=retryable)
 
 
 def mint_call_id() -> str:

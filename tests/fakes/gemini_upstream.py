@@ -9,7 +9,8 @@
   Without ``alt=sse`` the real API answers a JSON array; the fake refuses it (400) so a caller
   that forgets ``alt=sse`` is caught.
 
-What it checks: ``Authorization: Bearer <token>`` (else 401 ``UNAUTHENTICATED``); ``contents``
+What it checks: ``Authorization: Bearer <token>`` (else 401 ``UNAUTHENTICATED``; with
+``token=None`` none, as for a gateway pointed at an emulator without credentials); ``contents``
 non-empty, roles ``user``/``model``, every content with parts, one data field per part;
 ``functionResponse`` with ``name`` and ``response``; ``responseJsonSchema`` / ``responseSchema``
 only with ``responseMimeType: application/json`` and not both; label keys and values. Errors
@@ -43,9 +44,9 @@ _PREFIX = "/v1/projects/{project}/locations/{location}/publishers/google/models/
 
 
 class FakeGemini(FakeUpstream):
-    def __init__(self, *, token: str = "ya29.fake-vertex-access-token", delta_size: int = 4,
+    def __init__(self, *, token: str | None = "ya29.fake-vertex-access-token", delta_size: int = 4,
                  data_dir: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(api_key=token, data_dir=data_dir)
+        super().__init__(api_key=token or "", data_dir=data_dir)
         self.token = token
         self.delta_size = delta_size
         self.answers: AnswerQueue[Answer] = AnswerQueue(_DEFAULT)
@@ -71,7 +72,7 @@ class FakeGemini(FakeUpstream):
         return {"error": {"code": status, "message": message, "status": kind or _STATUS.get(status, "UNKNOWN")}}
 
     def check_request(self, request: web.Request) -> None:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             raise ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "
                                 "login cookie or other valid authentication credential.")
 
