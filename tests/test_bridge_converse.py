@@ -161,6 +161,9 @@ BUILD_CASES = [
      {"input": "next"}, [{"role": "user", "content": "q"},
                          {"type": "reasoning", "summary": [{"type": "summary_text", "text": "openai's"}]}],
      {"messages": [{"role": "user", "content": [{"text": "q"}, {"text": "next"}]}]}),
+    ("an empty instruction says nothing", {"instructions": "", "input": [{"role": "system", "content": ""},
+                                                                        {"role": "user", "content": "x"}]}, [],
+     {"messages": [{"role": "user", "content": [{"text": "x"}]}]}),
     ("bridge fields and nulls are not the dialect's business",
      {"input": "x", "model": "b/m", "stream": True, "store": False, "previous_response_id": "resp_1",
       "background": False, "temperature": None, "user": "u1", "include": ["reasoning.encrypted_content"],
@@ -253,6 +256,7 @@ REFUSED = [
     ({"input": "x", "temperature": "hot"}, "temperature"),
     ({"input": "x", "top_p": 2}, "top_p"),
     ({"input": "x", "stop": 5}, "stop"),
+    ({"input": "x", "stop": ["END", ""]}, "stop"),
     ({"input": "x", "tools": {"type": "function"}}, "tools"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": "x", "tools": [{"type": "function", "name": "get weather"}]}, "tools[0].name"),
@@ -634,3 +638,21 @@ async def test_the_fake_refuses_what_bedrock_refuses(fake: FakeBedrockRuntime) -
             await call_converse(c, ConverseDialect().build_call({"input": "x"}, [], CLAUDE, stream=False))
         assert err.value.status == 502
 
+
+
+async def test_a_body_botocore_refuses_is_a_400(fake: FakeBedrockRuntime) -> None:
+    """A safety net: should a body ever break the service model, botocore refuses it before
+    sending, and the client gets a 400, not a gateway error."""
+    call = DIALECT.build_call({"input": "x"}, [], CLAUDE, stream=False)
+    call.body["system"] = [{"text": ""}]
+    async with client(fake) as c:
+        for stream in (False, True):
+            call.operation = "converse_stream" if stream else "converse"
+            with pytest.raises(GatewayError) as err:
+                if stream:
+                    async for _ in converse_stream_events(c, call):
+                        pass
+                else:
+                    await call_converse(c, call)
+            assert err.value.status == 400 and "system[0].text" in err.value.message
+    assert len(fake.requests) == 0

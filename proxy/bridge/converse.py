@@ -461,12 +461,18 @@ def converse_error(exc: Exception) -> GatewayError:
 
 async def call_converse(client: Any, call: ProviderCall) -> Any:
     """``converse`` with the call's keyword arguments; a ClientError becomes a GatewayError."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, ParamValidationError
 
     try:
         return await client.converse(**call.body)
     except ClientError as exc:
         raise converse_error(exc) from None
+    except ParamValidationError as exc:  # botocore checks the body against the model first
+        raise _invalid_body(exc) from None
+
+
+def _invalid_body(exc: Exception) -> GatewayError:
+    return GatewayError(400, f"The request cannot be sent to Bedrock: {exc}", code="invalid_request_error")
 
 
 async def converse_stream_events(client: Any, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
@@ -475,12 +481,14 @@ async def converse_stream_events(client: Any, call: ProviderCall) -> AsyncIterat
     ``{"throttlingException": {"message": …}}``, so the decoder sees one shape. The HTTP
     response is closed when the iteration ends, however it ends (a client that disconnects
     closes the upstream call). A ClientError before the stream starts becomes a GatewayError."""
-    from botocore.exceptions import ClientError, EventStreamError
+    from botocore.exceptions import ClientError, EventStreamError, ParamValidationError
 
     try:
         response = await client.converse_stream(**call.body)
     except ClientError as exc:
         raise converse_error(exc) from None
+    except ParamValidationError as exc:
+        raise _invalid_body(exc) from None
     stream = response["stream"]
     try:
         try:

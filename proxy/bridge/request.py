@@ -243,7 +243,8 @@ class RequestReader:
             for j, part in enumerate(self.content(content, f"{where}.content", ("input_text",))):
                 if not isinstance(part, Text):
                     unsupported(f"{where}.content[{j}]", self.provider, "system instructions take text only")
-                conv.system.append(part.text)
+                if part.text:  # an empty instruction says nothing (and Converse refuses it)
+                    conv.system.append(part.text)
         elif role == "user":
             self.append(conv, "user", *self.content(content, f"{where}.content", ("input_text",)))
         elif role == "assistant":
@@ -348,6 +349,8 @@ class RequestReader:
             conv.stop = list(stop)
         elif stop is not None:
             fail("stop", f"must be a string or an array of strings, got {describe(stop)}")
+        if "" in conv.stop:
+            fail("stop", "must not hold an empty stop sequence")
         self.tools(conv, request.get("tools"))
         self.tool_choice(conv, request.get("tool_choice"))
         self.text(conv, request.get("text"))
