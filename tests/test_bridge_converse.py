@@ -287,6 +287,8 @@ REFUSED = [
     ({"input": "x", "include": "all"}, "include"),
     ({"input": "x", "service_tier": "flex"}, "service_tier"),
     ({"input": "x", "truncation": "auto"}, "truncation"),
+    ({"input": [{"type": "reasoning", "summary": [], "encrypted_content": REDACTED_PREFIX + "@@"},
+                {"role": "user", "content": "x"}]}, "input[0].encrypted_content"),
 ]
 REFUSED_SONNET4 = [
     ({"input": "x", "reasoning": {"effort": "low"}, "temperature": 1}, "temperature"),

@@ -155,7 +155,11 @@ def _block(part: Part) -> dict[str, Any]:
         return {"toolResult": {"toolUseId": part.call_id, "content": [_block(p) for p in part.output]}}
     assert isinstance(part, Reasoning)
     if part.signature is not None and part.signature.startswith(REDACTED_PREFIX):
-        return {"reasoningContent": {"redactedContent": base64.b64decode(part.signature[len(REDACTED_PREFIX):])}}
+        try:
+            redacted = base64.b64decode(part.signature[len(REDACTED_PREFIX):], validate=True)
+        except ValueError:  # binascii.Error
+            fail(f"{part.param}.encrypted_content", "is not reasoning state this gateway gave out")
+        return {"reasoningContent": {"redactedContent": redacted}}
     return {"reasoningContent": {"reasoningText": {"text": part.text, "signature": part.signature}}}
 
 

@@ -108,6 +108,7 @@ class ToolResult:
 
 @dataclass(frozen=True)
 class Reasoning:
+    param: str
     text: str
     signature: str | None
 
@@ -315,7 +316,7 @@ class RequestReader:
         signature = item.get("encrypted_content")
         if signature is not None and not isinstance(signature, str):
             fail(f"{where}.encrypted_content", f"must be a string, got {describe(signature)}")
-        return Reasoning("".join(texts), signature)
+        return Reasoning(where, "".join(texts), signature)
 
     @staticmethod
     def arguments(item: dict[str, Any], where: str) -> dict[str, Any]:
