@@ -473,8 +473,9 @@ def test_stream_stop_reasons() -> None:
 
 
 def test_tool_input_before_its_start_is_a_failure() -> None:
-    events = [{"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{}"}}}}]
-    assert isinstance(decode(events)[0], Failure)
+    events = [{"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{}"}}}},
+              {"contentBlockDelta": {"contentBlockIndex": 1, "delta": {"text": "late"}}}]
+    assert decode(events) == [Failure("server_error", "Bedrock streamed tool input before the tool use started")]
 
 
 def test_whole_and_streamed_answers_agree() -> None:

@@ -393,6 +393,7 @@ class ConverseStreamDecoder:
         if "toolUse" in delta:
             known = self._items.get(index)
             if known is None:
+                self._done = True
                 return [Failure("server_error", "Bedrock streamed tool input before the tool use started")]
             return [ToolArgsDelta(known[0], delta["toolUse"].get("input", ""))]
         if "reasoningContent" in delta:
