@@ -28,9 +28,11 @@ Every failure is raised as the provider's OpenAI-shaped :class:`~proxy.errors.Ga
 """
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Protocol, TypeVar
 
 from .providers.sink import Sink, SinkResult
 
@@ -78,6 +80,7 @@ class PartStore(Protocol):
         ...
 
 
+_T = TypeVar("_T")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
@@ -91,3 +94,24 @@ def checked_id(value: str, what: str) -> str:
 def part_name(upload_id: str, part_id: str) -> str:
     """``uploads/<upload_id>/<part_id>``: where a part waits, under a provider's root or prefix."""
     return f"uploads/{checked_id(upload_id, 'upload_id')}/{checked_id(part_id, 'part_id')}"
+
+
+async def run_bounded(limit: int, jobs: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T]:
+    """The jobs' results in order, at most ``limit`` running at once (a compose's server-side
+    copies); the first failure cancels the others and is raised."""
+    results: dict[int, _T] = {}
+    queue = iter(enumerate(jobs))
+
+    async def worker() -> None:
+        for i, job in queue:
+            results[i] = await job()
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(limit, len(jobs)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return [results[i] for i in range(len(jobs))]

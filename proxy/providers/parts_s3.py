@@ -26,13 +26,14 @@ at the destination; the finished object's size is checked against the parts' sum
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name
+from ..upload_parts import PartRef, part_name, run_bounded
 from . import s3_storage
 from .s3_storage import (MAX_COPY_OBJECT, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MultipartAssembly, S3MultipartSink,
                          S3StorageError)
@@ -275,8 +276,7 @@ class S3PartStore:
                     await assembly.upload_part(number, bytes(body))
 
         try:
-            await _bounded(COPIES_IN_FLIGHT, (lambda n=n, out=out: make(n, out)
-                                              for n, out in enumerate(layout, start=1)))
+            await run_bounded(COPIES_IN_FLIGHT, [partial(make, n, out) for n, out in enumerate(layout, start=1)])
             return await assembly.complete()
         except BaseException:
             await assembly.abort()
@@ -315,20 +315,3 @@ class S3PartStore:
                 except S3StorageError as exc:
                     raise self.error(exc, "part delete") from None
 
-
-async def _bounded(limit: int, jobs: Iterable[Callable[[], Awaitable[None]]]) -> None:
-    """Run the jobs, at most ``limit`` at once; the first failure cancels the rest and is raised."""
-    queue = iter(jobs)
-
-    async def worker() -> None:
-        for job in queue:
-            await job()
-
-    workers = [asyncio.ensure_future(worker()) for _ in range(limit)]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
