@@ -2,6 +2,7 @@
 parts, compose, read and delete against a real moto_server."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from typing import Any, AsyncIterator
@@ -15,7 +16,7 @@ from proxy.providers.bedrock import BedrockProvider
 from proxy.providers.configs import BedrockConfig, S3Config
 from proxy.providers.parts_s3 import OutPart, S3PartStore, plan
 from proxy.providers.s3 import S3Provider
-from proxy.providers.s3_storage import MAX_PART_SIZE, MIN_PART_SIZE, iter_object
+from proxy.providers.s3_storage import MAX_PART_SIZE, MIN_PART_SIZE, MultipartAssembly, iter_object
 from proxy.upload_parts import PartRef
 from tests.emulator_s3 import MotoS3, fresh_bucket, moto_s3  # noqa: F401
 from tests.unit.fakes import exchange
@@ -261,3 +262,28 @@ async def test_the_janitor_aborts_an_orphaned_part_upload(provider: S3Provider, 
     assert (await leftovers(provider))[1] == [f"{PREFIX}uploads/upload_crash/part_1"]
     await owned_elsewhere.abort()
     await sink.abort()
+
+
+async def test_a_cancelled_compose_aborts_its_multipart_upload(provider: S3Provider, store: S3PartStore,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client gone mid-compose: the multipart upload is aborted, nothing is at the destination."""
+    refs = [await write_part(store, "upload_cancel", f"part_{i}", bytes([i]) * (6 * MiB)) for i in range(2)]
+    copying = asyncio.Event()
+    real_copy = MultipartAssembly.copy_part
+
+    async def held_copy(self: MultipartAssembly, *args: Any) -> None:   # the real copy, held until cancelled
+        copying.set()
+        await asyncio.sleep(60)
+        await real_copy(self, *args)
+
+    monkeypatch.setattr(MultipartAssembly, "copy_part", held_copy)
+    dest = store.destination("file-cancel", tenant="t", filename="f.bin", purpose="user_data")
+    task = asyncio.ensure_future(store.compose(refs, dest))
+    await asyncio.wait_for(copying.wait(), 30)
+    assert [u for u in (await leftovers(provider))[1]] == [dest["key"]]   # the upload is under way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with provider.lease(provider.region) as client:
+        listed = await client.list_objects_v2(Bucket=provider.bucket, Prefix=f"{PREFIX}t/")
+    assert listed.get("Contents", []) == [] and (await leftovers(provider))[1] == []
