@@ -63,7 +63,10 @@ class PartStore(Protocol):
         ...
 
     def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """The parts' bytes in this order, chunk by chunk."""
+        """The parts' bytes in this order, chunk by chunk (at most ``chunk_size``). A part missing
+        or of another size than its ``bytes`` raises a GatewayError (``upload_part_missing``);
+        close the iterator (``contextlib.aclosing``) when stopping early, to release its
+        connection."""
         ...
 
     async def compose(self, parts: list[PartRef], dest: dict[str, Any]) -> SinkResult:
