@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
+    from ..upload_parts import PartStore
     from .h1 import H1Stream
     from .sink import Sink
 
@@ -98,6 +99,12 @@ class Provider:
         """Remove an expired file's bytes. Gateway-managed providers delete what they store;
         pass-through providers override this (the provider expires its files itself)."""
         await self.delete_file(None, rec, rec.id)
+
+    def part_store(self, ex: "Exchange") -> "PartStore | None":
+        """Where the parts of an Upload (``/v1/uploads``) wait for this provider, and how they
+        are assembled (proxy/upload_parts.py); None: no store of its own (pass-through types
+        forward the Uploads API). ``ex`` chooses the bucket where headers may (bedrock, vertex)."""
+        return None
 
     # -- crash leftovers ------------------------------------------------------------------
     async def cleanup_partial(self, location: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ from .base import Download
 from .gcs_storage import UPLOAD_QUANTUM, GCSResumableSink, GCSStorageError
 from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for, first_piece,
                            not_found)
+from .parts_gcs import GCSPartStore
 from .sink import SinkResult
 
 if TYPE_CHECKING:
@@ -136,19 +137,29 @@ class GCSProvider(BucketProvider):
     def object_name(self, tenant: str, file_id: str, filename: str) -> str:
         return self.object_path(tenant, file_id, filename)
 
+    def object_attributes(self, tenant: str, file_id: str, filename: str,
+                          purpose: str | None) -> tuple[str, str, dict[str, str]]:
+        """The name, content type and metadata of the object a file is stored as."""
+        metadata = {"file_id": file_id, "purpose": purpose or "", "filename": filename[:_MAX_METADATA_VALUE],
+                    "tenant": tenant[:_MAX_METADATA_VALUE]}
+        return self.object_name(tenant, file_id, filename), content_type_for(purpose), metadata
+
+    def recorded_target(self, target: Target) -> dict[str, Any]:
+        """What a file's location records of its target besides the object (vertex: more)."""
+        return {}
+
+    def part_store(self, ex: "Exchange") -> GCSPartStore:
+        return GCSPartStore(self, self.target(ex))
+
     async def open_sink(self, ex: "Exchange", file_id: str) -> GCSSink:
         assert self.session is not None, "provider not started"
         target = self.target(ex)
         translator = self.batch_translator(ex, target)
         tenant = ex.tenant.name if ex.tenant is not None else "default"
-        filename = ex.filename or "upload"
-        name = self.object_name(tenant, file_id, filename)
+        name, content_type, metadata = self.object_attributes(tenant, file_id, ex.filename or "upload", ex.purpose)
         inner = GCSResumableSink(
             self.session, self.api_root, target.bucket, name, token=self.token,
-            content_type=content_type_for(ex.purpose),
-            metadata={"file_id": file_id, "purpose": ex.purpose or "", "filename": filename[:_MAX_METADATA_VALUE],
-                      "tenant": tenant[:_MAX_METADATA_VALUE]},
-            chunk_size=self.chunk_size,
+            content_type=content_type, metadata=metadata, chunk_size=self.chunk_size,
         )
         return self.sink_class(self, ex, inner, translator, target, name)
 

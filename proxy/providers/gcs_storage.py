@@ -415,3 +415,43 @@ async def iter_object(storage: Storage, bucket: str, name: str, chunk_size: int 
             if not piece:
                 return
             yield piece
+
+
+#: Source objects one compose request may name (docs/provider-facts.md §8.8).
+MAX_COMPOSE_SOURCES = 32
+
+
+async def compose(session: aiohttp.ClientSession, api_root: str, bucket: str, name: str,
+                  sources: list[tuple[str, str | None]], *, token: Token | None, content_type: str,
+                  metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """``POST …/o/{name}/compose``: the object ``name`` as the concatenation of ``sources``
+    (``(name, generation or None)``, at most 32, all in ``bucket``); the new object's resource.
+    gcloud-aio-storage's ``compose`` sends neither source generations nor metadata."""
+    if not 1 <= len(sources) <= MAX_COMPOSE_SOURCES:
+        raise ValueError(f"a compose takes 1 to {MAX_COMPOSE_SOURCES} sources, not {len(sources)}")
+    destination: dict[str, Any] = {"contentType": content_type}
+    if metadata:
+        destination["metadata"] = metadata
+    body = {"kind": "storage#composeRequest", "destination": destination,
+            "sourceObjects": [{"name": n, "generation": g} if g else {"name": n} for n, g in sources]}
+    headers = {"Content-Type": "application/json; charset=UTF-8"}
+    if token is not None:
+        try:
+            headers["Authorization"] = f"Bearer {await token.get()}"
+        except Exception as exc:
+            raise GCSStorageError("could not obtain a GCS access token") from exc
+    url = f"{api_root.rstrip('/')}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}/compose"
+    try:
+        async with session.post(url, data=orjson.dumps(body), headers=headers, allow_redirects=False) as resp:
+            status, reply = resp.status, await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise GCSStorageError(f"GCS compose failed: {type(exc).__name__}", retryable=True) from exc
+    if status != 200:
+        raise _status_error("compose", status, reply)
+    try:
+        resource = orjson.loads(reply)
+    except orjson.JSONDecodeError:
+        resource = None
+    if not isinstance(resource, dict):
+        raise GCSStorageError("GCS compose answered without an object resource", status)
+    return resource

@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import GatewayError
 from .base import Download, Provider
+from .parts_local import LocalPartStore
 from .sink import SinkResult
 
 from .configs import LocalConfig
@@ -163,6 +164,9 @@ class LocalProvider(Provider):
 
     def _path(self, rec: "FileRecord") -> str:
         return os.path.join(self.root, rec.location.get("path") or rec.id)
+
+    def part_store(self, ex: "Exchange") -> LocalPartStore:
+        return LocalPartStore(self.root)
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> LocalFileSink:
         return LocalFileSink(os.path.join(self.partial_dir, file_id), os.path.join(self.root, file_id))

@@ -57,6 +57,7 @@ from . import s3_storage
 from .base import Download
 from .object_store import (BucketProvider, Target, TranslatingSink, bucket_not_found, content_type_for, first_piece,
                            not_found)
+from .parts_s3 import S3PartStore
 from .s3_storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3MultipartSink, S3NotFound, S3StorageError
 from .sink import SinkResult
 
@@ -286,13 +287,21 @@ class S3Provider(BucketProvider):
         per_part = -(-limit // _PARTS_TARGET)
         return min(MAX_PART_SIZE, max(self.min_part_size, -(-per_part // (1 << 20)) << 20))
 
+    def object_attributes(self, tenant: str, file_id: str, filename: str,
+                          purpose: str | None) -> tuple[str, str, dict[str, str]]:
+        """The key, content type and user metadata of the object a file is stored as."""
+        key = self.object_key(tenant, file_id, filename, batch=purpose == "batch")
+        metadata = {"file-id": file_id, "purpose": purpose or "", "tenant": metadata_value(tenant)}
+        return key, content_type_for(purpose), metadata
+
+    def part_store(self, ex: "Exchange") -> S3PartStore:
+        return S3PartStore(self, self.target(ex))
+
     async def open_sink(self, ex: "Exchange", file_id: str) -> S3Sink:
         target = self.target(ex)
         translator = self.batch_translator(ex, target)
         tenant = ex.tenant.name if ex.tenant is not None else "default"
-        key = self.object_key(tenant, file_id, ex.filename or "upload", batch=ex.purpose == "batch")
-        content_type = content_type_for(ex.purpose)
-        metadata = {"file-id": file_id, "purpose": ex.purpose or "", "tenant": metadata_value(tenant)}
+        key, content_type, metadata = self.object_attributes(tenant, file_id, ex.filename or "upload", ex.purpose)
         lease = self.lease(target.region or self.region)
         client = await lease.acquire()
         inner = S3MultipartSink(client, target.bucket, key, content_type=content_type, metadata=metadata,
@@ -344,8 +353,9 @@ class S3Provider(BucketProvider):
             async for key, upload_id in s3_storage.stale_uploads(client, self.bucket, self.prefix,
                                                                  time.time() - max_age):
                 segments = key[len(self.prefix):].split("/")
-                # Only keys of the gateway's layout ({prefix}{tenant}/{file id}/{name}).
-                if (len(segments) == 3 and segments[1].startswith("file-")
+                # Only keys of the gateway's layout: {prefix}{tenant}/{file id}/{name}, and the
+                # parts of Uploads, {prefix}uploads/{upload id}/{part id} (parts_s3.py).
+                if (len(segments) == 3 and (segments[1].startswith("file-") or segments[0] == "uploads")
                         and upload_id not in owned_ids and segments[1] not in owned_files):
                     await s3_storage.abort_upload(client, self.bucket, key, upload_id)
                     aborted += 1

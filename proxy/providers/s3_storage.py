@@ -316,3 +316,117 @@ def make_client_kwargs(
         kwargs["aws_access_key_id"] = access_key
         kwargs["aws_secret_access_key"] = secret_key
     return kwargs
+
+
+# -- server-side assembly (the Uploads API's parts, proxy/providers/parts_s3.py) ------------
+
+#: CopyObject copies at most 5 GB in one call (docs/provider-facts.md §7.6); larger: UploadPartCopy.
+MAX_COPY_OBJECT = 5 * 1000**3
+_DELETE_BATCH = 1000             # keys per DeleteObjects (§7.6)
+
+
+async def copy_object(client: S3Client, bucket: str, key: str, source_bucket: str, source_key: str, *,
+                      content_type: str, metadata: dict[str, str]) -> str:
+    """``CopyObject`` with the object's own content type and metadata (``REPLACE``); its ETag."""
+    resp = await _call("CopyObject", client.copy_object(
+        Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key},
+        MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata,
+        ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+    ))
+    return resp["CopyObjectResult"]["ETag"]
+
+
+async def put_object(client: S3Client, bucket: str, key: str, body: bytes, *, content_type: str,
+                     metadata: dict[str, str]) -> str:
+    """``PutObject`` of a small body (with its CRC32, as the multipart sink's); its ETag."""
+    resp = await _call("PutObject", client.put_object(
+        Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata,
+        ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+    ))
+    return resp["ETag"]
+
+
+async def read_range(client: S3Client, bucket: str, key: str, start: int, end: int, into: bytearray,
+                     chunk_size: int = 256 << 10) -> None:
+    """Append the bytes ``[start, end)`` of an object to ``into``; fewer than asked is an error."""
+    resp = await _call("GetObject", client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"))
+    before = len(into)
+    async with resp["Body"] as body:
+        while chunk := await _call("GetObject", body.read(chunk_size)):
+            into += chunk
+            if len(into) - before > end - start:
+                break
+    if len(into) - before != end - start:
+        raise S3StorageError("S3 GetObject returned another length than the range asked for")
+
+
+class MultipartAssembly:
+    """One multipart upload assembled from copied ranges and uploaded buffers, parts in any
+    order; :meth:`complete` lists them ascending. ``abort`` is idempotent and never raises."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, upload_id: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.upload_id = upload_id
+        self._parts: dict[int, _Part] = {}
+
+    @classmethod
+    async def start(cls, client: S3Client, bucket: str, key: str, *, content_type: str,
+                    metadata: dict[str, str]) -> MultipartAssembly:
+        resp = await _call("CreateMultipartUpload", client.create_multipart_upload(
+            Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata,
+            ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+        ))
+        return cls(client, bucket, key, resp["UploadId"])
+
+    async def copy_part(self, number: int, source_bucket: str, source_key: str,
+                        byte_range: tuple[int, int] | None) -> None:
+        """``UploadPartCopy`` of the source's ``[start, end)`` (None: the whole source)."""
+        kwargs: dict[str, Any] = {}
+        if byte_range is not None:
+            kwargs["CopySourceRange"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+        resp = await _call("UploadPartCopy", self.client.upload_part_copy(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
+            CopySource={"Bucket": source_bucket, "Key": source_key}, **kwargs,
+        ))
+        result = resp["CopyPartResult"]
+        part: _Part = {"PartNumber": number, "ETag": result["ETag"]}
+        if "ChecksumCRC32" in result:    # S3 gives it for an upload created with CRC32 (§7.6); moto does not
+            part["ChecksumCRC32"] = result["ChecksumCRC32"]
+        self._parts[number] = part
+
+    async def upload_part(self, number: int, body: bytes) -> None:
+        resp = await _call("UploadPart", self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
+            Body=body, ChecksumAlgorithm=_CHECKSUM_ALGORITHM,
+        ))
+        part: _Part = {"PartNumber": number, "ETag": resp["ETag"]}
+        if "ChecksumCRC32" in resp:
+            part["ChecksumCRC32"] = resp["ChecksumCRC32"]
+        self._parts[number] = part
+
+    async def complete(self) -> str:
+        parts = [self._parts[n] for n in sorted(self._parts)]
+        resp = await _call("CompleteMultipartUpload", self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts},
+        ))
+        return resp["ETag"]
+
+    async def abort(self) -> None:
+        try:
+            await abort_upload(self.client, self.bucket, self.key, self.upload_id)
+        except Exception as exc:  # abort must never raise
+            log.warning("S3 multipart abort failed: %s", exc if isinstance(exc, S3StorageError) else type(exc).__name__)
+
+
+async def delete_many(client: S3Client, bucket: str, keys: list[str]) -> None:
+    """Delete these objects (``DeleteObjects``, 1,000 keys a call); missing keys are fine."""
+    for start in range(0, len(keys), _DELETE_BATCH):
+        batch = keys[start:start + _DELETE_BATCH]
+        resp = await _call("DeleteObjects", client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}))
+        errors = [e for e in resp.get("Errors") or () if e.get("Code") != "NoSuchKey"]
+        if errors:
+            code = errors[0].get("Code")
+            raise S3StorageError(f"S3 DeleteObjects failed: {code} for {len(errors)} key(s)", code=code)

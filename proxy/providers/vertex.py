@@ -95,10 +95,7 @@ class VertexSink(GCSSink):
         super().__init__(*args, max_ids_bytes=_MAX_IDS_BYTES, **kwargs)
 
     async def finish(self, stored: SinkResult) -> dict[str, Any]:
-        location = await super().finish(stored)
-        location["region"] = self.target.region
-        location["model"] = self.target.model
-        return location
+        return {**await super().finish(stored), **self.provider.recorded_target(self.target)}
 
 
 class VertexProvider(GCSProvider):
@@ -114,6 +111,9 @@ class VertexProvider(GCSProvider):
 
     def target(self, ex: "Exchange") -> Target:
         return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)
+
+    def recorded_target(self, target: Target) -> dict[str, Any]:
+        return {"region": target.region, "model": target.model}
 
     def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
         return vertex_batch_translator(max_lines=_MAX_BATCH_LINES) if ex.purpose == "batch" else None
