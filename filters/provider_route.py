@@ -86,8 +86,9 @@ class ProviderRouteFilter(Filter):
         op = ex.operation
         if ex.object_id is not None:
             await self._route_by_id(ex)
-            # A body next to a path id (none of today's operations) is checked the same way.
-            self._check_references(ex, await self._look_up(ex, body_references(op, ex.json_body)))
+            if ex.json_body is not None:
+                # A body next to a path id (none of today's operations) is checked the same way.
+                self._check_references(ex, await self._look_up(ex, body_references(op, ex.json_body)))
             return
         provider = self.named(ex)
         if provider is None and op == "responses.create":

@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from . import files_api, responses_api
-from .body import client_chunks
+from .body import arrived_body, client_chunks
 from .body_checks import check_body
 from .context import OperationContext
 from .errors import GatewayError, bad_request
@@ -77,14 +77,18 @@ async def read_json_body(ex: Exchange, limit: int) -> None:
     req = ex.request
     if req.content_length is not None and req.content_length > limit:
         raise _too_large(limit)
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in client_chunks(req):
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        parts.append(chunk)
-    raw = b"".join(parts)
+    raw = arrived_body(req)  # a small body is almost always in with the headers: no await
+    if raw is None:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in client_chunks(req):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+        raw = b"".join(parts)
+    elif len(raw) > limit:
+        raise _too_large(limit)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
