@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .bytes_response import BytesResponse
 from .errors import GatewayError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 def error_response(err: GatewayError) -> web.Response:
     """The OpenAI-shaped error body with its headers (``x-should-retry``, ``Retry-After``…)."""
-    return web.Response(body=err.body(), status=err.status, headers=err.response_headers())
+    return BytesResponse(body=err.body(), status=err.status, headers=err.response_headers())
 
 
 class OperationContext:
@@ -48,7 +49,7 @@ class OperationContext:
             resp.headers.update(ex.response_headers)
 
     def json_response(self, body: bytes, status: int = 200) -> web.Response:
-        resp = web.Response(body=body, status=status, content_type="application/json")
+        resp = BytesResponse(body=body, status=status, content_type="application/json")
         self.before_send(resp)
         return resp
 

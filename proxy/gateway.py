@@ -14,6 +14,7 @@ from filters import build_chain_factory
 from filters.metrics import Metrics
 
 from . import openapi
+from .bytes_response import BytesResponse
 from .context import error_response
 from .errors import GatewayError
 from .janitor import clean_orphans
@@ -177,15 +178,15 @@ class Gateway:
 
     def admin(self, op: str) -> web.Response:
         if op == "admin.healthz":
-            return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+            return BytesResponse(body=b'{"status":"ok"}', content_type="application/json")
         if op == "admin.readyz":
             if self.draining or not self.ready:
-                return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json",
+                return BytesResponse(status=503, body=b'{"status":"draining"}', content_type="application/json",
                                     headers={"Retry-After": DRAIN_RETRY_AFTER})
-            return web.Response(body=b'{"status":"ready"}', content_type="application/json")
+            return BytesResponse(body=b'{"status":"ready"}', content_type="application/json")
         if op == "admin.openapi":
-            return web.Response(body=self.openapi_document, content_type="application/json")
+            return BytesResponse(body=self.openapi_document, content_type="application/json")
         # Not counted in the metrics (admin paths never are): all workers' samples, merged.
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
+        return BytesResponse(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
 

@@ -1,0 +1,127 @@
+"""BytesResponse puts on the wire exactly what aiohttp's Response would (Date aside), and leaves
+the connection open or closed as it would, for every case the fast path takes and every case it
+hands back to aiohttp."""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from aiohttp import web
+
+from proxy.bytes_response import BytesResponse
+
+JSON = b'{"id":"file-abc","object":"file"}'
+
+# name -> (status, body, extra headers, content_type, force_close)
+ANSWERS = {
+    "json": (200, JSON, {}, "application/json", False),
+    "error": (404, b'{"error":{"message":"no"}}', {"x-should-retry": "false"}, "application/json", False),
+    "retry": (503, b'{"error":{}}', {"Retry-After": "1", "x-should-retry": "true"}, "application/json", False),
+    "empty": (200, b"", {}, None, False),
+    "untyped": (200, b"abc", {}, None, False),
+    "closing": (413, b'{"error":{}}', {}, "application/json", True),
+    "conn-header": (200, JSON, {"Connection": "close"}, "application/json", False),
+    "no-content": (204, b"", {}, None, False),
+    "not-modified": (304, b"", {}, None, False),
+}
+
+
+def _answer(cls: type[web.Response], name: str) -> web.Response:
+    status, body, headers, ctype, force = ANSWERS[name]
+    resp = cls(body=body, status=status, headers=headers, content_type=ctype)
+    if force:
+        resp.force_close()
+    return resp
+
+
+async def _serve(cls: type[web.Response]) -> tuple[asyncio.AbstractServer, int]:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return _answer(cls, request.path.strip("/"))
+
+    server = await asyncio.get_running_loop().create_server(web.Server(handler, access_log=None), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _exchange(port: int, raw: bytes) -> tuple[bytes, bool]:
+    """Send ``raw``; read until the server closes or goes quiet. Returns (bytes, closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    data = b""
+    closed = False
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), 0.3)
+        except asyncio.TimeoutError:
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    writer.close()
+    return re.sub(rb"Date: [^\r]*\r\n", b"Date: -\r\n", data), closed
+
+
+def _request(name: str, method: str = "GET", version: str = "1.1", extra: str = "") -> bytes:
+    return f"{method} /{name} HTTP/{version}\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+CASES = [
+    *[(name, "GET", "1.1", "") for name in ANSWERS],
+    *[(name, "GET", "1.0", "") for name in ("json", "error", "empty", "closing")],
+    ("json", "GET", "1.0", "Connection: keep-alive\r\n"),
+    ("json", "GET", "1.1", "Connection: close\r\n"),
+    ("json", "HEAD", "1.1", ""),
+    ("error", "HEAD", "1.0", ""),
+    ("json", "POST", "1.1", ""),
+]
+
+
+@pytest.mark.parametrize("name,method,version,extra", CASES)
+async def test_same_bytes_and_connection_fate_as_aiohttp(name: str, method: str, version: str, extra: str) -> None:
+    raw = _request(name, method, version, extra)
+    if method == "POST":
+        raw = f"POST /{name} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+    ours, theirs = await _serve(BytesResponse), await _serve(web.Response)
+    try:
+        got = await _exchange(ours[1], raw)
+        want = await _exchange(theirs[1], raw)
+    finally:
+        for server, _ in (ours, theirs):
+            server.close()
+    assert got == want
+    assert got[0].startswith(b"HTTP/1.")
+
+
+async def test_keep_alive_connection_serves_the_next_request() -> None:
+    """Two pipelined requests on one connection: both answered, the connection stays open."""
+    server, port = await _serve(BytesResponse)
+    try:
+        data, closed = await _exchange(port, _request("json") + _request("error"))
+    finally:
+        server.close()
+    assert not closed
+    assert data.count(b"HTTP/1.1 ") == 2
+    assert data.endswith(b'{"error":{"message":"no"}}')
+
+
+class _Recording(BytesResponse):
+    """Counts the answers that went through aiohttp's own path (``_start``)."""
+    __slots__ = ()
+    slow: list[str] = []
+
+    async def _start(self, request: web.BaseRequest):  # type: ignore[no-untyped-def]
+        _Recording.slow.append(request.path)
+        return await super()._start(request)
+
+
+async def test_the_fast_path_is_taken_exactly_where_nothing_unusual_applies() -> None:
+    _Recording.slow.clear()
+    server, port = await _serve(_Recording)
+    try:
+        for name in ("json", "error", "empty", "closing", "no-content", "not-modified"):
+            await _exchange(port, _request(name))
+        await _exchange(port, _request("json", "HEAD"))
+    finally:
+        server.close()
+    assert _Recording.slow == ["/no-content", "/not-modified", "/json"]  # 204, 304, HEAD
