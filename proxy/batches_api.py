@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
-from .batch_files import result_file_id, results_location
+from .batch_files import Kind, result_file_id, results_location
 from .errors import GatewayError, bad_request
 from .ids import is_wellformed_id, new_id
 from .providers.openai import OPENAI_BATCH_ENDPOINTS
@@ -57,6 +57,7 @@ OUTPUT_EXPIRY_RANGE = (3600, 2_592_000)
 LIST_DEFAULT, LIST_MAX = 20, 100
 WINDOW_SECONDS = 24 * 3600
 POLL_INTERVAL_MS = 1000   # one provider poll per batch per second, across replicas
+REFRESH_CONCURRENCY = 8   # provider calls in flight while a listing brings its page up to date
 
 
 # -- create: the checks ---------------------------------------------------------------------
@@ -236,7 +237,8 @@ async def batches_list(ctx: "OperationContext") -> web.StreamResponse:
     if ex.list_upstream:
         return ctx.json_response(await _list_upstream(ctx, limit, after))
     recs, has_more = await ctx.store.list_batches(ex.tenant.name, limit=limit, after=after)
-    await asyncio.gather(*(_refresh(ctx, rec) for rec in recs))
+    calls = asyncio.Semaphore(REFRESH_CONCURRENCY)
+    await asyncio.gather(*(_refresh(ctx, rec, calls) for rec in recs))
     data = [render(rec) for rec in recs]
     return ctx.json_response(orjson.dumps({
         "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
@@ -248,9 +250,7 @@ async def _list_upstream(ctx: "OperationContext", limit: int, after: str | None)
     provider); batches of it the gateway recorded are observed on the way."""
     ex = ctx.ex
     provider = ex.provider
-    assert provider is not None
-    if _batch_provider(provider, ex.operation) is not None:
-        raise provider.unsupported("listing the provider's own batches")
+    assert provider is not None  # list_upstream: a pass-through provider a header named
     query = {"limit": str(limit), **({"after": after} if after else {})}
     _, data = await provider.call_batches(ex, "GET", "", body=None, query=urlencode(query) if provider.batch_list_cursors else "")
     try:
@@ -278,22 +278,25 @@ async def _list_upstream(ctx: "OperationContext", limit: int, after: str | None)
     return data
 
 
-async def _refresh(ctx: "OperationContext", rec: BatchRecord) -> None:
+async def _refresh(ctx: "OperationContext", rec: BatchRecord, calls: asyncio.Semaphore) -> None:
     """Bring a listed batch up to date from its provider (bounded by the poll claim); a
     provider that fails leaves the stored state, which is listed."""
     if rec.status in TERMINAL:
         return
+    batch_provider = ctx.providers.get(rec.provider)
+    if batch_provider is None:
+        return
     try:
-        batch_provider = ctx.providers.get(rec.provider)
-        if batch_provider is None or not await _claim(ctx, rec):
-            return
-        runner = batch_provider.batch_runner()
-        if runner is not None:
-            await _poll(ctx, rec, runner, await runner.poll_batch(rec.job))
-            return
-        _, data = await batch_provider.call_batches(ctx.ex, "GET", f"/{rec.upstream_id or rec.id}", body=None,
-                                                    query="")
-        await _observe(ctx, rec, _batch_object(batch_provider, data))
+        async with calls:
+            if not await _claim(ctx, rec):
+                return
+            runner = batch_provider.batch_runner()
+            if runner is not None:
+                await _poll(ctx, rec, runner, await runner.poll_batch(rec.job))
+                return
+            _, data = await batch_provider.call_batches(ctx.ex, "GET", f"/{rec.upstream_id or rec.id}", body=None,
+                                                        query="")
+            await _observe(ctx, rec, _batch_object(batch_provider, data))
     except GatewayError as err:
         log.warning("could not refresh batch %s on %s: %s", rec.id, rec.provider, err.message)
 
@@ -343,7 +346,10 @@ def _absorb(rec: BatchRecord, obj: dict[str, Any]) -> None:
 
 async def _observe(ctx: "OperationContext", rec: BatchRecord, obj: dict[str, Any]) -> None:
     """A pass-through batch object went by: adopt its new files, then store its state (in
-    that order, so a failed adoption is retried the next time the object is seen)."""
+    that order, so a failed adoption is retried the next time the object is seen). An object
+    unchanged since the last one costs no write."""
+    if rec.job.get("object") == obj:
+        return
     await _adopt_outputs(ctx, rec, obj)
     _absorb(rec, obj)
     rec.output_file_id = _file_id(obj, "output_file_id") or rec.output_file_id
@@ -396,15 +402,15 @@ async def _poll(ctx: "OperationContext", rec: BatchRecord, runner: "BatchRunner"
     if progress.status in TERMINAL:
         now = int(time.time())
         expires = now + rec.output_expires_after if rec.output_expires_after else None
-        for kind, present in (("output", progress.has_output), ("error", progress.has_errors)):
+        kinds: tuple[tuple[Kind, bool], ...] = (("output", progress.has_output), ("error", progress.has_errors))
+        for kind, present in kinds:
             if not present:
                 continue
-            file_id = result_file_id(rec.id, kind)  # type: ignore[arg-type]  # the two literals
-            size = await runner.results_size(rec.job, kind)  # type: ignore[arg-type]
+            file_id = result_file_id(rec.id, kind)
             await ctx.store.adopt_file(FileRecord(
                 id=file_id, tenant=rec.tenant, provider=rec.provider, filename=f"{rec.id}_{kind}.jsonl",
-                purpose="batch_output", bytes=size, created_at=now, expires_at=expires,
-                location=results_location(rec.id, kind)))  # type: ignore[arg-type]
+                purpose="batch_output", bytes=await runner.results_size(rec.job, kind), created_at=now,
+                expires_at=expires, location=results_location(rec.id, kind)))
             if kind == "output":
                 rec.output_file_id = file_id
             else:

@@ -1,4 +1,5 @@
-"""Faithful fake of Groq's (OpenAI-compatible) Files API, docs/provider-facts.md §6.
+"""Faithful fake of Groq's (OpenAI-compatible) Files and Batches APIs, docs/provider-facts.md §6
+(batches: tests/fakes/batches.py with Groq's differences, §6.1; reached as ``fake.batches``).
 
     with FakeGroq(data_dir=tmp_path) as fake:
         ...   # gateway api_base = fake.base_url  (= fake.url + "/openai/v1")

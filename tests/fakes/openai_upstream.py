@@ -1,4 +1,5 @@
-"""Faithful fake of the OpenAI / Azure OpenAI Files and Responses HTTP APIs.
+"""Faithful fake of the OpenAI / Azure OpenAI Files, Responses and Batches HTTP APIs (batches:
+tests/fakes/batches.py, reached as ``fake.batches``).
 
 Shapes follow docs/provider-facts.md (§1 Files, §2 SDK wire behaviour, §3 Responses, §4
 Azure classic family); tests/fakes/README.md lists each fact's source.  The fake is an
