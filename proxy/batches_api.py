@@ -36,7 +36,7 @@ from .batch_files import Kind, result_file_id, results_location
 from .errors import GatewayError, bad_request
 from .ids import is_wellformed_id, new_id
 from .providers.openai import OPENAI_BATCH_ENDPOINTS
-from .store.base import BatchRecord, FileRecord
+from .store.base import TERMINAL_BATCH_STATUSES, BatchRecord, FileRecord
 
 if TYPE_CHECKING:
     from .batch_runner import BatchProgress, BatchRunner
@@ -49,7 +49,7 @@ log = logging.getLogger("sluicegate.batches")
 # docs/provider-facts.md §1.9
 STATUSES = frozenset({"validating", "failed", "in_progress", "finalizing", "completed", "expired",
                       "cancelling", "cancelled"})
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL = frozenset(TERMINAL_BATCH_STATUSES)
 TIMESTAMPS = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
               "cancelling_at", "cancelled_at")
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
@@ -354,7 +354,7 @@ async def _observe(ctx: "OperationContext", rec: BatchRecord, obj: dict[str, Any
     _absorb(rec, obj)
     rec.output_file_id = _file_id(obj, "output_file_id") or rec.output_file_id
     rec.error_file_id = _file_id(obj, "error_file_id") or rec.error_file_id
-    await ctx.store.update_batch(rec)
+    await _store_state(ctx, rec)
 
 
 def _file_id(obj: dict[str, Any], key: str) -> str | None:
@@ -420,7 +420,18 @@ async def _poll(ctx: "OperationContext", rec: BatchRecord, runner: "BatchRunner"
                           "failed": progress.request_counts.failed}
     rec.timestamps.update(progress.timestamps)
     rec.errors = progress.errors or None
-    await ctx.store.update_batch(rec)
+    await _store_state(ctx, rec)
+
+
+async def _store_state(ctx: "OperationContext", rec: BatchRecord) -> None:
+    """Write ``rec``'s new state; if the batch had ended meanwhile (another replica's poll got
+    there first: an ended batch is final), ``rec`` becomes what the store has."""
+    if await ctx.store.update_batch(rec):
+        return
+    stored = await ctx.store.get_batch(rec.id)
+    if stored is not None:
+        for name in BatchRecord.__slots__:
+            setattr(rec, name, getattr(stored, name))
 
 
 def render(rec: BatchRecord) -> dict[str, Any]:

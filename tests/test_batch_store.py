@@ -41,7 +41,7 @@ async def test_batch_state_round_trips_and_survives_reopen(replicas):
     b.timestamps = {"completed_at": 1234, "in_progress_at": 1200}
     b.request_counts = {"total": 3, "completed": 2, "failed": 1}
     b.errors = [{"code": "x", "message": "y", "line": 2, "param": None}]
-    await s.update_batch(b)
+    assert await s.update_batch(b)
     await s.close()
     again = await replicas()
     got = await again.get_batch("batch_1")
@@ -72,3 +72,17 @@ async def test_adopt_file_inserts_once_and_keeps_the_first_owner(replicas):
     assert not await a.adopt_file(thief)
     got = await b.get_file("file-out")
     assert got is not None and got.tenant == "t" and got.bytes == 7 and got.purpose == "batch_output"
+
+
+async def test_an_ended_batch_is_final(replicas):
+    """A slower poll of another replica, answering from before the end, never undoes it."""
+    a, b = await replicas(), await replicas()
+    await a.add_batch(batch(1))
+    stale = await b.get_batch("batch_1")
+    ended = await a.get_batch("batch_1")
+    ended.status, ended.output_file_id = "completed", "file-out"
+    assert await a.update_batch(ended)
+    stale.status = "in_progress"
+    assert not await b.update_batch(stale)
+    got = await b.get_batch("batch_1")
+    assert (got.status, got.output_file_id) == ("completed", "file-out")

@@ -47,6 +47,10 @@ class ResponseRecord:
     created_at: int
 
 
+# OpenAI's batch statuses after which nothing changes (openai-python types/batch.py).
+TERMINAL_BATCH_STATUSES = ("completed", "failed", "expired", "cancelled")
+
+
 @dataclass(slots=True)
 class BatchRecord:
     """A batch created through the gateway (``/v1/batches``): who owns it, where it runs, and
@@ -181,8 +185,11 @@ class Store(Protocol):
         """The tenant's batches, newest first; ``after`` a batch id of the same tenant (an
         unknown one gives an empty page); ``(page, has_more)``."""
 
-    async def update_batch(self, rec: BatchRecord) -> None:
-        """Store the mutable state of ``rec`` (status, job, file ids, timestamps, counts, errors)."""
+    async def update_batch(self, rec: BatchRecord) -> bool:
+        """Store the mutable state of ``rec`` (status, job, file ids, timestamps, counts, errors),
+        unless the stored batch has ended (a status in :data:`TERMINAL_BATCH_STATUSES`): an
+        ended batch is final, so a slower, older poll (another replica's) never overwrites it.
+        True if the row was written."""
 
     async def claim_batch_poll(self, batch_id: str, now_ms: int, interval_ms: int) -> bool:
         """Atomically take the right to poll the provider for ``batch_id``: True (and

@@ -6,13 +6,15 @@ from typing import Any
 
 import orjson
 
-from .base import BatchRecord
+from .base import TERMINAL_BATCH_STATUSES, BatchRecord
 
 BATCH_COLS = ("id, tenant, provider, upstream_id, input_file_id, endpoint, completion_window, metadata, status, "
               "job, output_file_id, error_file_id, created_at, timestamps, request_counts, errors, "
               "output_expires_after, polled_at")
-# What update_batch writes (the rest never changes after create).
+# What update_batch writes (the rest never changes after create), and the condition it writes
+# under: a batch that has ended is final (the statuses are constants, not client input).
 BATCH_MUTABLE = ("status", "job", "output_file_id", "error_file_id", "timestamps", "request_counts", "errors")
+NOT_ENDED = "status NOT IN (" + ", ".join(f"'{s}'" for s in TERMINAL_BATCH_STATUSES) + ")"
 
 
 def _json(value: Any) -> str | None:

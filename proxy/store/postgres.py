@@ -30,7 +30,7 @@ import orjson
 
 from . import migrations
 from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord
-from .batch_rows import BATCH_COLS, BATCH_MUTABLE, batch_args, mutable_args, row_to_batch
+from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
 from .sqlite import _LRU
 
@@ -459,10 +459,11 @@ class PostgresStore:
                 f"SELECT {BATCH_COLS} FROM batches WHERE tenant = $1 ORDER BY seq DESC LIMIT $2", tenant, limit + 1)
         return [row_to_batch(r) for r in rows[:limit]], len(rows) > limit
 
-    async def update_batch(self, rec: BatchRecord) -> None:
+    async def update_batch(self, rec: BatchRecord) -> bool:
         sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(BATCH_MUTABLE, start=1))
-        await self.pool.execute(f"UPDATE batches SET {sets} WHERE id = ${len(BATCH_MUTABLE) + 1}",
-                                *mutable_args(rec), rec.id)
+        status = await self.pool.execute(
+            f"UPDATE batches SET {sets} WHERE id = ${len(BATCH_MUTABLE) + 1} AND {NOT_ENDED}", *mutable_args(rec), rec.id)
+        return status != "UPDATE 0"
 
     async def claim_batch_poll(self, batch_id: str, now_ms: int, interval_ms: int) -> bool:
         claimed = await self.pool.fetchval(

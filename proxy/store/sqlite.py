@@ -27,7 +27,7 @@ import orjson
 
 from . import migrations
 from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord
-from .batch_rows import BATCH_COLS, BATCH_MUTABLE, batch_args, mutable_args, row_to_batch
+from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
 
 # A tenant's stored plus reserved bytes, leaving one reservation out (params: tenant, tenant, id).
@@ -386,10 +386,12 @@ class SQLiteStore:
             rows = cast("list[aiosqlite.Row]", await cur.fetchall())
         return [row_to_batch(r) for r in rows[:limit]], len(rows) > limit
 
-    async def update_batch(self, rec: BatchRecord) -> None:
+    async def update_batch(self, rec: BatchRecord) -> bool:
         sets = ", ".join(f"{c} = ?" for c in BATCH_MUTABLE)
         async with self._write_lock:
-            await self.db.execute(f"UPDATE batches SET {sets} WHERE id = ?", (*mutable_args(rec), rec.id))
+            cur = await self.db.execute(f"UPDATE batches SET {sets} WHERE id = ? AND {NOT_ENDED}",
+                                        (*mutable_args(rec), rec.id))
+        return cur.rowcount > 0
 
     async def claim_batch_poll(self, batch_id: str, now_ms: int, interval_ms: int) -> bool:
         async with self._write_lock:
