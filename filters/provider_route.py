@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Mapping
 from proxy.errors import GatewayError
 from proxy.ids import is_wellformed_id
 from proxy.references import RECORDED_KINDS, Reference, body_references
-from proxy.store.base import FileRecord, ResponseRecord
+from proxy.store.base import BatchRecord, FileRecord, ResponseRecord
 
 from .base import Filter
 
@@ -105,6 +105,10 @@ class ProviderRouteFilter(Filter):
             # ids the gateway never recorded get them. Everyone else lists what they created.
             ex.list_upstream = self.may_reach_unseen(ex, ex.provider)
             ex.list_provider = provider.name if provider is not None else None
+        elif op == "batches.list":
+            # Batches of every provider are listed from the store; a provider's own listing
+            # (batches the gateway never saw) only when a header names it, for those callers.
+            ex.list_upstream = provider is not None and self.may_reach_unseen(ex, provider)
 
     async def _route_by_id(self, ex: "Exchange") -> None:
         object_id = ex.object_id
@@ -112,8 +116,14 @@ class ProviderRouteFilter(Filter):
         if not is_wellformed_id(object_id):
             raise self._not_found(ex)  # no provider has such an id; nothing goes upstream
         store = self.store
-        is_file = ex.operation.startswith("files.")
-        rec = await (store.get_file(object_id) if is_file else store.get_response(object_id))
+        kind = ex.operation.split(".", 1)[0]
+        rec: FileRecord | ResponseRecord | BatchRecord | None
+        if kind == "files":
+            rec = await store.get_file(object_id)
+        elif kind == "batches":
+            rec = await store.get_batch(object_id)
+        else:
+            rec = await store.get_response(object_id)
         if rec is not None:
             if rec.tenant != _tenant(ex).name or (isinstance(rec, FileRecord) and rec.expired(time.time())):
                 raise self._not_found(ex)
@@ -124,6 +134,8 @@ class ProviderRouteFilter(Filter):
             ex.provider = provider
             if isinstance(rec, FileRecord):
                 ex.file_record = rec
+            elif isinstance(rec, BatchRecord):
+                ex.batch_record = rec
             else:
                 ex.response_record = rec
             return
@@ -187,10 +199,9 @@ class ProviderRouteFilter(Filter):
 
     @staticmethod
     def _not_found(ex: "Exchange") -> GatewayError:
-        kind = "File" if ex.operation.startswith("files.") else "Response"
-        param = "file_id" if kind == "File" else "response_id"
-        return GatewayError(404, f"No such {kind} object: {(ex.object_id or '')[:128]}", param=param,
-                            code="file_not_found" if kind == "File" else "response_not_found")
+        kind = {"files": "file", "batches": "batch"}.get(ex.operation.split(".", 1)[0], "response")
+        return GatewayError(404, f"No such {kind.capitalize()} object: {(ex.object_id or '')[:128]}",
+                            param=f"{kind}_id", code=f"{kind}_not_found")
 
     def _from_model_prefix(self, ex: "Exchange") -> "Provider | None":
         body = ex.json_body

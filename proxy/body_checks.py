@@ -39,7 +39,8 @@ CHECKS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {"responses.cr
 
 
 # Fields an operation cannot go without: each must be a non-empty string.
-REQUIRED: dict[str, tuple[str, ...]] = {"responses.create": ("model",)}
+REQUIRED: dict[str, tuple[str, ...]] = {"responses.create": ("model",),
+                                        "batches.create": ("input_file_id", "endpoint", "completion_window")}
 
 
 def check_body(operation: str, body: dict[str, Any]) -> None:

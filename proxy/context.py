@@ -6,7 +6,7 @@ Operations never see the gateway; this is all they may use. The pipeline creates
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from .config import LimitsConfig
     from .exchange import Exchange
+    from .providers.base import Provider
     from .store.base import Store
 
 
@@ -27,16 +28,19 @@ def error_response(err: GatewayError) -> web.Response:
 
 
 class OperationContext:
-    __slots__ = ("ex", "chain", "store", "limits", "data_dir", "boundary")
+    __slots__ = ("ex", "chain", "store", "limits", "data_dir", "boundary", "providers")
 
     def __init__(self, ex: "Exchange", chain: "FilterChain", store: "Store", limits: "LimitsConfig",
-                 data_dir: str) -> None:
+                 data_dir: str, providers: "Mapping[str, Provider] | None" = None) -> None:
         self.ex = ex
         self.chain = chain  # this exchange's filters: upload hooks, response data, append()
         self.store = store
         self.limits = limits
         self.data_dir = data_dir  # server.data_dir: where an upload's held file is spooled
         self.boundary: bytes | None = None  # a multipart operation's boundary, read by the pipeline
+        # every configured provider by name: an operation over records of several providers
+        # (batches.list refreshes each listed batch where it runs) reaches them here
+        self.providers: Mapping[str, Provider] = providers or {}
 
     def before_send(self, resp: web.StreamResponse) -> None:
         """Response-side filters run once the status is known, before headers go out."""

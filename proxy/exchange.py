@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from .providers.base import Provider
     from .reservations import UploadReservation
-    from .store.base import FileRecord, ResponseRecord
+    from .store.base import BatchRecord, FileRecord, ResponseRecord
 
 
 class Tenant:
@@ -24,7 +24,7 @@ class Exchange:
     """One request's state. Stages communicate only through it."""
 
     __slots__ = (
-        "request", "operation", "object_id", "tenant", "provider", "file_record", "response_record",
+        "request", "operation", "object_id", "tenant", "provider", "file_record", "response_record", "batch_record",
         "status", "started", "first_byte_at", "ended",
         # uploads
         "content_length", "purpose", "filename", "expires_after", "file_bytes", "body_bytes",
@@ -45,6 +45,7 @@ class Exchange:
         self.provider: Provider | None = None
         self.file_record: FileRecord | None = None
         self.response_record: ResponseRecord | None = None
+        self.batch_record: BatchRecord | None = None
         self.status = 0
         self.started = time.perf_counter()
         self.first_byte_at: float | None = None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 import orjson
 from aiohttp import web
 
+from .batch_files import results_download, results_of
 from .errors import GatewayError, bad_request
 from .uploads import handle_upload
 
@@ -71,7 +72,10 @@ async def files_list(ctx: "OperationContext") -> web.StreamResponse:
 async def files_retrieve(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
-    return ctx.json_response(await ex.provider.retrieve_file(ex, ex.file_record, ex.object_id))
+    rec = ex.file_record
+    if rec is not None and results_of(rec) is not None:  # a gateway-run batch's results: the record is all
+        return ctx.json_response(orjson.dumps(rec.to_openai()))
+    return ctx.json_response(await ex.provider.retrieve_file(ex, rec, ex.object_id))
 
 
 async def files_delete(ctx: "OperationContext") -> web.StreamResponse:
@@ -97,6 +101,10 @@ async def _delete_claimed(ctx: "OperationContext", rec: "FileRecord") -> bytes:
     retry: the provider's 404 counts as already gone.)"""
     ex = ctx.ex
     assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
+    if results_of(rec) is not None:
+        # A gateway-run batch's results stay where the provider wrote them (its job's output);
+        # the gateway file was only the record.
+        return orjson.dumps({"id": ex.object_id, "object": "file", "deleted": True})
     try:
         return await ex.provider.delete_file(ex, rec, ex.object_id)
     except GatewayError as err:
@@ -112,7 +120,11 @@ async def _delete_claimed(ctx: "OperationContext", rec: "FileRecord") -> bytes:
 async def files_content(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
-    dl = await ex.provider.file_content(ex, ex.file_record, ex.object_id)
+    rec = ex.file_record
+    if rec is not None and results_of(rec) is not None:
+        dl = await results_download(ctx.store, ex.provider, rec)
+    else:
+        dl = await ex.provider.file_content(ex, rec, ex.object_id)
     chunks = dl.chunks
     if dl.path is not None:
         if not ctx.chain.observes_response_data:

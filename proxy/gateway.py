@@ -14,6 +14,7 @@ from filters import build_chain_factory
 from filters.metrics import Metrics
 
 from . import openapi
+from .batch_files import results_of
 from .bytes_response import BytesResponse
 from .context import error_response
 from .errors import GatewayError
@@ -44,7 +45,8 @@ class Gateway:
         chains = build_chain_factory(config.filters, auth=config.auth, limits=config.limits,
                                      default_provider=config.default_provider, providers=self.providers,
                                      store=self.store, metrics=self.metrics)
-        self.pipeline = Pipeline(chains, self.store, config.limits, data_dir=config.server.data_dir)
+        self.pipeline = Pipeline(chains, self.store, config.limits, data_dir=config.server.data_dir,
+                                 providers=self.providers)
         self._draining = False
         self.inflight = 0
         self._inflight_pending = False  # a write of the in-flight gauge is scheduled
@@ -89,7 +91,8 @@ class Gateway:
                 continue
             provider = self.providers.get(rec.provider)
             try:
-                if provider is not None:
+                # A gateway-run batch's results file is only a record: nothing to remove.
+                if provider is not None and results_of(rec) is None:
                     await provider.expire_file(rec)
             except GatewayError as err:
                 if err.status != 404:

@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of the gateway's API surface, served at ``GET /openapi.json``.
 
-It describes what the gateway itself implements (the Files and Responses operations of
-``routes.py``), with compact but faithful subsets of OpenAI's own schemas (openai-openapi:
+It describes what the gateway itself implements (the Files, Responses and Batches operations
+of ``routes.py``), with compact but faithful subsets of OpenAI's own schemas (openai-openapi:
 ``OpenAIFile``, ``ListFilesResponse``, ``DeleteFileResponse``, ``CreateFileRequest``,
-``CreateResponse``, ``Response``, ``ResponseItemList``, ``ErrorResponse``) where the real API
+``CreateResponse``, ``Response``, ``ResponseItemList``, ``Batch``, ``ListBatchesResponse``,
+``CreateBatchRequest``, ``ErrorResponse``) where the real API
 differs from OpenAI's document (``first_id``/``last_id``/``expires_at`` are null when empty,
 purpose ``evals``), the real behaviour wins. Every error each operation can answer with is
 listed, in the gateway's ``{"error": {...}}`` shape with ``x-should-retry``.
@@ -74,6 +75,14 @@ _INPUT_MESSAGE: Schema = {
         "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _INPUT_CONTENT}]},
     },
 }
+
+# openai-python types/batch.py, batch_create_params.py (docs/provider-facts.md §1.9)
+BATCH_ENDPOINTS = ["/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
+                   "/v1/images/generations", "/v1/images/edits", "/v1/videos"]
+BATCH_STATUSES = ["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
+                  "cancelled"]
+_BATCH_TIMES = ["in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+                "cancelling_at", "cancelled_at"]
 
 _LIFECYCLE_EVENTS = ["response.created", "response.queued", "response.in_progress", "response.completed",
                      "response.failed", "response.incomplete"]
@@ -254,6 +263,55 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object", "required": ["id", "object", "deleted"],
         "properties": {"id": {"type": "string"}, "object": {"const": "response"}, "deleted": {"type": "boolean"}},
     },
+    "Batch": {
+        "type": "object", "title": "The batch object",
+        "required": ["id", "object", "endpoint", "input_file_id", "completion_window", "status", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "batch"},
+            "endpoint": {"type": "string"},
+            "input_file_id": {"type": "string"},
+            "completion_window": {"type": "string"},
+            "status": {"enum": BATCH_STATUSES},
+            "output_file_id": {"type": ["string", "null"]},
+            "error_file_id": {"type": ["string", "null"]},
+            "created_at": {"type": "integer"},
+            **{name: {"type": ["integer", "null"]} for name in _BATCH_TIMES},
+            "request_counts": _nullable({"type": "object", "required": ["total", "completed", "failed"],
+                                         "properties": {k: {"type": "integer"} for k in ("total", "completed", "failed")}}),
+            "errors": _nullable({"type": "object", "properties": {
+                "object": {"type": "string"},
+                "data": {"type": "array", "items": {"type": "object", "properties": {
+                    "code": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]},
+                    "param": {"type": ["string", "null"]}, "line": {"type": ["integer", "null"]}}}}}}),
+            "metadata": {"anyOf": [{"type": "object", "additionalProperties": {"type": "string"}}, {"type": "null"}]},
+            "model": {"type": ["string", "null"]},
+        },
+    },
+    "ListBatchesResponse": {
+        "type": "object", "required": ["object", "data", "first_id", "last_id", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("Batch")},
+            "first_id": {"type": ["string", "null"]},
+            "last_id": {"type": ["string", "null"]},
+            "has_more": {"type": "boolean"},
+        },
+    },
+    "CreateBatchRequest": {
+        "type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
+        "properties": {
+            "input_file_id": {"type": "string", "minLength": 1,
+                              "description": "A purpose=batch file; it routes the batch to its provider."},
+            "endpoint": {"enum": BATCH_ENDPOINTS, "description": "One the input file's provider runs."},
+            "completion_window": {"type": "string", "minLength": 1,
+                                  "description": "24h (Groq: 24h to 7d)."},
+            "metadata": _METADATA,
+            "output_expires_after": {"type": "object", "required": ["anchor", "seconds"], "properties": {
+                "anchor": {"const": "created_at"},
+                "seconds": {"type": "integer", "minimum": 3600, "maximum": 2592000}}},
+        },
+    },
     "ResponseItemList": {
         "type": "object", "required": ["object", "data", "has_more", "first_id", "last_id"],
         "properties": {
@@ -329,6 +387,8 @@ PARAMETERS: dict[str, Schema] = {
                        "configured provider has."},
     "FileId": {"name": "file_id", "in": "path", "required": True, "schema": _ID,
                "description": "A file id (e.g. file-abc123); another shape is a 404."},
+    "BatchId": {"name": "batch_id", "in": "path", "required": True, "schema": _ID,
+                "description": "A batch id (e.g. batch_abc123); another shape is a 404."},
     "ResponseId": {"name": "response_id", "in": "path", "required": True, "schema": _ID,
                    "description": "A response id (e.g. resp_abc123); another shape is a 404."},
     "Include": {"name": "include[]", "in": "query", "style": "form", "explode": True,
@@ -442,6 +502,35 @@ PATHS: dict[str, Schema] = {
             "responses": _responses(_json("ResponseItemList", "A page of input items."), "404"),
         },
     },
+    "/batches": {
+        "parameters": _ROUTING,
+        "post": {
+            "operationId": "createBatch", "tags": ["Batches"],
+            "summary": "Create a batch on the input file's provider (checked before anything goes upstream).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateBatchRequest")}}},
+            "responses": _responses(_json("Batch", "The created batch."), "404", "413"),
+        },
+        "get": {
+            "operationId": "listBatches", "tags": ["Batches"],
+            "summary": "The caller's batches, newest first (a pass-through provider's own list for callers "
+                       "that may see it, when a header names the provider).",
+            "parameters": [
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "1 to 100."),
+                _query("after", {"type": "string"}, "A batch id: the page after it."),
+            ],
+            "responses": _responses(_json("ListBatchesResponse", "A page of batches.")),
+        },
+    },
+    "/batches/{batch_id}": {
+        "parameters": [_param("BatchId"), *_ROUTING],
+        "get": {"operationId": "retrieveBatch", "tags": ["Batches"], "summary": "The batch, as its provider has it now.",
+                "responses": _responses(_json("Batch", "The batch."), "404")},
+    },
+    "/batches/{batch_id}/cancel": {
+        "parameters": [_param("BatchId"), *_ROUTING],
+        "post": {"operationId": "cancelBatch", "tags": ["Batches"], "summary": "Cancel a batch (cancelling, then cancelled).",
+                 "responses": _responses(_json("Batch", "The batch."), "404")},
+    },
 }
 
 _ALL_ERRORS = sorted({s for p in PATHS.values() for op in p.values() if isinstance(op, dict)
@@ -462,13 +551,13 @@ def build(config: "Config") -> dict[str, Any]:
         "info": {
             "title": "sluicegate",
             "version": DOC_VERSION,
-            "description": "OpenAI-compatible Files and Responses API across providers. Errors are always "
-                           "{\"error\": {message, type, param, code}} with x-should-retry. Not implemented yet "
-                           "(no paths): /v1/uploads, /v1/batches.",
+            "description": "OpenAI-compatible Files, Responses and Batches API across providers. Errors are "
+                           "always {\"error\": {message, type, param, code}} with x-should-retry. Not implemented "
+                           "yet (no paths): /v1/uploads.",
         },
         "servers": servers,
         "security": security,
-        "tags": [{"name": "Files"}, {"name": "Responses"}],
+        "tags": [{"name": "Files"}, {"name": "Responses"}, {"name": "Batches"}],
         "paths": PATHS,
         "components": {
             "securitySchemes": {

@@ -20,12 +20,12 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
 
-from . import files_api, responses_api
+from . import batches_api, files_api, responses_api
 from .body import arrived_body, client_chunks
 from .body_checks import check_body
 from .context import OperationContext
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from filters.base import ChainFactory
 
     from .config import LimitsConfig
+    from .providers.base import Provider
     from .store.base import Store
 
 log = logging.getLogger("sluicegate")
@@ -65,6 +66,10 @@ OPERATIONS: dict[str, Operation] = {
     "responses.delete": Operation(responses_api.responses_delete),
     "responses.cancel": Operation(responses_api.responses_cancel),
     "responses.input_items": Operation(responses_api.responses_input_items),
+    "batches.create": Operation(batches_api.batches_create, Body.JSON),
+    "batches.list": Operation(batches_api.batches_list),
+    "batches.retrieve": Operation(batches_api.batches_retrieve),
+    "batches.cancel": Operation(batches_api.batches_cancel),
 }
 
 
@@ -113,18 +118,20 @@ class Pipeline:
     """Runs exchanges. Built once by the gateway with what operations and filters may use."""
 
     def __init__(self, chains: "ChainFactory", store: "Store", limits: "LimitsConfig",
-                 operations: dict[str, Operation] | None = None, *, data_dir: str = ".") -> None:
+                 operations: dict[str, Operation] | None = None, *, data_dir: str = ".",
+                 providers: "Mapping[str, Provider] | None" = None) -> None:
         self.chains = chains
         self.store = store
         self.limits = limits
         self.data_dir = data_dir
         self.operations = OPERATIONS if operations is None else operations
+        self.providers: Mapping[str, Provider] = providers or {}
 
     async def handle(self, request: web.BaseRequest, operation: str, object_id: str | None) -> web.StreamResponse:
         op = self.operations[operation]
         ex = Exchange(request, operation, object_id)
         chain = self.chains.create(upload=op.body is Body.MULTIPART)
-        ctx = OperationContext(ex, chain, self.store, self.limits, self.data_dir)
+        ctx = OperationContext(ex, chain, self.store, self.limits, self.data_dir, self.providers)
         try:
             try:
                 if op.body is Body.JSON:

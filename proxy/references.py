@@ -38,10 +38,10 @@ from .errors import bad_request
 # its ids are "unseen" ids.
 RECORDED_KINDS = frozenset({"file", "response"})
 
-# operation -> {top-level field: kind}. A later body-carrying operation adds its row here
-# (batches.create: {"input_file_id": "file"}).
+# operation -> {top-level field: kind}. A body-carrying operation adds its row here.
 TOP_LEVEL: dict[str, Mapping[str, str]] = {
     "responses.create": {"previous_response_id": "response", "conversation": "conversation", "prompt": "prompt"},
+    "batches.create": {"input_file_id": "file"},
 }
 
 # key -> (kind, holds a list of ids)

@@ -71,12 +71,12 @@ def test_document_is_served_without_a_key_and_is_valid_openapi(tmp_path: Path) -
         # the document describes exactly what the router serves
         served = set()
         for seg, n, tail, method in _TABLE:
-            ident = "{file_id}" if seg == "files" else "{response_id}"
+            ident = {"files": "{file_id}", "batches": "{batch_id}"}.get(seg, "{response_id}")
             path = "/" + "/".join([seg, ident, tail or ""][: n + 1])
             served.add((path, method.lower()))
         documented = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
         assert documented == served
-        assert not any(p.startswith(("/uploads", "/batches")) for p in doc["paths"])
+        assert not any(p.startswith("/uploads") for p in doc["paths"])
         # every documented error is the gateway's error shape with x-should-retry
         for name, resp in doc["components"]["responses"].items():
             assert resp["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
@@ -172,7 +172,7 @@ def test_documented_answers_for_real_objects(tmp_path: Path) -> None:
     """Generated ids rarely exist, so the 200 bodies of the id operations are checked here on
     objects made through the SDK: File objects from both kinds of provider, content, deletes,
     a Response retrieved as JSON and replayed as SSE, its input items, a cancelled background
-    response, a deleted response."""
+    response, a deleted response, a batch created, retrieved, listed and cancelled."""
     from tests.conftest import client
 
     with FakeOpenAI("openai", data_dir=tmp_path / "fake") as fake, \
@@ -215,6 +215,18 @@ def test_documented_answers_for_real_objects(tmp_path: Path) -> None:
         streamed = call("/responses", "POST", body={"model": "up/gpt-4o", "input": "stream it", "stream": True},
                         media_type="application/json")
         assert b"response.completed" in streamed.content
+
+        # a batch on the pass-through provider (routed by its input file), running for an hour
+        fake.batches.duration = 3600.0
+        line = b'{"custom_id":"r1","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o"}}\n'
+        batch_input = c.files.create(file=("in.jsonl", line), purpose="batch", extra_headers=up)
+        created = call("/batches", "POST", media_type="application/json", body={
+            "input_file_id": batch_input.id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+            "metadata": {"k": "v"}}).json()
+        ids = {"batch_id": created["id"]}
+        assert call("/batches/{batch_id}", "GET", path_parameters=ids).json()["status"] == "in_progress"
+        assert [b["id"] for b in call("/batches", "GET", query={"limit": 5}).json()["data"]] == [created["id"]]
+        assert call("/batches/{batch_id}/cancel", "POST", path_parameters=ids).json()["status"] == "cancelling"
 
 
 def test_retrieve_stream_flag_other_than_true_or_false_is_a_400(start_gateway, fake_openai) -> None:

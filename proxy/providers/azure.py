@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
     from ..exchange import Exchange
 
+# Azure Global Batch runs these (docs/provider-facts.md §4.5)
+AZURE_BATCH_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/responses"})
+
 _STATUS = {"uploaded": "uploaded", "pending": "uploaded", "running": "uploaded",
            "processed": "processed", "error": "error"}
 
@@ -32,6 +35,7 @@ class AzureProvider(OpenAIProvider):
     type = "azure"
 
     config: AzureConfig
+    batch_endpoints = AZURE_BATCH_ENDPOINTS
 
     def __init__(self, config: AzureConfig) -> None:
         super().__init__(config)

@@ -22,6 +22,7 @@ from ..errors import GatewayError
 if TYPE_CHECKING:
     from filters.base import Filter
 
+    from ..batch_runner import BatchRunner
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
@@ -133,6 +134,33 @@ class Provider:
         self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str, stream: bool,
     ) -> "H1Stream":
         """Call ``/responses{suffix}`` upstream and return the live 2xx body stream (SSE)."""
+        raise self.unsupported(ex.operation)
+
+    # -- batches -------------------------------------------------------------------------
+    # Two families (proxy/batches_api.py): a provider whose :meth:`batch_runner` is not None
+    # has its batches run by the gateway (bedrock, vertex, anthropic); otherwise one with
+    # ``batch_endpoints`` forwards ``/batches`` (:meth:`call_batches`: openai, azure, groq).
+    # Neither: the Batches API answers 400 for it.
+
+    #: the batch ``endpoint`` values (OpenAI's names) this provider runs; empty: none
+    batch_endpoints: frozenset[str] = frozenset()
+    #: pass-through: the provider's batch list takes ``after``/``limit`` (else it answers
+    #: every batch at once and the gateway paginates)
+    batch_list_cursors = True
+
+    def batch_runner(self) -> "BatchRunner | None":
+        """The runner of this provider's batches when the gateway runs them; None otherwise."""
+        return None
+
+    def accepts_completion_window(self, value: str) -> bool:
+        """OpenAI's only window is ``24h`` (docs/provider-facts.md §1.9)."""
+        return value == "24h"
+
+    async def call_batches(
+        self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str,
+    ) -> tuple[int, bytes]:
+        """Pass-through: a buffered call on the provider's ``/batches{suffix}``, ``(status,
+        body)`` of a 2xx answer."""
         raise self.unsupported(ex.operation)
 
     # -- helpers -------------------------------------------------------------------------

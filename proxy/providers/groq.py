@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluicegate.groq")
 
 GROQ_PURPOSES = ("batch",)
+# groq-python BatchCreateParams (docs/provider-facts.md §6.1): one endpoint; windows 24h … 7d
+GROQ_BATCH_ENDPOINTS = frozenset({"/v1/chat/completions"})
+_WINDOW = re.compile(r"([1-9][0-9]{0,3})([hd])")
 
 
 class GroqUploadRules(Filter):
@@ -63,6 +67,8 @@ class GroqProvider(OpenAIProvider):
     type = "groq"
 
     config: GroqConfig
+    batch_endpoints = GROQ_BATCH_ENDPOINTS
+    batch_list_cursors = False   # GET /batches takes no query parameters (groq-python)
 
     def __init__(self, config: GroqConfig) -> None:
         # max_file_size defaults to GROQ_MAX_FILE_SIZE (GroqConfig); a higher one is the operator's word
@@ -77,6 +83,10 @@ class GroqProvider(OpenAIProvider):
              "Accept-Encoding": "identity"}
         h.update(self.config.headers)
         return h
+
+    def accepts_completion_window(self, value: str) -> bool:
+        m = _WINDOW.fullmatch(value)
+        return m is not None and 24 <= int(m.group(1)) * (24 if m.group(2) == "d" else 1) <= 168
 
     # -- uploads -------------------------------------------------------------------------
     def upload_rules(self, ex: "Exchange") -> GroqUploadRules:

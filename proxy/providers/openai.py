@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from ..store.base import FileRecord
 
 
+# openai-python BatchCreateParams.endpoint (docs/provider-facts.md §1.9)
+OPENAI_BATCH_ENDPOINTS = frozenset({
+    "/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
+    "/v1/images/generations", "/v1/images/edits", "/v1/videos"})
+
+
 class OpenAIProvider(Provider):
     type = "openai"
     passthrough = True
@@ -123,6 +129,21 @@ class OpenAIProvider(Provider):
         return await self.upstream.download(self.url(f"/files/{_upstream_id(rec, file_id)}/content"),
                                             params=self.params(), headers=forward_headers(ex.request.headers))
 
+
+    # -- batches -------------------------------------------------------------------------
+    batch_endpoints = OPENAI_BATCH_ENDPOINTS
+
+    async def call_batches(
+        self, ex: "Exchange", method: str, suffix: str, *, body: bytes | None, query: str,
+    ) -> tuple[int, bytes]:
+        headers = forward_headers(ex.request.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        status, data, _ = await self.upstream.request(
+            method, self.raw_url("/batches" + suffix, query), body=body, headers=headers,
+            # create and cancel change state upstream: never sent twice
+            idempotent=method == "GET")
+        return status, data
 
     # -- responses -----------------------------------------------------------------------
     async def call_responses(

@@ -47,6 +47,40 @@ class ResponseRecord:
     created_at: int
 
 
+# OpenAI's batch statuses after which nothing changes (openai-python types/batch.py).
+TERMINAL_BATCH_STATUSES = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """A batch created through the gateway (``/v1/batches``): who owns it, where it runs, and
+    its last known state. ``job`` is opaque to the store: the runner's job state for a batch
+    the gateway runs (proxy/batch_runner.py), or ``{"object": <last batch object seen>}`` for
+    a pass-through provider's batch. ``polled_at`` (unix milliseconds) is when a replica last
+    asked the provider, so that replicas ask at most once per second per batch."""
+
+    id: str                      # the id clients see (gateway-minted ``batch_…``, or the upstream's)
+    tenant: str
+    provider: str                # configured provider name
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    created_at: int
+    status: str = "validating"
+    metadata: dict[str, str] | None = None
+    job: dict[str, Any] = field(default_factory=dict)
+    upstream_id: str | None = None               # the provider's own batch id (pass-through)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    # in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
+    # cancelled_at, expires_at (unix seconds), as known
+    timestamps: dict[str, int] = field(default_factory=dict)
+    request_counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
+    errors: list[dict[str, Any]] | None = None   # OpenAI ``errors.data`` entries
+    output_expires_after: int | None = None      # seconds after an output file's creation
+    polled_at: int | None = None                 # unix ms of the last provider poll
+
+
 @dataclass(slots=True)
 class Reservation:
     """Quota bytes held by one upload while it streams, and where its partial data lives.
@@ -135,3 +169,29 @@ class Store(Protocol):
     async def get_response(self, response_id: str) -> ResponseRecord | None: ...
 
     async def delete_response(self, response_id: str) -> bool: ...
+
+    async def adopt_file(self, rec: FileRecord) -> bool:
+        """Record a file the gateway did not upload (a batch's output or error file) for
+        ``rec.tenant``, unless its id is recorded already (then nothing changes): True if this
+        call inserted it. No quota check: the provider created the file, not the tenant."""
+
+    # -- batches ------------------------------------------------------------------------------
+
+    async def add_batch(self, rec: BatchRecord) -> None: ...
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    async def list_batches(self, tenant: str, *, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
+        """The tenant's batches, newest first; ``after`` a batch id of the same tenant (an
+        unknown one gives an empty page); ``(page, has_more)``."""
+
+    async def update_batch(self, rec: BatchRecord) -> bool:
+        """Store the mutable state of ``rec`` (status, job, file ids, timestamps, counts, errors),
+        unless the stored batch has ended (a status in :data:`TERMINAL_BATCH_STATUSES`): an
+        ended batch is final, so a slower, older poll (another replica's) never overwrites it.
+        True if the row was written."""
+
+    async def claim_batch_poll(self, batch_id: str, now_ms: int, interval_ms: int) -> bool:
+        """Atomically take the right to poll the provider for ``batch_id``: True (and
+        ``polled_at`` set to ``now_ms``) unless some caller, in any replica, took it less than
+        ``interval_ms`` ago."""

@@ -29,7 +29,8 @@ import asyncpg
 import orjson
 
 from . import migrations
-from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
 from .sqlite import _LRU
 
@@ -423,3 +424,49 @@ class PostgresStore:
             "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id) "
             f"SELECT pg_notify('{CHANNEL}', 'r:' || gone.id) FROM gone", response_id)
         return row is not None
+
+    # -- batch output files ----------------------------------------------------------------
+
+    async def adopt_file(self, rec: FileRecord) -> bool:
+        before = self._evictions
+        inserted = await self.pool.fetchval(
+            f"INSERT INTO files ({_FILE_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
+            "ON CONFLICT (id) DO NOTHING RETURNING 1", *_file_args(rec))
+        if inserted is not None:
+            self._remember(self._files, rec.id, rec, before)
+        return inserted is not None
+
+    # -- batches -----------------------------------------------------------------------------
+    # Batch rows change (status, progress), so they are never cached: every read is the row.
+
+    async def add_batch(self, rec: BatchRecord) -> None:
+        marks = ",".join(f"${i}" for i in range(1, 19))
+        await self.pool.execute(f"INSERT INTO batches ({BATCH_COLS}) VALUES ({marks})", *batch_args(rec))
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {BATCH_COLS} FROM batches WHERE id = $1", batch_id)
+        return None if row is None else row_to_batch(row)
+
+    async def list_batches(self, tenant: str, *, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
+        if after:
+            # As for files: a cursor of another tenant (or none) gives an empty page.
+            rows = await self.pool.fetch(
+                f"SELECT {BATCH_COLS} FROM batches WHERE tenant = $1 AND seq < COALESCE("
+                "(SELECT seq FROM batches WHERE id = $2 AND tenant = $1), -1) ORDER BY seq DESC LIMIT $3",
+                tenant, after, limit + 1)
+        else:
+            rows = await self.pool.fetch(
+                f"SELECT {BATCH_COLS} FROM batches WHERE tenant = $1 ORDER BY seq DESC LIMIT $2", tenant, limit + 1)
+        return [row_to_batch(r) for r in rows[:limit]], len(rows) > limit
+
+    async def update_batch(self, rec: BatchRecord) -> bool:
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(BATCH_MUTABLE, start=1))
+        status = await self.pool.execute(
+            f"UPDATE batches SET {sets} WHERE id = ${len(BATCH_MUTABLE) + 1} AND {NOT_ENDED}", *mutable_args(rec), rec.id)
+        return status != "UPDATE 0"
+
+    async def claim_batch_poll(self, batch_id: str, now_ms: int, interval_ms: int) -> bool:
+        claimed = await self.pool.fetchval(
+            "UPDATE batches SET polled_at = $1 WHERE id = $2 AND (polled_at IS NULL OR polled_at <= $3) "
+            "RETURNING 1", now_ms, batch_id, now_ms - interval_ms)
+        return claimed is not None

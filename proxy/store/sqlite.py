@@ -32,7 +32,8 @@ import aiosqlite
 import orjson
 
 from . import migrations
-from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
 
 # A tenant's stored plus reserved bytes, leaving one reservation out (params: tenant, tenant, id).
@@ -402,4 +403,53 @@ class SQLiteStore:
             return True
         async with self._write_lock:
             cur = await self.db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+        return cur.rowcount > 0
+
+    # -- batch output files ----------------------------------------------------------------
+
+    async def adopt_file(self, rec: FileRecord) -> bool:
+        async with self._write_lock:
+            cur = await self.db.execute(
+                f"INSERT INTO files ({_FILE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                (rec.id, rec.tenant, rec.provider, rec.upstream_id, orjson.dumps(rec.location).decode(),
+                 rec.filename, rec.purpose, rec.bytes, rec.created_at, rec.expires_at, rec.status),
+            )
+        return cur.rowcount > 0
+
+    # -- batches -----------------------------------------------------------------------------
+    # Batch rows change (status, progress), so they are never cached: every read is the row.
+
+    async def add_batch(self, rec: BatchRecord) -> None:
+        async with self._write_lock:
+            await self.db.execute(f"INSERT INTO batches ({BATCH_COLS}) VALUES ({','.join('?' * 18)})",
+                                  batch_args(rec))
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        async with self.db.execute(f"SELECT {BATCH_COLS} FROM batches WHERE id = ?", (batch_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row_to_batch(row)
+
+    async def list_batches(self, tenant: str, *, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
+        where, args = "tenant = ?", [tenant]
+        if after:
+            # As for files: a cursor of another tenant (or none) gives an empty page.
+            where += " AND seq < COALESCE((SELECT seq FROM batches WHERE id = ? AND tenant = ?), -1)"
+            args += [after, tenant]
+        async with self.db.execute(f"SELECT {BATCH_COLS} FROM batches WHERE {where} ORDER BY seq DESC LIMIT ?",
+                                   (*args, limit + 1)) as cur:
+            rows = cast("list[aiosqlite.Row]", await cur.fetchall())
+        return [row_to_batch(r) for r in rows[:limit]], len(rows) > limit
+
+    async def update_batch(self, rec: BatchRecord) -> bool:
+        sets = ", ".join(f"{c} = ?" for c in BATCH_MUTABLE)
+        async with self._write_lock:
+            cur = await self.db.execute(f"UPDATE batches SET {sets} WHERE id = ? AND {NOT_ENDED}",
+                                        (*mutable_args(rec), rec.id))
+        return cur.rowcount > 0
+
+    async def claim_batch_poll(self, batch_id: str, now_ms: int, interval_ms: int) -> bool:
+        async with self._write_lock:
+            cur = await self.db.execute(
+                "UPDATE batches SET polled_at = ? WHERE id = ? AND (polled_at IS NULL OR polled_at <= ?)",
+                (now_ms, batch_id, now_ms - interval_ms))
         return cur.rowcount > 0

@@ -1,4 +1,5 @@
-"""Faithful fake of Groq's (OpenAI-compatible) Files API, docs/provider-facts.md §6.
+"""Faithful fake of Groq's (OpenAI-compatible) Files and Batches APIs, docs/provider-facts.md §6
+(batches: tests/fakes/batches.py with Groq's differences, §6.1; reached as ``fake.batches``).
 
     with FakeGroq(data_dir=tmp_path) as fake:
         ...   # gateway api_base = fake.base_url  (= fake.url + "/openai/v1")
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import string
 import time
@@ -32,16 +34,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import hdrs, web
 
 from .anthropic_upstream import ApiError, FakeUpstream, json_response
+from .batches import BatchEngine
 
 PREFIX = "/openai/v1"
 _LOWER = string.ascii_lowercase + string.digits
 
 
-def _groq_id() -> str:
-    return "file_" + "".join(secrets.choice(_LOWER) for _ in range(26))
+def _groq_id(prefix: str = "file_") -> str:
+    return prefix + "".join(secrets.choice(_LOWER) for _ in range(26))
+
+
+def _groq_window(value: str) -> bool:
+    """groq-python BatchCreateParams: durations from 24h to 7d."""
+    m = re.fullmatch(r"([1-9][0-9]*)([hd])", value)
+    return m is not None and 24 <= int(m.group(1)) * (24 if m.group(2) == "d" else 1) <= 168
 
 
 @dataclass
@@ -66,6 +76,13 @@ class FakeGroq(FakeUpstream):
         super().__init__(api_key=api_key, data_dir=data_dir)
         self.max_file_size = max_file_size
         self._files: dict[str, GroqFile] = {}
+        # /openai/v1/batches (tests/fakes/batches.py); ``batches.duration``: seconds a batch runs
+        self.batches = BatchEngine(
+            read_input=self._batch_input, write_output=self._batch_output,
+            error=lambda status, message, param, code: ApiError(status, message, param=param, code=code,
+                                                                kind="invalid_request_error"),
+            new_id=lambda: _groq_id("batch_"), endpoints=("/v1/chat/completions",), window_ok=_groq_window,
+            lock=self._lock)
 
     @property
     def base_url(self) -> str:
@@ -77,6 +94,10 @@ class FakeGroq(FakeUpstream):
         router.add_get(f"{PREFIX}/files/{{file_id}}", self._retrieve)
         router.add_delete(f"{PREFIX}/files/{{file_id}}", self._delete)
         router.add_get(f"{PREFIX}/files/{{file_id}}/content", self._content)
+        router.add_post(f"{PREFIX}/batches", self._create_batch)
+        router.add_get(f"{PREFIX}/batches", self._list_batches)
+        router.add_get(f"{PREFIX}/batches/{{batch_id}}", self._retrieve_batch)
+        router.add_post(f"{PREFIX}/batches/{{batch_id}}/cancel", self._cancel_batch)
 
     def response_headers(self) -> dict[str, str]:
         return {"x-request-id": "req_" + secrets.token_hex(13)}
@@ -162,3 +183,31 @@ class FakeGroq(FakeUpstream):
     async def _content(self, request: web.Request) -> web.StreamResponse:
         f = self._get(request.match_info["file_id"])
         return web.FileResponse(f.path, chunk_size=256 * 1024, headers={hdrs.CONTENT_TYPE: "application/octet-stream"})
+
+    # -- batches ------------------------------------------------------------------------
+    def _batch_input(self, file_id: str) -> tuple[str, bytes]:
+        try:
+            f = self._get(file_id)
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.message, kind=exc.kind, param="input_file_id", code=exc.code) from None
+        return f.purpose, f.path.read_bytes()
+
+    def _batch_output(self, filename: str, content: bytes) -> str:
+        return self.add_file(content, filename=filename, purpose="batch_output").id
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "The request body is not valid JSON.", kind="invalid_request_error") from None
+        return json_response(self.batches.create(body))
+
+    async def _retrieve_batch(self, request: web.Request) -> web.Response:
+        return json_response(self.batches.get(request.match_info["batch_id"]))
+
+    async def _cancel_batch(self, request: web.Request) -> web.Response:
+        return json_response(self.batches.cancel(request.match_info["batch_id"]))
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        # Groq's list takes no parameters and has no cursors: every batch at once
+        return json_response({"object": "list", "data": self.batches.all()})

@@ -1,4 +1,5 @@
-"""Faithful fake of the OpenAI / Azure OpenAI Files and Responses HTTP APIs.
+"""Faithful fake of the OpenAI / Azure OpenAI Files, Responses and Batches HTTP APIs (batches:
+tests/fakes/batches.py, reached as ``fake.batches``).
 
 Shapes follow docs/provider-facts.md (§1 Files, §2 SDK wire behaviour, §3 Responses, §4
 Azure classic family); tests/fakes/README.md lists each fact's source.  The fake is an
@@ -49,6 +50,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, MultiDict
 
 from ..support import wait_until
+from .batches import BatchEngine
 from .faults import Fault, FaultQueue
 from .threaded import ThreadedServer
 
@@ -60,6 +62,10 @@ EXPIRES_MIN_SECONDS = 3600  # 1 h
 EXPIRES_MAX_SECONDS = 2_592_000  # 30 d
 AZURE_BATCH_EXPIRES_MIN_SECONDS = 1_209_600  # 14 d (Azure batch files)
 BATCH_DEFAULT_EXPIRY_SECONDS = 2_592_000  # OpenAI: batch files expire after 30 d by default
+# openai-python BatchCreateParams.endpoint; Azure Global Batch's (README: choice of the three)
+OPENAI_BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
+                          "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+AZURE_BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
 
 MAX_JSON_BODY = 64 * 1024 * 1024
 MAX_FORM_FIELD = 64 * 1024
@@ -486,6 +492,15 @@ class FakeOpenAI:
         self._file_seq = itertools.count()
         self._file_order: dict[str, int] = {}
         self._responses: dict[str, StoredResponse] = {}
+        # /batches (tests/fakes/batches.py); ``batches.duration``: seconds a batch runs
+        self.batches = BatchEngine(
+            read_input=self._batch_input, write_output=self._batch_output,
+            error=lambda status, message, param, code: _ApiError(
+                status, message, param=param, code=("invalidPayload" if status == 400 else "404")
+                if flavor == "azure" else code),
+            new_id=(lambda: "batch_" + str(uuid.uuid4())) if flavor == "azure" else (lambda: "batch_" + _rand_alnum(24)),
+            endpoints=AZURE_BATCH_ENDPOINTS if flavor == "azure" else OPENAI_BATCH_ENDPOINTS,
+            lock=self._lock)
 
         self.open_streams = 0
         self.streams_completed = 0
@@ -636,6 +651,10 @@ class FakeOpenAI:
         r.add_get(f"{p}/files/{{file_id}}", self._retrieve_file)
         r.add_delete(f"{p}/files/{{file_id}}", self._delete_file)
         r.add_get(f"{p}/files/{{file_id}}/content", self._file_content)
+        r.add_post(f"{p}/batches", self._create_batch)
+        r.add_get(f"{p}/batches", self._list_batches)
+        r.add_get(f"{p}/batches/{{batch_id}}", self._retrieve_batch)
+        r.add_post(f"{p}/batches/{{batch_id}}/cancel", self._cancel_batch)
         r.add_post(f"{p}/responses", self._create_response)
         r.add_get(f"{p}/responses/{{response_id}}", self._retrieve_response)
         r.add_delete(f"{p}/responses/{{response_id}}", self._delete_response)
@@ -1057,6 +1076,41 @@ class FakeOpenAI:
         return web.FileResponse(
             stored.path, chunk_size=256 * 1024, headers={hdrs.CONTENT_TYPE: "application/octet-stream"}
         )
+
+    # ------------------------------------------------------------------ batches
+    def _batch_input(self, file_id: str) -> tuple[str, bytes]:
+        try:
+            stored = self._get_file(file_id)
+        except _ApiError as exc:
+            raise _ApiError(exc.status, exc.message, param="input_file_id", code=exc.code) from None
+        return stored.purpose, stored.path.read_bytes()
+
+    def _batch_output(self, filename: str, content: bytes) -> str:
+        """A ``batch_output`` file the batch wrote (Azure: ``file-`` + a dashed UUID)."""
+        file_id = "file-" + str(uuid.uuid4()) if self.flavor == "azure" else self._new_file_id()
+        path = self.data_dir / file_id
+        path.write_bytes(content)
+        self._store_file(StoredFile(file_id, filename, "batch_output", len(content),
+                                    hashlib.sha256(content).hexdigest(), _now_int(), None, path))
+        return file_id
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        obj = self.batches.create(await self._read_json_body(request))
+        return _json_response(obj, 201 if self.flavor == "azure" else 200)
+
+    async def _retrieve_batch(self, request: web.Request) -> web.Response:
+        await self._drain_body(request)
+        return _json_response(self.batches.get(request.match_info["batch_id"]))
+
+    async def _cancel_batch(self, request: web.Request) -> web.Response:
+        await self._drain_body(request)
+        return _json_response(self.batches.cancel(request.match_info["batch_id"]))
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        await self._drain_body(request)
+        page, has_more = _paginate(self.batches.all(), request.query, default_limit=20, max_limit=100)
+        return _json_response({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                               "last_id": page[-1]["id"] if page else None, "has_more": has_more})
 
     # ------------------------------------------------------------------ responses
     def _created_at(self) -> int | float:

@@ -18,6 +18,10 @@ ROUTES = [
     ("DELETE", "responses/resp_1", "responses.delete", "resp_1"),
     ("POST", "responses/resp_1/cancel", "responses.cancel", "resp_1"),
     ("GET", "responses/resp_1/input_items", "responses.input_items", "resp_1"),
+    ("POST", "batches", "batches.create", None),
+    ("GET", "batches", "batches.list", None),
+    ("GET", "batches/batch_1", "batches.retrieve", "batch_1"),
+    ("POST", "batches/batch_1/cancel", "batches.cancel", "batch_1"),
 ]
 
 router = Router(["/v1", "/api/llm"])
@@ -45,7 +49,7 @@ def test_empty_segments_are_not_found(path):
     assert e.value.status == 404 and e.value.code == "unknown_url"
 
 
-@pytest.mark.parametrize("path", ["/v1/batches", "/v1/uploads", "/v2/files", "/files", "/v1/files/a/b/c",
+@pytest.mark.parametrize("path", ["/v1/batches/batch_1/output", "/v1/uploads", "/v2/files", "/files", "/v1/files/a/b/c",
                                   "/v1/files/a/contents", "/v1filesx", "/api/llmx/files"])
 def test_unknown_path_is_404_unknown_url(path):
     with pytest.raises(GatewayError) as e:
@@ -60,6 +64,8 @@ def test_unknown_path_is_404_unknown_url(path):
     ("DELETE", "/v1/files/file-abc/content", "GET"),
     ("GET", "/v1/responses/resp_1/cancel", "POST"),
     ("PATCH", "/v1/responses/", "POST"),
+    ("DELETE", "/v1/batches/batch_1", "GET"),
+    ("GET", "/v1/batches/batch_1/cancel", "POST"),
 ])
 def test_wrong_method_is_405_naming_the_allowed_ones(method, path, allow):
     with pytest.raises(GatewayError) as e:
