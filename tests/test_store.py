@@ -366,3 +366,38 @@ async def test_postgres_response_records_skip_the_wal_flush_files_do_not(pg_url)
             await other.close()
     finally:
         await s.close()
+
+
+def turn(i: int, previous: str | None, tenant: str = "t", status: str = "completed"):
+    from proxy.store.base import TurnRecord
+    return TurnRecord(id=f"resp_{i}", tenant=tenant, previous_id=previous, status=status,
+                      input_items=[{"id": f"msg_in{i}", "type": "message", "role": "user", "content": []}],
+                      output_items=[{"id": f"msg_out{i}", "type": "message"}],
+                      response={"id": f"resp_{i}", "status": status}, events=[{"type": "response.created"}])
+
+
+async def test_turns_chain_and_delete(replicas):
+    a = await replicas()
+    b = await replicas()   # another worker / replica on the same database
+    for i in range(5):
+        await a.add_turn(ResponseRecord(id=f"resp_{i}", tenant="t", provider="claude", model="m", created_at=1),
+                         turn(i, f"resp_{i - 1}" if i else None))
+    # committed when add_turn returns: the other store reads it at once
+    got = await b.get_turn("resp_3")
+    assert got == turn(3, "resp_2")
+    assert (await b.get_response("resp_3")).provider == "claude"
+    chain = await b.get_chain("resp_4", "t")
+    assert [t.id for t in chain] == [f"resp_{i}" for i in range(5)]
+    assert chain[0].input_items[0]["id"] == "msg_in0" and chain[4].output_items[0]["id"] == "msg_out4"
+    assert chain[0].response == {} and chain[0].events is None   # the chain carries only the items
+    assert await b.get_chain("resp_4", "other") == []             # another tenant's: nothing
+    assert [t.id for t in await b.get_chain("resp_1", "t")] == ["resp_0", "resp_1"]
+    # replacing a turn (its final state) keeps one row
+    await a.add_turn(ResponseRecord(id="resp_4", tenant="t", provider="claude", model="m", created_at=1),
+                     turn(4, "resp_3", status="failed"))
+    assert (await b.get_turn("resp_4")).status == "failed"
+    # delete is one claim over the record and its turn
+    results = await asyncio.gather(a.delete_response("resp_2"), b.delete_response("resp_2"))
+    assert sorted(results) == [False, True]
+    assert await a.get_turn("resp_2") is None and await b.get_turn("resp_2") is None
+    assert [t.id for t in await b.get_chain("resp_4", "t")] == ["resp_3", "resp_4"]   # the chain stops at the gap

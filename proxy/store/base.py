@@ -48,6 +48,21 @@ class ResponseRecord:
 
 
 @dataclass(slots=True)
+class TurnRecord:
+    """One turn of a Responses conversation the gateway runs itself (proxy/bridge/state.py):
+    its input items and output items (Responses items, with ids), the final Response object,
+    and the SSE events it was streamed as (None if it was not streamed)."""
+    id: str
+    tenant: str
+    previous_id: str | None
+    status: str
+    input_items: list[dict[str, Any]]
+    output_items: list[dict[str, Any]]
+    response: dict[str, Any] = field(default_factory=dict)   # empty in get_chain's answers
+    events: list[dict[str, Any]] | None = None
+
+
+@dataclass(slots=True)
 class Reservation:
     """Quota bytes held by one upload while it streams, and where its partial data lives.
 
@@ -134,4 +149,17 @@ class Store(Protocol):
 
     async def get_response(self, response_id: str) -> ResponseRecord | None: ...
 
-    async def delete_response(self, response_id: str) -> bool: ...
+    async def delete_response(self, response_id: str) -> bool:
+        """Remove the response's record and its turn (if the gateway ran it), as one claim."""
+
+    # -- turns of bridged responses (proxy/bridge/state.py) -------------------------------------
+
+    async def add_turn(self, rec: ResponseRecord, turn: TurnRecord) -> None:
+        """Insert (or replace) the ownership record and the turn in one transaction; returns once
+        committed, so the turn's end reaches the client only after every replica can read it."""
+
+    async def get_turn(self, response_id: str) -> TurnRecord | None: ...
+
+    async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
+        """The turn and every turn before it (``previous_id``), oldest first, the tenant's only;
+        without ``response`` and ``events``. Empty if the turn is not there."""

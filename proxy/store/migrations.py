@@ -88,6 +88,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=("CREATE INDEX IF NOT EXISTS files_expires ON files (expires_at) WHERE expires_at IS NOT NULL",),
     ),
 )
+# Issue 13: the turns of Responses the gateway runs itself (proxy/bridge/state.py). One row per
+# response, next to its ``responses`` ownership row (same id, written in the same transaction).
+_RESPONSE_TURNS = """CREATE TABLE IF NOT EXISTS response_turns (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    previous_id TEXT,
+    status TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    output_items TEXT NOT NULL,
+    response TEXT NOT NULL,
+    events TEXT
+)"""
+MIGRATIONS += (
+    Migration(3, "placeholder for issue 11 (uploads)", sqlite=(), postgres=()),   # placeholder for issue 11
+    Migration(4, "placeholder for issue 12 (batches)", sqlite=(), postgres=()),   # placeholder for issue 12
+    Migration(5, "responses state: the turns of bridged responses", sqlite=(_RESPONSE_TURNS,),
+              postgres=(_RESPONSE_TURNS,)),
+)
 LATEST = MIGRATIONS[-1].version
 
 # Run before reading the version, inside the migration transaction.

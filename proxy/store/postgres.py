@@ -29,9 +29,9 @@ import asyncpg
 import orjson
 
 from . import migrations
-from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord
 from .group_commit import GroupCommit
-from .sqlite import _LRU
+from .sqlite import _LRU, CHAIN_SQL, TURN_COLS, row_to_turn, turn_args
 
 log = logging.getLogger("sluicegate")
 _V = TypeVar("_V")  # what a cache holds
@@ -420,6 +420,32 @@ class PostgresStore:
 
     async def _delete_response_row(self, response_id: str) -> bool:
         row = await self.pool.fetchrow(
-            "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id) "
+            "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id), "
+            "turn AS (DELETE FROM response_turns WHERE id = $1) "
             f"SELECT pg_notify('{CHANNEL}', 'r:' || gone.id) FROM gone", response_id)
         return row is not None
+
+    # -- turns of bridged responses --------------------------------------------------------
+
+    async def add_turn(self, rec: ResponseRecord, turn: TurnRecord) -> None:
+        before = self._evictions
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO responses (id, tenant, provider, model, created_at) VALUES ($1,$2,$3,$4,$5) "
+                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+                rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
+            await conn.execute(
+                f"INSERT INTO response_turns ({TURN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+                "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input_items = EXCLUDED.input_items, "
+                "output_items = EXCLUDED.output_items, response = EXCLUDED.response, events = EXCLUDED.events",
+                *turn_args(turn))
+        self._remember(self._responses, rec.id, rec, before)
+
+    async def get_turn(self, response_id: str) -> TurnRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {TURN_COLS} FROM response_turns WHERE id = $1", response_id)
+        return None if row is None else row_to_turn(tuple(row))
+
+    async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
+        rows = await self.pool.fetch(CHAIN_SQL, response_id, tenant)
+        return [row_to_turn((*r, "{}", None)) for r in reversed(rows)]
