@@ -39,7 +39,7 @@ TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fai
 
 def sse(event: dict[str, Any]) -> bytes:
     """One event in OpenAI's framing: ``event: <type>``, one-line JSON ``data``, blank line."""
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def usage_object(u: ev.Usage) -> dict[str, Any]:
@@ -56,8 +56,8 @@ def response_object(request: dict[str, Any], *, response_id: str, model: str, pr
                     created_at: int | None = None) -> dict[str, Any]:
     """The Response object of a turn that has just started (``in_progress``, no output): the
     request's settings echoed as OpenAI echoes them, plus ``provider``."""
-    text = request.get("text") if isinstance(request.get("text"), dict) else {}
-    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+    text: dict[str, Any] = request["text"] if isinstance(request.get("text"), dict) else {}
+    reasoning: dict[str, Any] = request["reasoning"] if isinstance(request.get("reasoning"), dict) else {}
     return {
         "id": response_id,
         "object": "response",
@@ -157,10 +157,10 @@ class Emitter:
                     self._emit("response.content_part.added", item_id=obj["id"], output_index=item.output_index,
                                content_index=0, part={"type": "reasoning_text", "text": ""})]
         if isinstance(event, ev.ItemDone):
-            item = self._items.get(event.item)
-            if item is None:
+            done = self._items.get(event.item)
+            if done is None:
                 raise EmitterError(f"ItemDone for item {event.item}, which never started")
-            return self._close(item)
+            return self._close(done)
         if isinstance(event, ev.Finish):
             return self._finish(event)
         if isinstance(event, ev.Failure):
