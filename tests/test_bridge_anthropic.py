@@ -2,8 +2,6 @@
 the faithful Messages fake (tests/fakes/anthropic_upstream.py FakeMessages)."""
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -65,23 +63,229 @@ def test_text_json_and_stored(start_gateway, fake):
 def test_stream_order_and_first_event_before_the_second_delta(start_gateway, fake):
     gw = start_gateway(config(fake))
     c = client(gw)
-    fake.messages.stream_delay = 0.15
-    arrivals, types = [], []
+    # message_start, ping, content_block_start, delta 1 go out; the fake holds delta 2 until released
+    release = fake.messages.hold_before(4)
+    types, held = [], None
     with c.responses.stream(model=MODEL, input="one two three four five") as s:
         for event in s:
-            arrivals.append(time.monotonic())
             types.append(event.type)
+            if event.type == "response.output_text.delta" and held is None:
+                held = len(fake.messages.sent_events)   # what the fake had sent when the client got it
+                release.set()
         final = s.get_final_response()
+    assert held == 4, "the first delta reached the client only after the fake sent its second"
     assert final.output_text == "echo: one two three four five" and final.status == "completed"
     assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
                          "response.content_part.added"]
     assert types[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
                           "response.completed"]
     assert types.count("response.output_text.delta") == 6
-    sent_at = fake.messages.sent_events
-    first_delta = types.index("response.output_text.delta")
-    # message_start, ping, content_block_start, delta 1, delta 2 ... : the client had the first text
-    # delta before the fake wrote its second one
-    assert arrivals[first_delta] < sent_at[4], (arrivals[first_delta], sent_at)
-    assert arrivals[0] < sent_at[4]
     assert c.responses.retrieve(final.id).output_text == final.output_text
+
+
+def tool_then_answer(body: dict) -> list[dict]:
+    """Claude as a tool user: a tool call first, then an answer that quotes the tool's result."""
+    last = body["messages"][-1]["content"]
+    results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] if isinstance(last, list) else []
+    if results:
+        return [{"type": "text", "text": f"It is {results[0]['content']}."}]
+    return [{"type": "thinking", "thinking": "I should look it up.", "signature": "sig_abc123"},
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_across_two_turns(start_gateway, fake, stream):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    fake.messages.reply = tool_then_answer
+    kw = dict(model=MODEL, tools=TOOLS, tool_choice="auto", parallel_tool_calls=False, reasoning={"effort": "low"})
+    if stream:
+        with c.responses.stream(input="Weather in Paris?", **kw) as s:
+            types = [e.type for e in s]
+            r1 = s.get_final_response()
+        assert "response.function_call_arguments.delta" in types and "response.reasoning_text.delta" in types
+    else:
+        r1 = c.responses.create(input="Weather in Paris?", **kw)
+    first = sent(fake)
+    assert first["tools"] == [{"name": "get_weather", "description": "Weather of a city", "strict": True,
+                               "input_schema": TOOLS[0]["parameters"]}]
+    assert first["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048} and first["max_tokens"] == 4096 + 2048
+    reasoning, text, call = r1.output
+    assert reasoning.type == "reasoning" and reasoning.content[0].text == "I should look it up."
+    assert reasoning.encrypted_content == "sig_abc123"
+    assert text.content[0].text == "Let me check."
+    assert call.type == "function_call" and call.call_id == "toolu_01A" and call.name == "get_weather"
+    assert call.arguments == '{"city":"Paris"}'
+    # the second turn sends only the tool output; the gateway rebuilds the rest
+    r2 = c.responses.create(model=MODEL, previous_response_id=r1.id, tools=TOOLS,
+                            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert r2.output_text == "It is sunny." and r2.previous_response_id == r1.id
+    second = sent(fake)
+    assert second["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "I should look it up.", "signature": "sig_abc123"},
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A", "content": "sunny"}]}]
+    items = c.responses.input_items.list(r2.id, order="asc")
+    assert [i.type for i in items.data] == ["function_call_output"] and items.data[0].call_id == "toolu_01A"
+
+
+def test_images_files_and_structured_output(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    pdf = c.files.create(file=("doc.pdf", b"%PDF-1.4 tiny"), purpose="user_data",
+                         extra_headers={"x-tfy-provider-name": "claude"})
+    anthropic_id = next(iter(fake.files))
+    png = "iVBORw0KGgo="
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    r = c.responses.create(model=MODEL, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Describe"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{png}", "detail": "auto"},
+        {"type": "input_image", "image_url": "https://example.com/cat.jpg"},
+        {"type": "input_file", "file_id": pdf.id}]}],
+        text={"format": {"type": "json_schema", "name": "out", "schema": schema, "strict": True}})
+    assert r.output_text == '{"answer":"echo: Describe"}'
+    body = sent(fake)
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Describe"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+        {"type": "document", "source": {"type": "file", "file_id": anthropic_id}}]
+    assert r.text.format.type == "json_schema"
+    # the stored history keeps the gateway's file id; the next turn resolves it again
+    c.responses.create(model=MODEL, input="and again?", previous_response_id=r.id)
+    assert sent(fake)["messages"][0]["content"][3]["source"]["file_id"] == anthropic_id
+    items = c.responses.input_items.list(r.id)
+    assert items.data[0].content[3].file_id == pdf.id
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"text": {"format": {"type": "json_object"}}}, "text.format.type"),
+    ({"temperature": 1.5}, "temperature"),
+    ({"truncation": "auto"}, "truncation"),
+    ({"prompt_cache_key": "k"}, "prompt_cache_key"),
+    ({"input": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "input[0].content[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/bmp;base64,AAAA"}]}]},
+     "input[0].content[0].image_url"),
+    ({"include": ["message.output_text.logprobs"]}, "include[0]"),
+    ({"reasoning": {"effort": "low"}, "max_output_tokens": 500}, "max_output_tokens"),
+])
+def test_unsupported_fields_are_400_naming_them(start_gateway, fake, fields, param):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    body = {"model": MODEL, "input": "hi", **fields}
+    for stream in (False, True):
+        resp = httpx.post(gw.base_url + "/responses", json={**body, "stream": stream})
+        assert resp.status_code == 400, resp.text
+        err = resp.json()["error"]
+        assert err["param"] == param and err["type"] == "invalid_request_error", err
+        assert resp.headers["x-should-retry"] == "false"
+    assert fake.requests.filter("POST", "/v1/messages") == []
+    with pytest.raises(openai.BadRequestError):
+        c.responses.create(**body)
+
+
+def test_provider_errors_and_mid_stream_failure(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    fake.fail_next(429, headers={"Retry-After": "3"}, path="/v1/messages")
+    with pytest.raises(openai.RateLimitError):
+        c.responses.create(model=MODEL, input="hi")
+    fake.fail_next(400, body={"type": "error", "error": {"type": "invalid_request_error",
+                                                        "message": "model: unknown model"}}, path="/v1/messages")
+    with pytest.raises(openai.BadRequestError, match="unknown model"):
+        c.responses.create(model=MODEL, input="hi", stream=True)
+    # an error frame mid-stream: response.failed, stored as failed
+    fake.messages.error_after(4)
+    with c.responses.create(model=MODEL, input="a b c d e f", stream=True) as stream:
+        events = list(stream)
+    assert events[-1].type == "response.failed"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.code == "server_error" and "Overloaded" in failed.error.message
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert c.responses.retrieve(failed.id).status == "failed"
+    # the upstream dies mid-stream: response.failed too
+    fake.messages.drop_after(5)
+    with c.responses.create(model=MODEL, input="a b c d e f", stream=True) as stream:
+        events = list(stream)
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error.message == "The stream from provider 'claude' broke: H1ConnectionError."
+    assert events[-2].type == "response.output_text.delta"
+    # it dies before answering: a JSON 502, nothing stored
+    fake.reset_next(path="/v1/messages")
+    with pytest.raises(openai.InternalServerError):
+        c.responses.create(model=MODEL, input="x")
+
+
+def test_disconnect_closes_the_upstream_call(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    fake.messages.stream_delay = 0.2
+    words = " ".join(f"w{i}" for i in range(100))
+    with httpx.stream("POST", gw.base_url + "/responses", json={"model": MODEL, "input": words, "stream": True},
+                      timeout=10) as resp:
+        for line in resp.iter_lines():
+            if "output_text.delta" in line:
+                break
+    assert wait_until(lambda: fake.messages.stream_client_disconnects == 1, timeout=10)
+    assert fake.messages.open_streams == 0 and fake.messages.streams_completed == 0
+
+
+def test_tenancy_404_on_every_operation(start_gateway, fake):
+    auth = {"keys": [{"key": "key-a", "tenant": "a"}, {"key": "key-b", "tenant": "b"}]}
+    gw = start_gateway(config(fake, auth=auth))
+    a, b = client(gw, api_key="key-a"), client(gw, api_key="key-b")
+    r = a.responses.create(model=MODEL, input="mine")
+    for call in (lambda: b.responses.retrieve(r.id), lambda: b.responses.retrieve(r.id, stream=True),
+                 lambda: b.responses.delete(r.id), lambda: b.responses.cancel(r.id),
+                 lambda: b.responses.input_items.list(r.id),
+                 lambda: b.responses.create(model=MODEL, input="x", previous_response_id=r.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert a.responses.retrieve(r.id).id == r.id
+    # store: false keeps nothing
+    gone = a.responses.create(model=MODEL, input="forget me", store=False)
+    with pytest.raises(openai.NotFoundError):
+        a.responses.retrieve(gone.id)
+    with pytest.raises(openai.NotFoundError):   # an id the gateway never recorded (README: Tenancy)
+        a.responses.create(model=MODEL, input="x", previous_response_id=gone.id)
+
+
+def test_retrieve_stream_replays_the_stored_events(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    with c.responses.create(model=MODEL, input="replay me", stream=True) as s:
+        live = [e.to_dict() for e in s]
+    with c.responses.retrieve(live[0]["response"]["id"], stream=True) as s:
+        replay = [e.to_dict() for e in s]
+    assert replay == live
+    with c.responses.retrieve(live[0]["response"]["id"], stream=True, starting_after=3) as s:
+        assert [e.sequence_number for e in s] == list(range(4, len(live)))
+    # a JSON turn replays too
+    r = c.responses.create(model=MODEL, input="json turn")
+    with c.responses.retrieve(r.id, stream=True) as s:
+        events = list(s)
+    assert events[0].type == "response.created" and events[-1].response.output_text == r.output_text
+
+
+def test_hundred_turns_back_to_back(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    previous = None
+    for i in range(100):
+        r = c.responses.create(model=MODEL, input=f"turn {i}", previous_response_id=previous,
+                               stream=i % 2 == 1) if i % 2 == 0 else None
+        if r is None:
+            with c.responses.stream(model=MODEL, input=f"turn {i}", previous_response_id=previous) as s:
+                r = s.get_final_response()
+        assert r.output_text == f"echo: turn {i}"
+        previous = r.id
+    messages = sent(fake)["messages"]
+    assert len(messages) == 199   # 100 user turns and 99 answers, in order
+    assert [m["content"][0]["text"] for m in messages[-3:]] == ["turn 98", "echo: turn 98", "turn 99"]

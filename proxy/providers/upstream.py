@@ -392,8 +392,12 @@ async def json_events(st: H1Stream, upstream: Upstream) -> AsyncGenerator[Any, N
             try:
                 chunk = await st.read()
                 events = parser.feed(chunk) if chunk else parser.close()
-            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
-                raise upstream.error_from_exception(exc) from None
+            except asyncio.TimeoutError as exc:   # the words of pipe_sse, the pass-through path
+                raise GatewayError(504, f"Provider '{upstream.provider}' sent no event in time: {exc}.",
+                                   code="upstream_timeout") from None
+            except (ConnectionError, H1ProtocolError) as exc:
+                raise GatewayError(502, f"The stream from provider '{upstream.provider}' broke: "
+                                        f"{type(exc).__name__}.", code="upstream_stream_error") from None
             except EventTooLarge:
                 raise GatewayError(502, f"Provider '{upstream.provider}' sent an SSE event too large to read.",
                                    code="upstream_bad_response") from None

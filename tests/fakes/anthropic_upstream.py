@@ -540,6 +540,8 @@ class FakeMessages:
         self.stream_delay = 0.0
         self.usage_extra: dict[str, int] = {}
         self._error_after: int | None = None
+        self._drop_after: int | None = None
+        self._hold: tuple[int, threading.Event] | None = None
         self.open_streams = 0
         self.streams_completed = 0
         self.stream_client_disconnects = 0
@@ -547,6 +549,16 @@ class FakeMessages:
 
     def error_after(self, n: int) -> None:
         self._error_after = n
+
+    def hold_before(self, n: int) -> threading.Event:
+        """The next stream waits before its ``n``-th event until the returned event is set (at
+        most 10 s): a test can look at what the client has while the fake sends nothing."""
+        self._hold = (n, threading.Event())
+        return self._hold[1]
+
+    def drop_after(self, n: int) -> None:
+        """Close the connection after ``n`` events of the next stream (no terminal chunk)."""
+        self._drop_after = n
 
     # -- validation ---------------------------------------------------------------------
     @staticmethod
@@ -727,12 +739,22 @@ class FakeMessages:
                                            hdrs.CACHE_CONTROL: "no-cache"})
         await resp.prepare(request)
         error_after, self._error_after = self._error_after, None
+        drop_after, self._drop_after = self._drop_after, None
+        hold, self._hold = self._hold, None
         self.open_streams += 1
         self.sent_events = []
         try:
             for index, event in enumerate(events):
                 if index and self.stream_delay > 0:
                     await asyncio.sleep(self.stream_delay)
+                if hold is not None and index == hold[0]:
+                    deadline = time.monotonic() + 10
+                    while not hold[1].is_set() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                if drop_after is not None and index >= drop_after:
+                    if request.transport is not None:
+                        request.transport.close()
+                    return resp
                 if error_after is not None and index >= error_after:
                     event = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
                 await resp.write(b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
