@@ -274,18 +274,22 @@ def test_retrieve_stream_replays_the_stored_events(start_gateway, fake):
     assert events[0].type == "response.created" and events[-1].response.output_text == r.output_text
 
 
-def test_hundred_turns_back_to_back(start_gateway, fake):
-    gw = start_gateway(config(fake))
-    c = client(gw)
+def test_hundred_turns_back_to_back_alternating_two_replicas(start_gateway, fake, pg_url):
+    """Each turn is sent the instant the previous one ended, to the other gateway process (two
+    replicas on one PostgreSQL): the state is there at once, everywhere."""
+    cfg = config(fake, store={"url": pg_url, "pool_max": 4})
+    clients = [client(start_gateway(cfg)), client(start_gateway(cfg))]
     previous = None
     for i in range(100):
-        r = c.responses.create(model=MODEL, input=f"turn {i}", previous_response_id=previous,
-                               stream=i % 2 == 1) if i % 2 == 0 else None
-        if r is None:
+        c = clients[i % 2]
+        if i % 2:
             with c.responses.stream(model=MODEL, input=f"turn {i}", previous_response_id=previous) as s:
                 r = s.get_final_response()
-        assert r.output_text == f"echo: turn {i}"
+        else:
+            r = c.responses.create(model=MODEL, input=f"turn {i}", previous_response_id=previous)
+        assert r.output_text == f"echo: turn {i}" and r.previous_response_id == previous
         previous = r.id
     messages = sent(fake)["messages"]
     assert len(messages) == 199   # 100 user turns and 99 answers, in order
+    assert [m["content"][0]["text"] for m in messages[:2]] == ["turn 0", "echo: turn 0"]
     assert [m["content"][0]["text"] for m in messages[-3:]] == ["turn 98", "echo: turn 98", "turn 99"]

@@ -707,6 +707,8 @@ class FakeMessages:
                 events += [{"type": "content_block_delta", "index": i,
                             "delta": {"type": "input_json_delta", "partial_json": raw[k:k + 7]}}
                            for k in range(0, len(raw), 7)]
+            elif b["type"] == "redacted_thinking":     # sent whole in its start event
+                events.append({"type": "content_block_start", "index": i, "content_block": dict(b)})
             elif b["type"] == "thinking":
                 events.append({"type": "content_block_start", "index": i,
                                "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
