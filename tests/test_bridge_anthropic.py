@@ -293,3 +293,17 @@ def test_hundred_turns_back_to_back_alternating_two_replicas(start_gateway, fake
     assert len(messages) == 199   # 100 user turns and 99 answers, in order
     assert [m["content"][0]["text"] for m in messages[:2]] == ["turn 0", "echo: turn 0"]
     assert [m["content"][0]["text"] for m in messages[-3:]] == ["turn 98", "echo: turn 98", "turn 99"]
+
+
+def test_messages_404_and_413_are_not_file_errors(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    fake.fail_next(404, body={"type": "error", "error": {"type": "not_found_error", "message": "model: claude-nope"}},
+                   path="/v1/messages")
+    resp = httpx.post(gw.base_url + "/responses", json={"model": "claude/claude-nope", "input": "hi"})
+    assert resp.status_code == 404
+    assert resp.json()["error"] == {"message": "model: claude-nope", "type": "invalid_request_error", "param": None,
+                                    "code": "not_found"}
+    fake.fail_next(413, path="/v1/messages")
+    resp = httpx.post(gw.base_url + "/responses", json={"model": MODEL, "input": "hi", "stream": True})
+    assert resp.status_code == 413 and resp.json()["error"]["param"] is None
+    assert resp.json()["error"]["code"] == "request_too_large"

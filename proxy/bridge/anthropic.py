@@ -448,8 +448,11 @@ def _output(request: dict[str, Any], body: dict[str, Any]) -> None:
 
 
 def gateway_error_for(err: GatewayError) -> GatewayError:
-    """An error answer of ``/v1/messages``: Anthropic's 404 is a model (or file) it does not know,
-    not the file id the Files API mapping names."""
+    """An error answer of ``/v1/messages``, from the provider's Files-API mapping: a 404 is a
+    model (or a file source) Anthropic does not know and a 413 a request too large, not the
+    ``file_id`` / upload that mapping names. Status and message stay."""
     if err.status == 404:
-        return GatewayError(404, err.message, type="invalid_request_error", param="model", code="model_not_found")
+        return GatewayError(404, err.message, type="invalid_request_error", code="not_found")
+    if err.status == 413:
+        return GatewayError(413, err.message, type="invalid_request_error", code="request_too_large")
     return err
