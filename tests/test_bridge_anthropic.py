@@ -2,6 +2,7 @@
 the faithful Messages fake (tests/fakes/anthropic_upstream.py FakeMessages)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -307,3 +308,80 @@ def test_messages_404_and_413_are_not_file_errors(start_gateway, fake):
     resp = httpx.post(gw.base_url + "/responses", json={"model": MODEL, "input": "hi", "stream": True})
     assert resp.status_code == 413 and resp.json()["error"]["param"] is None
     assert resp.json()["error"]["code"] == "request_too_large"
+
+
+# --------------------------------------------------------------------------- background turns
+
+
+def poll(c: openai.OpenAI, response_id: str, until: tuple[str, ...] = ("completed", "failed", "cancelled")):
+    seen = []
+    assert wait_until(lambda: seen.append(c.responses.retrieve(response_id)) or seen[-1].status in until,
+                      timeout=15), seen[-1]
+    return seen[-1]
+
+
+def test_background_runs_and_retrieve_polls(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    release = fake.messages.hold_before(4)
+    r = c.responses.create(model=MODEL, input="in the back", background=True)
+    assert r.status == "queued" and r.background is True and r.output == []
+    assert wait_until(lambda: fake.messages.open_streams == 1, timeout=10)
+    assert c.responses.retrieve(r.id).status == "in_progress"
+    release.set()
+    done = poll(c, r.id)
+    assert done.status == "completed" and done.output_text == "echo: in the back" and done.usage.output_tokens == 5
+    assert sent(fake)["stream"] is True
+    assert c.responses.input_items.list(r.id).data[0].content[0].text == "in the back"
+    # a follow-up builds on it
+    r2 = c.responses.create(model=MODEL, input="next", previous_response_id=r.id)
+    assert [m["content"][0]["text"] for m in sent(fake)["messages"]] == ["in the back", "echo: in the back", "next"]
+    with pytest.raises(openai.BadRequestError):   # only background responses can be cancelled
+        c.responses.cancel(r2.id)
+    for bad in ({"store": False}, {"stream": True}):
+        resp = httpx.post(gw.base_url + "/responses", json={"model": MODEL, "input": "x", "background": True, **bad})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] in ("background", "stream")
+
+
+def test_background_cancel_closes_the_upstream_call(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    release = fake.messages.hold_before(4)
+    r = c.responses.create(model=MODEL, input="long one", background=True)
+    assert wait_until(lambda: fake.messages.open_streams == 1, timeout=10)
+    cancelled = c.responses.cancel(r.id)
+    assert cancelled.status == "cancelled"
+    release.set()
+    assert wait_until(lambda: fake.messages.stream_client_disconnects == 1, timeout=15)
+    assert fake.messages.streams_completed == 0
+    assert c.responses.retrieve(r.id).status == "cancelled"
+    assert c.responses.cancel(r.id).status == "cancelled"    # again: unchanged
+
+
+def test_background_concurrency_is_bounded(start_gateway, fake):
+    gw = start_gateway(config(fake, limits={"background_concurrency": 1}))
+    c = client(gw)
+    release = fake.messages.hold_before(4)
+    first = c.responses.create(model=MODEL, input="first", background=True)
+    assert wait_until(lambda: fake.messages.open_streams == 1, timeout=10)
+    second = c.responses.create(model=MODEL, input="second", background=True)
+    time.sleep(0.5)   # the stimulus: time in which an unbounded gateway would start the second call
+    assert c.responses.retrieve(second.id).status == "queued"
+    assert len(fake.requests.filter("POST", "/v1/messages")) == 1
+    release.set()
+    assert poll(c, first.id).output_text == "echo: first"
+    assert poll(c, second.id).output_text == "echo: second"
+
+
+def test_restart_fails_in_flight_background_turns(start_gateway, fake, tmp_path):
+    cfg = config(fake, store={"url": f"sqlite:///{tmp_path}/shared.db"})
+    gw1, gw2 = start_gateway(cfg), start_gateway(cfg)
+    release = fake.messages.hold_before(4)
+    r = client(gw1).responses.create(model=MODEL, input="doomed", background=True)
+    assert wait_until(lambda: fake.messages.open_streams == 1, timeout=10)
+    assert client(gw2).responses.retrieve(r.id).status == "in_progress"   # its runner is alive
+    gw1.proc.kill()
+    gw1.proc.wait(timeout=10)
+    failed = client(gw2).responses.retrieve(r.id)
+    assert failed.status == "failed" and "stopped before it finished" in failed.error.message
+    release.set()

@@ -91,7 +91,6 @@ def test_history_merges_roles_and_puts_tool_results_first():
 
 
 @pytest.mark.parametrize("request_fields, param", [
-    ({"background": True}, "background"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"conversation": "conv_1"}, "conversation"),
     ({"tools": [{"type": "file_search"}]}, "tools[0].type"),

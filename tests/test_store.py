@@ -401,3 +401,19 @@ async def test_turns_chain_and_delete(replicas):
     assert sorted(results) == [False, True]
     assert await a.get_turn("resp_2") is None and await b.get_turn("resp_2") is None
     assert [t.id for t in await b.get_chain("resp_4", "t")] == ["resp_3", "resp_4"]   # the chain stops at the gap
+
+
+async def test_update_turn_only_from_the_statuses_named(replicas):
+    a = await replicas()
+    b = await replicas()
+    running = turn(1, None, status="in_progress")
+    running.owner, running.heartbeat = "host:1:x", 5
+    await a.add_turn(ResponseRecord(id="resp_1", tenant="t", provider="claude", model="m", created_at=1), running)
+    assert (await b.get_turn("resp_1")).owner == "host:1:x"
+    cancelled = turn(1, None, status="cancelled")
+    assert await b.update_turn(cancelled, only_if=("queued", "in_progress"))
+    # the runner's final write loses: the turn was cancelled meanwhile
+    assert not await a.update_turn(turn(1, None, status="completed"), only_if=("in_progress",))
+    got = await a.get_turn("resp_1")
+    assert got.status == "cancelled" and got.owner is None and got.heartbeat == 0
+    assert not await a.update_turn(turn(9, None), only_if=("in_progress",))   # no such turn

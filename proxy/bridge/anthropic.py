@@ -208,8 +208,6 @@ def _check_fields(request: dict[str, Any]) -> None:
         if value is None or key in GATEWAY_FIELDS or key in DIALECT_FIELDS:
             continue
         raise unsupported(key, PROVIDER)
-    if request.get("background") is True:
-        raise unsupported("background", PROVIDER, "not yet")
     include = request.get("include") or []
     if not isinstance(include, list):
         raise invalid("include", "must be an array.")

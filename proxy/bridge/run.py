@@ -24,7 +24,7 @@ from aiohttp import web
 from ..errors import GatewayError
 from ..ids import new_id
 from ..store.base import ResponseRecord
-from . import state
+from . import background, state
 from .emitter import Emitter, EmitterError, response_object, sse, whole
 from .items import canonical_input, map_file_ids, parts_of
 
@@ -68,13 +68,21 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
     ex.model = model
     keep = body.get("store", True) is not False
     stream = body.get("stream") is True
+    in_background = body.get("background") is True
+    if in_background and not keep:
+        raise GatewayError(400, "background: true needs store: true (the gateway keeps the turn for retrieve).",
+                           param="background", code="invalid_value")
+    if in_background and stream:
+        raise GatewayError(400, "stream is not supported with background: true on this provider yet; "
+                                "create it in the background and poll retrieve.", param="stream",
+                           code="unsupported_parameter")
     input_items = state.with_ids(canonical_input(body.get("input")))
     previous = body.get("previous_response_id")
     history = await state.history(ctx.store, previous, tenant.name) if isinstance(previous, str) else []
     files = await _file_ids(ctx, provider, history + input_items)
     resolve = files.__getitem__
     call = dialect.build_call({**body, "input": map_file_ids(input_items, resolve)}, map_file_ids(history, resolve),
-                              model, stream=stream)
+                              model, stream=stream or in_background)
     response = response_object(body, response_id=new_id("resp_", 40), model=model, provider_type=provider.type)
     ex.response_id = response["id"]
     record = ResponseRecord(id=response["id"], tenant=tenant.name, provider=provider.name, model=model,
@@ -85,6 +93,10 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
         if keep:
             await state.save(ctx.store, record, em.response, input_items, em.events)
 
+    if in_background:
+        started = await background.start(ctx.store, ex, provider, dialect, call, response, record, input_items,
+                                         ctx.limits.background_concurrency)
+        return ctx.json_response(orjson.dumps(started))
     if not stream:
         answer = await provider.bridge_call(ex, call)
         em = whole(response, dialect.decode_whole(answer))
@@ -144,7 +156,7 @@ async def _turn(ctx: "OperationContext") -> Any:
     if turn is None or ex.tenant is None or turn.tenant != ex.tenant.name:
         raise GatewayError(404, f"No such Response object: {(ex.object_id or '')[:128]}", param="response_id",
                            code="response_not_found")
-    return turn
+    return await background.settle_orphan(ctx.store, turn)
 
 
 async def retrieve(ctx: "OperationContext", stream: bool) -> web.StreamResponse:
@@ -177,9 +189,12 @@ async def delete(ctx: "OperationContext") -> web.StreamResponse:
 
 
 async def cancel(ctx: "OperationContext") -> web.StreamResponse:
-    await _turn(ctx)
-    raise GatewayError(400, "Only background responses can be cancelled.", param="response_id",
-                       code="invalid_request")
+    turn = await _turn(ctx)
+    if turn.response.get("background") is not True:
+        raise GatewayError(400, "Only background responses can be cancelled.", param="response_id",
+                           code="invalid_request")
+    turn = await background.cancel(ctx.store, turn)
+    return ctx.json_response(orjson.dumps(turn.response))
 
 
 async def input_items(ctx: "OperationContext") -> web.StreamResponse:

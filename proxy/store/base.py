@@ -60,6 +60,8 @@ class TurnRecord:
     output_items: list[dict[str, Any]]
     response: dict[str, Any] = field(default_factory=dict)   # empty in get_chain's answers
     events: list[dict[str, Any]] | None = None
+    owner: str | None = None     # a running background turn: the process running it (host:pid:token)
+    heartbeat: int = 0           # ... and when it last said so (Unix seconds)
 
 
 @dataclass(slots=True)
@@ -159,6 +161,11 @@ class Store(Protocol):
         committed, so the turn's end reaches the client only after every replica can read it."""
 
     async def get_turn(self, response_id: str) -> TurnRecord | None: ...
+
+    async def update_turn(self, turn: TurnRecord, *, only_if: tuple[str, ...]) -> bool:
+        """Replace the turn's state (status, items, response, events, owner, heartbeat) only if
+        its stored status is one of ``only_if``, atomically; whether it did (a background turn
+        cancelled meanwhile is not overwritten by its runner)."""
 
     async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
         """The turn and every turn before it (``previous_id``), oldest first, the tenant's only;

@@ -89,7 +89,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 # Issue 13: the turns of Responses the gateway runs itself (proxy/bridge/state.py). One row per
-# response, next to its ``responses`` ownership row (same id, written in the same transaction).
+# response, next to its ``responses`` ownership row (same id, written in the same transaction);
+# ``owner`` (host:pid:token) and ``heartbeat`` belong to a background turn still running.
 _RESPONSE_TURNS = """CREATE TABLE IF NOT EXISTS response_turns (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -98,7 +99,9 @@ _RESPONSE_TURNS = """CREATE TABLE IF NOT EXISTS response_turns (
     input_items TEXT NOT NULL,
     output_items TEXT NOT NULL,
     response TEXT NOT NULL,
-    events TEXT
+    events TEXT,
+    owner TEXT,
+    heartbeat BIGINT NOT NULL DEFAULT 0
 )"""
 MIGRATIONS += (
     Migration(3, "placeholder for issue 11 (uploads)", sqlite=(), postgres=()),   # placeholder for issue 11

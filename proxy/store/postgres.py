@@ -31,7 +31,7 @@ import orjson
 from . import migrations
 from .base import FileRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord
 from .group_commit import GroupCommit
-from .sqlite import _LRU, CHAIN_SQL, TURN_COLS, row_to_turn, turn_args
+from .sqlite import _LRU, CHAIN_SQL, TURN_COLS, TURN_SET, row_to_turn, turn_args
 
 log = logging.getLogger("sluicegate")
 _V = TypeVar("_V")  # what a cache holds
@@ -436,9 +436,8 @@ class PostgresStore:
                 "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
                 rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
             await conn.execute(
-                f"INSERT INTO response_turns ({TURN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
-                "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input_items = EXCLUDED.input_items, "
-                "output_items = EXCLUDED.output_items, response = EXCLUDED.response, events = EXCLUDED.events",
+                f"INSERT INTO response_turns ({TURN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) "
+                f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in TURN_SET)}",
                 *turn_args(turn))
         self._remember(self._responses, rec.id, rec, before)
 
@@ -448,4 +447,12 @@ class PostgresStore:
 
     async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
         rows = await self.pool.fetch(CHAIN_SQL, response_id, tenant)
-        return [row_to_turn((*r, "{}", None)) for r in reversed(rows)]
+        return [row_to_turn((*r, "{}", None, None, 0)) for r in reversed(rows)]
+
+    async def update_turn(self, turn: TurnRecord, *, only_if: tuple[str, ...]) -> bool:
+        args = turn_args(turn)
+        status = await self.pool.execute(
+            f"UPDATE response_turns SET {', '.join(f'{c} = ${i}' for i, c in enumerate(TURN_SET, 1))} "
+            f"WHERE id = ${len(TURN_SET) + 1} AND status = ANY(${len(TURN_SET) + 2}::text[])",
+            *args[3:], turn.id, list(only_if))
+        return int(status.rsplit(" ", 1)[1]) > 0

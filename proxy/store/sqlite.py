@@ -45,7 +45,9 @@ def _row_to_file(row: Any) -> FileRecord:
     )
 
 
-TURN_COLS = "id, tenant, previous_id, status, input_items, output_items, response, events"
+TURN_COLS = "id, tenant, previous_id, status, input_items, output_items, response, events, owner, heartbeat"
+# The state an update replaces (update_turn): every column but id, tenant, previous_id.
+TURN_SET = ("status", "input_items", "output_items", "response", "events", "owner", "heartbeat")
 # A turn and its predecessors, newest first ($1 id, $2 tenant; bounded depth: a cycle cannot loop).
 CHAIN_SQL = ("WITH RECURSIVE chain(id, tenant, previous_id, status, input_items, output_items, depth) AS ("
              "SELECT id, tenant, previous_id, status, input_items, output_items, 0 FROM response_turns "
@@ -58,13 +60,13 @@ CHAIN_SQL = ("WITH RECURSIVE chain(id, tenant, previous_id, status, input_items,
 def turn_args(t: TurnRecord) -> tuple[Any, ...]:
     return (t.id, t.tenant, t.previous_id, t.status, orjson.dumps(t.input_items).decode(),
             orjson.dumps(t.output_items).decode(), orjson.dumps(t.response).decode(),
-            None if t.events is None else orjson.dumps(t.events).decode())
+            None if t.events is None else orjson.dumps(t.events).decode(), t.owner, t.heartbeat)
 
 
 def row_to_turn(row: tuple[Any, ...]) -> TurnRecord:
     return TurnRecord(id=row[0], tenant=row[1], previous_id=row[2], status=row[3], input_items=orjson.loads(row[4]),
                       output_items=orjson.loads(row[5]), response=orjson.loads(row[6]),
-                      events=None if row[7] is None else orjson.loads(row[7]))
+                      events=None if row[7] is None else orjson.loads(row[7]), owner=row[8], heartbeat=row[9])
 
 
 _V = TypeVar("_V")  # what a cache holds
@@ -386,7 +388,7 @@ class SQLiteStore:
             await db.execute(
                 "INSERT OR REPLACE INTO responses (id, tenant, provider, model, created_at) VALUES (?,?,?,?,?)",
                 (rec.id, rec.tenant, rec.provider, rec.model, rec.created_at))
-            await db.execute(f"INSERT OR REPLACE INTO response_turns ({TURN_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+            await db.execute(f"INSERT OR REPLACE INTO response_turns ({TURN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                              turn_args(turn))
         self._responses.put(rec.id, rec)
 
@@ -398,4 +400,12 @@ class SQLiteStore:
     async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
         async with self.db.execute(CHAIN_SQL.replace("$1", "?").replace("$2", "?"), (response_id, tenant)) as cur:
             rows = await cur.fetchall()
-        return [row_to_turn((*r, "{}", None)) for r in reversed(list(rows))]
+        return [row_to_turn((*r, "{}", None, None, 0)) for r in reversed(list(rows))]
+
+    async def update_turn(self, turn: TurnRecord, *, only_if: tuple[str, ...]) -> bool:
+        args = turn_args(turn)
+        async with self._write_lock:
+            cur = await self.db.execute(
+                f"UPDATE response_turns SET {', '.join(c + ' = ?' for c in TURN_SET)} "
+                f"WHERE id = ? AND status IN ({', '.join('?' * len(only_if))})", (*args[3:], turn.id, *only_if))
+        return cur.rowcount > 0
