@@ -90,6 +90,8 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
 
     async def finish(em: Emitter) -> None:
         ex.usage = em.response.get("usage")
+        if em.response["status"] == "failed":      # for the access log and metrics
+            ex.error_code = ex.error_code or "upstream_stream_error"
         if keep:
             await state.save(ctx.store, record, em.response, input_items, em.events)
 
