@@ -385,3 +385,17 @@ def test_restart_fails_in_flight_background_turns(start_gateway, fake, tmp_path)
     failed = client(gw2).responses.retrieve(r.id)
     assert failed.status == "failed" and "stopped before it finished" in failed.error.message
     release.set()
+
+
+def test_an_empty_text_block_does_not_break_the_next_turn(start_gateway, fake):
+    gw = start_gateway(config(fake))
+    c = client(gw)
+    fake.messages.reply = lambda body: (
+        [{"type": "text", "text": "done"}] if body["messages"][-1]["content"][0]["type"] == "tool_result" else
+        [{"type": "text", "text": ""}, {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {}}])
+    with c.responses.stream(model=MODEL, input="go", tools=TOOLS) as s:
+        r1 = s.get_final_response()
+    assert r1.output[0].content[0].text == "" and r1.output[1].call_id == "toolu_9"
+    r2 = c.responses.create(model=MODEL, previous_response_id=r1.id, tools=TOOLS,
+                            input=[{"type": "function_call_output", "call_id": "toolu_9", "output": "ok"}])
+    assert r2.output_text == "done"

@@ -121,6 +121,13 @@ def test_refusals_name_the_field(request_fields, param):
     assert info.value.status == 400 and info.value.param == param, info.value.message
 
 
+def test_empty_assistant_text_does_not_go_back():
+    history = canonical_input([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""},
+                               {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}])
+    assert build(history, input=[{"type": "function_call_output", "call_id": "c1", "output": "x"}])["messages"][1] == {
+        "role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "f", "input": {}}]}
+
+
 def test_history_errors_name_previous_response_id():
     with pytest.raises(GatewayError) as info:
         build([{"type": "web_search_call", "id": "ws_1"}])

@@ -240,7 +240,12 @@ def _messages(items: list[tuple[dict[str, Any], str]], system: list[dict[str, An
             elif role == "user":
                 add("user", [_user_part(p, f"{param}.content[{j}]") for j, p in enumerate(item["content"])])
             else:
-                add("assistant", [_assistant_part(p, f"{param}.content[{j}]") for j, p in enumerate(item["content"])])
+                # An empty text (a block Claude opened and left empty) cannot go back: Anthropic
+                # refuses empty text blocks, and it carries nothing.
+                blocks = [_assistant_part(p, f"{param}.content[{j}]") for j, p in enumerate(item["content"])]
+                blocks = [b for b in blocks if b["text"]]
+                if blocks:
+                    add("assistant", blocks)
         elif kind == "function_call":
             try:
                 args = orjson.loads(item["arguments"]) if item["arguments"] else {}

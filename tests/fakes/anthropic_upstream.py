@@ -635,6 +635,8 @@ class FakeMessages:
             raise self._bad(f"{where}.type: {kind!r} is not allowed in a {role} message")
         if kind == "text" and not isinstance(b.get("text"), str):
             raise self._bad(f"{where}.text: Field required")
+        if kind == "text" and not b["text"]:
+            raise self._bad(f"{where}: text content blocks must be non-empty")
         if kind == "tool_use" and not (isinstance(b.get("id"), str) and isinstance(b.get("input"), dict)):
             raise self._bad(f"{where}: tool_use needs id, name and an input object")
         if kind == "thinking" and not (isinstance(b.get("signature"), str) and b["signature"].startswith("sig_")):
