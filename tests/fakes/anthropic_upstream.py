@@ -767,7 +767,10 @@ class FakeMessages:
                     break
             await resp.write_eof()
             self.streams_completed += 1
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:          # the client went away mid-stream
+            self.stream_client_disconnects += 1
+            return resp
+        except asyncio.CancelledError:
             self.stream_client_disconnects += 1
             raise
         finally:
