@@ -213,3 +213,7 @@ def test_stream_error_frame_and_unknown_block():
     (failure,) = decoder.feed({"type": "content_block_start", "index": 0,
                                "content_block": {"type": "server_tool_use", "id": "s", "name": "web_search"}})
     assert isinstance(failure, ev.Failure) and "server_tool_use" in failure.message
+    (failure,) = D.decode_whole({**MESSAGE, "content": [{"type": "server_tool_use", "id": "s"}]})
+    assert isinstance(failure, ev.Failure) and "server_tool_use" in failure.message
+    assert final(D.decode_whole({**MESSAGE, "content": [{"type": "text", "text": "a"}, {"type": "mystery"}]}))[
+        "status"] == "failed"

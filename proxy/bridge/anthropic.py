@@ -78,10 +78,12 @@ class AnthropicDialect:
             return [ev.Failure("server_error", "The provider answered with an unreadable message.")]
         out: list[ev.Event] = []
         for i, block in enumerate(answer["content"]):
-            if isinstance(block, dict):
-                out += _block_start(i, block)
-                out += _block_whole(i, block)
-                out.append(ev.ItemDone(i))
+            started = _block_start(i, block) if isinstance(block, dict) else ()
+            if not started:
+                return out + [_untranslatable(block)]
+            out += started
+            out += _block_whole(i, block)
+            out.append(ev.ItemDone(i))
         return out + [_finish(answer.get("stop_reason"), answer.get("usage") or {})]
 
     def stream_decoder(self) -> "AnthropicStream":
@@ -125,8 +127,7 @@ class AnthropicStream:
             self._items[index] = item
             started = _block_start(item, block)
             if not started:
-                return (ev.Failure("server_error", f"The provider sent a content block of type "
-                                                   f"{str(block.get('type'))[:64]!r} the bridge cannot translate."),)
+                return (_untranslatable(block),)
             return started + _block_whole(item, block)
         if kind == "content_block_stop":
             item = self._items.get(frame.get("index", -1))
@@ -149,6 +150,12 @@ class AnthropicStream:
             err = frame.get("error") or {}
             return (failure(err.get("type"), err.get("message")),)
         return ()   # ping, and event types added later
+
+
+def _untranslatable(block: Any) -> ev.Failure:
+    kind = block.get("type") if isinstance(block, dict) else None
+    return ev.Failure("server_error", f"The provider sent a content block of type {str(kind)[:64]!r} "
+                                      "the bridge cannot translate.")
 
 
 def failure(kind: Any, message: Any) -> ev.Failure:
