@@ -331,8 +331,12 @@ def test_background_runs_and_retrieve_polls(start_gateway, fake):
     assert r.status == "queued" and r.background is True and r.output == []
     assert wait_until(lambda: fake.messages.open_streams == 1, timeout=10)
     assert c.responses.retrieve(r.id).status == "in_progress"
+    with pytest.raises(openai.BadRequestError, match="still running"):
+        c.responses.retrieve(r.id, stream=True)
     release.set()
     done = poll(c, r.id)
+    with c.responses.retrieve(r.id, stream=True) as s:
+        assert [e.type for e in s][-1] == "response.completed"
     assert done.status == "completed" and done.output_text == "echo: in the back" and done.usage.output_tokens == 5
     assert sent(fake)["stream"] is True
     assert c.responses.input_items.list(r.id).data[0].content[0].text == "in the back"

@@ -167,6 +167,10 @@ async def retrieve(ctx: "OperationContext", stream: bool) -> web.StreamResponse:
     ex.response_id = turn.id
     if not stream:
         return ctx.json_response(orjson.dumps(turn.response))
+    if turn.status in background.RUNNING:
+        # its events are kept when it ends (the runner may be another replica's): poll until then
+        raise GatewayError(400, "This background response is still running; its events can be replayed "
+                                "with stream=true once it has finished.", param="stream", code="response_in_progress")
     raw = ex.request.query.get("starting_after")
     try:
         after = -1 if raw is None else int(raw)
