@@ -193,7 +193,7 @@ class ProviderRouteFilter(Filter):
     def _unsupported(self, provider: "Provider", op: str) -> GatewayError:
         serving = [f"{p.name} ({p.type})" for p in self.providers.values() if p.serves_responses]
         hint = (f"Configured providers that do: {', '.join(serving)}." if serving else
-                "No configured provider does; the OpenAI-compatible types (openai, azure, groq) do.")
+                "No configured provider does; the OpenAI-compatible types (openai, azure, groq) and anthropic do.")
         return GatewayError(400, f"Provider '{provider.name}' (type {provider.type}) does not support {op}. {hint}",
                             code="unsupported_operation")
 

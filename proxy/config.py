@@ -180,6 +180,8 @@ class LimitsConfig(Keys):
     tenant_storage_quota: Size = 100 * 1000**3
     max_batch_lines: Annotated[int, whole(1)] = 50_000
     max_json_body: Size = 32 * 1024**2
+    # background Responses turns the gateway runs at once per worker (proxy/bridge/background.py)
+    background_concurrency: Annotated[int, whole(1)] = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

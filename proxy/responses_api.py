@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from .bridge import run as bridge
 from .errors import GatewayError, bad_request
 from .providers.h1 import H1ProtocolError, H1Stream
 from .store.base import ResponseRecord
@@ -210,6 +211,9 @@ async def responses_create(ctx: "OperationContext") -> web.StreamResponse:
     raw = ex.raw_body
     assert body is not None and raw is not None  # a JSON operation: the pipeline read them
     assert ex.provider is not None  # routed before the operation ran
+    dialect = ex.provider.responses_dialect()
+    if dialect is not None:   # a provider without a Responses API: the gateway runs the turn
+        return await bridge.create(ctx, dialect)
     if ex.provider.prepare_response_body(body) or ex.json_changed:
         raw = orjson.dumps(body)
     ex.model = body.get("model")
@@ -246,6 +250,8 @@ async def responses_retrieve(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None  # routed before the operation ran
     ex.response_id = ex.object_id
+    if ex.provider.responses_dialect() is not None:
+        return await bridge.retrieve(ctx, _stream_flag(ex))
     query = _raw_query(ex)
     if _stream_flag(ex):
         resp = await ex.provider.open_responses(ex, "GET", f"/{ex.object_id}", body=None, query=query, stream=True)
@@ -258,6 +264,8 @@ async def responses_delete(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     ex.response_id = ex.object_id
+    if ex.provider.responses_dialect() is not None:
+        return await bridge.delete(ctx)
     status, data = await ex.provider.call_responses(ex, "DELETE", f"/{ex.object_id}", body=None,
                                                     query=_raw_query(ex))
     if ex.response_record is not None:
@@ -269,6 +277,8 @@ async def responses_cancel(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None  # routed before the operation ran
     ex.response_id = ex.object_id
+    if ex.provider.responses_dialect() is not None:
+        return await bridge.cancel(ctx)
     status, data = await ex.provider.call_responses(ex, "POST", f"/{ex.object_id}/cancel", body=None,
                                                     query=_raw_query(ex))
     return await _json_answer(ctx, status, data, record=False)
@@ -278,6 +288,8 @@ async def responses_input_items(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None  # routed before the operation ran
     ex.response_id = ex.object_id
+    if ex.provider.responses_dialect() is not None:
+        return await bridge.input_items(ctx)
     status, data = await ex.provider.call_responses(ex, "GET", f"/{ex.object_id}/input_items", body=None,
                                                     query=_raw_query(ex))
     return ctx.json_response(data, status=status)

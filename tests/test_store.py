@@ -381,3 +381,54 @@ async def test_an_id_looked_up_before_it_exists_is_found_once_added_anywhere(rep
     assert await a.get_file("file-2") is None
     await b.add_file(rec(2))
     assert (await a.get_file("file-2")).id == "file-2"
+
+
+def turn(i: int, previous: str | None, tenant: str = "t", status: str = "completed"):
+    from proxy.store.base import TurnRecord
+    return TurnRecord(id=f"resp_{i}", tenant=tenant, previous_id=previous, status=status,
+                      input_items=[{"id": f"msg_in{i}", "type": "message", "role": "user", "content": []}],
+                      output_items=[{"id": f"msg_out{i}", "type": "message"}],
+                      response={"id": f"resp_{i}", "status": status}, events=[{"type": "response.created"}])
+
+
+async def test_turns_chain_and_delete(replicas):
+    a = await replicas()
+    b = await replicas()   # another worker / replica on the same database
+    for i in range(5):
+        await a.add_turn(ResponseRecord(id=f"resp_{i}", tenant="t", provider="claude", model="m", created_at=1),
+                         turn(i, f"resp_{i - 1}" if i else None))
+    # committed when add_turn returns: the other store reads it at once
+    got = await b.get_turn("resp_3")
+    assert got == turn(3, "resp_2")
+    assert (await b.get_response("resp_3")).provider == "claude"
+    chain = await b.get_chain("resp_4", "t")
+    assert [t.id for t in chain] == [f"resp_{i}" for i in range(5)]
+    assert chain[0].input_items[0]["id"] == "msg_in0" and chain[4].output_items[0]["id"] == "msg_out4"
+    assert chain[0].response == {} and chain[0].events is None   # the chain carries only the items
+    assert await b.get_chain("resp_4", "other") == []             # another tenant's: nothing
+    assert [t.id for t in await b.get_chain("resp_1", "t")] == ["resp_0", "resp_1"]
+    # replacing a turn (its final state) keeps one row
+    await a.add_turn(ResponseRecord(id="resp_4", tenant="t", provider="claude", model="m", created_at=1),
+                     turn(4, "resp_3", status="failed"))
+    assert (await b.get_turn("resp_4")).status == "failed"
+    # delete is one claim over the record and its turn
+    results = await asyncio.gather(a.delete_response("resp_2"), b.delete_response("resp_2"))
+    assert sorted(results) == [False, True]
+    assert await a.get_turn("resp_2") is None and await b.get_turn("resp_2") is None
+    assert [t.id for t in await b.get_chain("resp_4", "t")] == ["resp_3", "resp_4"]   # the chain stops at the gap
+
+
+async def test_update_turn_only_from_the_statuses_named(replicas):
+    a = await replicas()
+    b = await replicas()
+    running = turn(1, None, status="in_progress")
+    running.owner, running.heartbeat = "host:1:x", 5
+    await a.add_turn(ResponseRecord(id="resp_1", tenant="t", provider="claude", model="m", created_at=1), running)
+    assert (await b.get_turn("resp_1")).owner == "host:1:x"
+    cancelled = turn(1, None, status="cancelled")
+    assert await b.update_turn(cancelled, only_if=("queued", "in_progress"))
+    # the runner's final write loses: the turn was cancelled meanwhile
+    assert not await a.update_turn(turn(1, None, status="completed"), only_if=("in_progress",))
+    got = await a.get_turn("resp_1")
+    assert got.status == "cancelled" and got.owner is None and got.heartbeat == 0
+    assert not await a.update_turn(turn(9, None), only_if=("in_progress",))   # no such turn

@@ -10,4 +10,8 @@ One shape for every provider (the design is h11's: sans-IO pieces, the I/O elsew
   sequence (``response.created`` … ``response.completed``, increasing ``sequence_number``);
 * one **state** layer stores each turn's input and output items (tenant-owned, in the store)
   before the client sees the end of the turn, and rebuilds history for ``previous_response_id``.
+
+Modules: ``events`` (the contract), ``items`` (the request's input in one canonical form),
+``emitter``, ``state``, ``run`` (the I/O of the five operations), ``background``
+(``background: true``), and one dialect per family (``anthropic``; ``converse``, ``gemini``).
 """

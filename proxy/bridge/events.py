@@ -59,10 +59,14 @@ class ItemDone:
 
 @dataclass(slots=True, frozen=True)
 class Usage:
+    """OpenAI's meaning: ``input_tokens`` counts every input token, the cached ones included
+    (a dialect adds the provider's cache reads and writes in where it counts them apart)."""
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # input tokens written to the provider's prompt cache (Responses ``cache_write_tokens``)
+    cache_write_tokens: int = 0
 
 
 @dataclass(slots=True, frozen=True)

@@ -61,10 +61,11 @@ import logging
 import os
 import secrets
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator
 
 import orjson
 
+from ..bridge.anthropic import AnthropicDialect, gateway_error_for
 from ..errors import GatewayError, error_type_for
 from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
@@ -72,9 +73,10 @@ from .base import Download, Provider
 from .configs import ANTHROPIC_FILES_BETA, AnthropicConfig
 from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
-from .upstream import Upstream
+from .upstream import Upstream, json_events
 
 if TYPE_CHECKING:
+    from ..bridge.events import ProviderCall
     from ..exchange import Exchange
     from ..store.base import FileRecord
     from ..transforms.batch_translate import BatchTranslator
@@ -364,10 +366,14 @@ def _unlink(path: str) -> None:
 # =========================================================================== provider
 
 
+_DIALECT = AnthropicDialect()
+
+
 class AnthropicProvider(Provider):
     type = "anthropic"
     passthrough = False
     serves_unseen_ids = False
+    serves_responses = True          # through the bridge (proxy/bridge): Messages API
 
     def __init__(self, config: AnthropicConfig) -> None:
         super().__init__(config)
@@ -541,3 +547,36 @@ class AnthropicProvider(Provider):
             if err.status == 404:
                 raise _file_not_found(file_id) from None
             raise
+
+    # -- responses, through the bridge (proxy/bridge/anthropic.py translates) ------------------
+    def responses_dialect(self) -> AnthropicDialect:
+        return _DIALECT
+
+    async def bridge_call(self, ex: "Exchange", call: "ProviderCall") -> Any:
+        try:
+            _, data, _ = await self.upstream.request(
+                "POST", self.url(call.path), body=orjson.dumps(call.body),
+                headers={"Content-Type": "application/json", **call.extra_headers}, idempotent=False)
+        except GatewayError as err:
+            raise gateway_error_for(err) from None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise GatewayError(502, f"Provider '{self.name}' answered with a body that is not JSON.",
+                               code="upstream_bad_response") from None
+
+    async def bridge_stream(self, ex: "Exchange", call: "ProviderCall") -> AsyncGenerator[Any, None]:
+        try:
+            st = await self.upstream.stream(
+                "POST", self.url(call.path), body=orjson.dumps(call.body),
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream", **call.extra_headers},
+                idempotent=False)
+        except GatewayError as err:
+            raise gateway_error_for(err) from None
+        return json_events(st, self.upstream)
+
+    def bridge_file_id(self, rec: "FileRecord") -> str | None:
+        if self._is_batch(rec):
+            return None     # a translated batch file lives on the gateway's disk, not at Anthropic
+        aid = rec.location.get("anthropic_id") or rec.upstream_id
+        return aid if isinstance(aid, str) else None

@@ -15,7 +15,7 @@ path). Failures raise :class:`proxy.errors.GatewayError`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from ..errors import GatewayError
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from filters.base import Filter
 
     from ..batch_runner import BatchRunner
+    from ..bridge.events import Dialect, ProviderCall
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
@@ -162,6 +163,28 @@ class Provider:
         """Pass-through: a buffered call on the provider's ``/batches{suffix}``, ``(status,
         body)`` of a 2xx answer."""
         raise self.unsupported(ex.operation)
+
+    # -- responses run by the gateway (proxy/bridge) -------------------------------------------
+    # A provider without a Responses API of its own returns its dialect here (and sets
+    # ``serves_responses``); the bridge then runs every Responses operation, calling the
+    # provider only through the two methods below.
+    def responses_dialect(self) -> "Dialect | None":
+        return None
+
+    async def bridge_call(self, ex: "Exchange", call: "ProviderCall") -> Any:
+        """Send a non-streamed call; its answer, parsed (JSON body, botocore dict). Errors:
+        GatewayError in OpenAI's shape."""
+        raise self.unsupported(ex.operation)
+
+    async def bridge_stream(self, ex: "Exchange", call: "ProviderCall") -> AsyncGenerator[Any, None]:
+        """Open a streamed call (errors before it starts raise GatewayError) and return its
+        frames as they arrive (one parsed SSE event's data, one botocore event, ...). A failure
+        mid-stream raises GatewayError from the iteration; ``aclose()`` closes the upstream call."""
+        raise self.unsupported(ex.operation)
+
+    def bridge_file_id(self, rec: "FileRecord") -> str | None:
+        """This provider's own id for a gateway file given as model input; None: not usable."""
+        return None
 
     # -- helpers -------------------------------------------------------------------------
     def unsupported(self, operation: str) -> GatewayError:

@@ -30,7 +30,7 @@ import logging
 import random
 import ssl
 from urllib.parse import urlencode
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -378,6 +378,41 @@ async def _pieces(st: H1Stream, upstream: Upstream) -> AsyncIterator[bytes]:
             yield piece
     except (ConnectionError, asyncio.TimeoutError, H1ProtocolError) as exc:
         raise upstream.error_from_exception(exc) from None
+
+
+async def json_events(st: H1Stream, upstream: Upstream) -> AsyncGenerator[Any, None]:
+    """An SSE body's events, each ``data`` parsed as JSON, as they arrive (for the bridge's
+    dialects: Anthropic Messages, Gemini ``alt=sse``). A transport failure or an event that is not
+    JSON raises a translated GatewayError; closing the generator closes the stream."""
+    from ..transforms.sse import EventTooLarge, SSEParser
+
+    parser = SSEParser()
+    try:
+        while True:
+            try:
+                chunk = await st.read()
+                events = parser.feed(chunk) if chunk else parser.close()
+            except asyncio.TimeoutError as exc:   # the words of pipe_sse, the pass-through path
+                raise GatewayError(504, f"Provider '{upstream.provider}' sent no event in time: {exc}.",
+                                   code="upstream_timeout") from None
+            except (ConnectionError, H1ProtocolError) as exc:
+                raise GatewayError(502, f"The stream from provider '{upstream.provider}' broke: "
+                                        f"{type(exc).__name__}.", code="upstream_stream_error") from None
+            except EventTooLarge:
+                raise GatewayError(502, f"Provider '{upstream.provider}' sent an SSE event too large to read.",
+                                   code="upstream_bad_response") from None
+            for event in events:
+                if event.data[:6] == b"[DONE]":
+                    continue
+                try:
+                    yield orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    raise GatewayError(502, f"Provider '{upstream.provider}' sent an SSE event that is not JSON.",
+                                       code="upstream_bad_response") from None
+            if not chunk:
+                return
+    finally:
+        st.close()
 
 
 def _split_url(url: str) -> tuple[str, str]:

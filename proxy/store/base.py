@@ -82,6 +82,23 @@ class BatchRecord:
 
 
 @dataclass(slots=True)
+class TurnRecord:
+    """One turn of a Responses conversation the gateway runs itself (proxy/bridge/state.py):
+    its input items and output items (Responses items, with ids), the final Response object,
+    and the SSE events it was streamed as (None if it was not streamed)."""
+    id: str
+    tenant: str
+    previous_id: str | None
+    status: str
+    input_items: list[dict[str, Any]]
+    output_items: list[dict[str, Any]]
+    response: dict[str, Any] = field(default_factory=dict)   # empty in get_chain's answers
+    events: list[dict[str, Any]] | None = None
+    owner: str | None = None     # a running background turn: the process running it (host:pid:token)
+    heartbeat: int = 0           # ... and when it last said so (Unix seconds)
+
+
+@dataclass(slots=True)
 class Reservation:
     """Quota bytes held by one upload while it streams, and where its partial data lives.
 
@@ -168,7 +185,8 @@ class Store(Protocol):
 
     async def get_response(self, response_id: str) -> ResponseRecord | None: ...
 
-    async def delete_response(self, response_id: str) -> bool: ...
+    async def delete_response(self, response_id: str) -> bool:
+        """Remove the response's record and its turn (if the gateway ran it), as one claim."""
 
     async def adopt_file(self, rec: FileRecord) -> bool:
         """Record a file the gateway did not upload (a batch's output or error file) for
@@ -195,3 +213,20 @@ class Store(Protocol):
         """Atomically take the right to poll the provider for ``batch_id``: True (and
         ``polled_at`` set to ``now_ms``) unless some caller, in any replica, took it less than
         ``interval_ms`` ago."""
+
+    # -- turns of bridged responses (proxy/bridge/state.py) -------------------------------------
+
+    async def add_turn(self, rec: ResponseRecord, turn: TurnRecord) -> None:
+        """Insert (or replace) the ownership record and the turn in one transaction; returns once
+        committed, so the turn's end reaches the client only after every replica can read it."""
+
+    async def get_turn(self, response_id: str) -> TurnRecord | None: ...
+
+    async def update_turn(self, turn: TurnRecord, *, only_if: tuple[str, ...]) -> bool:
+        """Replace the turn's state (status, items, response, events, owner, heartbeat) only if
+        its stored status is one of ``only_if``, atomically; whether it did (a background turn
+        cancelled meanwhile is not overwritten by its runner)."""
+
+    async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
+        """The turn and every turn before it (``previous_id``), oldest first, the tenant's only;
+        without ``response`` and ``events``. Empty if the turn is not there."""

@@ -120,6 +120,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                   + _BATCHES_COLUMNS, _BATCHES_INDEX),
     ),
 )
+# Issue 13: the turns of Responses the gateway runs itself (proxy/bridge/state.py). One row per
+# response, next to its ``responses`` ownership row (same id, written in the same transaction);
+# ``owner`` (host:pid:token) and ``heartbeat`` belong to a background turn still running.
+_RESPONSE_TURNS = """CREATE TABLE IF NOT EXISTS response_turns (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    previous_id TEXT,
+    status TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    output_items TEXT NOT NULL,
+    response TEXT NOT NULL,
+    events TEXT,
+    owner TEXT,
+    heartbeat BIGINT NOT NULL DEFAULT 0
+)"""
+MIGRATIONS += (
+    Migration(5, "responses state: the turns of bridged responses", sqlite=(_RESPONSE_TURNS,),
+              postgres=(_RESPONSE_TURNS,)),
+)
 LATEST = MIGRATIONS[-1].version
 
 # Run before reading the version, inside the migration transaction.

@@ -29,10 +29,10 @@ import asyncpg
 import orjson
 
 from . import migrations
-from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord
 from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
-from .sqlite import _LRU
+from .sqlite import _LRU, CHAIN_SQL, TURN_COLS, TURN_SET, row_to_turn, turn_args
 
 log = logging.getLogger("sluicegate")
 _V = TypeVar("_V")  # what a cache holds
@@ -421,7 +421,8 @@ class PostgresStore:
 
     async def _delete_response_row(self, response_id: str) -> bool:
         row = await self.pool.fetchrow(
-            "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id) "
+            "WITH gone AS (DELETE FROM responses WHERE id = $1 RETURNING id), "
+            "turn AS (DELETE FROM response_turns WHERE id = $1) "
             f"SELECT pg_notify('{CHANNEL}', 'r:' || gone.id) FROM gone", response_id)
         return row is not None
 
@@ -470,3 +471,35 @@ class PostgresStore:
             "UPDATE batches SET polled_at = $1 WHERE id = $2 AND (polled_at IS NULL OR polled_at <= $3) "
             "RETURNING 1", now_ms, batch_id, now_ms - interval_ms)
         return claimed is not None
+
+    # -- turns of bridged responses --------------------------------------------------------
+
+    async def add_turn(self, rec: ResponseRecord, turn: TurnRecord) -> None:
+        before = self._evictions
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO responses (id, tenant, provider, model, created_at) VALUES ($1,$2,$3,$4,$5) "
+                "ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, provider = EXCLUDED.provider, "
+                "model = EXCLUDED.model, created_at = EXCLUDED.created_at",
+                rec.id, rec.tenant, rec.provider, rec.model, rec.created_at)
+            await conn.execute(
+                f"INSERT INTO response_turns ({TURN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) "
+                f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in TURN_SET)}",
+                *turn_args(turn))
+        self._remember(self._responses, rec.id, rec, before)
+
+    async def get_turn(self, response_id: str) -> TurnRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {TURN_COLS} FROM response_turns WHERE id = $1", response_id)
+        return None if row is None else row_to_turn(tuple(row))
+
+    async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
+        rows = await self.pool.fetch(CHAIN_SQL, response_id, tenant)
+        return [row_to_turn((*r, "{}", None, None, 0)) for r in reversed(rows)]
+
+    async def update_turn(self, turn: TurnRecord, *, only_if: tuple[str, ...]) -> bool:
+        args = turn_args(turn)
+        status = await self.pool.execute(
+            f"UPDATE response_turns SET {', '.join(f'{c} = ${i}' for i, c in enumerate(TURN_SET, 1))} "
+            f"WHERE id = ${len(TURN_SET) + 1} AND status = ANY(${len(TURN_SET) + 2}::text[])",
+            *args[3:], turn.id, list(only_if))
+        return int(status.rsplit(" ", 1)[1]) > 0

@@ -32,7 +32,7 @@ import aiosqlite
 import orjson
 
 from . import migrations
-from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord
 from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
 
@@ -54,6 +54,30 @@ def _row_to_file(row: Any) -> FileRecord:
         id=row[0], tenant=row[1], provider=row[2], upstream_id=row[3], location=orjson.loads(row[4]),
         filename=row[5], purpose=row[6], bytes=row[7], created_at=row[8], expires_at=row[9], status=row[10],
     )
+
+
+TURN_COLS = "id, tenant, previous_id, status, input_items, output_items, response, events, owner, heartbeat"
+# The state an update replaces (update_turn): every column but id, tenant, previous_id.
+TURN_SET = ("status", "input_items", "output_items", "response", "events", "owner", "heartbeat")
+# A turn and its predecessors, newest first ($1 id, $2 tenant; bounded depth: a cycle cannot loop).
+CHAIN_SQL = ("WITH RECURSIVE chain(id, tenant, previous_id, status, input_items, output_items, depth) AS ("
+             "SELECT id, tenant, previous_id, status, input_items, output_items, 0 FROM response_turns "
+             "WHERE id = $1 AND tenant = $2 "
+             "UNION ALL SELECT t.id, t.tenant, t.previous_id, t.status, t.input_items, t.output_items, c.depth + 1 "
+             "FROM response_turns t JOIN chain c ON t.id = c.previous_id WHERE t.tenant = c.tenant AND c.depth < 100000) "
+             "SELECT id, tenant, previous_id, status, input_items, output_items FROM chain ORDER BY depth")
+
+
+def turn_args(t: TurnRecord) -> tuple[Any, ...]:
+    return (t.id, t.tenant, t.previous_id, t.status, orjson.dumps(t.input_items).decode(),
+            orjson.dumps(t.output_items).decode(), orjson.dumps(t.response).decode(),
+            None if t.events is None else orjson.dumps(t.events).decode(), t.owner, t.heartbeat)
+
+
+def row_to_turn(row: tuple[Any, ...]) -> TurnRecord:
+    return TurnRecord(id=row[0], tenant=row[1], previous_id=row[2], status=row[3], input_items=orjson.loads(row[4]),
+                      output_items=orjson.loads(row[5]), response=orjson.loads(row[6]),
+                      events=None if row[7] is None else orjson.loads(row[7]), owner=row[8], heartbeat=row[9])
 
 
 _V = TypeVar("_V")  # what a cache holds
@@ -402,7 +426,43 @@ class SQLiteStore:
         if self._commits.discard(response_id):
             return True
         async with self._write_lock:
-            cur = await self.db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            await self.db.execute("BEGIN")
+            try:
+                cur = await self.db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+                await self.db.execute("DELETE FROM response_turns WHERE id = ?", (response_id,))
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+        return cur.rowcount > 0
+
+    # -- turns of bridged responses --------------------------------------------------------
+
+    async def add_turn(self, rec: ResponseRecord, turn: TurnRecord) -> None:
+        async with self._immediate() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO responses (id, tenant, provider, model, created_at) VALUES (?,?,?,?,?)",
+                (rec.id, rec.tenant, rec.provider, rec.model, rec.created_at))
+            await db.execute(f"INSERT OR REPLACE INTO response_turns ({TURN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             turn_args(turn))
+        self._responses.put(rec.id, rec)
+
+    async def get_turn(self, response_id: str) -> TurnRecord | None:
+        async with self.db.execute(f"SELECT {TURN_COLS} FROM response_turns WHERE id = ?", (response_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row_to_turn(tuple(row))
+
+    async def get_chain(self, response_id: str, tenant: str) -> list[TurnRecord]:
+        async with self.db.execute(CHAIN_SQL.replace("$1", "?").replace("$2", "?"), (response_id, tenant)) as cur:
+            rows = await cur.fetchall()
+        return [row_to_turn((*r, "{}", None, None, 0)) for r in reversed(list(rows))]
+
+    async def update_turn(self, turn: TurnRecord, *, only_if: tuple[str, ...]) -> bool:
+        args = turn_args(turn)
+        async with self._write_lock:
+            cur = await self.db.execute(
+                f"UPDATE response_turns SET {', '.join(c + ' = ?' for c in TURN_SET)} "
+                f"WHERE id = ? AND status IN ({', '.join('?' * len(only_if))})", (*args[3:], turn.id, *only_if))
         return cur.rowcount > 0
 
     # -- batch output files ----------------------------------------------------------------

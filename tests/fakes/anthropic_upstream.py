@@ -48,6 +48,7 @@ import shutil
 import string
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -246,6 +247,11 @@ class FakeUpstream:
         rec.body_size = counter.size
         rec.body_sha256 = counter.sha.hexdigest()
 
+    def _finish_raw(self, request: web.Request, raw: bytes) -> None:
+        """A body read whole (JSON): count and hash it as :meth:`drain` would."""
+        request[_COUNT].update(raw)
+        self._finish(request)
+
     async def drain(self, request: web.Request) -> None:
         counter: BodyDigest = request[_COUNT]
         if counter.done:
@@ -351,6 +357,7 @@ class FakeAnthropic(FakeUpstream):
         super().__init__(api_key=api_key, data_dir=data_dir)
         self.max_file_size = max_file_size
         self._files: dict[str, AnthropicFile] = {}
+        self.messages = FakeMessages(self)
 
     # -- wiring -------------------------------------------------------------------------
     def routes(self, router: web.UrlDispatcher) -> None:
@@ -359,6 +366,7 @@ class FakeAnthropic(FakeUpstream):
         router.add_get("/v1/files/{file_id}", self._retrieve)
         router.add_delete("/v1/files/{file_id}", self._delete)
         router.add_get("/v1/files/{file_id}/content", self._content)
+        router.add_post("/v1/messages", self._messages)
 
     def response_headers(self) -> dict[str, str]:
         return {"request-id": rand_id("req_011C", 20)}
@@ -382,7 +390,7 @@ class FakeAnthropic(FakeUpstream):
             raise ApiError(400, "anthropic-version: header is required", kind="invalid_request_error")
         if version not in ANTHROPIC_VERSIONS:
             raise ApiError(400, f"anthropic-version: unknown version '{version}'", kind="invalid_request_error")
-        if version == "2023-06-01":
+        if version == "2023-06-01" and request.path.startswith("/v1/files"):
             betas = {b.strip() for v in request.headers.getall("anthropic-beta", []) for b in v.split(",")}
             if FILES_BETA not in betas:
                 raise ApiError(400, f"The Files API is in beta: the anthropic-beta header must include "
@@ -484,8 +492,287 @@ class FakeAnthropic(FakeUpstream):
         f.path.unlink(missing_ok=True)
         return json_response({"id": f.id, "type": "file_deleted"})
 
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self.messages.handle(request)
+
     async def _content(self, request: web.Request) -> web.StreamResponse:
         f = self._get(request.match_info["file_id"])
         if not f.downloadable:
             raise ApiError(400, f"File {f.id} is not downloadable", kind="invalid_request_error")
         return web.FileResponse(f.path, chunk_size=256 * 1024, headers={hdrs.CONTENT_TYPE: f.mime_type})
+
+
+# ============================================================================ Anthropic Messages
+_MESSAGE_FIELDS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k",
+                             "stop_sequences", "stream", "tools", "tool_choice", "thinking", "metadata",
+                             "output_config", "service_tier"})
+_IMAGE_MEDIA = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def _words(text: str) -> list[str]:
+    """Text split into pieces that join back to it (one SSE delta each)."""
+    out, cur = [], ""
+    for ch in text:
+        cur += ch
+        if ch == " ":
+            out.append(cur)
+            cur = ""
+    if cur:
+        out.append(cur)
+    return out
+
+
+class FakeMessages:
+    """``POST /v1/messages`` (docs/provider-facts.md §13): validates the request as Anthropic
+    does, records it, and answers a JSON Message or its SSE stream.
+
+    Test hooks: ``reply(body) -> list of content blocks`` (default: ``echo: <last user text>``;
+    with ``output_config.format`` a JSON object of the schema's properties), ``stream_delay``
+    (seconds between two SSE events), ``error_after(n)`` (an ``error`` event instead of the
+    n-th event), ``usage_extra`` (e.g. ``cache_read_input_tokens``); observation:
+    ``open_streams``, ``streams_completed``, ``stream_client_disconnects``, ``sent_events``
+    (monotonic times the events of the last stream were written).
+    """
+
+    def __init__(self, fake: FakeAnthropic) -> None:
+        self.fake = fake
+        self.reply: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self.stream_delay = 0.0
+        self.usage_extra: dict[str, int] = {}
+        self._error_after: int | None = None
+        self._drop_after: int | None = None
+        self._hold: tuple[int, threading.Event] | None = None
+        self.open_streams = 0
+        self.streams_completed = 0
+        self.stream_client_disconnects = 0
+        self.sent_events: list[float] = []
+
+    def error_after(self, n: int) -> None:
+        self._error_after = n
+
+    def hold_before(self, n: int) -> threading.Event:
+        """The next stream waits before its ``n``-th event until the returned event is set (at
+        most 10 s): a test can look at what the client has while the fake sends nothing."""
+        self._hold = (n, threading.Event())
+        return self._hold[1]
+
+    def drop_after(self, n: int) -> None:
+        """Close the connection after ``n`` events of the next stream (no terminal chunk)."""
+        self._drop_after = n
+
+    # -- validation ---------------------------------------------------------------------
+    @staticmethod
+    def _bad(message: str) -> ApiError:
+        return ApiError(400, message, kind="invalid_request_error")
+
+    def _check(self, body: Any, request: web.Request) -> None:
+        if not isinstance(body, dict):
+            raise self._bad("body: Input should be an object")
+        for key in body:
+            if key not in _MESSAGE_FIELDS:
+                raise self._bad(f"{key}: Extra inputs are not permitted")
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise self._bad("model: Field required")
+        mt = body.get("max_tokens")
+        if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+            raise self._bad("max_tokens: Field required")
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise self._bad("messages: Field required")
+        for key in ("temperature", "top_p"):
+            v = body.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1):
+                raise self._bad(f"{key}: Input should be less than or equal to 1")
+        thinking = body.get("thinking")
+        if thinking is not None:
+            budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+            if not isinstance(budget, int) or budget < 1024 or budget >= mt:
+                raise self._bad("thinking.budget_tokens: must be >= 1024 and less than max_tokens")
+        system = body.get("system")
+        if system is not None and not isinstance(system, str) and not (
+                isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in system)):
+            raise self._bad("system: Input should be a string or a list of text blocks")
+        fmt = (body.get("output_config") or {}).get("format")
+        if fmt is not None and (fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)):
+            raise self._bad("output_config.format: Input should be a json_schema format")
+        tool_names = set()
+        for i, tool in enumerate(body.get("tools") or []):
+            if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
+                raise self._bad(f"tools.{i}: name and input_schema are required")
+            tool_names.add(tool["name"])
+        choice = body.get("tool_choice")
+        if choice is not None and (choice.get("type") not in ("auto", "any", "tool", "none") or (
+                choice["type"] == "tool" and choice.get("name") not in tool_names)):
+            raise self._bad("tool_choice: invalid")
+        pending: set[str] = set()     # tool_use ids the next user message must answer
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+                raise self._bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+            blocks = m.get("content")
+            if isinstance(blocks, str):
+                blocks = [{"type": "text", "text": blocks}]
+            if not isinstance(blocks, list) or not blocks:
+                raise self._bad(f"messages.{i}.content: Field required")
+            results = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
+            if pending and set(results) != pending:
+                raise self._bad(f"messages.{i}: tool_use ids were found without tool_result blocks immediately "
+                                f"after: {', '.join(sorted(pending - set(results)))}")
+            if results and not pending:
+                raise self._bad(f"messages.{i}.content: unexpected tool_use_id found in tool_result blocks: {results[0]}")
+            if results and any(b.get("type") != "tool_result" for b in blocks[:len(results)]):
+                raise self._bad(f"messages.{i}.content: tool_result blocks must come first")
+            pending = set()
+            for j, b in enumerate(blocks):
+                self._check_block(b, m["role"], f"messages.{i}.content.{j}", request)
+                if b.get("type") == "tool_use":
+                    pending.add(b["id"])
+
+    def _check_block(self, b: Any, role: str, where: str, request: web.Request) -> None:
+        kind = b.get("type") if isinstance(b, dict) else None
+        allowed = {"user": ("text", "image", "document", "tool_result"),
+                   "assistant": ("text", "tool_use", "thinking", "redacted_thinking")}[role]
+        if kind not in allowed:
+            raise self._bad(f"{where}.type: {kind!r} is not allowed in a {role} message")
+        if kind == "text" and not isinstance(b.get("text"), str):
+            raise self._bad(f"{where}.text: Field required")
+        if kind == "text" and not b["text"]:
+            raise self._bad(f"{where}: text content blocks must be non-empty")
+        if kind == "tool_use" and not (isinstance(b.get("id"), str) and isinstance(b.get("input"), dict)):
+            raise self._bad(f"{where}: tool_use needs id, name and an input object")
+        if kind == "thinking" and not (isinstance(b.get("signature"), str) and b["signature"].startswith("sig_")):
+            raise self._bad(f"{where}.signature: Invalid signature in thinking block")
+        if kind == "tool_result":
+            for k, c in enumerate(b.get("content") if isinstance(b.get("content"), list) else []):
+                self._check_block(c, "user", f"{where}.content.{k}", request)
+        if kind in ("image", "document"):
+            src = b.get("source") or {}
+            st = src.get("type")
+            if st == "base64":
+                media = src.get("media_type")
+                ok = media in _IMAGE_MEDIA if kind == "image" else media == "application/pdf"
+                if not ok or not isinstance(src.get("data"), str):
+                    raise self._bad(f"{where}.source.media_type: unsupported {media!r}")
+            elif st == "url":
+                if not str(src.get("url", "")).startswith(("http://", "https://")):
+                    raise self._bad(f"{where}.source.url: invalid URL")
+            elif st == "file":
+                betas = {x.strip() for v in request.headers.getall("anthropic-beta", []) for x in v.split(",")}
+                if FILES_BETA not in betas:
+                    raise self._bad(f"{where}.source: file sources need the anthropic-beta '{FILES_BETA}'")
+                if src.get("file_id") not in self.fake.files:
+                    raise ApiError(404, f"File not found: {src.get('file_id')}", kind="not_found_error")
+            else:
+                raise self._bad(f"{where}.source.type: invalid {st!r}")
+
+    # -- answers ------------------------------------------------------------------------
+    @staticmethod
+    def _text_of(blocks: Any) -> str:
+        if isinstance(blocks, str):
+            return blocks
+        return " ".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+
+    def _default_reply(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        fmt = (body.get("output_config") or {}).get("format")
+        last = self._text_of(body["messages"][-1]["content"])
+        if fmt is not None:
+            props = fmt["schema"].get("properties") or {}
+            return [{"type": "text", "text": orjson.dumps({k: f"echo: {last}" for k in props}).decode()}]
+        return [{"type": "text", "text": f"echo: {last}"}]
+
+    def _message(self, body: dict[str, Any]) -> dict[str, Any]:
+        blocks = (self.reply or self._default_reply)(body)
+        words_in = sum(len(self._text_of(m["content"]).split()) for m in body["messages"])
+        out_words = sum(len(str(b.get("text", b.get("thinking", ""))).split()) + 1 for b in blocks)
+        stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+        if out_words > body["max_tokens"]:
+            stop = "max_tokens"
+        return {"id": rand_id("msg_01", 22), "type": "message", "role": "assistant", "model": body["model"],
+                "content": blocks, "stop_reason": stop, "stop_sequence": None,
+                "usage": {"input_tokens": words_in, "output_tokens": out_words, "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": 0, **self.usage_extra}}
+
+    @staticmethod
+    def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
+        """A Message as Anthropic streams it (docs/provider-facts.md §13.4)."""
+        start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+                 "usage": {**message["usage"], "output_tokens": 1}}
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
+        for i, b in enumerate(message["content"]):
+            if b["type"] == "text":
+                events.append({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
+                events += [{"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": w}}
+                           for w in _words(b["text"])]
+            elif b["type"] == "tool_use":
+                events.append({"type": "content_block_start", "index": i, "content_block": {
+                    "type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}})
+                raw = orjson.dumps(b["input"]).decode()
+                events += [{"type": "content_block_delta", "index": i,
+                            "delta": {"type": "input_json_delta", "partial_json": raw[k:k + 7]}}
+                           for k in range(0, len(raw), 7)]
+            elif b["type"] == "redacted_thinking":     # sent whole in its start event
+                events.append({"type": "content_block_start", "index": i, "content_block": dict(b)})
+            elif b["type"] == "thinking":
+                events.append({"type": "content_block_start", "index": i,
+                               "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+                events += [{"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": w}}
+                           for w in _words(b["thinking"])]
+                events.append({"type": "content_block_delta", "index": i,
+                               "delta": {"type": "signature_delta", "signature": b["signature"]}})
+            events.append({"type": "content_block_stop", "index": i})
+        events.append({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                       "usage": {"output_tokens": message["usage"]["output_tokens"]}})
+        events.append({"type": "message_stop"})
+        return events
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.fake._finish_raw(request, raw)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise self._bad("body: invalid JSON") from None
+        request[_REC].json = body
+        self._check(body, request)
+        message = self._message(body)
+        if not body.get("stream"):
+            return json_response(message)
+        return await self._stream(request, self.stream_events(message))
+
+    async def _stream(self, request: web.Request, events: list[dict[str, Any]]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",
+                                           hdrs.CACHE_CONTROL: "no-cache"})
+        await resp.prepare(request)
+        error_after, self._error_after = self._error_after, None
+        drop_after, self._drop_after = self._drop_after, None
+        hold, self._hold = self._hold, None
+        self.open_streams += 1
+        self.sent_events = []
+        try:
+            for index, event in enumerate(events):
+                if index and self.stream_delay > 0:
+                    await asyncio.sleep(self.stream_delay)
+                if hold is not None and index == hold[0]:
+                    deadline = time.monotonic() + 10
+                    while not hold[1].is_set() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                if drop_after is not None and index >= drop_after:
+                    if request.transport is not None:
+                        request.transport.close()
+                    return resp
+                if error_after is not None and index >= error_after:
+                    event = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+                await resp.write(b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
+                self.sent_events.append(time.monotonic())
+                if event["type"] == "error":
+                    break
+            await resp.write_eof()
+            self.streams_completed += 1
+        except ConnectionError:          # the client went away mid-stream
+            self.stream_client_disconnects += 1
+            return resp
+        except asyncio.CancelledError:
+            self.stream_client_disconnects += 1
+            raise
+        finally:
+            self.open_streams -= 1
+        return resp

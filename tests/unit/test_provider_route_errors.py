@@ -113,7 +113,7 @@ async def test_responses_when_no_provider_has_them_says_which_types_do(store):
     flt = await route_filter(store, [LOCAL], "local")
     err = await refused(flt, "responses.create", {"model": "gpt-4o"})
     assert err.message == ("Provider 'local' (type local) does not support responses.create. "
-                           "No configured provider does; the OpenAI-compatible types (openai, azure, groq) do.")
+                           "No configured provider does; the OpenAI-compatible types (openai, azure, groq) and anthropic do.")
 
 
 @pytest.mark.parametrize("operation,param,code,kind", [
