@@ -22,6 +22,7 @@ from ..errors import GatewayError
 if TYPE_CHECKING:
     from filters.base import Filter
 
+    from ..batch_runner import BatchRunner
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
@@ -127,6 +128,13 @@ class Provider:
     ) -> "H1Stream":
         """Call ``/responses{suffix}`` upstream and return the live 2xx body stream (SSE)."""
         raise self.unsupported(ex.operation)
+
+    # -- batches -------------------------------------------------------------------------
+    def batch_runner(self) -> "BatchRunner | None":
+        """What runs ``/v1/batches`` jobs for the gateway on this provider (bedrock, vertex,
+        anthropic: proxy/batch_runner.py); None: the provider runs no batches for the gateway
+        (pass-through types forward ``/batches`` instead)."""
+        return None
 
     # -- helpers -------------------------------------------------------------------------
     def unsupported(self, operation: str) -> GatewayError:

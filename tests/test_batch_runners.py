@@ -1,0 +1,272 @@
+"""The batch runners (proxy/batch_runner.py) of bedrock, vertex and anthropic, driven directly.
+
+Input files are uploaded the real way, through the openai SDK into a gateway process (so each
+runner gets the FileRecord the store keeps, with the location its provider wrote); the runner
+under test is then a provider object in this process, pointed at the same storage and at the
+faithful fakes of the batch APIs (tests/fakes/README.md): submit → poll until the job ends
+(bounded) → open_results rows with every ``custom_id`` exactly as uploaded, failed requests in
+the error kind → results_size equal to the bytes → cancel.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import botocore.session
+import orjson
+import pytest
+
+from proxy.batch_runner import BatchProgress, BatchRunner
+from proxy.errors import GatewayError
+from proxy.providers.bedrock import BedrockProvider
+from proxy.providers.bedrock_batches import IDS_NAME, job_name, request_token
+from proxy.providers.configs import BedrockConfig
+from proxy.store.base import FileRecord
+from proxy.store.sqlite import _FILE_COLS, _row_to_file
+from tests.conftest import client
+from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
+from tests.fakes.bedrock_control import FakeBedrock
+from tests.gateway_proc import GatewayProcess
+from tests.support import db_rows
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+NOVA = "amazon.nova-lite-v1:0"
+LLAMA = "meta.llama3-1-70b-instruct-v1:0"
+ROLE = "arn:aws:iam::123456789012:role/BedrockBatch"
+PREFIX = "sluice/"
+CHAT = "/v1/chat/completions"
+WAIT = 30.0  # seconds a job may take to end on a loaded machine
+
+# custom_ids a recordId cannot carry (and one that looks like a rewritten one), plus plain ones.
+IDS = ["row1", "row-2", "has space", "R0000000004", "ü/ñ?", "FAIL-6", "x" * 70]
+
+
+def batch_file(custom_ids: list[str]) -> bytes:
+    return b"".join(orjson.dumps({
+        "custom_id": cid, "method": "POST", "url": CHAT,
+        "body": {"model": "gpt-4o-mini", "max_tokens": 16,
+                 "messages": [{"role": "user", "content": f"{'FAIL ' if cid.startswith('FAIL') else ''}q{i}"}]},
+    }) + b"\n" for i, cid in enumerate(custom_ids))
+
+
+def stored(gw: GatewayProcess, file_id: str) -> FileRecord:
+    [row] = db_rows(gw, f"SELECT {_FILE_COLS} FROM files WHERE id = ?", (file_id,))
+    return _row_to_file(row)
+
+
+def s3_client(moto: MotoS3) -> Any:
+    return botocore.session.get_session().create_client(
+        "s3", region_name=moto.region, endpoint_url=moto.endpoint_url,
+        aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+
+
+async def wait_ended(runner: BatchRunner, job: dict[str, Any]) -> BatchProgress:
+    deadline = time.monotonic() + WAIT
+    seen = []
+    while True:
+        progress = await runner.poll_batch(job)
+        seen.append(progress.status)
+        if progress.job is not None:
+            job.update(progress.job)
+        if progress.status in ("completed", "failed", "cancelled", "expired"):
+            progress.timestamps["_seen"] = len(seen)
+            return progress
+        assert time.monotonic() < deadline, f"the job did not end within {WAIT}s: {seen}"
+        await asyncio.sleep(0.05)
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+def rows(data: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+# ============================================================================ bedrock
+
+
+class BedrockEnv:
+    def __init__(self, gw: GatewayProcess, moto: MotoS3, bucket: str) -> None:
+        self.gw, self.moto, self.bucket = gw, moto, bucket
+        self.s3 = s3_client(moto)
+
+    def upload(self, data: bytes, model: str, filename: str = "requests.jsonl") -> FileRecord:
+        f = client(self.gw).files.create(file=(filename, data), purpose="batch",
+                                         extra_headers={"x-tfy-provider-model": model})
+        return stored(self.gw, f.id)
+
+    def provider(self, fake: FakeBedrock, **extra: Any) -> BedrockProvider:
+        return BedrockProvider(BedrockConfig(
+            name="bedrock", bucket=self.bucket, region=self.moto.region, prefix=PREFIX,
+            endpoint_url=self.moto.endpoint_url, aws_access_key_id=self.moto.access_key,
+            aws_secret_access_key=self.moto.secret_key, batch_endpoint_url=fake.url,
+            **{"batch_role_arn": ROLE, "max_retries": 0, **extra}))
+
+
+@pytest.fixture(scope="module")
+def bedrock_env(moto_s3: MotoS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedrockEnv]:  # noqa: F811
+    bucket = f"sg-test-{uuid.uuid4().hex[:16]}"
+    s3_client(moto_s3).create_bucket(Bucket=bucket)
+    cfg = {"providers": [{"name": "bedrock", "type": "bedrock", "bucket": bucket, "region": moto_s3.region,
+                          "prefix": PREFIX, "endpoint_url": moto_s3.endpoint_url,
+                          "aws_access_key_id": moto_s3.access_key, "aws_secret_access_key": moto_s3.secret_key}],
+           "default_provider": "bedrock"}
+    with GatewayProcess(tmp_path_factory.mktemp("runners-gw"), cfg) as gw:
+        yield BedrockEnv(gw, moto_s3, bucket)
+
+
+@pytest.fixture
+async def bedrock(bedrock_env: BedrockEnv) -> AsyncIterator[tuple[BedrockEnv, FakeBedrock, BedrockProvider]]:
+    with FakeBedrock(bedrock_env.moto) as fake:
+        provider = bedrock_env.provider(fake)
+        await provider.start()
+        try:
+            yield bedrock_env, fake, provider
+        finally:
+            await provider.close()
+
+
+@pytest.mark.parametrize("model", [CLAUDE, NOVA, LLAMA], ids=["claude", "nova", "llama"])
+async def test_bedrock_submit_poll_results(bedrock, model: str) -> None:
+    env, fake, provider = bedrock
+    record = env.upload(batch_file(IDS), model)
+    runner = provider.batch_runner()
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    job = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={"k": "v"})
+
+    created = fake.job(job["arn"])
+    assert created.name == job_name(batch_id) and created.token == request_token(batch_id)
+    assert created.role_arn == ROLE and created.model_id == model
+    assert created.invocation_type == ("Converse" if model == LLAMA else "InvokeModel")
+    assert created.input_uri == f"s3://{env.bucket}/{record.location['key']}"
+    assert created.output_uri == f"s3://{env.bucket}/{PREFIX}batches/{batch_id}/"
+    assert created.timeout_hours == 24
+    # the id map rides beside the output, not in the job state
+    assert job["ids_key"] == f"{PREFIX}batches/{batch_id}/{IDS_NAME}" and "ids" not in job
+    assert orjson.loads(env.s3.get_object(Bucket=env.bucket, Key=job["ids_key"])["Body"].read()) == \
+        record.location["ids"]
+
+    progress = await wait_ended(runner, job)
+    assert progress.status == "completed"
+    assert (progress.request_counts.total, progress.request_counts.completed, progress.request_counts.failed) == \
+        (len(IDS), len(IDS) - 1, 1)
+    assert progress.has_output and progress.has_errors
+    assert progress.timestamps["completed_at"] >= job["created"] - 1
+    assert job["manifest"]["successRecordCount"] == len(IDS) - 1  # kept: the next poll needs no S3 read
+
+    output = await collect(runner.open_results(job, "output"))
+    errors = await collect(runner.open_results(job, "error"))
+    ok, failed = rows(output), rows(errors)
+    assert sorted(r["custom_id"] for r in ok) == sorted(i for i in IDS if not i.startswith("FAIL"))
+    for r in ok:
+        body = r["response"]["body"]
+        assert r["response"]["status_code"] == 200 and r["error"] is None
+        assert body["object"] == "chat.completion"
+        assert body["choices"][0]["message"]["content"] == f"echo: q{IDS.index(r['custom_id'])}"
+        assert body["choices"][0]["finish_reason"] == "stop"
+        assert body["created"] == job["created"]
+    [bad] = failed
+    assert bad["custom_id"] == "FAIL-6"
+    assert bad["response"]["status_code"] == 400
+    assert bad["response"]["body"]["error"]["message"].startswith("Malformed input request")
+    assert await runner.results_size(job, "output") == len(output)
+    assert await runner.results_size(job, "error") == len(errors)
+    assert await collect(runner.open_results(job, "output")) == output  # the same bytes every pass
+
+
+async def test_bedrock_responses_endpoint_and_plain_ids(bedrock) -> None:
+    env, fake, provider = bedrock
+    data = b"".join(orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses",
+                                  "body": {"model": "m", "input": f"q{i}"}}) + b"\n" for i in range(3))
+    record = env.upload(data, CLAUDE)
+    assert "ids" not in record.location  # every id is a valid recordId: no map
+    runner = provider.batch_runner()
+    job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                    endpoint="/v1/responses", metadata={})
+    assert "ids_key" not in job
+    assert (await wait_ended(runner, job)).status == "completed"
+    ok = rows(await collect(runner.open_results(job, "output")))
+    assert sorted(r["custom_id"] for r in ok) == ["r0", "r1", "r2"]
+    assert {r["response"]["body"]["object"] for r in ok} == {"response"}
+    assert await collect(runner.open_results(job, "error")) == b""
+
+
+async def test_bedrock_cancel(bedrock_env: BedrockEnv) -> None:
+    with FakeBedrock(bedrock_env.moto, hold=True) as fake:
+        provider = bedrock_env.provider(fake)
+        await provider.start()
+        try:
+            record = bedrock_env.upload(batch_file(IDS[:2]), CLAUDE)
+            runner = provider.batch_runner()
+            job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                            endpoint=CHAT, metadata={})
+            deadline = time.monotonic() + WAIT
+            while (await runner.poll_batch(job)).status != "in_progress":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            progress = await runner.cancel_batch(job)
+            assert progress.status in ("cancelling", "cancelled")
+            assert any(m == "POST" and p.endswith("/stop") for m, p, _ in fake.requests)
+            ended = await wait_ended(runner, job)
+            assert ended.status == "cancelled" and "cancelled_at" in ended.timestamps
+            assert not ended.has_output and not ended.has_errors
+            assert await collect(runner.open_results(job, "output")) == b""
+            again = await runner.cancel_batch(job)  # ended already: Bedrock refuses, the status stands
+            assert again.status == "cancelled"
+        finally:
+            await provider.close()
+
+
+async def test_bedrock_refusals(bedrock) -> None:
+    env, fake, provider = bedrock
+    record = env.upload(batch_file(["a"]), CLAUDE)
+    runner = provider.batch_runner()
+    with pytest.raises(GatewayError) as info:
+        await runner.submit_batch(batch_id="batch_x", input_file=record, endpoint="/v1/embeddings", metadata={})
+    assert (info.value.status, info.value.param) == (400, "endpoint")
+    not_batch = FileRecord(id="file-x", tenant="t", provider="bedrock", filename="a", purpose="user_data", bytes=1,
+                           created_at=0, location={"bucket": env.bucket, "key": "k"})
+    with pytest.raises(GatewayError) as info:
+        await runner.submit_batch(batch_id="batch_x", input_file=not_batch, endpoint=CHAT, metadata={})
+    assert (info.value.status, info.value.param) == (400, "input_file_id")
+    unconfigured = env.provider(fake, batch_role_arn=None)
+    await unconfigured.start()
+    try:
+        with pytest.raises(GatewayError) as info:
+            await unconfigured.batch_runner().submit_batch(batch_id="batch_x", input_file=record, endpoint=CHAT,
+                                                           metadata={})
+        assert info.value.status == 400 and "batch_role_arn" in info.value.message
+    finally:
+        await unconfigured.close()
+    assert not fake.jobs  # nothing was created upstream
+
+
+async def test_bedrock_job_that_fails_and_unknown_job(bedrock) -> None:
+    env, fake, provider = bedrock
+    record = env.upload(batch_file(["a"]), CLAUDE)
+    env.s3.delete_object(Bucket=env.bucket, Key=record.location["key"])  # Bedrock cannot read the input
+    runner = provider.batch_runner()
+    job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record, endpoint=CHAT,
+                                    metadata={})
+    progress = await wait_ended(runner, job)
+    assert progress.status == "failed"
+    [error] = progress.errors
+    assert error["code"] == "bedrock_job_failed" and "s3://" not in error["message"]
+    assert not progress.has_output
+    with pytest.raises(GatewayError) as info:
+        await runner.poll_batch({**job, "arn": job["arn"][:-12] + "zzzzzzzzzzzz"})
+    assert info.value.status == 404
+
+
+async def test_bedrock_create_is_idempotent_per_batch(bedrock) -> None:
+    env, fake, provider = bedrock
+    record = env.upload(batch_file(["a"]), CLAUDE)
+    runner = provider.batch_runner()
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    first = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={})
+    again = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={})
+    assert first["arn"] == again["arn"] and len(fake.jobs) == 1
