@@ -10,11 +10,13 @@ the error kind → results_size equal to the bytes → cancel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import botocore.session
 import orjson
 import pytest
@@ -23,12 +25,17 @@ from proxy.batch_runner import BatchProgress, BatchRunner
 from proxy.errors import GatewayError
 from proxy.providers.bedrock import BedrockProvider
 from proxy.providers.bedrock_batches import IDS_NAME, job_name, request_token
-from proxy.providers.configs import BedrockConfig
+from proxy.providers.anthropic import AnthropicProvider
+from proxy.providers.configs import AnthropicConfig, BedrockConfig, VertexConfig
+from proxy.providers.vertex import VertexProvider
 from proxy.store.base import FileRecord
 from proxy.store.sqlite import _FILE_COLS, _row_to_file
 from tests.conftest import client
+from tests.emulator_gcs import FakeGCS, fake_gcs  # noqa: F401  (fixture)
 from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.bedrock_control import FakeBedrock
+from tests.fakes.vertex_batches import FakeVertex
 from tests.gateway_proc import GatewayProcess
 from tests.support import db_rows
 
@@ -86,17 +93,23 @@ def rows(data: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in data.splitlines()]
 
 
-# ============================================================================ bedrock
+# ============================================================================ the uploads
 
 
-class BedrockEnv:
-    def __init__(self, gw: GatewayProcess, moto: MotoS3, bucket: str) -> None:
-        self.gw, self.moto, self.bucket = gw, moto, bucket
+class Env:
+    """One gateway with a bedrock (moto), a vertex (fake-gcs-server) and an anthropic provider,
+    used only to upload batch files the real way."""
+
+    def __init__(self, gw: GatewayProcess, moto: MotoS3, bucket: str, gcs: FakeGCS, gcs_bucket: str) -> None:
+        self.gw, self.moto, self.bucket, self.gcs, self.gcs_bucket = gw, moto, bucket, gcs, gcs_bucket
         self.s3 = s3_client(moto)
 
-    def upload(self, data: bytes, model: str, filename: str = "requests.jsonl") -> FileRecord:
-        f = client(self.gw).files.create(file=(filename, data), purpose="batch",
-                                         extra_headers={"x-tfy-provider-model": model})
+    def upload(self, data: bytes, model: str | None = None, *, provider: str = "bedrock",
+               filename: str = "requests.jsonl") -> FileRecord:
+        headers = {"x-tfy-provider-name": provider}
+        if model:
+            headers["x-tfy-provider-model"] = model
+        f = client(self.gw).files.create(file=(filename, data), purpose="batch", extra_headers=headers)
         return stored(self.gw, f.id)
 
     def provider(self, fake: FakeBedrock, **extra: Any) -> BedrockProvider:
@@ -106,26 +119,50 @@ class BedrockEnv:
             aws_secret_access_key=self.moto.secret_key, batch_endpoint_url=fake.url,
             **{"batch_role_arn": ROLE, "max_retries": 0, **extra}))
 
+    def vertex(self, fake: FakeVertex, **extra: Any) -> VertexProvider:
+        return VertexProvider(VertexConfig(name="vertex", bucket=self.gcs_bucket, project_id="test-project",
+                                           prefix=PREFIX, endpoint_url=self.gcs.api_root,
+                                           batch_endpoint_url=fake.url, **{"max_retries": 0, **extra}))
+
+    def anthropic(self, fake: FakeAnthropic, **extra: Any) -> AnthropicProvider:
+        return AnthropicProvider(AnthropicConfig(name="anthropic", api_base=fake.url, api_key=fake.api_key,
+                                                 path=str(self.gw.workdir / "anthropic-batches"),
+                                                 **{"max_retries": 0, **extra}))
+
 
 @pytest.fixture(scope="module")
-def bedrock_env(moto_s3: MotoS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedrockEnv]:  # noqa: F811
+def env(moto_s3: MotoS3, fake_gcs: FakeGCS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:  # noqa: F811
     bucket = f"sg-test-{uuid.uuid4().hex[:16]}"
     s3_client(moto_s3).create_bucket(Bucket=bucket)
-    cfg = {"providers": [{"name": "bedrock", "type": "bedrock", "bucket": bucket, "region": moto_s3.region,
-                          "prefix": PREFIX, "endpoint_url": moto_s3.endpoint_url,
-                          "aws_access_key_id": moto_s3.access_key, "aws_secret_access_key": moto_s3.secret_key}],
-           "default_provider": "bedrock"}
+    gcs_bucket = asyncio.run(_gcs_bucket(fake_gcs))
+    cfg = {"providers": [
+        {"name": "bedrock", "type": "bedrock", "bucket": bucket, "region": moto_s3.region,
+         "prefix": PREFIX, "endpoint_url": moto_s3.endpoint_url,
+         "aws_access_key_id": moto_s3.access_key, "aws_secret_access_key": moto_s3.secret_key},
+        {"name": "vertex", "type": "vertex", "bucket": gcs_bucket, "project_id": "test-project", "prefix": PREFIX,
+         "endpoint_url": fake_gcs.api_root, "model": "gemini-2.5-flash"},
+        {"name": "anthropic", "type": "anthropic", "api_base": "http://127.0.0.1:9", "api_key": "sk-ant-unused",
+         "path": "./anthropic-batches", "model": "claude-sonnet-4-5"},
+    ], "default_provider": "bedrock"}
     with GatewayProcess(tmp_path_factory.mktemp("runners-gw"), cfg) as gw:
-        yield BedrockEnv(gw, moto_s3, bucket)
+        yield Env(gw, moto_s3, bucket, fake_gcs, gcs_bucket)
+
+
+async def _gcs_bucket(gcs: FakeGCS) -> str:
+    async with aiohttp.ClientSession() as session:
+        return await gcs.create_bucket(session)
+
+
+# ============================================================================ bedrock
 
 
 @pytest.fixture
-async def bedrock(bedrock_env: BedrockEnv) -> AsyncIterator[tuple[BedrockEnv, FakeBedrock, BedrockProvider]]:
-    with FakeBedrock(bedrock_env.moto) as fake:
-        provider = bedrock_env.provider(fake)
+async def bedrock(env: Env) -> AsyncIterator[tuple[Env, FakeBedrock, BedrockProvider]]:
+    with FakeBedrock(env.moto) as fake:
+        provider = env.provider(fake)
         await provider.start()
         try:
-            yield bedrock_env, fake, provider
+            yield env, fake, provider
         finally:
             await provider.close()
 
@@ -195,12 +232,12 @@ async def test_bedrock_responses_endpoint_and_plain_ids(bedrock) -> None:
     assert await collect(runner.open_results(job, "error")) == b""
 
 
-async def test_bedrock_cancel(bedrock_env: BedrockEnv) -> None:
-    with FakeBedrock(bedrock_env.moto, hold=True) as fake:
-        provider = bedrock_env.provider(fake)
+async def test_bedrock_cancel(env: Env) -> None:
+    with FakeBedrock(env.moto, hold=True) as fake:
+        provider = env.provider(fake)
         await provider.start()
         try:
-            record = bedrock_env.upload(batch_file(IDS[:2]), CLAUDE)
+            record = env.upload(batch_file(IDS[:2]), CLAUDE)
             runner = provider.batch_runner()
             job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
                                             endpoint=CHAT, metadata={})
@@ -270,3 +307,89 @@ async def test_bedrock_create_is_idempotent_per_batch(bedrock) -> None:
     first = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={})
     again = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={})
     assert first["arn"] == again["arn"] and len(fake.jobs) == 1
+
+
+# ============================================================================ vertex
+
+
+@pytest.fixture
+async def vertex(env: Env) -> AsyncIterator[tuple[Env, FakeVertex, VertexProvider]]:
+    with FakeVertex(env.gcs) as fake:
+        provider = env.vertex(fake)
+        await provider.start()
+        try:
+            yield env, fake, provider
+        finally:
+            await provider.close()
+
+
+async def test_vertex_submit_poll_results(vertex) -> None:
+    env, fake, provider = vertex
+    record = env.upload(batch_file(IDS), provider="vertex")
+    assert record.location["ids"]  # some ids are not label values
+    runner = provider.batch_runner()
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    job = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={})
+
+    [created] = fake.jobs.values()
+    assert job["name"] == created.name
+    assert created.model == "publishers/google/models/gemini-2.5-flash"
+    assert created.input_uri == f"gs://{env.gcs_bucket}/{record.location['name']}"
+    assert created.output_prefix == f"gs://{env.gcs_bucket}/{PREFIX}batches/{batch_id}/"
+    assert job["ids_key"] == f"{PREFIX}batches/{batch_id}/sluicegate-ids.json"
+    method, path, _, auth = fake.requests[0]
+    assert (method, path, auth) == ("POST", "/v1/projects/test-project/locations/us-central1/batchPredictionJobs",
+                                    None)  # no token against an emulator
+
+    progress = await wait_ended(runner, job)
+    assert progress.status == "completed"
+    assert (progress.request_counts.total, progress.request_counts.completed, progress.request_counts.failed) == \
+        (len(IDS), len(IDS) - 1, 1)
+    assert progress.has_output and progress.has_errors
+    assert {"in_progress_at", "completed_at"} <= progress.timestamps.keys()
+    assert job["output_dir"].startswith(f"gs://{env.gcs_bucket}/{PREFIX}batches/{batch_id}/prediction-model-")
+
+    output = await collect(runner.open_results(job, "output"))
+    errors = await collect(runner.open_results(job, "error"))
+    ok, failed = rows(output), rows(errors)
+    assert sorted(r["custom_id"] for r in ok) == sorted(i for i in IDS if not i.startswith("FAIL"))
+    for r in ok:
+        body = r["response"]["body"]
+        assert body["object"] == "chat.completion" and body["model"] == "gemini-2.5-flash"
+        assert body["choices"][0]["message"]["content"] == f"echo: q{IDS.index(r['custom_id'])}"
+    [bad] = failed
+    assert bad["custom_id"] == "FAIL-6" and bad["response"] is None
+    assert bad["error"]["message"].startswith("Bad Request")
+    assert await runner.results_size(job, "output") == len(output)
+    assert await runner.results_size(job, "error") == len(errors)
+
+
+async def test_vertex_cancel_and_refusals(env: Env) -> None:
+    with FakeVertex(env.gcs, hold=True) as fake:
+        provider = env.vertex(fake)
+        await provider.start()
+        try:
+            record = env.upload(batch_file(IDS[:2]), provider="vertex")
+            runner = provider.batch_runner()
+            job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                            endpoint=CHAT, metadata={})
+            deadline = time.monotonic() + WAIT
+            while (await runner.poll_batch(job)).status != "in_progress":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert (await runner.cancel_batch(job)).status in ("cancelling", "cancelled")
+            ended = await wait_ended(runner, job)
+            assert ended.status == "cancelled" and not ended.has_output
+            assert await collect(runner.open_results(job, "output")) == b""
+            assert (await runner.cancel_batch(job)).status == "cancelled"  # ended: FAILED_PRECONDITION, ignored
+
+            with pytest.raises(GatewayError) as info:
+                await runner.poll_batch({**job, "name": job["name"].rpartition("/")[0] + "/42"})
+            assert info.value.status == 404
+            no_model = dataclasses.replace(record, location={**record.location, "model": None})
+            with pytest.raises(GatewayError) as info:
+                await runner.submit_batch(batch_id="batch_y", input_file=no_model, endpoint=CHAT, metadata={})
+            assert info.value.code == "missing_model"
+            assert len(fake.jobs) == 1
+        finally:
+            await provider.close()
