@@ -393,3 +393,86 @@ async def test_vertex_cancel_and_refusals(env: Env) -> None:
             assert len(fake.jobs) == 1
         finally:
             await provider.close()
+
+
+# ============================================================================ anthropic
+
+
+@pytest.fixture
+async def anthropic(env: Env, tmp_path) -> AsyncIterator[tuple[Env, FakeAnthropic, AnthropicProvider]]:
+    with FakeAnthropic(data_dir=tmp_path / "fake-anthropic") as fake:
+        provider = env.anthropic(fake)
+        await provider.start()
+        try:
+            yield env, fake, provider
+        finally:
+            await provider.close()
+
+
+async def test_anthropic_submit_poll_results(anthropic) -> None:
+    env, fake, provider = anthropic
+    record = env.upload(batch_file(IDS), provider="anthropic")
+    runner = provider.batch_runner()
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    job = await runner.submit_batch(batch_id=batch_id, input_file=record, endpoint=CHAT, metadata={})
+
+    [batch] = fake.batches.values()
+    assert job["anthropic_id"] == batch.id
+    sent = [r["custom_id"] for r in batch.requests]
+    assert len(sent) == len(IDS) and "has space" not in sent  # carried ids only
+    assert {r["params"]["model"] for r in batch.requests} == {"gpt-4o-mini"}  # the rows' own model first
+    assert {job["ids"][c] for c in sent if c in job["ids"]} == {"has space", "ü/ñ?", "x" * 70}
+
+    progress = await wait_ended(runner, job)
+    assert progress.status == "completed"
+    assert (progress.request_counts.total, progress.request_counts.completed, progress.request_counts.failed) == \
+        (len(IDS), len(IDS) - 1, 1)
+    assert progress.has_output and progress.has_errors and "completed_at" in progress.timestamps
+    assert job["results_url"].startswith(fake.url)
+
+    output = await collect(runner.open_results(job, "output"))
+    errors = await collect(runner.open_results(job, "error"))
+    ok, failed = rows(output), rows(errors)
+    assert sorted(r["custom_id"] for r in ok) == sorted(i for i in IDS if not i.startswith("FAIL"))
+    for r in ok:
+        body = r["response"]["body"]
+        assert body["object"] == "chat.completion" and body["model"] == "gpt-4o-mini"
+        assert body["choices"][0]["message"]["content"] == f"echo: q{IDS.index(r['custom_id'])}"
+    [bad] = failed
+    assert bad["custom_id"] == "FAIL-6" and bad["response"]["status_code"] == 400
+    assert await runner.results_size(job, "output") == len(output)
+    assert await runner.results_size(job, "error") == len(errors)
+    # the key went only to the API's own origin
+    assert all(r.headers["x-api-key"] == fake.api_key for r in fake.requests)
+
+
+async def test_anthropic_cancel(env: Env, tmp_path) -> None:
+    with FakeAnthropic(data_dir=tmp_path / "fake-anthropic", hold_batches=True) as fake:
+        provider = env.anthropic(fake)
+        await provider.start()
+        try:
+            record = env.upload(batch_file(IDS[:3]), provider="anthropic")
+            runner = provider.batch_runner()
+            job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                            endpoint=CHAT, metadata={})
+            assert (await runner.poll_batch(job)).status == "in_progress"
+            cancelling = await runner.cancel_batch(job)
+            assert cancelling.status in ("cancelling", "cancelled") and "cancelling_at" in cancelling.timestamps
+            ended = await wait_ended(runner, job)
+            assert ended.status == "cancelled"
+            assert (ended.request_counts.completed, ended.request_counts.failed) == (0, 3)
+            assert not ended.has_output and ended.has_errors
+            failed = rows(await collect(runner.open_results(job, "error")))
+            assert sorted(r["custom_id"] for r in failed) == sorted(IDS[:3])
+            assert {r["error"]["code"] for r in failed} == {"batch_cancelled"}
+            assert (await runner.cancel_batch(job)).status == "cancelled"  # ended: Anthropic refuses, ignored
+        finally:
+            await provider.close()
+
+
+async def test_anthropic_results_elsewhere_are_refused(anthropic) -> None:
+    env, fake, provider = anthropic
+    job = {"batch_id": "batch_z", "anthropic_id": "msgbatch_x", "results_url": "http://127.0.0.1:9/results"}
+    with pytest.raises(GatewayError) as info:
+        await collect(provider.batch_runner().open_results(job, "output"))
+    assert info.value.status == 502 and not fake.requests

@@ -75,6 +75,7 @@ from .sink import SinkResult
 from .upstream import Upstream
 
 if TYPE_CHECKING:
+    from .anthropic_batches import AnthropicBatchRunner
     from ..exchange import Exchange
     from ..store.base import FileRecord
     from ..transforms.batch_translate import BatchTranslator
@@ -393,6 +394,7 @@ class AnthropicProvider(Provider):
             secrets=[config.api_key], proxy=config.proxy, tls=config.tls,
         )
         self._background: set[asyncio.Task[Any]] = set()
+        self._batches: "AnthropicBatchRunner | None" = None
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -405,6 +407,14 @@ class AnthropicProvider(Provider):
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
         await self.upstream.close()
+
+    # -- batches (proxy/providers/anthropic_batches.py) --------------------------------------
+    def batch_runner(self) -> "AnthropicBatchRunner":
+        if self._batches is None:
+            from .anthropic_batches import AnthropicBatchRunner
+
+            self._batches = AnthropicBatchRunner(self)
+        return self._batches
 
     # -- crash leftovers (batch files in .partial/) ---------------------------------------
     async def cleanup_partial(self, location: dict[str, Any]) -> None:
