@@ -476,3 +476,47 @@ async def test_anthropic_results_elsewhere_are_refused(anthropic) -> None:
     with pytest.raises(GatewayError) as info:
         await collect(provider.batch_runner().open_results(job, "output"))
     assert info.value.status == 502 and not fake.requests
+
+
+# ============================================================================ memory
+
+BIG_RECORDS = 200
+BIG_TEXT = 1 << 20  # each answer: 1 MiB of text → a ~200 MiB .jsonl.out
+BUDGET = 64 << 20
+
+
+def big_responder(job: Any, model_input: dict[str, Any]) -> dict[str, Any]:
+    text = model_input["messages"][-1]["content"][0]["text"]
+    return {"modelOutput": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude",
+                            "content": [{"type": "text", "text": (text + " ") * (BIG_TEXT // (len(text) + 1))}],
+                            "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 9}}}
+
+
+async def test_bedrock_200mib_output_streams_in_flat_memory(env: Env) -> None:
+    import gc
+
+    import psutil
+
+    me = psutil.Process()
+    with FakeBedrock(env.moto, responder=big_responder) as fake:
+        provider = env.provider(fake)
+        await provider.start()
+        try:
+            record = env.upload(batch_file([f"row-{i}" for i in range(BIG_RECORDS)]), CLAUDE)
+            runner = provider.batch_runner()
+            job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                            endpoint=CHAT, metadata={})
+            assert (await wait_ended(runner, job)).status == "completed"
+            out_key = f"{job['prefix']}{job['arn'].rpartition('/')[2]}/{job['input_name']}.out"
+            assert env.s3.head_object(Bucket=env.bucket, Key=out_key)["ContentLength"] > 200 * 10**6
+            gc.collect()
+            idle = peak = me.memory_info().rss
+            size = rows_seen = 0
+            async for chunk in runner.open_results(job, "output"):
+                size += len(chunk)
+                rows_seen += chunk.count(b"\n")
+                peak = max(peak, me.memory_info().rss)
+            assert rows_seen == BIG_RECORDS and size > 200 * 10**6
+            assert peak - idle < BUDGET, f"open_results raised RSS by {(peak - idle) >> 20} MiB"
+        finally:
+            await provider.close()

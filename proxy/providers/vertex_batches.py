@@ -135,7 +135,7 @@ class VertexBatchRunner:
             raise GatewayError(400, f"Provider '{p.name}' (Vertex AI) needs a model to run this batch: upload the "
                                "file with the x-tfy-provider-model header or configure the provider's 'model'.",
                                param="input_file_id", code="missing_model")
-        region = loc.get("region") or p.region
+        region = str(loc.get("region") or p.region)
         bucket = loc["bucket"]
         prefix = f"{p.prefix}batches/{batch_id}/"
         job: dict[str, Any] = {"batch_id": batch_id, "endpoint": endpoint, "created": int(time.time()),
