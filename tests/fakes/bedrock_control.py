@@ -27,7 +27,7 @@ ResourceNotFound 404, Conflict 400, AccessDenied 403, Throttling 429). Requests 
 signed for service ``bedrock`` in the fake's region with the fake's access key (else 403).
 
 A job "runs" in the fake's loop: ``Submitted`` → ``Validating`` → ``Scheduled`` → ``InProgress``
-→ ``Completed`` (or ``Failed`` when the input object cannot be read), ``step`` seconds apart;
+→ ``Completed`` (``Failed`` when the input cannot be read or the output written), ``step`` s apart;
 ``hold=True`` keeps jobs ``InProgress`` until :meth:`release` (a stop then ends them ``Stopped``).
 Running reads the input object from moto line by line and writes, next to each other,
 ``<output s3Uri>/<job-id>/<input-name>.out`` (``{"recordId","modelInput","modelOutput"}`` or
@@ -351,14 +351,20 @@ class FakeBedrock:
                                          aws_access_key_id=self.moto.access_key,
                                          aws_secret_access_key=self.moto.secret_key) as s3:
             if job.stop_requested:
-                await self._write_manifest(s3, job, {"totalRecordCount": 0, "processedRecordCount": 0,
-                                                     "successRecordCount": 0, "errorRecordCount": 0})
+                try:
+                    await self._write_manifest(s3, job, {"totalRecordCount": 0, "processedRecordCount": 0,
+                                                         "successRecordCount": 0, "errorRecordCount": 0})
+                except Exception:  # noqa: BLE001 - no output location: stopped all the same
+                    pass
                 self._set(job, "Stopped")
                 return
             try:
                 await self._process(s3, job)
             except _InputMissing:
                 self._set(job, "Failed", "Unable to read the input data from the S3 location.")
+                return
+            except Exception:  # noqa: BLE001 - the output location cannot be written
+                self._set(job, "Failed", "Unable to write the output data to the S3 location.")
                 return
         self._set(job, "Completed")
 
