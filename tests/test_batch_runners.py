@@ -258,6 +258,18 @@ async def test_bedrock_cancel(env: Env) -> None:
             await provider.close()
 
 
+def test_only_the_translating_types_run_batches() -> None:
+    from proxy.providers.configs import OpenAIConfig
+    from proxy.providers.openai import OpenAIProvider
+
+    assert OpenAIProvider(OpenAIConfig(name="o", api_key="k")).batch_runner() is None  # the base default
+    for provider in (BedrockProvider(BedrockConfig(name="b", bucket="bkt", region="us-east-1")),
+                     VertexProvider(VertexConfig(name="v", bucket="bkt", project_id="p")),
+                     AnthropicProvider(AnthropicConfig(name="a", api_key="k", path="/nonexistent"))):
+        runner = provider.batch_runner()
+        assert runner is not None and runner is provider.batch_runner()  # one per provider
+
+
 async def test_bedrock_refusals(bedrock) -> None:
     env, fake, provider = bedrock
     record = env.upload(batch_file(["a"]), CLAUDE)
@@ -293,10 +305,36 @@ async def test_bedrock_job_that_fails_and_unknown_job(bedrock) -> None:
     assert progress.status == "failed"
     [error] = progress.errors
     assert error["code"] == "bedrock_job_failed" and "s3://" not in error["message"]
+    assert fake.job(job["arn"]).message.startswith("Unable to read the input data from s3://")  # scrubbed
     assert not progress.has_output
     with pytest.raises(GatewayError) as info:
         await runner.poll_batch({**job, "arn": job["arn"][:-12] + "zzzzzzzzzzzz"})
     assert info.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_code", "retryable"),
+    [
+        ("ThrottlingException", 429, "rate_limit_exceeded", True),
+        ("ServiceQuotaExceededException", 429, "upstream_quota_exceeded", False),
+        ("AccessDeniedException", 502, "upstream_auth_failed", False),
+        ("InternalServerException", 502, "upstream_error", True),
+        ("ValidationException", 400, "invalid_batch", False),
+        ("ConflictException", 409, "conflict", False),
+    ],
+)
+async def test_bedrock_errors_in_openai_words(bedrock, code: str, status: int, error_code: str,
+                                              retryable: bool) -> None:
+    env, fake, provider = bedrock
+    record = env.upload(batch_file(["a"]), CLAUDE)
+    fake.fail_next(code, f"no: the job s3://{env.bucket}/x cannot run", times=5)  # outlasts botocore's retries
+    with pytest.raises(GatewayError) as info:
+        await provider.batch_runner().submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                                   endpoint=CHAT, metadata={})
+    err = info.value
+    assert (err.status, err.code, err.retryable) == (status, error_code, retryable)
+    assert env.bucket not in err.message and ROLE not in err.message
+    assert not fake.jobs
 
 
 async def test_bedrock_create_is_idempotent_per_batch(bedrock) -> None:

@@ -176,6 +176,7 @@ class FakeBedrock:
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._faults: list[tuple[str, str]] = []
         self._server: ThreadedServer | None = None
 
     # -- serving ------------------------------------------------------------------------
@@ -212,6 +213,11 @@ class FakeBedrock:
             if (job_id is None or job.job_id == job_id) and job.released is not None:
                 self._server.loop.call_soon_threadsafe(job.released.set)
 
+    def fail_next(self, code: str, message: str = "Injected failure.", times: int = 1) -> None:
+        """Answer the next ``times`` requests with the AWS error ``code`` (``ThrottlingException``…)."""
+        with self._lock:
+            self._faults.extend([(code, message)] * times)
+
     def job(self, arn_or_id: str) -> Job:
         return self.jobs[arn_or_id.rpartition("/")[2]]
 
@@ -223,6 +229,10 @@ class FakeBedrock:
         with self._lock:
             self.requests.append((request.method, request.path, parsed))
         try:
+            with self._lock:
+                fault = self._faults.pop(0) if self._faults else None
+            if fault is not None:
+                raise AwsError(*fault)
             self._check_auth(request)
             request["json"] = parsed
             return await handler(request)
@@ -361,7 +371,7 @@ class FakeBedrock:
             try:
                 await self._process(s3, job)
             except _InputMissing:
-                self._set(job, "Failed", "Unable to read the input data from the S3 location.")
+                self._set(job, "Failed", f"Unable to read the input data from {job.input_uri}.")
                 return
             except Exception:  # noqa: BLE001 - the output location cannot be written
                 self._set(job, "Failed", "Unable to write the output data to the S3 location.")
