@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
 from ..transforms.batch_output import CHAT, RESPONSES, ResultContext, ResultTranslator
@@ -16,7 +14,6 @@ from ..transforms.batch_output import CHAT, RESPONSES, ResultContext, ResultTran
 if TYPE_CHECKING:
     from ..store.base import FileRecord
 
-Kind = Literal["output", "error"]
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 ENDPOINTS = (CHAT, RESPONSES)  # what the translated rows can be run as (proxy/transforms/chat_mapping.py)
 
@@ -77,10 +74,6 @@ def unix(value: Any) -> int | None:
 def without_uris(text: str) -> str:
     """A provider's message without the bucket paths it may name (never shown to clients)."""
     return _URIS.sub("<storage location>", text)
-
-
-def ids_blob(ids: Mapping[str, str]) -> bytes:
-    return orjson.dumps(dict(ids))
 
 
 def batch_error(code: str, message: str) -> dict[str, Any]:
