@@ -379,3 +379,35 @@ def test_property_any_ids_any_split(custom_ids: list[str], target: str, cuts: li
     assert ok == run(make("output"), results) and failed == run(make("error"), results)
     back = [r["custom_id"] for r in rows(ok) + rows(failed)]
     assert sorted(back) == sorted(custom_ids)
+
+
+# ---------------------------------------------------------------- requests a job never ran
+
+@pytest.mark.parametrize("target", ["claude", "vertex"])
+def test_unrun_rows_list_the_inputs_without_a_result(target: str) -> None:
+    from proxy.transforms.batch_bedrock_output import input_carrier as bedrock_carrier
+    from proxy.transforms.batch_output import EXPIRED, UnrunRows
+    from proxy.transforms.batch_vertex_output import input_carrier as vertex_carrier
+
+    source = chat_file(IDS)
+    translator = bedrock_batch_translator(CLAUDE_ID) if target == "claude" else vertex_batch_translator()
+    translated = translator.feed(source) + translator.close()
+    ctx = ResultContext(batch_id="b", ids=translator.ids)
+    lines = translated.splitlines(keepends=True)
+    ran_part = b"".join(lines[:3])  # the job ran the first three, then expired
+    results = bedrock_results(ran_part, CLAUDE_ID) if target == "claude" else vertex_results(ran_part)
+    carrier = bedrock_carrier if target == "claude" else vertex_carrier
+    make = (lambda: bedrock_result_translator(CLAUDE_ID, ctx, "error", track=True)) if target == "claude" else \
+        (lambda: vertex_result_translator(ctx, "error", track=True))
+    reader = make()
+    run(reader, results)
+    assert reader.carriers is not None and len(reader.carriers) == 3
+    expected = None
+    for cut in range(0, len(translated) + 1, 7):
+        unrun = UnrunRows(carrier, set(reader.carriers), ctx, EXPIRED)
+        out = run(unrun, translated, cut)  # type: ignore[arg-type]
+        expected = expected or out
+        assert out == expected, cut
+    got = rows(expected)
+    assert [r["custom_id"] for r in got] == IDS[3:]
+    assert {(r["response"], r["error"]["code"]) for r in got} == {(None, "batch_expired")}

@@ -250,8 +250,13 @@ async def test_bedrock_cancel(env: Env) -> None:
             assert any(m == "POST" and p.endswith("/stop") for m, p, _ in fake.requests)
             ended = await wait_ended(runner, job)
             assert ended.status == "cancelled" and "cancelled_at" in ended.timestamps
-            assert not ended.has_output and not ended.has_errors
+            assert (ended.request_counts.total, ended.request_counts.failed) == (2, 2)  # never run
+            assert not ended.has_output and ended.has_errors
             assert await collect(runner.open_results(job, "output")) == b""
+            unrun = rows(await collect(runner.open_results(job, "error")))
+            assert sorted(r["custom_id"] for r in unrun) == sorted(IDS[:2])
+            assert {r["error"]["code"] for r in unrun} == {"batch_cancelled"}
+            assert {r["response"] for r in unrun} == {None}
             again = await runner.cancel_batch(job)  # ended already: Bedrock refuses, the status stands
             assert again.status == "cancelled"
         finally:
@@ -268,6 +273,32 @@ def test_only_the_translating_types_run_batches() -> None:
                      AnthropicProvider(AnthropicConfig(name="a", api_key="k", path="/nonexistent"))):
         runner = provider.batch_runner()
         assert runner is not None and runner is provider.batch_runner()  # one per provider
+
+
+async def test_bedrock_expired_job_lists_what_never_ran(env: Env) -> None:
+    with FakeBedrock(env.moto, expire_after=3) as fake:
+        provider = env.provider(fake)
+        await provider.start()
+        try:
+            record = env.upload(batch_file(IDS), CLAUDE)
+            runner = provider.batch_runner()
+            job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record,
+                                            endpoint=CHAT, metadata={})
+            ended = await wait_ended(runner, job)
+            assert ended.status == "expired" and "expired_at" in ended.timestamps
+            counts = ended.request_counts
+            assert (counts.total, counts.completed, counts.failed) == (len(IDS), 3, len(IDS) - 3)
+            assert ended.has_output and ended.has_errors
+            ok = rows(await collect(runner.open_results(job, "output")))
+            assert sorted(r["custom_id"] for r in ok) == sorted(IDS[:3])
+            errors = await collect(runner.open_results(job, "error"))
+            failed = rows(errors)
+            assert sorted(r["custom_id"] for r in failed) == sorted(IDS[3:])  # exactly as uploaded
+            assert {r["error"]["code"] for r in failed} == {"batch_expired"}
+            assert await runner.results_size(job, "error") == len(errors)
+            assert len({r["id"] for r in failed + ok}) == len(IDS)
+        finally:
+            await provider.close()
 
 
 async def test_bedrock_refusals(bedrock) -> None:
@@ -417,8 +448,12 @@ async def test_vertex_cancel_and_refusals(env: Env) -> None:
                 await asyncio.sleep(0.02)
             assert (await runner.cancel_batch(job)).status in ("cancelling", "cancelled")
             ended = await wait_ended(runner, job)
-            assert ended.status == "cancelled" and not ended.has_output
+            assert ended.status == "cancelled" and not ended.has_output and ended.has_errors
+            assert (ended.request_counts.total, ended.request_counts.failed) == (2, 2)
             assert await collect(runner.open_results(job, "output")) == b""
+            unrun = rows(await collect(runner.open_results(job, "error")))
+            assert sorted(r["custom_id"] for r in unrun) == sorted(IDS[:2])
+            assert {r["error"]["code"] for r in unrun} == {"batch_cancelled"}
             assert (await runner.cancel_batch(job)).status == "cancelled"  # ended: FAILED_PRECONDITION, ignored
 
             with pytest.raises(GatewayError) as info:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..transforms.batch_output import CHAT, RESPONSES, ResultContext, ResultTranslator
+from ..transforms.batch_output import CANCELLED, CHAT, EXPIRED, RESPONSES, ResultContext, ResultTranslator, UnrunRows
 
 if TYPE_CHECKING:
     from ..store.base import FileRecord
@@ -36,7 +36,12 @@ def context(job: Mapping[str, Any], ids: Mapping[str, str] | None) -> ResultCont
                          created=int(job.get("created") or 0), ids=ids)
 
 
-async def translated(pieces: AsyncIterator[bytes], translator: ResultTranslator) -> AsyncIterator[bytes]:
+def unrun_failure(status: str) -> tuple[str, str]:
+    """What a request a job never ran failed with: the job expired, or it was cancelled."""
+    return EXPIRED if status == "expired" else CANCELLED
+
+
+async def translated(pieces: AsyncIterator[bytes], translator: ResultTranslator | UnrunRows) -> AsyncIterator[bytes]:
     """The provider's bytes → OpenAI rows, piece by piece (one partial line held)."""
     async for piece in pieces:
         out = translator.feed(piece)

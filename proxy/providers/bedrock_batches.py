@@ -17,7 +17,10 @@ the ``bedrock`` type; docs/provider-facts.md §7.1, §7.3).
 * **cancel** — ``StopModelInvocationJob`` (a job that has already ended is left as it is).
 * **results** — Bedrock writes ``{output}/{job id}/{input name}.out``: streamed from S3 through
   :func:`~proxy.transforms.batch_bedrock_output.bedrock_result_translator`, successes to the
-  output kind, failed records to the error kind; memory: one S3 read and one line.
+  output kind, failed records to the error kind; memory: one S3 read and one line. Records a
+  stopped or expired job never ran (the manifest's total minus what it ran) are error rows too
+  (``batch_cancelled`` / ``batch_expired``), found by one pass over the job's input after the
+  output (holding one id per output row).
 """
 from __future__ import annotations
 
@@ -34,9 +37,11 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from ..batch_runner import BatchProgress, RequestCounts, Status
 from ..errors import GatewayError
-from ..transforms.batch_bedrock_output import bedrock_result_translator
+from ..transforms.batch_bedrock_output import bedrock_result_translator, input_carrier
+from ..transforms.batch_output import ResultTranslator, UnrunRows
 from . import s3_storage
-from .batch_jobs import TERMINAL, batch_error, check_input, context, counted, translated, unix, without_uris
+from .batch_jobs import (TERMINAL, batch_error, check_input, context, counted, translated, unix, unrun_failure,
+                         without_uris)
 from .s3_storage import S3NotFound, S3StorageError
 
 if TYPE_CHECKING:
@@ -154,7 +159,7 @@ class BedrockBatchRunner:
         prefix = f"{p.prefix}batches/{batch_id}/"
         job: dict[str, Any] = {
             "batch_id": batch_id, "endpoint": endpoint, "created": int(time.time()), "region": region,
-            "model": model, "bucket": bucket, "prefix": prefix, "input_name": key.rpartition("/")[2],
+            "model": model, "bucket": bucket, "prefix": prefix, "input_key": key, "input_name": key.rpartition("/")[2],
         }
         ids = loc.get("ids")
         if ids:
@@ -191,18 +196,27 @@ class BedrockBatchRunner:
             message = without_uris(str(resp.get("message") or "the job failed"))[:512]
             progress.errors.append(batch_error("bedrock_job_failed", f"Bedrock: {message}"))
         if status in TERMINAL:
+            updated = dict(job)
             manifest = job.get("manifest")
             if manifest is None:
                 manifest = await self._manifest(job)
                 if manifest is not None:
-                    progress.job = {**job, "manifest": manifest}
+                    updated["manifest"] = manifest
             if manifest is not None:
-                progress.request_counts = RequestCounts(total=int(manifest.get("totalRecordCount") or 0),
-                                                        completed=int(manifest.get("successRecordCount") or 0),
-                                                        failed=int(manifest.get("errorRecordCount") or 0))
-            if await self._output_exists(job):
-                progress.has_output = progress.request_counts.completed > 0
-                progress.has_errors = progress.request_counts.failed > 0
+                counts = RequestCounts(total=max(counts.total, int(manifest.get("totalRecordCount") or 0)),
+                                       completed=int(manifest.get("successRecordCount") or 0),
+                                       failed=int(manifest.get("errorRecordCount") or 0))
+            # Records a stopped or expired job never ran: error rows of their own (open_results).
+            unrun = counts.total - counts.completed - counts.failed if status in ("cancelled", "expired") else 0
+            if unrun > 0:
+                counts.failed += unrun
+                updated["unrun"] = status
+            progress.request_counts = counts
+            output = await self._output_exists(job)
+            progress.has_output = output and counts.completed > 0
+            progress.has_errors = counts.failed > 0 and (output or unrun > 0)
+            if updated != job:
+                progress.job = updated
         return progress
 
     async def cancel_batch(self, job: dict[str, Any]) -> BatchProgress:
@@ -264,19 +278,32 @@ class BedrockBatchRunner:
         return f"{self._job_dir(job)}{job['input_name']}.out"
 
     async def _results(self, job: dict[str, Any], kind: Literal["output", "error"]) -> AsyncIterator[bytes]:
-        p = self.provider
         ids: dict[str, str] | None = None
         if job.get("ids_key"):
             raw = await self._read_small(job, job["ids_key"], "id map", _MAX_IDS)
             ids = orjson.loads(raw) if raw else None
-        translator = bedrock_result_translator(job["model"], context(job, ids), kind)
+        ctx = context(job, ids)
+        unrun = job.get("unrun") if kind == "error" else None
+        translator = bedrock_result_translator(job["model"], ctx, kind, track=unrun is not None)
+        async for out in self._object_rows(job, self._out_key(job), translator):
+            yield out
+        if unrun is not None and translator.carriers is not None and job.get("input_key"):
+            rows = UnrunRows(input_carrier, translator.carriers, ctx, unrun_failure(unrun))
+            async for out in self._object_rows(job, job["input_key"], rows):
+                yield out
+
+    async def _object_rows(self, job: dict[str, Any], key: str,
+                           rows: ResultTranslator | UnrunRows) -> AsyncIterator[bytes]:
+        """One S3 object through ``rows``; a missing object gives nothing (a job stopped before
+        any record ran wrote no output; an input deleted since gives no unrun rows)."""
+        p = self.provider
         async with p.lease(job["region"]) as s3:
-            pieces = s3_storage.iter_object(s3, job["bucket"], self._out_key(job))
+            pieces = s3_storage.iter_object(s3, job["bucket"], key)
             try:
-                async for out in translated(pieces, translator):
+                async for out in translated(pieces, rows):
                     yield out
             except S3NotFound:
-                return  # no output written (a job stopped before any record ran)
+                return
             except S3StorageError as exc:
                 raise p.s3_error(exc, "batch results download") from None
             finally:

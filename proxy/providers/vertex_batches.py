@@ -19,7 +19,9 @@ The ``batchPredictionJobs`` REST API of the configured project, in the input fil
   ``outputInfo.gcsOutputDirectory`` is kept in the job state once known.
 * **cancel** — ``POST {job}:cancel``.
 * **results** — every ``predictions*.jsonl`` under the output directory, streamed from GCS
-  through :func:`~proxy.transforms.batch_vertex_output.vertex_result_translator`.
+  through :func:`~proxy.transforms.batch_vertex_output.vertex_result_translator`; requests a
+  cancelled or expired job never ran (``completionStats.incompleteCount``) are error rows
+  (``batch_cancelled`` / ``batch_expired``) from one pass over the input.
 """
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ from gcloud.aio.auth import Token
 from ..batch_runner import BatchProgress, RequestCounts, Status
 from ..errors import GatewayError
 from ..transforms.batch_output import as_int
-from ..transforms.batch_vertex_output import vertex_result_translator
+from ..transforms.batch_output import ResultTranslator, UnrunRows
+from ..transforms.batch_vertex_output import input_carrier, vertex_result_translator
 from . import gcs_storage
-from .batch_jobs import TERMINAL, batch_error, check_input, context, counted, unix, without_uris
+from .batch_jobs import TERMINAL, batch_error, check_input, context, counted, unix, unrun_failure, without_uris
 from .gcs_storage import GCSNotFound, GCSStorageError
 from .upstream import Upstream
 
@@ -139,7 +142,7 @@ class VertexBatchRunner:
         bucket = loc["bucket"]
         prefix = f"{p.prefix}batches/{batch_id}/"
         job: dict[str, Any] = {"batch_id": batch_id, "endpoint": endpoint, "created": int(time.time()),
-                               "region": region, "model": model, "bucket": bucket}
+                               "region": region, "model": model, "bucket": bucket, "input_name": loc["name"]}
         if loc.get("ids"):
             assert p.storage is not None
             try:
@@ -182,12 +185,20 @@ class VertexBatchRunner:
             error = resource.get("error") or {}
             message = without_uris(str(error.get("message") or "the job failed"))[:512]
             progress.errors.append(batch_error("vertex_job_failed", f"Vertex AI: {message}"))
+        updated = dict(job)
         directory = (resource.get("outputInfo") or {}).get("gcsOutputDirectory")
-        if isinstance(directory, str) and directory and directory != job.get("output_dir"):
-            progress.job = {**job, "output_dir": directory}
-        if status in TERMINAL and (directory or job.get("output_dir")):
-            progress.has_output = ok > 0
-            progress.has_errors = failed > 0
+        if isinstance(directory, str) and directory:
+            updated["output_dir"] = directory
+        # Requests a cancelled or expired job never ran: error rows of their own (open_results).
+        unrun = progress.request_counts.total - ok - failed if status in ("cancelled", "expired") else 0
+        if unrun > 0:
+            progress.request_counts.failed += unrun
+            updated["unrun"] = status
+        if status in TERMINAL:
+            progress.has_output = ok > 0 and bool(updated.get("output_dir"))
+            progress.has_errors = (failed > 0 and bool(updated.get("output_dir"))) or unrun > 0
+        if updated != job:
+            progress.job = updated
         return progress
 
     async def cancel_batch(self, job: dict[str, Any]) -> BatchProgress:
@@ -210,38 +221,56 @@ class VertexBatchRunner:
         p = self.provider
         assert p.storage is not None
         directory = job.get("output_dir")
-        if not directory:
+        unrun = job.get("unrun") if kind == "error" else None
+        if not directory and unrun is None:
             return
-        ids = await self._ids(job)
-        translator = vertex_result_translator(context(job, ids), kind, default_model=str(job.get("model") or ""))
-        bucket, name = _gs(directory)
-        try:
-            await p._token_ready()
-            names = await gcs_storage.list_names(p.storage, bucket, name.rstrip("/") + "/")
-        except GCSStorageError as exc:
-            raise p.gcs_error(exc, "batch results listing") from None
+        ctx = context(job, await self._ids(job))
+        translator = vertex_result_translator(ctx, kind, default_model=str(job.get("model") or ""),
+                                              track=unrun is not None)
+        names: list[str] = []
+        if directory:
+            bucket, name = _gs(directory)
+            try:
+                await p._token_ready()
+                names = await gcs_storage.list_names(p.storage, bucket, name.rstrip("/") + "/")
+            except GCSStorageError as exc:
+                raise p.gcs_error(exc, "batch results listing") from None
         for obj in names:
             base = obj.rpartition("/")[2]
-            if not (base.startswith("predictions") and base.endswith(".jsonl")):
-                continue
-            pieces = gcs_storage.iter_object(p.storage, bucket, obj)
-            try:
-                async for piece in pieces:
-                    out = translator.feed(piece)
-                    if out:
-                        yield out
-            except GCSNotFound:
-                continue
-            except GCSStorageError as exc:
-                raise p.gcs_error(exc, "batch results download") from None
-            finally:
-                await pieces.aclose()
-            out = translator.feed(b"\n")  # a file that does not end its last line still ends it
-            if out:
-                yield out
+            if base.startswith("predictions") and base.endswith(".jsonl"):
+                async for out in self._object_rows(bucket, obj, translator):
+                    yield out
+                out = translator.feed(b"\n")  # a file that does not end its last line still ends it
+                if out:
+                    yield out
         tail = translator.close()
         if tail:
             yield tail
+        if unrun is not None and translator.carriers is not None and job.get("input_name"):
+            rows = UnrunRows(input_carrier, translator.carriers, ctx, unrun_failure(unrun))
+            async for out in self._object_rows(job["bucket"], job["input_name"], rows):
+                yield out
+            tail = rows.close()
+            if tail:
+                yield tail
+
+    async def _object_rows(self, bucket: str, name: str, rows: ResultTranslator | UnrunRows) -> AsyncIterator[bytes]:
+        """One GCS object fed to ``rows`` (not closed: a caller may feed it more); a missing
+        object gives nothing."""
+        p = self.provider
+        assert p.storage is not None
+        pieces = gcs_storage.iter_object(p.storage, bucket, name)
+        try:
+            async for piece in pieces:
+                out = rows.feed(piece)
+                if out:
+                    yield out
+        except GCSNotFound:
+            return
+        except GCSStorageError as exc:
+            raise p.gcs_error(exc, "batch results download") from None
+        finally:
+            await pieces.aclose()
 
     async def _ids(self, job: dict[str, Any]) -> dict[str, str] | None:
         if not job.get("ids_key"):

@@ -69,6 +69,13 @@ def _failure(error: Any) -> Failure:
     return Failure(text, status_code=500, code=str(code) if code is not None else None)
 
 
-def bedrock_result_translator(model_id: str, ctx: ResultContext, kind: Kind) -> ResultTranslator:
+def bedrock_result_translator(model_id: str, ctx: ResultContext, kind: Kind, *,
+                              track: bool = False) -> ResultTranslator:
     """Raises :class:`~proxy.transforms.batch_bedrock.UnsupportedModel` for a family it cannot read."""
-    return ResultTranslator(BedrockResultReader(model_id), ctx, kind)
+    return ResultTranslator(BedrockResultReader(model_id), ctx, kind, track=track)
+
+
+def input_carrier(row: dict[str, Any]) -> str | None:
+    """The carrier of an input record ``{"recordId", "modelInput"}`` (for UnrunRows)."""
+    record_id = row.get("recordId")
+    return record_id if isinstance(record_id, str) else None

@@ -182,13 +182,15 @@ class ResultTranslator:
     """
 
     def __init__(self, read_row: RowReader, ctx: ResultContext, kind: Kind, *,
-                 max_line_length: int = _MAX_LINE) -> None:
+                 max_line_length: int = _MAX_LINE, track: bool = False) -> None:
         self._read_row = read_row
         self._ctx = ctx
         self._kind = kind
         self._splitter = LineSplitter(max_line_length)
         self._too_long_seen = False
         self.rows = 0  # rows of this kind emitted so far
+        # track: the carriers of every line read, of either kind (for UnrunRows)
+        self.carriers: set[str] | None = set() if track else None
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """The rows the data completes, each ending ``\\n``; ``b""`` if none."""
@@ -223,6 +225,8 @@ class ResultTranslator:
             carrier, result = self._read_row(parsed)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             return openai_row(ctx, None, number, _unreadable(number, "has an unexpected shape"))
+        if self.carriers is not None and carrier is not None:
+            self.carriers.add(carrier)
         return openai_row(ctx, ctx.custom_id(carrier), number, result)
 
     def _too_long(self, exc: LineTooLong) -> list[bytes]:
@@ -235,6 +239,53 @@ class ResultTranslator:
         _, row = openai_row(self._ctx, None, exc.line, _unreadable(
             exc.line, f"is longer than {exc.limit} bytes; the rest of the provider's results could not be read"))
         return [orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)]
+
+
+class UnrunRows:
+    """The error rows of the requests a job never ran (it expired, or was stopped), from the
+    job's input file: each input row whose carrier (``carrier_of(row)``) is not in ``ran`` — the
+    :attr:`ResultTranslator.carriers` of the job's results — becomes an error row without a
+    response (``failure``: :data:`EXPIRED` or :data:`CANCELLED`). Memory: one partial line;
+    ``ran`` holds one id per result row."""
+
+    def __init__(self, carrier_of: Callable[[dict[str, Any]], Union[str, None]], ran: set[str],
+                 ctx: ResultContext, failure: tuple[str, str], *, max_line_length: int = _MAX_LINE) -> None:
+        self._carrier_of = carrier_of
+        self._ran = ran
+        self._ctx = ctx
+        self._failure = Failure(failure[1], code=failure[0])
+        self._splitter = LineSplitter(max_line_length)
+        self.rows = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        return self._run(lambda: self._splitter.iter_feed(data))
+
+    def close(self) -> bytes:
+        return self._run(self._splitter.close)
+
+    def _run(self, lines: Callable[[], Iterable[tuple[int, bytes]]]) -> bytes:
+        out: list[bytes] = []
+        try:
+            for number, line in lines():
+                carrier = self._carrier(line)
+                if carrier is not None and carrier not in self._ran:
+                    self._ran.add(carrier)  # once, even if a row repeats
+                    _, row = openai_row(self._ctx, self._ctx.custom_id(carrier), number, self._failure)
+                    out.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        except LineTooLong:
+            pass  # the input was checked line by line on upload: never longer than its limit
+        self.rows += len(out)
+        return b"".join(out)
+
+    def _carrier(self, line: bytes) -> str | None:
+        if not line.strip():
+            return None
+        try:
+            row = orjson.loads(line)
+            carrier = self._carrier_of(row) if isinstance(row, dict) else None
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return None
+        return carrier if isinstance(carrier, str) else None
 
 
 def _unreadable(line: int, problem: str) -> Failure:

@@ -69,5 +69,12 @@ def _failure(status: Any) -> Failure:
 _HTTP = {3: 400, 5: 404, 7: 403, 8: 429, 9: 400, 11: 400, 13: 500, 14: 503, 16: 401, 4: 504}
 
 
-def vertex_result_translator(ctx: ResultContext, kind: Kind, *, default_model: str = "") -> ResultTranslator:
-    return ResultTranslator(VertexResultReader(default_model), ctx, kind)
+def vertex_result_translator(ctx: ResultContext, kind: Kind, *, default_model: str = "",
+                             track: bool = False) -> ResultTranslator:
+    return ResultTranslator(VertexResultReader(default_model), ctx, kind, track=track)
+
+
+def input_carrier(row: dict[str, Any]) -> str | None:
+    """The carrier of an input row ``{"request": {…, "labels": {custom_id}}}`` (for UnrunRows)."""
+    carrier = row["request"]["labels"][LABEL_KEY]
+    return carrier if isinstance(carrier, str) else None

@@ -165,11 +165,12 @@ def default_responder(job: Job, model_input: dict[str, Any]) -> dict[str, Any]:
 
 class FakeBedrock:
     def __init__(self, moto: MotoS3, *, region: str = "us-east-1", step: float = 0.02, hold: bool = False,
-                 responder: Responder = default_responder) -> None:
+                 responder: Responder = default_responder, expire_after: int | None = None) -> None:
         self.moto = moto
         self.region = region
         self.step = step
         self.hold = hold
+        self.expire_after = expire_after  # run this many records, then the job is Expired
         self.responder = responder
         self.jobs: dict[str, Job] = {}
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, JSON body)
@@ -362,21 +363,22 @@ class FakeBedrock:
                                          aws_secret_access_key=self.moto.secret_key) as s3:
             if job.stop_requested:
                 try:
-                    await self._write_manifest(s3, job, {"totalRecordCount": 0, "processedRecordCount": 0,
+                    total = len(await self._records(s3, job))
+                    await self._write_manifest(s3, job, {"totalRecordCount": total, "processedRecordCount": 0,
                                                          "successRecordCount": 0, "errorRecordCount": 0})
-                except Exception:  # noqa: BLE001 - no output location: stopped all the same
+                except Exception:  # noqa: BLE001 - no input or output location: stopped all the same
                     pass
                 self._set(job, "Stopped")
                 return
             try:
-                await self._process(s3, job)
+                expired = await self._process(s3, job)
             except _InputMissing:
                 self._set(job, "Failed", f"Unable to read the input data from {job.input_uri}.")
                 return
             except Exception:  # noqa: BLE001 - the output location cannot be written
                 self._set(job, "Failed", "Unable to write the output data to the S3 location.")
                 return
-        self._set(job, "Completed")
+        self._set(job, "Expired" if expired else "Completed")
 
     def _out_location(self, job: Job) -> tuple[str, str]:
         bucket, _, prefix = job.output_uri[len("s3://"):].partition("/")
@@ -390,7 +392,7 @@ class FakeBedrock:
         await s3.put_object(Bucket=bucket, Key=prefix + "manifest.json.out", Body=orjson.dumps(
             {**counts, "inputTokenCount": 0, "outputTokenCount": 0}))
 
-    async def _process(self, s3: Any, job: Job) -> None:
+    async def _records(self, s3: Any, job: Job) -> list[bytes]:
         in_bucket, _, in_key = job.input_uri[len("s3://"):].partition("/")
         try:
             obj = await s3.get_object(Bucket=in_bucket, Key=in_key)
@@ -405,6 +407,13 @@ class FakeBedrock:
                 records.extend(line for line in lines if line.strip())
         if buf.strip():
             records.append(buf)
+        return records
+
+    async def _process(self, s3: Any, job: Job) -> bool:
+        """Run the records; True when the job expired before it ran them all."""
+        records = await self._records(s3, job)
+        in_key = job.input_uri[len("s3://"):].partition("/")[2]
+        run = records if self.expire_after is None else records[:self.expire_after]
         out_bucket, out_prefix = self._out_location(job)
         name = in_key.rpartition("/")[2]
         counts = {"totalRecordCount": len(records), "processedRecordCount": 0, "successRecordCount": 0,
@@ -421,7 +430,7 @@ class FakeBedrock:
             parts.append({"ETag": r["ETag"], "PartNumber": number})
             pending.clear()
 
-        for raw in reversed(records):  # Bedrock does not keep the input order (docs §7.2)
+        for raw in reversed(run):  # Bedrock does not keep the input order (docs §7.2)
             record = orjson.loads(raw)
             record_id = record.get("recordId") or "".join(secrets.choice(string.ascii_uppercase + string.digits)
                                                           for _ in range(11))
@@ -437,6 +446,7 @@ class FakeBedrock:
         await s3.complete_multipart_upload(Bucket=out_bucket, Key=key,
                                            UploadId=upload["UploadId"], MultipartUpload={"Parts": parts})
         await self._write_manifest(s3, job, counts)
+        return len(run) < len(records)
 
 
 class _InputMissing(Exception):

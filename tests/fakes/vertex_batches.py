@@ -294,9 +294,6 @@ class FakeVertex:
         if self.hold and not job.cancel_requested:
             assert job.released is not None
             await job.released.wait()
-        if job.cancel_requested:
-            self._set(job, "JOB_STATE_CANCELLED")
-            return
         async with aiohttp.ClientSession() as session:
             bucket, _, name = job.input_uri[len("gs://"):].partition("/")
             async with session.get(f"{self.gcs.api_root}/storage/v1/b/{bucket}/o/{quote(name, safe='')}",
@@ -307,6 +304,10 @@ class FakeVertex:
                     return
                 data = await resp.read()
             lines = [line for line in data.split(b"\n") if line.strip()]
+            if job.cancel_requested:  # nothing ran: every request is incomplete
+                job.stats = {"successfulCount": 0, "failedCount": 0, "incompleteCount": len(lines)}
+                self._set(job, "JOB_STATE_CANCELLED")
+                return
             out = bytearray()
             ok = failed = 0
             for raw in lines:
