@@ -52,14 +52,24 @@ class BatchRunner(Protocol):
         Raises ``GatewayError`` (OpenAI-shaped) when the provider refuses."""
         ...
 
-    async def poll_batch(self, job: dict[str, Any]) -> BatchProgress: ...
+    async def poll_batch(self, job: dict[str, Any]) -> BatchProgress:
+        """The job's state now. When ``progress.job`` is not None the caller stores it back: the
+        runners keep there what they learn once (Bedrock's manifest counts, Vertex's output
+        directory, Anthropic's ``results_url``), and :meth:`open_results` needs it."""
+        ...
 
-    async def cancel_batch(self, job: dict[str, Any]) -> BatchProgress: ...
+    async def cancel_batch(self, job: dict[str, Any]) -> BatchProgress:
+        """Ask the provider to stop the job and return its state (usually ``cancelling``); a job
+        that has ended already is left as it is and its state returned, not an error."""
+        ...
 
     def open_results(self, job: dict[str, Any], kind: Literal["output", "error"]) -> AsyncIterator[bytes]:
         """The job's results as OpenAI batch-output rows (``{"id","custom_id","response":
         {"status_code","request_id","body"},"error"}``, one JSON line each), translated row by
-        row while streamed from the provider's storage — memory flat in the output size."""
+        row while streamed from the provider's storage — memory flat in the output size.
+        ``custom_id`` is the client's own; ``"error"`` holds the failed requests. Every pass
+        over the same job gives the same bytes; nothing to read yields nothing. ``job`` is the
+        state as last stored (see :meth:`poll_batch`)."""
         ...
 
     async def results_size(self, job: dict[str, Any], kind: Literal["output", "error"]) -> int:

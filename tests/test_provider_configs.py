@@ -107,8 +107,9 @@ def test_keys_every_type_takes(kind):
                        "path": "/srv/gw/anthropic-batches", "model": None}),
         ("local", {"path": "/srv/gw/files", "shared_filesystem": False}),
         ("bedrock", {"prefix": "", "endpoint_url": None, "aws_access_key_id": None, "aws_secret_access_key": None,
-                     "model": None, "upload_chunk_size": None}),
-        ("vertex", {"region": "us-central1", "prefix": "", "service_file": None, "model": None}),
+                     "model": None, "upload_chunk_size": None, "batch_role_arn": None, "batch_endpoint_url": None}),
+        ("vertex", {"region": "us-central1", "prefix": "", "service_file": None, "model": None,
+                    "batch_endpoint_url": None}),
         ("s3", {"region": "us-east-1", "prefix": "", "endpoint_url": None, "upload_chunk_size": None}),
         ("gcs", {"prefix": "", "endpoint_url": None, "service_file": None}),
     ],
@@ -264,3 +265,18 @@ def test_a_map_with_a_key_that_is_not_a_string_reports_its_value():
     # YAML `headers: {1: true}`: the key is read as "1" and its value checked (was "required")
     assert problems(provider("azure", headers={1: True, 2: "ok"})) == ["providers[0].headers.1: must be a string"]
     assert loaded(provider("azure", deployments={4: "d"})).deployments == {"4": "d"}
+
+
+def test_bedrock_batch_keys():
+    arn = "arn:aws:iam::123456789012:role/service-role/BedrockBatch"
+    config = loaded(provider("bedrock", batch_role_arn=arn, batch_endpoint_url="http://127.0.0.1:9000"))
+    assert (config.batch_role_arn, config.batch_endpoint_url) == (arn, "http://127.0.0.1:9000")
+    assert loaded(provider("bedrock", batch_role_arn="os.environ/ROLE"), env={"ROLE": arn}).batch_role_arn == arn
+    assert problems(provider("bedrock", batch_role_arn="BedrockBatch"),
+                    provider("bedrock", name="q", batch_role_arn="arn:aws:iam::123456789012:user/me")) == [
+        "providers[0].batch_role_arn: must be an IAM role ARN such as arn:aws:iam::123456789012:role/BedrockBatch",
+        "providers[1].batch_role_arn: must be an IAM role ARN such as arn:aws:iam::123456789012:role/BedrockBatch",
+    ]
+    assert problems(provider("s3", batch_role_arn=arn)) == ["providers[0].batch_role_arn: not used by provider type s3"]
+    assert loaded(provider("vertex", batch_endpoint_url="http://127.0.0.1:9001")).batch_endpoint_url == \
+        "http://127.0.0.1:9001"

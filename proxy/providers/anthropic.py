@@ -77,6 +77,7 @@ from .upstream import Upstream, json_events
 
 if TYPE_CHECKING:
     from ..bridge.events import ProviderCall
+    from .anthropic_batches import AnthropicBatchRunner
     from ..exchange import Exchange
     from ..store.base import FileRecord
     from ..transforms.batch_translate import BatchTranslator
@@ -399,6 +400,7 @@ class AnthropicProvider(Provider):
             secrets=[config.api_key], proxy=config.proxy, tls=config.tls,
         )
         self._background: set[asyncio.Task[Any]] = set()
+        self._batches: "AnthropicBatchRunner | None" = None
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -411,6 +413,14 @@ class AnthropicProvider(Provider):
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
         await self.upstream.close()
+
+    # -- batches (proxy/providers/anthropic_batches.py) --------------------------------------
+    def batch_runner(self) -> "AnthropicBatchRunner":
+        if self._batches is None:
+            from .anthropic_batches import AnthropicBatchRunner
+
+            self._batches = AnthropicBatchRunner(self)
+        return self._batches
 
     # -- crash leftovers (batch files in .partial/) ---------------------------------------
     async def cleanup_partial(self, location: dict[str, Any]) -> None:

@@ -43,6 +43,7 @@ from .s3 import S3Provider, S3Sink
 from .sink import SinkResult
 
 if TYPE_CHECKING:
+    from .bedrock_batches import BedrockBatchRunner
     from .configs import BedrockConfig
     from ..exchange import Exchange
 
@@ -117,9 +118,26 @@ class BedrockProvider(S3Provider):
     sink_class = BedrockSink
     bucket_header = BUCKET_HEADER
 
+    config: "BedrockConfig"
+
     def __init__(self, config: "BedrockConfig") -> None:
         super().__init__(config)
         self.model = config.model
+        self._batches: "BedrockBatchRunner | None" = None
+
+    async def close(self) -> None:
+        if self._batches is not None:
+            await self._batches.close()
+        await super().close()
+
+    # -- batches (proxy/providers/bedrock_batches.py) ----------------------------------------
+
+    def batch_runner(self) -> "BedrockBatchRunner":
+        if self._batches is None:
+            from .bedrock_batches import BedrockBatchRunner
+
+            self._batches = BedrockBatchRunner(self)
+        return self._batches
 
     # -- uploads ---------------------------------------------------------------------------
 

@@ -51,6 +51,19 @@ def _provider_name(value: Any) -> str:
 
 
 ProviderName = Annotated[str, resolved(_provider_name)]
+
+# An IAM role ARN as CreateModelInvocationJob takes it (botocore's bedrock model, RoleArn).
+_ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+
+
+def _role_arn(value: Any) -> str:
+    arn = to_str(value)
+    if not _ROLE_ARN.fullmatch(arn) or len(arn) > 2048:
+        raise ValueError("must be an IAM role ARN such as arn:aws:iam::123456789012:role/BedrockBatch")
+    return arn
+
+
+RoleArn = Annotated[str, resolved(_role_arn)]
 Retries = Annotated[int, whole(0)]
 
 
@@ -209,6 +222,8 @@ class BedrockConfig(S3KeysConfig):
     type: Literal["bedrock"] = "bedrock"
     region: Str
     model: Str | None = None
+    batch_role_arn: RoleArn | None = None     # the service role Bedrock batch jobs run as
+    batch_endpoint_url: Url | None = None     # the Bedrock control plane (a fake); else AWS's regional one
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
@@ -229,6 +244,7 @@ class VertexConfig(GcsBucketConfig):
     project_id: Str
     region: Str = "us-central1"
     model: Str | None = None
+    batch_endpoint_url: Url | None = None     # the Vertex AI API (a fake); else {region}-aiplatform.googleapis.com
 
 
 # --------------------------------------------------------------------------- the registry

@@ -455,3 +455,24 @@ async def compose(session: aiohttp.ClientSession, api_root: str, bucket: str, na
     if not isinstance(resource, dict):
         raise GCSStorageError("GCS compose answered without an object resource", status)
     return resource
+
+
+async def put(storage: Storage, bucket: str, name: str, data: bytes, content_type: str) -> None:
+    """Store a small object in one simple upload."""
+    with _translated("upload"):
+        await storage.upload(bucket, name, data, content_type=content_type, force_resumable_upload=False)
+
+
+async def list_names(storage: Storage, bucket: str, prefix: str) -> list[str]:
+    """The names of the objects under ``prefix``, every page of them, in name order."""
+    names: list[str] = []
+    params = {"prefix": prefix}
+    for _ in range(10_000):  # bounded: 1,000 names a page
+        with _translated("list"):
+            page = await storage.list_objects(bucket, params=params)
+        names.extend(item["name"] for item in page.get("items") or [])
+        token = page.get("nextPageToken")
+        if not token:
+            break
+        params = {"prefix": prefix, "pageToken": token}
+    return sorted(names)

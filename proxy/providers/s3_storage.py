@@ -267,6 +267,11 @@ async def head(client: S3Client, bucket: str, key: str) -> dict[str, Any] | None
     return out
 
 
+async def put(client: S3Client, bucket: str, key: str, body: bytes, content_type: str) -> None:
+    """Store a small object in one ``PutObject``."""
+    await _call("PutObject", client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type))
+
+
 async def delete(client: S3Client, bucket: str, key: str) -> None:
     """Delete an object; deleting a missing key succeeds, as in S3."""
     await _call("DeleteObject", client.delete_object(Bucket=bucket, Key=key))

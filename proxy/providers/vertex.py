@@ -36,6 +36,7 @@ from .sink import SinkResult
 
 if TYPE_CHECKING:
     from .configs import VertexConfig
+    from .vertex_batches import VertexBatchRunner
     from ..exchange import Exchange
 
 BUCKET_HEADER = "x-tfy-vertex-storage-bucket-name"
@@ -103,11 +104,28 @@ class VertexProvider(GCSProvider):
     sink_class = VertexSink
     bucket_header = BUCKET_HEADER
 
+    config: "VertexConfig"
+
     def __init__(self, config: "VertexConfig") -> None:
         super().__init__(config)
         self.project_id = config.project_id
         self.region = config.region
         self.model = config.model
+        self._batches: "VertexBatchRunner | None" = None
+
+    async def close(self) -> None:
+        if self._batches is not None:
+            await self._batches.close()
+        await super().close()
+
+    # -- batches (proxy/providers/vertex_batches.py) -----------------------------------------
+
+    def batch_runner(self) -> "VertexBatchRunner":
+        if self._batches is None:
+            from .vertex_batches import VertexBatchRunner
+
+            self._batches = VertexBatchRunner(self)
+        return self._batches
 
     def target(self, ex: "Exchange") -> Target:
         return read_target(ex.request.headers, _TARGET_HEADERS, self.bucket, self.region, self.model)

@@ -44,6 +44,11 @@ def _family(model_id: str) -> str:
     return match.group(1)
 
 
+def model_family(model_id: str) -> str:
+    """``anthropic.claude``, ``amazon.nova`` or ``meta.llama``; :class:`UnsupportedModel` else."""
+    return _family(model_id)
+
+
 def invocation_type(model_id: str) -> str:
     """The ``modelInvocationType`` the batch job must use for rows made for ``model_id``."""
     return "Converse" if _family(model_id) == "meta.llama" else "InvokeModel"

@@ -43,6 +43,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import re
 import secrets
 import shutil
 import string
@@ -317,6 +318,200 @@ def rand_id(prefix: str, n: int) -> str:
     return prefix + "".join(secrets.choice(_ALNUM) for _ in range(n))
 
 
+# ============================================================================ Message Batches
+#
+# docs/provider-facts.md §5.7 [sdk][doc]: POST /v1/messages/batches {"requests": [{"custom_id",
+# "params"}]} (≤ 100,000 requests, ≤ 256 MB; custom_id 1–64 of [A-Za-z0-9_-], unique — the
+# character rule is [2nd, UNVERIFIED]; params needs model, max_tokens, messages); GET …/{id};
+# GET …/batches (limit 1–1000, default 20, after_id, before_id; newest first); POST …/{id}/cancel;
+# DELETE …/{id} (ended batches only); results JSONL at the batch's results_url once ended, in
+# no particular order (the fake: reversed). Batch object: id msgbatch_…, type message_batch,
+# processing_status in_progress|canceling|ended, request_counts{processing, succeeded, errored,
+# canceled, expired}, created_at, expires_at (+24 h), ended_at, cancel_initiated_at, archived_at
+# (RFC 3339), results_url (null until ended). Results lines: {"custom_id", "result": {"type":
+# succeeded|errored|canceled|expired, "message"|"error"}}.
+
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1000**2
+_BATCH_CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass
+class MessageBatch:
+    id: str
+    requests: list[dict[str, Any]]
+    created_at: float
+    seq: int
+    processing_status: str = "in_progress"
+    ended_at: float | None = None
+    cancel_initiated_at: float | None = None
+    results: list[dict[str, Any]] | None = None
+    released: asyncio.Event | None = None
+    base_url: str = ""
+
+    def counts(self) -> dict[str, int]:
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if self.results is None:
+            counts["processing"] = len(self.requests)
+        else:
+            for row in self.results:
+                counts[row["result"]["type"]] += 1
+        return counts
+
+    def view(self) -> dict[str, Any]:
+        def ts(value: float | None) -> str | None:
+            return None if value is None else datetime.fromtimestamp(value, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"id": self.id, "type": "message_batch", "processing_status": self.processing_status,
+                "request_counts": self.counts(), "created_at": ts(self.created_at),
+                "expires_at": ts(self.created_at + 86400), "ended_at": ts(self.ended_at),
+                "cancel_initiated_at": ts(self.cancel_initiated_at), "archived_at": None,
+                "results_url": (f"{self.base_url}/v1/messages/batches/{self.id}/results"
+                                if self.processing_status == "ended" else None)}
+
+
+def default_batch_responder(params: dict[str, Any]) -> dict[str, Any]:
+    """A Messages answer echoing the last user text; ``errored`` when it contains ``FAIL``
+    (**choice**: a trigger the tests control)."""
+    text = ""
+    for message in reversed(params.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            text = content if isinstance(content, str) else "".join(
+                b.get("text", "") for b in content if isinstance(b, dict))
+            break
+    if "FAIL" in text:
+        return {"type": "errored", "error": {"type": "error", "error": {
+            "type": "invalid_request_error", "message": "the fake was told to FAIL"}}}
+    answer = f"echo: {text}"
+    return {"type": "succeeded", "message": {
+        "id": rand_id("msg_011C", 20), "type": "message", "role": "assistant", "model": params.get("model"),
+        "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": max(1, len(text) // 4), "output_tokens": max(1, len(answer) // 4)}}}
+
+
+class MessageBatchesApi:
+    """The Message Batches handlers of :class:`FakeAnthropic` (kept beside their facts)."""
+
+    def release_batches(self: Any) -> None:
+        """Let held batches end."""
+        for batch in list(self.batches.values()):
+            if batch.released is not None:
+                self._server.loop.call_soon_threadsafe(batch.released.set)
+
+    def _batch(self: Any, batch_id: str) -> MessageBatch:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise ApiError(404, f"Message batch not found: {batch_id}", kind="not_found_error")
+        return batch
+
+    async def _batch_create(self: Any, request: web.Request) -> web.Response:
+        raw = bytearray()
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            raw += chunk
+            if len(raw) > MAX_BATCH_BYTES:
+                raise ApiError(413, "Request exceeds the maximum size of a message batch.", kind="request_too_large")
+        self._finish(request)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "The request body is not valid JSON.", kind="invalid_request_error") from None
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            raise ApiError(400, "requests: Field required (a non-empty list)", kind="invalid_request_error")
+        if len(requests) > MAX_BATCH_REQUESTS:
+            raise ApiError(400, f"requests: at most {MAX_BATCH_REQUESTS} requests", kind="invalid_request_error")
+        seen: set[str] = set()
+        for i, item in enumerate(requests):
+            cid = item.get("custom_id") if isinstance(item, dict) else None
+            if not isinstance(cid, str) or not _BATCH_CUSTOM_ID.fullmatch(cid):
+                raise ApiError(400, f"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'",
+                               kind="invalid_request_error")
+            if cid in seen:
+                raise ApiError(400, f"requests.{i}.custom_id: duplicate custom_id {cid}", kind="invalid_request_error")
+            seen.add(cid)
+            params = item.get("params")
+            if not isinstance(params, dict) or not isinstance(params.get("model"), str) \
+                    or not isinstance(params.get("max_tokens"), int) or not isinstance(params.get("messages"), list):
+                raise ApiError(400, f"requests.{i}.params: model, max_tokens and messages are required",
+                               kind="invalid_request_error")
+        batch = MessageBatch(rand_id("msgbatch_011C", 20), requests, datetime.now(timezone.utc).timestamp(),
+                             self.next_seq(), released=asyncio.Event(), base_url=self.url)
+        with self._lock:
+            self.batches[batch.id] = batch
+        task = asyncio.ensure_future(self._batch_run(batch))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+        return json_response(batch.view())
+
+    async def _batch_run(self: Any, batch: MessageBatch) -> None:
+        await asyncio.sleep(self.batch_step)
+        if self.hold_batches and batch.cancel_initiated_at is None:
+            assert batch.released is not None
+            await batch.released.wait()
+        if batch.cancel_initiated_at is not None:
+            batch.results = [{"custom_id": r["custom_id"], "result": {"type": "canceled"}} for r in batch.requests]
+        else:
+            batch.results = [{"custom_id": r["custom_id"], "result": self.batch_responder(r["params"])}
+                             for r in batch.requests]
+        batch.processing_status = "ended"
+        batch.ended_at = datetime.now(timezone.utc).timestamp()
+
+    async def _batch_get(self: Any, request: web.Request) -> web.Response:
+        return json_response(self._batch(request.match_info["batch_id"]).view())
+
+    async def _batch_list(self: Any, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = int(q.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, "limit: Input should be between 1 and 1000", kind="invalid_request_error")
+        items = sorted(self.batches.values(), key=lambda b: b.seq, reverse=True)
+        ids = [b.id for b in items]
+        if q.get("after_id"):
+            items = items[ids.index(q["after_id"]) + 1:] if q["after_id"] in ids else []
+        elif q.get("before_id"):
+            items = items[: ids.index(q["before_id"])] if q["before_id"] in ids else []
+        page = items[:limit]
+        return json_response({"data": [b.view() for b in page], "has_more": len(items) > limit,
+                              "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None})
+
+    async def _batch_cancel(self: Any, request: web.Request) -> web.Response:
+        batch = self._batch(request.match_info["batch_id"])
+        if batch.processing_status == "ended":
+            raise ApiError(400, f"Message batch {batch.id} has ended and cannot be canceled.",
+                           kind="invalid_request_error")
+        if batch.cancel_initiated_at is None:
+            batch.cancel_initiated_at = datetime.now(timezone.utc).timestamp()
+            batch.processing_status = "canceling"
+            assert batch.released is not None
+            batch.released.set()
+        return json_response(batch.view())
+
+    async def _batch_results(self: Any, request: web.Request) -> web.StreamResponse:
+        batch = self._batch(request.match_info["batch_id"])
+        if batch.processing_status != "ended" or batch.results is None:
+            raise ApiError(400, f"Message batch {batch.id} has not ended: no results yet.",
+                           kind="invalid_request_error")
+        resp = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/binary"})
+        await resp.prepare(request)
+        for row in reversed(batch.results):  # order is not guaranteed
+            await resp.write(orjson.dumps(row) + b"\n")
+        await resp.write_eof()
+        return resp
+
+    async def _batch_delete(self: Any, request: web.Request) -> web.Response:
+        batch = self._batch(request.match_info["batch_id"])
+        if batch.processing_status != "ended":
+            raise ApiError(400, f"Message batch {batch.id} is still processing; cancel it first.",
+                           kind="invalid_request_error")
+        with self._lock:
+            self.batches.pop(batch.id, None)
+        return json_response({"id": batch.id, "type": "message_batch_deleted"})
+
+
 # ============================================================================ Anthropic
 @dataclass
 class AnthropicFile:
@@ -349,15 +544,23 @@ def _rfc3339_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class FakeAnthropic(FakeUpstream):
+class FakeAnthropic(MessageBatchesApi, FakeUpstream):
     """Anthropic Files API (``2023-06-01`` + files beta, and ``2026-10-21``)."""
 
     def __init__(self, *, api_key: str = "sk-ant-upstream-test-key-0123456789",
-                 data_dir: str | os.PathLike[str] | None = None, max_file_size: int = 500 * 1000**2) -> None:
+                 data_dir: str | os.PathLike[str] | None = None, max_file_size: int = 500 * 1000**2,
+                 batch_step: float = 0.02, hold_batches: bool = False,
+                 batch_responder: "Callable[[dict[str, Any]], dict[str, Any]] | None" = None) -> None:
         super().__init__(api_key=api_key, data_dir=data_dir)
         self.max_file_size = max_file_size
         self._files: dict[str, AnthropicFile] = {}
         self.messages = FakeMessages(self)
+        # Message Batches (see the batches section below)
+        self.batches: dict[str, MessageBatch] = {}  # MessageBatchesApi
+        self.batch_step = batch_step
+        self.hold_batches = hold_batches
+        self.batch_responder = batch_responder or default_batch_responder
+        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     # -- wiring -------------------------------------------------------------------------
     def routes(self, router: web.UrlDispatcher) -> None:
@@ -367,6 +570,12 @@ class FakeAnthropic(FakeUpstream):
         router.add_delete("/v1/files/{file_id}", self._delete)
         router.add_get("/v1/files/{file_id}/content", self._content)
         router.add_post("/v1/messages", self._messages)
+        router.add_post("/v1/messages/batches", self._batch_create)
+        router.add_get("/v1/messages/batches", self._batch_list)
+        router.add_get("/v1/messages/batches/{batch_id}", self._batch_get)
+        router.add_post("/v1/messages/batches/{batch_id}/cancel", self._batch_cancel)
+        router.add_get("/v1/messages/batches/{batch_id}/results", self._batch_results)
+        router.add_delete("/v1/messages/batches/{batch_id}", self._batch_delete)
 
     def response_headers(self) -> dict[str, str]:
         return {"request-id": rand_id("req_011C", 20)}
@@ -390,7 +599,7 @@ class FakeAnthropic(FakeUpstream):
             raise ApiError(400, "anthropic-version: header is required", kind="invalid_request_error")
         if version not in ANTHROPIC_VERSIONS:
             raise ApiError(400, f"anthropic-version: unknown version '{version}'", kind="invalid_request_error")
-        if version == "2023-06-01" and request.path.startswith("/v1/files"):
+        if version == "2023-06-01" and request.path.startswith("/v1/files"):  # Message Batches are GA
             betas = {b.strip() for v in request.headers.getall("anthropic-beta", []) for b in v.split(",")}
             if FILES_BETA not in betas:
                 raise ApiError(400, f"The Files API is in beta: the anthropic-beta header must include "
