@@ -180,6 +180,8 @@ class LimitsConfig(Keys):
     tenant_storage_quota: Size = 100 * 1000**3
     max_batch_lines: Annotated[int, whole(1)] = 50_000
     max_json_body: Size = 32 * 1024**2
+    # An Upload's file limit instead of max_file_size / max_batch_file_size (unset: those apply)
+    max_upload_size: Size | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

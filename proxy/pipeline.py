@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from . import files_api, responses_api
+from . import files_api, responses_api, uploads_api
 from .body import client_chunks
 from .body_checks import check_body
 from .context import OperationContext
@@ -52,6 +52,9 @@ class Body(enum.Enum):
 class Operation:
     run: Callable[[OperationContext], Awaitable[web.StreamResponse]]
     body: Body = Body.NONE
+    # The operation streams a file through the upload hooks without a multipart body of its
+    # own (uploads.complete assembles the parts through the same path as files.create).
+    streams_file: bool = False
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -65,6 +68,10 @@ OPERATIONS: dict[str, Operation] = {
     "responses.delete": Operation(responses_api.responses_delete),
     "responses.cancel": Operation(responses_api.responses_cancel),
     "responses.input_items": Operation(responses_api.responses_input_items),
+    "uploads.create": Operation(uploads_api.uploads_create, Body.JSON),
+    "uploads.parts": Operation(uploads_api.uploads_parts, Body.MULTIPART),
+    "uploads.complete": Operation(uploads_api.uploads_complete, Body.JSON, streams_file=True),
+    "uploads.cancel": Operation(uploads_api.uploads_cancel),
 }
 
 
@@ -119,7 +126,7 @@ class Pipeline:
     async def handle(self, request: web.BaseRequest, operation: str, object_id: str | None) -> web.StreamResponse:
         op = self.operations[operation]
         ex = Exchange(request, operation, object_id)
-        chain = self.chains.create(upload=op.body is Body.MULTIPART)
+        chain = self.chains.create(upload=op.body is Body.MULTIPART or op.streams_file)
         ctx = OperationContext(ex, chain, self.store, self.limits, self.data_dir)
         try:
             try:

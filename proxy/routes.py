@@ -19,11 +19,16 @@ _TABLE: dict[tuple[str, int, str | None, str], str] = {
     ("responses", 1, None, "DELETE"): "responses.delete",
     ("responses", 2, "cancel", "POST"): "responses.cancel",
     ("responses", 2, "input_items", "GET"): "responses.input_items",
+    ("uploads", 0, None, "POST"): "uploads.create",
+    ("uploads", 2, "parts", "POST"): "uploads.parts",
+    ("uploads", 2, "complete", "POST"): "uploads.complete",
+    ("uploads", 2, "cancel", "POST"): "uploads.cancel",
 }
 
 ADMIN_PATHS = {"/healthz": "admin.healthz", "/readyz": "admin.readyz", "/metrics": "admin.metrics",
                "/openapi.json": "admin.openapi"}
 
+_FIRST_SEGMENTS = frozenset(seg for seg, _n, _tail, _method in _TABLE)
 _ALLOWED: dict[tuple[str, int, str | None], list[str]] = {}
 for (_seg, _n, _tail, _method) in _TABLE:
     _ALLOWED.setdefault((_seg, _n, _tail), []).append(_method)
@@ -44,7 +49,7 @@ class Router:
             if not (path.startswith(prefix) and path[len(prefix):len(prefix) + 1] == "/"):
                 continue
             parts = path[len(prefix) + 1:].split("/")
-            if parts[0] not in ("files", "responses"):
+            if parts[0] not in _FIRST_SEGMENTS:
                 continue
             n = len(parts) - 1
             if parts[-1] == "" and n:  # tolerate one trailing slash

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 import orjson
 
@@ -70,10 +70,12 @@ class UploadDriver:
 
     ``chain`` is this upload's filter chain (the configured filters and the provider's upload
     rules); ``hold`` holds the file back while its purpose is unknown (proxy/field_order.py).
+    A file the gateway already has whole (an Upload's parts) has neither parser nor hold: it
+    goes in through :meth:`feed_file`.
     """
 
-    def __init__(self, ex: "Exchange", parser: MultipartParser, sink_mode: bool,
-                 chain: "FilterChain", hold: FileHold) -> None:
+    def __init__(self, ex: "Exchange", parser: MultipartParser | None, sink_mode: bool,
+                 chain: "FilterChain", hold: FileHold | None) -> None:
         self.ex = ex
         self.parser = parser
         self.sink_mode = sink_mode
@@ -87,9 +89,22 @@ class UploadDriver:
         self.failure: BaseException | None = None
         self.parts: set[str] = set()   # names of the parts parsed so far (each allowed once)
 
+    async def feed_file(self, chunks: AsyncIterator[bytes]) -> None:
+        """The whole file, its purpose and filename already on the exchange: the same hooks
+        and sink as a file part, without the multipart framing (proxy/uploads_api.py)."""
+        ex = self.ex
+        self.file_seen = True
+        await self._file_start()
+        async for chunk in chunks:
+            await self._file_data(chunk)
+        self.chain.on_file_end(ex)
+        self.done = True
+        await self.chain.on_upload_complete(ex)
+
     async def feed(self, chunk: bytes) -> None:
         ex = self.ex
         hold = self.hold
+        assert self.parser is not None and hold is not None  # a multipart body's driver
         ex.body_bytes += len(chunk)
         try:
             events = self.parser.feed(chunk)
@@ -132,6 +147,7 @@ class UploadDriver:
         """The purpose has arrived after the file: the held file goes to the filters and the
         provider now, exactly as if the purpose had come first."""
         ex = self.ex
+        assert self.hold is not None  # only a multipart body holds a file
         chunks = self.hold.release()
         ex.file_bytes = 0  # counted again, chunk by chunk, as the filters see them
         await self._file_start()
@@ -217,6 +233,7 @@ class UploadDriver:
     def finish(self) -> None:
         """End of body: a body that stopped before the closing boundary is malformed."""
         if not self.done:
+            assert self.parser is not None  # feed_file sets done
             try:
                 self.parser.close()
             except MultipartError as exc:
@@ -301,9 +318,9 @@ async def _cover(ex: "Exchange", chunk: bytes) -> None:
 
 async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
     ex = ctx.ex
-    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     res = ex.reservation
-    try:
+
+    async def body() -> None:
         async for chunk in _client_chunks(ex):
             if driver.sink is not None and driver.file_id is not None and res is not None:
                 # Where the partial data is, once the upload outlives the chunk that opened it
@@ -312,6 +329,33 @@ async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
             await _cover(ex, chunk)
             await driver.feed(chunk)
         driver.finish()
+
+    return orjson.dumps((await _into_sink(ctx, driver, body)).to_openai())
+
+
+async def store_file(ctx: "OperationContext", chunks: AsyncIterator[bytes]) -> FileRecord:
+    """A file the gateway already has (an Upload's parts, read in order) stored as files.create
+    stores one: the exchange's filters and the provider's upload rules see it (size, batch
+    JSONL, quota), the provider's sink takes it (batch translation included), and the record
+    takes over ``ex.reservation``. ``ex.purpose``, ``ex.filename`` and ``ex.expires_after``
+    are the caller's; on any failure nothing is stored and the reservation is kept."""
+    ex = ctx.ex
+    driver = UploadDriver(ex, None, True, _upload_chain(ctx.chain, ex), None)
+
+    async def body() -> None:
+        await driver.feed_file(chunks)
+
+    return await _into_sink(ctx, driver, body)
+
+
+async def _into_sink(ctx: "OperationContext", driver: UploadDriver,
+                     body: Callable[[], Awaitable[None]]) -> FileRecord:
+    """Run ``body`` (which feeds the driver), complete the sink and record the file; the sink
+    is aborted on any failure."""
+    ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
+    try:
+        await body()
         assert driver.sink is not None and driver.file_id is not None
         result = await driver.sink.complete()
     except BaseException:
@@ -328,7 +372,7 @@ async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
     )
     # Shielded: a client that disconnects now must not leave a stored file without its row.
     await asyncio.shield(_record(ctx, rec))
-    return orjson.dumps(rec.to_openai())
+    return rec
 
 
 async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHold, ctype: str) -> bytes:

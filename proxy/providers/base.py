@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..config import ProviderConfig
     from ..exchange import Exchange
     from ..store.base import FileRecord
+    from ..upload_parts import PartStore
     from .h1 import H1Stream
     from .sink import Sink
 
@@ -75,10 +76,28 @@ class Provider:
     async def open_sink(self, ex: "Exchange", file_id: str) -> "Sink":
         raise self.unsupported("files.create")
 
+    def part_store(self, ex: "Exchange | None") -> "PartStore | None":
+        """Where the parts of an Upload (``/v1/uploads``) to this provider wait, in this
+        provider's own backend, so that ``complete`` can ``compose`` them into a file there;
+        None: the gateway keeps them on its own disk and streams them into :meth:`open_sink`
+        (proxy/upload_parts.py). ``ex`` is None when the sweeper asks (expiry, outside a request)."""
+        return None
+
     async def upload_passthrough(
         self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
     ) -> UploadResult:
         raise self.unsupported("files.create")
+
+    # -- the Uploads API, pass-through types only -------------------------------------------
+    async def uploads_call(self, ex: "Exchange", suffix: str, body: bytes | None) -> bytes:
+        """``POST /uploads{suffix}`` upstream (create, ``/{id}/complete``, ``/{id}/cancel``)
+        with a JSON body: the 2xx answer in OpenAI's Upload shape."""
+        raise self.unsupported(ex.operation)
+
+    async def upload_part_passthrough(self, ex: "Exchange", upload_id: str, body: AsyncIterator[bytes],
+                                      content_type: str) -> bytes:
+        """``POST /uploads/{id}/parts`` upstream with the client's multipart body, streamed."""
+        raise self.unsupported(ex.operation)
 
     async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
         """Upstream listing (pass-through types only, for ids the gateway never saw)."""
