@@ -12,7 +12,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.conftest import client
+from tests.conftest import client, passthrough_config
 from tests.support import db_rows, wait_until
 from tests.test_local_files import batch_file, local_config
 from tests.test_tenancy import KEYS, auth_config
@@ -265,3 +265,49 @@ def test_unknown_upload_id_and_methods(start_gateway):
     assert e.value.body["code"] == "upload_not_found"
     r = httpx.get(gw.base_url + "/uploads/upload_x/cancel")
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
+
+
+# -- pass-through: openai and azure forward the four calls ---------------------------------
+
+
+@pytest.mark.parametrize("flavor", ["openai", "azure"])
+def test_passthrough_forwards_and_records_for_the_tenant(start_gateway, fake_openai, fake_azure, tmp_path, flavor):
+    fake = fake_openai if flavor == "openai" else fake_azure
+    name = "my-openai" if flavor == "openai" else "my-azure"
+    cfg = passthrough_config(fake_openai, fake_azure)
+    cfg.update(auth_config())
+    cfg["providers"] = passthrough_config(fake_openai, fake_azure)["providers"]
+    gw = start_gateway(cfg, env=KEYS)
+    headers = {"x-tfy-provider-name": name}
+    a = client(gw, "sk-team-a", default_headers=headers)
+    b = client(gw, "sk-team-b", default_headers=headers)
+    data = payload(3 * PART + 7)
+    src = tmp_path / "train.jsonl"
+    src.write_bytes(data)
+    up = a.uploads.upload_file_chunked(file=src, mime_type="application/jsonl", purpose="fine-tune", part_size=PART)
+    assert up.status == "completed" and up.id in fake.uploads and fake.uploads[up.id].status == "completed"
+    f = up.file
+    assert fake.files[f.id].sha256 == hashlib.sha256(data).hexdigest()
+    # The completed File is the tenant's: listed, readable, deletable by it only.
+    assert [x.id for x in a.files.list()] == [f.id] and list(b.files.list()) == []
+    assert hashlib.sha256(a.files.content(f.id).content).hexdigest() == hashlib.sha256(data).hexdigest()
+    with pytest.raises(openai.NotFoundError):
+        b.files.retrieve(f.id)
+    paths = [r.path for r in fake.requests.filter(method="POST") if "/uploads" in r.path]
+    prefix = "/v1" if flavor == "openai" else "/openai"
+    assert paths[0] == f"{prefix}/uploads" and paths[-1] == f"{prefix}/uploads/{up.id}/complete"
+    if flavor == "azure":
+        assert all(r.query.get("api-version") == "2024-10-21" for r in fake.requests if "/uploads" in r.path)
+    # Another tenant cannot touch the upload; cancel is forwarded and settles the quota.
+    other = a.uploads.create(bytes=5, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune")
+    with pytest.raises(openai.NotFoundError):
+        b.uploads.cancel(other.id)
+    assert a.uploads.cancel(other.id).status == "cancelled" and fake.uploads[other.id].status == "cancelled"
+    assert reservations(gw) == []
+    # The upstream's own errors come back OpenAI-shaped.
+    bad = a.uploads.create(bytes=5, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune")
+    p = a.uploads.parts.create(bad.id, data=b"1234")
+    with pytest.raises(openai.BadRequestError) as e:
+        a.uploads.complete(bad.id, part_ids=[p.id])
+    assert e.value.body["param"] == "part_ids"
+    assert db_rows(gw, "SELECT status FROM uploads WHERE id = ?", (bad.id,)) == [("pending",)]
