@@ -311,3 +311,29 @@ def test_passthrough_forwards_and_records_for_the_tenant(start_gateway, fake_ope
         a.uploads.complete(bad.id, part_ids=[p.id])
     assert e.value.body["param"] == "part_ids"
     assert db_rows(gw, "SELECT status FROM uploads WHERE id = ?", (bad.id,)) == [("pending",)]
+
+
+# -- anthropic: no part store of its own, parts on the gateway's disk ------------------------
+
+
+def test_anthropic_upload_streams_the_parts_upstream(start_gateway, tmp_path):
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+    from tests.test_anthropic_files import anthropic_config, chat_line
+
+    with FakeAnthropic(data_dir=tmp_path / "fake-anthropic") as fake:
+        gw = start_gateway(anthropic_config(fake))
+        c = client(gw, default_headers={"x-tfy-provider-name": "claude"})
+        data = payload(3 * PART + 11)
+        up = c.uploads.upload_file_chunked(file=data, filename="doc.bin", bytes=len(data),
+                                           mime_type="application/octet-stream", purpose="user_data", part_size=PART)
+        assert up.status == "completed" and up.file.bytes == len(data)
+        [stored] = fake.files.values()
+        assert stored.sha256 == hashlib.sha256(data).hexdigest()  # one streamed upload of the whole file
+        spool = gw.workdir / "sluicegate-data" / "uploads"
+        assert not spool.exists() or list(spool.iterdir()) == []
+        # A batch file is translated for Message Batches, as a single upload is.
+        lines = b"".join(chat_line(f"r{i}") for i in range(30))
+        single = c.files.create(file=("b.jsonl", lines), purpose="batch")
+        up = c.uploads.upload_file_chunked(file=lines, filename="b.jsonl", bytes=len(lines),
+                                           mime_type="application/jsonl", purpose="batch", part_size=500)
+        assert c.files.content(up.file.id).content == c.files.content(single.id).content
