@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .context import OperationContext
     from .exchange import Exchange
     from .providers.base import Provider
+    from .providers.sink import SinkResult
     from .store.base import Store
     from .upload_parts import PartStore
 
@@ -304,11 +305,14 @@ async def _receive_part(ctx: "OperationContext", up: UploadRecord, store: "PartS
                         raise _beyond_declared(up)
                     await sink.write(ev.data)
                 elif type(ev) is FileStart or type(ev) is Field:
+                    # As in files.create: each field once, a bounded number of them; only
+                    # ``data`` is read, other fields are ignored.
                     name = ev.name
-                    if name in seen or len(seen) >= MAX_FORM_PARTS:
-                        raise bad_request(f"The form field '{name[:64]}' was sent more than once; send each field once."
-                                          if name in seen else f"The form has more than {MAX_FORM_PARTS} fields.",
-                                          param="data" if name == "data" else None, code="duplicate_field")
+                    if name in seen:
+                        raise bad_request(f"The form field '{name[:64]}' was sent more than once; send each field once.",
+                                          param=name[:64], code="duplicate_field")
+                    if len(seen) >= MAX_FORM_PARTS:
+                        raise bad_request(f"The form has more than {MAX_FORM_PARTS} fields.", code="too_many_fields")
                     seen.add(name)
                     if name == "data":
                         if type(ev) is Field:
@@ -382,12 +386,13 @@ def _md5_mismatch(up: UploadRecord) -> GatewayError:
 async def _checked(chunks: AsyncIterator[bytes], md5: str | None, up: UploadRecord) -> AsyncIterator[bytes]:
     """The parts' bytes, hashed on the way when an ``md5`` is given: a mismatch fails before
     the end of the file, so the sink is aborted and nothing is stored."""
-    digest = hashlib.md5(usedforsecurity=False) if md5 else None
+    expected = md5.lower() if md5 else None
+    digest = hashlib.md5(usedforsecurity=False) if expected else None
     async for chunk in chunks:
         if digest is not None:
             digest.update(chunk)
         yield chunk
-    if digest is not None and digest.hexdigest() != md5.lower():  # type: ignore[union-attr]  # md5 set with digest
+    if digest is not None and digest.hexdigest() != expected:
         raise _md5_mismatch(up)
 
 
@@ -433,17 +438,20 @@ async def _assemble(ctx: "OperationContext", up: UploadRecord, parts: list[PartR
         if md5:
             async for _ in _checked(own.read(refs), md5, up):
                 pass
-        return await _record_composed(ctx, up, await own.compose(refs, {"file_id": new_id("file-")}), reservation)
+        file_id = new_id("file-")
+        return await _record_composed(ctx, up, file_id, await own.compose(refs, {"file_id": file_id}), reservation)
     store = own if own is not None else _disk_parts(ctx.data_dir)
     return await store_file(ctx, _checked(store.read(refs), md5, up))
 
 
-async def _record_composed(ctx: "OperationContext", up: UploadRecord, result: Any,
+async def _record_composed(ctx: "OperationContext", up: UploadRecord, file_id: str, result: "SinkResult",
                            reservation: UploadReservation) -> FileRecord:
+    """Record the file ``compose`` made (``dest = {"file_id": …}``: the part store places it
+    where the provider's own sink would put that file, and says where in ``location``)."""
     ex = ctx.ex
     assert ex.provider is not None and ex.tenant is not None
     created = int(time.time())
-    rec = FileRecord(id=_file_id_of(result.location), tenant=ex.tenant.name, provider=ex.provider.name,
+    rec = FileRecord(id=file_id, tenant=ex.tenant.name, provider=ex.provider.name,
                      filename=up.filename, purpose=up.purpose, bytes=result.bytes, created_at=created,
                      location=result.location,
                      expires_at=created + up.file_expires_after if up.file_expires_after else None)
@@ -459,12 +467,6 @@ async def _record_composed(ctx: "OperationContext", up: UploadRecord, result: An
             raise quota_error(ex.tenant.name, exc.used, exc.adding, exc.quota) from None
         raise
     return rec
-
-
-def _file_id_of(location: Mapping[str, Any]) -> str:
-    """A composed file's id: the part stores place it at ``dest["file_id"]`` and name it there."""
-    fid = location.get("file_id") or os.path.basename(str(location.get("path") or location.get("key") or ""))
-    return str(fid)
 
 
 async def _complete_passthrough(ctx: "OperationContext") -> bytes:
