@@ -337,3 +337,21 @@ def test_anthropic_upload_streams_the_parts_upstream(start_gateway, tmp_path):
         up = c.uploads.upload_file_chunked(file=lines, filename="b.jsonl", bytes=len(lines),
                                            mime_type="application/jsonl", purpose="batch", part_size=500)
         assert c.files.content(up.file.id).content == c.files.content(single.id).content
+
+
+def test_client_gone_mid_part_leaves_no_part(start_gateway):
+    import socket
+
+    gw = start_gateway(local_config())
+    c = client(gw)
+    up = new_upload(c, 10 << 20)
+    head = (b'--b\r\nContent-Disposition: form-data; name="data"; filename="upload"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
+        s.sendall(f"POST /v1/uploads/{up.id}/parts HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                  f"boundary=b\r\nContent-Length: {len(head) + (5 << 20) + 8}\r\n\r\n".encode() + head + b"x" * (1 << 20))
+        assert wait_until(lambda: any(p.endswith(".partial") for p in parts_on_disk(gw)), timeout=30)
+    # The part being written is removed with the connection; the upload is untouched.
+    assert wait_until(lambda: not any(p.endswith(".partial") for p in parts_on_disk(gw)), timeout=30)
+    assert part_rows(gw) == 0 and db_rows(gw, "SELECT status FROM uploads") == [("pending",)]
+    assert len(reservations(gw)) == 1  # the upload's own, until complete/cancel/expiry

@@ -85,3 +85,29 @@ def test_bedrock_batch_upload_translated_like_a_single_upload(env: Env) -> None:
     assert keys(env.s3, env.bucket, "bedrock/") == before and pending_uploads(env.s3, env.bucket) == []
     c.uploads.cancel(u.id)
     assert env.spooled_parts() == []
+
+
+def test_256mib_upload_in_64mib_parts_to_s3_flat_memory(env: Env, tmp_path) -> None:
+    """Parts spooled to disk and streamed from it into the S3 multipart upload: gateway RSS
+    stays flat (tests/test_memory.py's budget; the 1 GiB of issue 11 runs in bench/uploads.py)."""
+    from tests.fakes.bigfile import make_big_file
+    from tests.test_memory import BUDGET
+
+    size = 256 * MiB
+    src = tmp_path / "big.bin"
+    digest = make_big_file(src, size)
+    c = client(env.gw, timeout=300)
+    idle = env.gw.rss()
+    env.gw.reset_peak_rss()
+    up = c.uploads.upload_file_chunked(file=src, mime_type="application/octet-stream", purpose="user_data",
+                                       part_size=64 * MiB)
+    peak = env.gw.peak_rss()
+    assert up.file.bytes == size
+    [key] = [k for k in keys(env.s3, env.bucket, "s3/") if up.file.id in k]
+    body = env.s3.get_object(Bucket=env.bucket, Key=key)["Body"]
+    h = hashlib.sha256()
+    while chunk := body.read(1 << 20):
+        h.update(chunk)
+    assert h.hexdigest() == digest
+    assert peak - idle < BUDGET, f"the upload raised peak RSS by {(peak - idle) >> 20} MiB"
+    c.files.delete(up.file.id)
