@@ -141,7 +141,7 @@ def _create_fields(body: Mapping[str, Any]) -> tuple[str, str, int, str, int | N
         raise bad_request("filename must be a non-empty string.", param="filename", code="invalid_type")
     if not isinstance(mime_type, str) or not mime_type:
         raise bad_request("mime_type must be a non-empty string.", param="mime_type", code="invalid_type")
-    if purpose not in PURPOSES:
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
         shown = purpose[:64] if isinstance(purpose, str) else repr(purpose)[:64]
         raise bad_request(f"'{shown}' is not a valid purpose; use one of: {', '.join(sorted(PURPOSES))}.",
                           param="purpose", code="invalid_purpose")

@@ -121,6 +121,12 @@ def test_errors_leave_nothing_behind(start_gateway):
     with pytest.raises(openai.BadRequestError) as e:
         c.post("/uploads", body={"filename": "a", "mime_type": "x", "purpose": "assistants"}, cast_to=object)
     assert e.value.body["code"] == "missing_required_parameter" and e.value.body["param"] == "bytes"
+    for bad in ({"purpose": {}}, {"bytes": -1}, {"bytes": True}, {"filename": ""}, {"mime_type": 3},
+                {"expires_after": {"anchor": "created_at", "seconds": 5}}):
+        body = {"bytes": 1, "filename": "a", "mime_type": "x", "purpose": "assistants", **bad}
+        with pytest.raises(openai.BadRequestError) as e:
+            c.post("/uploads", body=body, cast_to=object)
+        assert e.value.body["param"].split(".")[0] == next(iter(bad)), bad
 
     up = new_upload(c, 10)
     a = c.uploads.parts.create(up.id, data=b"aaaa")
