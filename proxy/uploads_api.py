@@ -61,7 +61,7 @@ log = logging.getLogger("sluicegate.uploads")
 MAX_PART = 64 << 20
 MAX_UPLOAD = 8 << 30
 UPLOAD_TTL = 3600
-MAX_PART_IDS = 10_000
+MAX_PARTS = 10_000  # parts per upload (and part_ids per complete): bounds rows, not bytes
 # A ``complete`` still running this long after its upload's expiry is taken to have died with
 # its process: the sweeper expires the upload then.
 COMPLETING_GRACE = 3600
@@ -224,10 +224,16 @@ async def uploads_parts(ctx: "OperationContext") -> web.StreamResponse:
         return ctx.json_response(await _part_passthrough(ctx, upstream_id))
     up = _upload(ex)
     store = part_store_for(ex.provider, ex, ctx.data_dir)
-    part = await _receive_part(ctx, up, store)
+    try:
+        part = await _receive_part(ctx, up, store)
+    except OSError:
+        # The upload was settled while this part was written (a cancel, the sweeper): its
+        # files went with it. That, not the I/O error, is the client's answer.
+        await _raise_if_settled(ctx, up)
+        raise
     ref = PartRef(part_id=part.id, bytes=part.bytes, location=part.location)
     try:
-        outcome = await asyncio.shield(ctx.store.add_part(part, max_total=up.bytes))
+        outcome = await asyncio.shield(ctx.store.add_part(part, max_total=up.bytes, max_parts=MAX_PARTS))
     except BaseException:
         await asyncio.shield(store.delete([ref]))
         raise
@@ -235,9 +241,17 @@ async def uploads_parts(ctx: "OperationContext") -> web.StreamResponse:
         await asyncio.shield(store.delete([ref]))
         if outcome == "too_large":
             raise _beyond_declared(up)
-        latest = await ctx.store.get_upload(up.id)
-        raise _not_pending(latest or up, time.time())
+        if outcome == "too_many":
+            raise bad_request(f"Upload {up.id} has {MAX_PARTS} parts already.", param="data", code="too_many_parts")
+        await _raise_if_settled(ctx, up)
+        raise _not_pending(up, time.time())
     return ctx.json_response(orjson.dumps(part.to_openai()))
+
+
+async def _raise_if_settled(ctx: "OperationContext", up: UploadRecord) -> None:
+    latest = await ctx.store.get_upload(up.id)
+    if latest is None or latest.status != "pending" or latest.expired(time.time()):
+        raise _not_pending(latest or up, time.time())
 
 
 async def _part_passthrough(ctx: "OperationContext", upload_id: str) -> bytes:
@@ -348,8 +362,8 @@ def _complete_fields(body: Mapping[str, Any]) -> tuple[list[str], str | None]:
         raise bad_request("Missing required parameter: 'part_ids'.", param="part_ids", code="missing_required_parameter")
     if not isinstance(part_ids, list) or not all(isinstance(p, str) for p in part_ids):
         raise bad_request("part_ids must be an array of strings.", param="part_ids", code="invalid_type")
-    if len(part_ids) > MAX_PART_IDS:
-        raise bad_request(f"part_ids can name at most {MAX_PART_IDS} parts.", param="part_ids")
+    if len(part_ids) > MAX_PARTS:
+        raise bad_request(f"part_ids can name at most {MAX_PARTS} parts.", param="part_ids")
     if md5 is not None and not isinstance(md5, str):
         raise bad_request("md5 must be a string.", param="md5", code="invalid_type")
     return part_ids, md5 or None

@@ -401,15 +401,18 @@ async def test_parts_only_while_pending_and_within_the_declared_size(replicas):
     a, b = await replicas(), await replicas()  # two workers / replicas on one database
     await a.add_upload(upload(1, size=100))
     # Concurrent parts from two replicas: together they never pass the declared 100 bytes.
-    results = await asyncio.gather(*((a if i % 2 else b).add_part(part(i, "upload_1", 30), max_total=100)
+    results = await asyncio.gather(*((a if i % 2 else b).add_part(part(i, "upload_1", 30), max_total=100, max_parts=5)
                                      for i in range(6)))
     assert sorted(results) == ["ok"] * 3 + ["too_large"] * 3
     assert sum(p.bytes for p in await b.upload_parts("upload_1")) == 90
-    assert await a.add_part(part(9, "upload_nope", 1), max_total=100) == "not_pending"
+    # At most max_parts parts, whatever their size (empty parts too).
+    assert [await a.add_part(part(20 + i, "upload_1", 0), max_total=100, max_parts=5) for i in range(3)] == \
+        ["ok", "ok", "too_many"]
+    assert await a.add_part(part(9, "upload_nope", 1), max_total=100, max_parts=5) == "not_pending"
     await b.move_upload("upload_1", ("pending",), "cancelled")
-    assert await a.add_part(part(10, "upload_1", 1), max_total=100) == "not_pending"
+    assert await a.add_part(part(10, "upload_1", 1), max_total=100, max_parts=5) == "not_pending"
     gone = await a.delete_parts("upload_1")
-    assert len(gone) == 3 and gone[0].location["path"].startswith("upload_1/")
+    assert len(gone) == 5 and gone[0].location["path"].startswith("upload_1/")
     assert await b.upload_parts("upload_1") == [] and await b.delete_parts("upload_1") == []
 
 

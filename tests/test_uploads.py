@@ -361,3 +361,25 @@ def test_client_gone_mid_part_leaves_no_part(start_gateway):
     assert wait_until(lambda: not any(p.endswith(".partial") for p in parts_on_disk(gw)), timeout=30)
     assert part_rows(gw) == 0 and db_rows(gw, "SELECT status FROM uploads") == [("pending",)]
     assert len(reservations(gw)) == 1  # the upload's own, until complete/cancel/expiry
+
+
+def test_cancel_while_a_part_streams_answers_the_part_with_the_cancel(start_gateway):
+    import socket
+
+    gw = start_gateway(local_config())
+    c = client(gw)
+    up = new_upload(c, 10 << 20)
+    head = (b'--b\r\nContent-Disposition: form-data; name="data"; filename="upload"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n")
+    tail = b"\r\n--b--\r\n"
+    size = 2 << 20
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
+        s.sendall(f"POST /v1/uploads/{up.id}/parts HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                  f"boundary=b\r\nContent-Length: {len(head) + size + len(tail)}\r\n\r\n".encode()
+                  + head + b"x" * (size // 2))
+        assert wait_until(lambda: any(p.endswith(".partial") for p in parts_on_disk(gw)), timeout=30)
+        assert c.uploads.cancel(up.id).status == "cancelled"
+        s.sendall(b"x" * (size // 2) + tail)
+        answer = s.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 400") and "upload_cancelled" in answer, answer
+    assert parts_on_disk(gw) == [] and part_rows(gw) == 0 and reservations(gw) == []

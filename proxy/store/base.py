@@ -194,10 +194,11 @@ class Store(Protocol):
         ``from_status``; return the record as it now is, or None if it was not (of concurrent
         moves from one status, exactly one wins)."""
 
-    async def add_part(self, part: PartRecord, *, max_total: int) -> str:
-        """Insert ``part`` in one step with the checks that the upload is ``pending`` and that
-        its parts together stay within ``max_total`` bytes: ``"ok"``, ``"not_pending"`` (the
-        upload is gone or no longer pending) or ``"too_large"`` (nothing inserted)."""
+    async def add_part(self, part: PartRecord, *, max_total: int, max_parts: int) -> str:
+        """Insert ``part`` in one step with the checks that the upload is ``pending``, that its
+        parts together stay within ``max_total`` bytes and number at most ``max_parts``:
+        ``"ok"``, ``"not_pending"`` (the upload is gone or no longer pending), ``"too_large"``
+        or ``"too_many"`` (nothing inserted)."""
 
     async def upload_parts(self, upload_id: str) -> list[PartRecord]: ...
 

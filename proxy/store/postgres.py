@@ -385,16 +385,19 @@ class PostgresStore:
             f" RETURNING {_UPLOAD_COLS}", to_status, file_id, upload_id, list(from_status))
         return row_to_upload(row) if row is not None else None
 
-    async def add_part(self, part: PartRecord, *, max_total: int) -> str:
+    async def add_part(self, part: PartRecord, *, max_total: int, max_parts: int) -> str:
         async with self.pool.acquire() as conn, conn.transaction():
             # The upload's row lock orders concurrent parts (any replica) and a complete/cancel.
             status = await conn.fetchval("SELECT status FROM uploads WHERE id = $1 FOR UPDATE", part.upload_id)
             if status != "pending":
                 return "not_pending"
-            total = int(await conn.fetchval(
-                "SELECT COALESCE(SUM(bytes), 0) FROM upload_parts WHERE upload_id = $1", part.upload_id))
-            if total + part.bytes > max_total:
+            row = await conn.fetchrow(
+                "SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_parts WHERE upload_id = $1", part.upload_id)
+            assert row is not None  # an aggregate always yields one row
+            if int(row[0]) + part.bytes > max_total:
                 return "too_large"
+            if row[1] >= max_parts:
+                return "too_many"
             await conn.execute(f"INSERT INTO upload_parts ({_PART_COLS}) VALUES ($1,$2,$3,$4,$5)",
                                part.id, part.upload_id, part.bytes, part.created_at,
                                orjson.dumps(part.location).decode())

@@ -352,18 +352,20 @@ class SQLiteStore:
                 row = await cur.fetchone()
         return row_to_upload(row) if row is not None else None
 
-    async def add_part(self, part: PartRecord, *, max_total: int) -> str:
+    async def add_part(self, part: PartRecord, *, max_total: int, max_parts: int) -> str:
         async with self._immediate() as db:
             async with db.execute("SELECT status FROM uploads WHERE id = ?", (part.upload_id,)) as cur:
                 row = await cur.fetchone()
             if row is None or row[0] != "pending":
                 return "not_pending"
-            async with db.execute("SELECT COALESCE(SUM(bytes), 0) FROM upload_parts WHERE upload_id = ?",
+            async with db.execute("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_parts WHERE upload_id = ?",
                                   (part.upload_id,)) as cur:
                 total = await cur.fetchone()
             assert total is not None  # an aggregate always yields one row
             if total[0] + part.bytes > max_total:
                 return "too_large"
+            if total[1] >= max_parts:
+                return "too_many"
             await db.execute(f"INSERT INTO upload_parts ({_PART_COLS}) VALUES (?,?,?,?,?)",
                              (part.id, part.upload_id, part.bytes, part.created_at,
                               orjson.dumps(part.location).decode()))
