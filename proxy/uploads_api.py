@@ -260,20 +260,16 @@ async def _part_passthrough(ctx: "OperationContext", upload_id: str) -> bytes:
     ex = ctx.ex
     assert ex.provider is not None
 
-    async def body() -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in client_chunks(ex.request):
-            size += len(chunk)
-            if size > MAX_PART + FORM_ALLOWANCE:
-                raise _part_too_large()
-            ex.file_bytes = size
-            yield chunk
-
     failure: list[BaseException] = []
 
-    async def checked() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        size = 0
         try:
-            async for chunk in body():
+            async for chunk in client_chunks(ex.request):
+                size += len(chunk)
+                if size > MAX_PART + FORM_ALLOWANCE:
+                    raise _part_too_large()
+                ex.file_bytes = size
                 yield chunk
         except BaseException as exc:
             failure.append(exc)
@@ -281,7 +277,7 @@ async def _part_passthrough(ctx: "OperationContext", upload_id: str) -> bytes:
 
     try:
         result = await ex.provider.upload_part_passthrough(
-            ex, upload_id, checked(), ex.request.headers.get("Content-Type", ""))
+            ex, upload_id, body(), ex.request.headers.get("Content-Type", ""))
     except BaseException as exc:
         # The HTTP client wraps errors raised inside the body generator; report the real one.
         if failure and failure[0] is not exc:
