@@ -150,7 +150,7 @@ class ProviderRouteFilter(Filter):
             ex.upload_record = up
             return
         provider = self.named(ex) or self.default
-        if not (provider.passthrough and self.may_reach_unseen(ex, provider)):
+        if not (provider.forwards_uploads and self.may_reach_unseen(ex, provider)):
             raise self._not_found(ex)
         ex.provider = provider
 

@@ -34,6 +34,7 @@ from .field_order import SPOOL_DIR, FileHold, RawHold, Spool, largest_file_limit
 from .ids import new_id
 from .limits import FORM_ALLOWANCE
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser
+from .providers.base import UploadResult
 from .reservations import UploadReservation
 from .store.base import FileRecord, QuotaExceeded
 from .units import size_and_bytes
@@ -419,6 +420,14 @@ async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHo
         raise
     if driver.failure is not None:
         raise driver.failure
+    await _record_upstream(ctx, result)
+    return orjson.dumps(result.file)
+
+
+async def _record_upstream(ctx: "OperationContext", result: UploadResult) -> FileRecord:
+    """The file a pass-through upload created upstream, recorded for the tenant."""
+    ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     f = result.file
     upstream_created = f.get("created_at")
     created = upstream_created if isinstance(upstream_created, int) else int(time.time())
@@ -429,7 +438,55 @@ async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHo
         expires_at=f.get("expires_at"), status=f.get("status") or "processed",
     )
     await asyncio.shield(_record(ctx, rec))
-    return orjson.dumps(f)
+    return rec
+
+
+async def store_file_upstream(ctx: "OperationContext", chunks: AsyncIterator[bytes], size: int) -> FileRecord:
+    """A file the gateway already has (``size`` bytes, an Upload's parts) sent to a
+    pass-through provider as one streamed files.create: the multipart body is framed here
+    (``purpose``, the file, ``expires_after``), every chunk goes through the filters and the
+    provider's upload rules before it is forwarded (a refused chunk is never sent: the
+    upstream sees a truncated body and stores nothing), and the file is recorded as a tee's."""
+    ex = ctx.ex
+    assert ex.provider is not None
+    driver = UploadDriver(ex, None, False, _upload_chain(ctx.chain, ex), None)
+    boundary = "sluicegate-" + new_id("", 24)
+    # The client's filename in a quoted header parameter: no quote, backslash or control byte.
+    filename = "".join("_" if ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in ex.filename or "upload")
+    fields = [("purpose", ex.purpose or "")]
+    if ex.expires_after is not None:
+        fields += [("expires_after[anchor]", "created_at"), ("expires_after[seconds]", str(ex.expires_after))]
+    head = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                    for name, value in fields)
+    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+             "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    ex.content_length = len(head) + size + len(tail)  # the upstream request's Content-Length
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield head
+            driver.file_seen = True
+            await driver._file_start()
+            async for chunk in chunks:
+                await driver._file_data(chunk)  # checked first, forwarded after
+                yield chunk
+            driver.chain.on_file_end(ex)
+            await driver.chain.on_upload_complete(ex)
+            yield tail
+        except BaseException as exc:
+            driver.failure = exc
+            raise
+
+    try:
+        result = await ex.provider.upload_passthrough(ex, body(), f"multipart/form-data; boundary={boundary}")
+    except BaseException as exc:
+        if driver.failure is not None and driver.failure is not exc:
+            raise driver.failure from None
+        raise
+    if driver.failure is not None:
+        raise driver.failure
+    return await _record_upstream(ctx, result)
 
 
 async def _record(ctx: "OperationContext", rec: FileRecord) -> None:

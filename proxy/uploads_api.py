@@ -43,7 +43,7 @@ from .providers.local import DiskPartStore
 from .reservations import UPLOAD_OWNER, UploadReservation
 from .store.base import FileRecord, PartRecord, QuotaExceeded, UploadRecord
 from .upload_parts import PartRef
-from .uploads import MAX_EXPIRES, MAX_FIELD_SIZE, MAX_FORM_PARTS, MIN_EXPIRES, PURPOSES, store_file
+from .uploads import MAX_EXPIRES, MAX_FIELD_SIZE, MAX_FORM_PARTS, MIN_EXPIRES, PURPOSES, store_file, store_file_upstream
 from .units import size_and_bytes
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ async def uploads_create(ctx: "OperationContext") -> web.StreamResponse:
                            purpose=purpose, bytes=declared, mime_type=mime_type, created_at=created,
                            expires_at=created + UPLOAD_TTL, reservation=res.id, file_expires_after=file_expires)
         body: bytes
-        if provider.passthrough:
+        if provider.forwards_uploads:
             body = await provider.uploads_call(ex, "", ex.raw_body)
             obj = _upstream_object(body, provider)
             rec.id = rec.upstream_id = obj["id"]
@@ -193,7 +193,7 @@ async def uploads_create(ctx: "OperationContext") -> web.StreamResponse:
         await res.release()
         raise
     ex.object_id = rec.id
-    if not provider.passthrough:
+    if not provider.forwards_uploads:
         body = orjson.dumps(rec.to_openai())
     return ctx.json_response(body)
 
@@ -219,7 +219,7 @@ async def uploads_parts(ctx: "OperationContext") -> web.StreamResponse:
     up = ex.upload_record
     if up is not None:
         _check_pending(up)
-    if ex.provider.passthrough:
+    if ex.provider.forwards_uploads:
         upstream_id = (up.upstream_id or up.id) if up is not None else ex.object_id or ""
         return ctx.json_response(await _part_passthrough(ctx, upstream_id))
     up = _upload(ex)
@@ -410,7 +410,7 @@ async def uploads_complete(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None and ex.tenant is not None
     part_ids, md5 = _complete_fields(_json(ex))
-    if ex.provider.passthrough:
+    if ex.provider.forwards_uploads:
         return ctx.json_response(await _complete_passthrough(ctx))
     up = _upload(ex)
     _check_pending(up)
@@ -451,7 +451,10 @@ async def _assemble(ctx: "OperationContext", up: UploadRecord, parts: list[PartR
         file_id = new_id("file-")
         return await _record_composed(ctx, up, file_id, await own.compose(refs, {"file_id": file_id}), reservation)
     store = own if own is not None else _disk_parts(ctx.data_dir)
-    return await store_file(ctx, _checked(store.read(refs), md5, up))
+    chunks = _checked(store.read(refs), md5, up)
+    if provider.passthrough:  # an upstream without an Uploads API (groq): one streamed files.create
+        return await store_file_upstream(ctx, chunks, up.bytes)
+    return await store_file(ctx, chunks)
 
 
 async def _record_composed(ctx: "OperationContext", up: UploadRecord, file_id: str, result: "SinkResult",
@@ -514,7 +517,7 @@ async def uploads_cancel(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None
     up = ex.upload_record
-    if ex.provider.passthrough:
+    if ex.provider.forwards_uploads:
         upstream_id = (up.upstream_id or up.id) if up is not None else ex.object_id or ""
         raw = await ex.provider.uploads_call(ex, f"/{upstream_id}/cancel", None)
         if up is not None:
@@ -565,12 +568,12 @@ async def sweep_uploads(store: "Store", providers: Mapping[str, "Provider"], dat
         if claimed is None:
             continue
         provider = providers.get(up.provider)
-        parts = part_store_for(provider, None, data_dir) if provider is not None and not provider.passthrough else None
+        parts = part_store_for(provider, None, data_dir) if provider is not None and not provider.forwards_uploads else None
         await _settle(store, parts, claimed, "expired", None, release=True)
         expired += 1
     disks = [_disk_parts(data_dir)]
     for provider in providers.values():
-        own = None if provider.passthrough else provider.part_store(None)
+        own = None if provider.forwards_uploads else provider.part_store(None)
         if isinstance(own, DiskPartStore):
             disks.append(own)
     for disk in disks:

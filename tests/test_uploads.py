@@ -383,3 +383,35 @@ def test_cancel_while_a_part_streams_answers_the_part_with_the_cancel(start_gate
         answer = s.recv(65536).decode()
     assert answer.startswith("HTTP/1.1 400") and "upload_cancelled" in answer, answer
     assert parts_on_disk(gw) == [] and part_rows(gw) == 0 and reservations(gw) == []
+
+
+# -- groq: an OpenAI-compatible upstream without an Uploads API -----------------------------
+
+
+def test_groq_upload_is_assembled_and_sent_as_one_streamed_file(start_gateway, tmp_path):
+    from tests.fakes.groq_upstream import FakeGroq
+    from tests.test_groq_files import groq_config
+
+    with FakeGroq(data_dir=tmp_path / "fake-groq") as fake:
+        gw = start_gateway(groq_config(fake))
+        c = client(gw, default_headers={"x-tfy-provider-name": "my-groq"})
+        lines = batch_file(300)
+        up = c.uploads.upload_file_chunked(file=lines, filename='in "x".jsonl', bytes=len(lines),
+                                           mime_type="application/jsonl", purpose="batch", part_size=4000)
+        assert up.status == "completed" and up.file.id in fake.files
+        assert fake.files[up.file.id].sha256 == hashlib.sha256(lines).hexdigest()
+        assert not any("/uploads" in r.path for r in fake.requests)  # Groq has none: never forwarded
+        assert c.files.content(up.file.id).content == lines
+        assert [f.id for f in c.files.list()] == [up.file.id]
+        # Groq's rule (purpose batch) and the batch rules run before anything is stored upstream.
+        bad = batch_file(20) + b"{}\n"
+        u = new_upload(c, len(bad), purpose="batch", filename="b.jsonl")
+        p = c.uploads.parts.create(u.id, data=bad)
+        with pytest.raises(openai.BadRequestError) as e:
+            c.uploads.complete(u.id, part_ids=[p.id])
+        assert "line 21" in e.value.body["message"] and len(fake.files) == 1
+        u = new_upload(c, 3, filename="a.txt")
+        p = c.uploads.parts.create(u.id, data=b"abc")
+        with pytest.raises(openai.BadRequestError) as e:
+            c.uploads.complete(u.id, part_ids=[p.id])
+        assert e.value.body["param"] == "purpose" and len(fake.files) == 1

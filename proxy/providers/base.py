@@ -51,6 +51,7 @@ class UploadResult:
 class Provider:
     type = "base"
     passthrough = False            # uploads are a raw-byte tee to the upstream
+    forwards_uploads = False       # the upstream has the Uploads API (/v1/uploads) itself: forwarded
     serves_unseen_ids = False      # can answer for ids the gateway never recorded
     serves_responses = False       # implements the Responses API (call_responses/open_responses)
 

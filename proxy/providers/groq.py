@@ -61,6 +61,7 @@ class GroqUploadRules(Filter):
 
 class GroqProvider(OpenAIProvider):
     type = "groq"
+    forwards_uploads = False   # Groq has no Uploads API: the gateway assembles (proxy/uploads_api.py)
 
     config: GroqConfig
 

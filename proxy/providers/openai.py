@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class OpenAIProvider(Provider):
     type = "openai"
     passthrough = True
+    forwards_uploads = True        # azure too (its own paths); not groq, which has no Uploads API
     serves_unseen_ids = True
     serves_responses = True        # azure and groq inherit it
 
