@@ -259,7 +259,7 @@ async def handle_upload(ctx: "OperationContext") -> bytes:
     assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     ctype = ex.request.headers.get("Content-Type")
     parser = MultipartParser(ctx.boundary, max_field_size=MAX_FIELD_SIZE)
-    chain = _upload_chain(ctx.chain, ex)
+    chain = upload_chain(ctx.chain, ex)
     limits = ctx.limits
     hold_limit = largest_file_limit(limits.max_file_size, limits.max_batch_file_size, ex.provider.config.max_file_size)
     spool_dir = os.path.join(ctx.data_dir, SPOOL_DIR)
@@ -283,7 +283,7 @@ async def handle_upload(ctx: "OperationContext") -> bytes:
         await res.release()
 
 
-def _upload_chain(chain: "FilterChain", ex: "Exchange") -> "FilterChain":
+def upload_chain(chain: "FilterChain", ex: "Exchange") -> "FilterChain":
     """This upload's filters: the exchange's chain, then the provider's upload rules (one
     hook system: a provider's rules are a filter like any other). ``append`` changes this
     exchange's chain only."""
@@ -341,7 +341,7 @@ async def store_file(ctx: "OperationContext", chunks: AsyncIterator[bytes]) -> F
     takes over ``ex.reservation``. ``ex.purpose``, ``ex.filename`` and ``ex.expires_after``
     are the caller's; on any failure nothing is stored and the reservation is kept."""
     ex = ctx.ex
-    driver = UploadDriver(ex, None, True, _upload_chain(ctx.chain, ex), None)
+    driver = UploadDriver(ex, None, True, upload_chain(ctx.chain, ex), None)
 
     async def body() -> None:
         await driver.feed_file(chunks)
@@ -449,7 +449,7 @@ async def store_file_upstream(ctx: "OperationContext", chunks: AsyncIterator[byt
     upstream sees a truncated body and stores nothing), and the file is recorded as a tee's."""
     ex = ctx.ex
     assert ex.provider is not None
-    driver = UploadDriver(ex, None, False, _upload_chain(ctx.chain, ex), None)
+    driver = UploadDriver(ex, None, False, upload_chain(ctx.chain, ex), None)
     boundary = "sluicegate-" + new_id("", 24)
     # The client's filename in a quoted header parameter: no quote, backslash or control byte.
     filename = "".join("_" if ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in ex.filename or "upload")

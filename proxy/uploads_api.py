@@ -43,7 +43,8 @@ from .providers.local import DiskPartStore
 from .reservations import UPLOAD_OWNER, UploadReservation
 from .store.base import FileRecord, PartRecord, QuotaExceeded, UploadRecord
 from .upload_parts import PartRef
-from .uploads import MAX_EXPIRES, MAX_FIELD_SIZE, MAX_FORM_PARTS, MIN_EXPIRES, PURPOSES, store_file, store_file_upstream
+from .uploads import (MAX_EXPIRES, MAX_FIELD_SIZE, MAX_FORM_PARTS, MIN_EXPIRES, PURPOSES, store_file,
+                      store_file_upstream, upload_chain)
 from .units import size_and_bytes
 
 if TYPE_CHECKING:
@@ -444,7 +445,9 @@ async def _assemble(ctx: "OperationContext", up: UploadRecord, parts: list[PartR
     ex.reservation = reservation
     if own is not None and up.purpose != "batch":
         # Into the provider's backend unchanged: composed there, no byte through the gateway
-        # (an md5 to check is the exception: the parts are read once to hash them).
+        # (an md5 to check is the exception: the parts are read once to hash them). The rules
+        # that need no bytes still run: the filters' and the provider's at the file's start.
+        upload_chain(ctx.chain, ex).on_file_start(ex)
         if md5:
             async for _ in _checked(own.read(refs), md5, up):
                 pass
