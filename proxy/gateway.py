@@ -17,7 +17,7 @@ from . import openapi
 from .context import error_response
 from .errors import GatewayError
 from .janitor import clean_orphans
-from .uploads_api import sweep_uploads
+from .upload_expiry import sweep_uploads
 from .pipeline import Pipeline
 from .providers import create_provider
 from .routes import Router

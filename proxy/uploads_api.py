@@ -19,7 +19,7 @@ Four operations (docs/provider-facts.md §1.7): ``create`` (the declared ``bytes
 State is in the store (``uploads``, ``upload_parts``), so parts sent to different replicas
 assemble. The declared ``bytes`` are reserved against the tenant's quota at create (a
 reservation owned by the upload, :data:`proxy.reservations.UPLOAD_OWNER`) and settled at
-complete (it becomes the file), cancel or expiry (released). :func:`sweep_uploads` expires
+complete (it becomes the file), cancel or expiry (released); proxy/upload_expiry.py expires
 pending uploads with their parts and removes what a crash left on disk.
 """
 from __future__ import annotations
@@ -63,16 +63,11 @@ MAX_PART = 64 << 20
 MAX_UPLOAD = 8 << 30
 UPLOAD_TTL = 3600
 MAX_PARTS = 10_000  # parts per upload (and part_ids per complete): bounds rows, not bytes
-# A ``complete`` still running this long after its upload's expiry is taken to have died with
-# its process: the sweeper expires the upload then.
-COMPLETING_GRACE = 3600
-# Settled upload rows are kept this long after their expiry (retrieve-by-id is not an
-# operation, so they only answer "not pending" errors), then purged.
-SETTLED_RETENTION = 7 * 24 * 3600
 SPOOL = "uploads"  # <data_dir>/uploads: parts of providers without a part store of their own
 
 
-def _disk_parts(data_dir: str) -> DiskPartStore:
+def disk_parts(data_dir: str) -> DiskPartStore:
+    """The gateway's own disk, for the parts of providers without a part store."""
     return DiskPartStore(os.path.join(data_dir, SPOOL))
 
 
@@ -80,7 +75,7 @@ def part_store_for(provider: "Provider", ex: "Exchange | None", data_dir: str) -
     """Where this provider's parts wait: its own part store, else the gateway's disk (``ex``
     is None for the sweeper)."""
     own = provider.part_store(ex)
-    return own if own is not None else _disk_parts(data_dir)
+    return own if own is not None else disk_parts(data_dir)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -426,7 +421,7 @@ async def uploads_complete(ctx: "OperationContext") -> web.StreamResponse:
         # The client may fix its part_ids and complete again: the upload stays pending.
         await asyncio.shield(ctx.store.move_upload(up.id, ("completing",), "pending"))
         raise
-    await asyncio.shield(_settle(ctx.store, part_store_for(ex.provider, ex, ctx.data_dir), claimed, "completed",
+    await asyncio.shield(settle(ctx.store, part_store_for(ex.provider, ex, ctx.data_dir), claimed, "completed",
                                  rec.id, release=False))
     ex.object_id = up.id
     return ctx.json_response(orjson.dumps(claimed.to_openai("completed", rec.to_openai())))
@@ -453,7 +448,7 @@ async def _assemble(ctx: "OperationContext", up: UploadRecord, parts: list[PartR
                 pass
         file_id = new_id("file-")
         return await _record_composed(ctx, up, file_id, await own.compose(refs, {"file_id": file_id}), reservation)
-    store = own if own is not None else _disk_parts(ctx.data_dir)
+    store = own if own is not None else disk_parts(ctx.data_dir)
     chunks = _checked(store.read(refs), md5, up)
     if provider.passthrough:  # an upstream without an Uploads API (groq): one streamed files.create
         return await store_file_upstream(ctx, chunks, up.bytes)
@@ -524,7 +519,7 @@ async def uploads_cancel(ctx: "OperationContext") -> web.StreamResponse:
         upstream_id = (up.upstream_id or up.id) if up is not None else ex.object_id or ""
         raw = await ex.provider.uploads_call(ex, f"/{upstream_id}/cancel", None)
         if up is not None:
-            await asyncio.shield(_settle(ctx.store, None, up, "cancelled", None, release=True))
+            await asyncio.shield(settle(ctx.store, None, up, "cancelled", None, release=True))
         return ctx.json_response(raw)
     up = _upload(ex)
     _check_pending(up)
@@ -532,12 +527,12 @@ async def uploads_cancel(ctx: "OperationContext") -> web.StreamResponse:
     if claimed is None:
         latest = await ctx.store.get_upload(up.id)
         raise _not_pending(latest or up, time.time())
-    await asyncio.shield(_settle(ctx.store, part_store_for(ex.provider, ex, ctx.data_dir), claimed, "cancelled",
+    await asyncio.shield(settle(ctx.store, part_store_for(ex.provider, ex, ctx.data_dir), claimed, "cancelled",
                                  None, release=True))
     return ctx.json_response(orjson.dumps(claimed.to_openai("cancelled")))
 
 
-async def _settle(store: "Store", parts: "PartStore | None", up: UploadRecord, status: str, file_id: str | None,
+async def settle(store: "Store", parts: "PartStore | None", up: UploadRecord, status: str, file_id: str | None,
                   *, release: bool) -> None:
     """The upload is over: its status, its parts gone (rows and bytes), its reservation
     released (cancel, expiry) or already the file's (complete)."""
@@ -552,37 +547,3 @@ async def _settle(store: "Store", parts: "PartStore | None", up: UploadRecord, s
             log.exception("could not remove the parts of upload %s", up.id)
     if release and up.reservation:
         await store.release_reservation(up.reservation)
-
-
-# -- expiry ------------------------------------------------------------------------------------
-
-
-async def sweep_uploads(store: "Store", providers: Mapping[str, "Provider"], data_dir: str) -> int:
-    """Expire pending uploads past ``expires_at`` (and ``complete``s that died with their
-    process), each claimed first so replicas never expire one twice: parts removed, quota
-    released. Then remove upload directories on the gateway's disks that belong to no pending
-    upload (a part being written when its process died). Returns how many uploads expired."""
-    now = int(time.time())
-    expired = 0
-    for up in await store.expired_uploads(now):
-        if up.status == "completing" and up.expires_at > now - COMPLETING_GRACE:
-            continue
-        claimed = await store.move_upload(up.id, (up.status,), "expired")
-        if claimed is None:
-            continue
-        provider = providers.get(up.provider)
-        parts = part_store_for(provider, None, data_dir) if provider is not None and not provider.forwards_uploads else None
-        await _settle(store, parts, claimed, "expired", None, release=True)
-        expired += 1
-    disks = [_disk_parts(data_dir)]
-    for provider in providers.values():
-        own = None if provider.forwards_uploads else provider.part_store(None)
-        if isinstance(own, DiskPartStore):
-            disks.append(own)
-    for disk in disks:
-        for upload_id in disk.upload_ids():
-            rec = await store.get_upload(upload_id)
-            if rec is None or rec.status not in ("pending", "completing"):
-                disk.remove_upload(upload_id)  # (a part is written only once its upload's row exists)
-    await store.purge_uploads(now - SETTLED_RETENTION)
-    return expired
