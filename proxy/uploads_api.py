@@ -6,7 +6,7 @@ Four operations (docs/provider-facts.md §1.7): ``create`` (the declared ``bytes
 ``upload.part``; ``complete`` (``part_ids`` in file order, optional ``md5``) → the Upload,
 ``completed``, with its File; ``cancel`` → ``cancelled``.
 
-* **Pass-through** providers (``openai``, ``azure``) forward the four calls; the gateway
+* **Forwarding** providers (``openai``, ``azure``) forward the four calls; the gateway
   records the upload for its tenant at create and the completed File at complete.
 * **Gateway-managed** providers store each part as it streams (never in memory) in the
   provider's part store (:meth:`~proxy.providers.base.Provider.part_store`), else on the
@@ -14,7 +14,9 @@ Four operations (docs/provider-facts.md §1.7): ``create`` (the declared ``bytes
   composed inside the provider's backend when the file goes there unchanged (not
   ``purpose=batch``), otherwise read in order and streamed through files.create's path
   (:func:`proxy.uploads.store_file`: the filters, ``batch_jsonl`` counting lines across parts,
-  the provider's upload rules and sink, batch translation included).
+  the provider's upload rules and sink, batch translation included). A pass-through upstream
+  without an Uploads API (``groq``, ``Provider.forwards_uploads`` false) is treated the same
+  way and gets the file as one streamed files.create (:func:`proxy.uploads.store_file_upstream`).
 
 State is in the store (``uploads``, ``upload_parts``), so parts sent to different replicas
 assemble. The declared ``bytes`` are reserved against the tenant's quota at create (a
