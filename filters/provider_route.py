@@ -116,6 +116,9 @@ class ProviderRouteFilter(Filter):
         if not is_wellformed_id(object_id):
             raise self._not_found(ex)  # no provider has such an id; nothing goes upstream
         store = self.store
+        if ex.operation.startswith("uploads."):
+            await self._route_upload(ex, object_id)
+            return
         kind = ex.operation.split(".", 1)[0]
         rec: FileRecord | ResponseRecord | BatchRecord | None
         if kind == "files":
@@ -141,6 +144,26 @@ class ProviderRouteFilter(Filter):
             return
         provider = self.named(ex) or self.default
         if not self.may_reach_unseen(ex, provider):
+            raise self._not_found(ex)
+        ex.provider = provider
+
+    async def _route_upload(self, ex: "Exchange", upload_id: str) -> None:
+        """An Upload belongs to the tenant that created it: anyone else's, or an unknown one,
+        is a 404 on every operation. Ids the gateway never saw go only to a pass-through
+        provider, for callers that may reach unseen ids."""
+        up = await self.store.get_upload(upload_id)
+        if up is not None:
+            if up.tenant != _tenant(ex).name:
+                raise self._not_found(ex)
+            provider = self.providers.get(up.provider)
+            if provider is None:
+                raise GatewayError(502, f"The provider '{up.provider}' that holds {upload_id} is no longer configured.",
+                                   code="provider_not_configured")
+            ex.provider = provider
+            ex.upload_record = up
+            return
+        provider = self.named(ex) or self.default
+        if not (provider.forwards_uploads and self.may_reach_unseen(ex, provider)):
             raise self._not_found(ex)
         ex.provider = provider
 
@@ -199,6 +222,9 @@ class ProviderRouteFilter(Filter):
 
     @staticmethod
     def _not_found(ex: "Exchange") -> GatewayError:
+        if ex.operation.startswith("uploads."):
+            return GatewayError(404, f"No such Upload object: {(ex.object_id or '')[:128]}", param="upload_id",
+                                code="upload_not_found")
         kind = {"files": "file", "batches": "batch"}.get(ex.operation.split(".", 1)[0], "response")
         return GatewayError(404, f"No such {kind.capitalize()} object: {(ex.object_id or '')[:128]}",
                             param=f"{kind}_id", code=f"{kind}_not_found")

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from proxy.config import LimitsConfig
 
 
+# Operations that store bytes: an upload of a file, an Upload's quota reserved at create and
+# its file recorded at complete.
+_STORING = frozenset({"files.create", "uploads.create", "uploads.complete"})
+
+
 class QuotaFilter(Filter):
     name = "quota"
 
@@ -29,7 +34,7 @@ class QuotaFilter(Filter):
         self.quota = limits.tenant_storage_quota
 
     async def on_request(self, ex: "Exchange") -> None:
-        if ex.operation == "files.create":
+        if ex.operation in _STORING:
             ex.quota_limit = self.quota
 
     def on_file_data(self, ex: "Exchange", chunk: Chunk) -> None:

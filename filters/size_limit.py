@@ -26,14 +26,20 @@ class SizeLimitFilter(Filter):
     def __init__(self, limits: "LimitsConfig") -> None:
         self.max_file = limits.max_file_size
         self.max_batch = limits.max_batch_file_size
+        self.max_upload = limits.max_upload_size
 
     def _limit_for(self, ex: "Exchange") -> int:
-        limit = self.max_file
+        """The file limit: the provider's cap always; for an Upload's file (``uploads.*``)
+        ``max_upload_size`` when set, else the limits of a single upload."""
         provider_max = ex.provider.config.max_file_size if ex.provider else None
+        if self.max_upload is not None and ex.operation.startswith("uploads."):
+            limit = self.max_upload
+        else:
+            limit = self.max_file
+            if ex.purpose == "batch":
+                limit = min(limit, self.max_batch)
         if provider_max:
             limit = min(limit, provider_max)
-        if ex.purpose == "batch":
-            limit = min(limit, self.max_batch)
         return limit
 
     def _too_large(self, ex: "Exchange", limit: int) -> GatewayError:
@@ -42,11 +48,25 @@ class SizeLimitFilter(Filter):
                             param="file", code="file_too_large")
 
     async def on_request(self, ex: "Exchange") -> None:
+        if ex.operation == "uploads.create":
+            self._declared(ex)
+            return
         if ex.operation != "files.create":
             return
         ex.size_limit = self._limit_for(ex)
         if ex.content_length is not None and ex.content_length > ex.size_limit + FORM_ALLOWANCE:
             raise self._too_large(ex, ex.size_limit)
+
+    def _declared(self, ex: "Exchange") -> None:
+        """An Upload declares its size at create: refused there, before any part is sent."""
+        body = ex.json_body or {}
+        purpose, declared = body.get("purpose"), body.get("bytes")
+        ex.purpose = purpose if isinstance(purpose, str) else None
+        ex.size_limit = self._limit_for(ex)
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared > ex.size_limit:
+            err = self._too_large(ex, ex.size_limit)
+            err.param = "bytes"
+            raise err
 
     def on_file_start(self, ex: "Exchange") -> None:
         # The purpose is known now, always (proxy/field_order.py): the limit is final.

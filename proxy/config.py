@@ -182,6 +182,8 @@ class LimitsConfig(Keys):
     max_json_body: Size = 32 * 1024**2
     # background Responses turns the gateway runs at once per worker (proxy/bridge/background.py)
     background_concurrency: Annotated[int, whole(1)] = 16
+    # An Upload's file limit instead of max_file_size / max_batch_file_size (unset: those apply)
+    max_upload_size: Size | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

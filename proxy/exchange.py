@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from .providers.base import Provider
     from .reservations import UploadReservation
-    from .store.base import BatchRecord, FileRecord, ResponseRecord
+    from .store.base import BatchRecord, FileRecord, ResponseRecord, UploadRecord
 
 
 class Tenant:
@@ -25,6 +25,7 @@ class Exchange:
 
     __slots__ = (
         "request", "operation", "object_id", "tenant", "provider", "file_record", "response_record", "batch_record",
+        "upload_record",
         "status", "started", "first_byte_at", "ended",
         # uploads
         "content_length", "purpose", "filename", "expires_after", "file_bytes", "body_bytes",
@@ -46,6 +47,7 @@ class Exchange:
         self.file_record: FileRecord | None = None
         self.response_record: ResponseRecord | None = None
         self.batch_record: BatchRecord | None = None
+        self.upload_record: UploadRecord | None = None  # uploads.parts/complete/cancel: the path's Upload
         self.status = 0
         self.started = time.perf_counter()
         self.first_byte_at: float | None = None

@@ -19,6 +19,7 @@ from .bytes_response import BytesResponse
 from .context import error_response
 from .errors import GatewayError
 from .janitor import clean_orphans
+from .upload_expiry import sweep_uploads
 from .pipeline import Pipeline
 from .providers import create_provider
 from .routes import Router
@@ -76,6 +77,7 @@ class Gateway:
                 raise StartupError(f"cannot start provider {p.name} (type {p.type}): {reason(exc)}") from exc
         # What a crashed process left: partial uploads and the quota their reservations hold.
         await self.clean_orphans()
+        await self.sweep_uploads()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
         self.ready = True
 
@@ -119,6 +121,16 @@ class Gateway:
             log.info("removed %d abandoned upload reservation(s) and %d unowned partial upload(s)",
                      done.reservations, done.partials)
 
+    async def sweep_uploads(self) -> None:
+        """Expire pending Uploads (``/v1/uploads``) with their parts; remove crash leftovers."""
+        try:
+            n = await sweep_uploads(self.store, self.providers, self.config.server.data_dir)
+        except Exception:
+            log.exception("upload sweep failed")
+            return
+        if n:
+            log.info("removed %d expired upload(s)", n)
+
     async def _sweep_forever(self) -> None:
         interval = self.config.server.expiry_sweep_interval
         while True:
@@ -130,6 +142,7 @@ class Gateway:
             except Exception:  # pragma: no cover - keep sweeping
                 log.exception("expiry sweep failed")
             await self.clean_orphans()
+            await self.sweep_uploads()
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the gateway's API surface, served at ``GET /openapi.json``.
 
-It describes what the gateway itself implements (the Files, Responses and Batches operations
-of ``routes.py``), with compact but faithful subsets of OpenAI's own schemas (openai-openapi:
+It describes what the gateway itself implements (the Files, Uploads, Responses and Batches
+operations of ``routes.py``), with compact but faithful subsets of OpenAI's own schemas (openai-openapi:
 ``OpenAIFile``, ``ListFilesResponse``, ``DeleteFileResponse``, ``CreateFileRequest``,
 ``CreateResponse``, ``Response``, ``ResponseItemList``, ``Batch``, ``ListBatchesResponse``,
 ``CreateBatchRequest``, ``ErrorResponse``) where the real API
@@ -141,6 +141,52 @@ SCHEMAS: dict[str, Schema] = {
             "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000,
                                        "description": "Needs expires_after[anchor]."},
         },
+    },
+    # The Uploads API (openai-python types/upload.py, uploads/upload_part.py, upload_create_params.py)
+    "CreateUploadRequest": {
+        "type": "object", "required": ["bytes", "filename", "mime_type", "purpose"],
+        "properties": {
+            "bytes": {"type": "integer", "minimum": 0, "maximum": 8 << 30,
+                      "description": "The file's size; reserved against the quota until the upload is settled."},
+            "filename": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "mime_type": {"type": "string", "minLength": 1},
+            "purpose": {"enum": FILE_PURPOSES_IN},
+            "expires_after": {"type": "object", "required": ["anchor", "seconds"],
+                              "description": "The expiry policy of the File the upload creates.",
+                              "properties": {"anchor": {"const": "created_at"},
+                                             "seconds": {"type": "integer", "minimum": 3600, "maximum": 2592000}}},
+        },
+    },
+    "AddUploadPartRequest": {
+        "type": "object", "required": ["data"],
+        "properties": {"data": {"type": "string", "contentMediaType": "application/octet-stream",
+                                "description": "At most 64 MiB."}},
+    },
+    "CompleteUploadRequest": {
+        "type": "object", "required": ["part_ids"],
+        "properties": {"part_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 10000,
+                                    "description": "The parts, in the order that assembles the file."},
+                       "md5": {"type": "string", "description": "The md5 of the whole file, checked."}},
+    },
+    "Upload": {
+        "type": "object", "title": "The Upload object",
+        "required": ["id", "object", "bytes", "created_at", "expires_at", "filename", "purpose", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "upload"},
+            "bytes": {"type": "integer", "minimum": 0},
+            "created_at": {"type": "integer"},
+            "expires_at": {"type": "integer"},
+            "filename": {"type": "string"},
+            "purpose": {"type": "string"},
+            "status": {"enum": ["pending", "completed", "cancelled", "expired"]},
+            "file": _nullable(_ref("OpenAIFile")),
+        },
+    },
+    "UploadPart": {
+        "type": "object", "required": ["id", "object", "created_at", "upload_id"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "upload.part"},
+                       "created_at": {"type": "integer"}, "upload_id": {"type": "string"}},
     },
     "InputMessage": _INPUT_MESSAGE,
     "CreateResponse": {
@@ -333,6 +379,7 @@ _ERROR_TEXT = {
     "401": "Missing or wrong gateway key.",
     "404": "No such object (also another tenant's id, and an id the gateway never saw).",
     "405": "Method not allowed on this path.",
+    "409": "The Upload is being completed by another request.",
     "413": "Too large: the file, a batch file or the JSON body passes its limit.",
     "429": "Storage quota exhausted (x-should-retry: false), or an upstream rate limit.",
     "4XX": "Another client error from the upstream provider, with its status and message kept.",
@@ -389,6 +436,8 @@ PARAMETERS: dict[str, Schema] = {
                "description": "A file id (e.g. file-abc123); another shape is a 404."},
     "BatchId": {"name": "batch_id", "in": "path", "required": True, "schema": _ID,
                 "description": "A batch id (e.g. batch_abc123); another shape is a 404."},
+    "UploadId": {"name": "upload_id", "in": "path", "required": True, "schema": _ID,
+                 "description": "An upload id (e.g. upload_abc123); another shape, or another tenant's, is a 404."},
     "ResponseId": {"name": "response_id", "in": "path", "required": True, "schema": _ID,
                    "description": "A response id (e.g. resp_abc123); another shape is a 404."},
     "Include": {"name": "include[]", "in": "query", "style": "form", "explode": True,
@@ -450,6 +499,39 @@ PATHS: dict[str, Schema] = {
                                     "application/octet-stream or application/jsonl).",
                      "content": {"*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}},
                     "404")},
+    },
+    "/uploads": {
+        "parameters": _ROUTING,
+        "post": {
+            "operationId": "createUpload", "tags": ["Uploads"],
+            "summary": "Start an Upload: a file sent in parts (pending for one hour).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateUploadRequest")}}},
+            "responses": _responses(_json("Upload", "The pending upload."), "413"),
+        },
+    },
+    "/uploads/{upload_id}/parts": {
+        "parameters": [_param("UploadId"), *_ROUTING],
+        "post": {
+            "operationId": "addUploadPart", "tags": ["Uploads"], "summary": "Add a part (streamed, at most 64 MiB).",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "schema": _ref("AddUploadPartRequest"),
+                "encoding": {"data": {"contentType": "application/octet-stream"}}}}},
+            "responses": _responses(_json("UploadPart", "The stored part."), "404", "413"),
+        },
+    },
+    "/uploads/{upload_id}/complete": {
+        "parameters": [_param("UploadId"), *_ROUTING],
+        "post": {
+            "operationId": "completeUpload", "tags": ["Uploads"],
+            "summary": "Assemble the parts, in this order, into a File.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CompleteUploadRequest")}}},
+            "responses": _responses(_json("Upload", "The completed upload with its File."), "404", "409", "413"),
+        },
+    },
+    "/uploads/{upload_id}/cancel": {
+        "parameters": [_param("UploadId"), *_ROUTING],
+        "post": {"operationId": "cancelUpload", "tags": ["Uploads"], "summary": "Cancel the upload; its parts go.",
+                 "responses": _responses(_json("Upload", "The cancelled upload."), "404")},
     },
     "/responses": {
         "parameters": _ROUTING,
@@ -551,13 +633,12 @@ def build(config: "Config") -> dict[str, Any]:
         "info": {
             "title": "sluicegate",
             "version": DOC_VERSION,
-            "description": "OpenAI-compatible Files, Responses and Batches API across providers. Errors are "
-                           "always {\"error\": {message, type, param, code}} with x-should-retry. Not implemented "
-                           "yet (no paths): /v1/uploads.",
+            "description": "OpenAI-compatible Files, Uploads, Responses and Batches API across providers. Errors are "
+                           "always {\"error\": {message, type, param, code}} with x-should-retry.",
         },
         "servers": servers,
         "security": security,
-        "tags": [{"name": "Files"}, {"name": "Responses"}, {"name": "Batches"}],
+        "tags": [{"name": "Files"}, {"name": "Uploads"}, {"name": "Responses"}, {"name": "Batches"}],
         "paths": PATHS,
         "components": {
             "securitySchemes": {

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
 import orjson
 from aiohttp import web
 
-from . import batches_api, files_api, responses_api
+from . import batches_api, files_api, responses_api, uploads_api
 from .body import arrived_body, client_chunks
 from .body_checks import check_body
 from .context import OperationContext
@@ -53,6 +53,9 @@ class Body(enum.Enum):
 class Operation:
     run: Callable[[OperationContext], Awaitable[web.StreamResponse]]
     body: Body = Body.NONE
+    # The operation streams a file through the upload hooks without a multipart body of its
+    # own (uploads.complete assembles the parts through the same path as files.create).
+    streams_file: bool = False
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -70,6 +73,10 @@ OPERATIONS: dict[str, Operation] = {
     "batches.list": Operation(batches_api.batches_list),
     "batches.retrieve": Operation(batches_api.batches_retrieve),
     "batches.cancel": Operation(batches_api.batches_cancel),
+    "uploads.create": Operation(uploads_api.uploads_create, Body.JSON),
+    "uploads.parts": Operation(uploads_api.uploads_parts, Body.MULTIPART),
+    "uploads.complete": Operation(uploads_api.uploads_complete, Body.JSON, streams_file=True),
+    "uploads.cancel": Operation(uploads_api.uploads_cancel),
 }
 
 
@@ -130,7 +137,7 @@ class Pipeline:
     async def handle(self, request: web.BaseRequest, operation: str, object_id: str | None) -> web.StreamResponse:
         op = self.operations[operation]
         ex = Exchange(request, operation, object_id)
-        chain = self.chains.create(upload=op.body is Body.MULTIPART)
+        chain = self.chains.create(upload=op.body is Body.MULTIPART or op.streams_file)
         ctx = OperationContext(ex, chain, self.store, self.limits, self.data_dir, self.providers)
         try:
             try:

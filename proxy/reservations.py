@@ -83,6 +83,13 @@ def owner_gone(owner: str, heartbeat: int, now: float, max_age: float) -> bool:
     return now - heartbeat > max_age
 
 
+# An Upload's quota is held from its create to its complete/cancel/expiry, across requests and
+# processes: its reservation is owned by no process (``upload:<id>``, never this host) and its
+# heartbeat is the upload's expiry, so the janitor leaves it alone until then plus
+# ``server.orphan_upload_age``; the uploads sweeper settles it first (proxy/uploads_api.py).
+UPLOAD_OWNER = "upload:"
+
+
 # -- one upload's reservation ------------------------------------------------------------------
 
 
@@ -91,17 +98,31 @@ class UploadReservation:
 
     __slots__ = ("store", "tenant", "quota", "row", "bytes", "used", "settled", "opened")
 
-    def __init__(self, store: Store, tenant: str, provider: str, quota: int | None) -> None:
+    def __init__(self, store: Store, tenant: str, provider: str, quota: int | None, *,
+                 owner: str | None = None, heartbeat: int | None = None) -> None:
+        """``owner``/``heartbeat``: this process and now, unless the reservation outlives the
+        request (an Upload's: owner ``upload:<id>``, heartbeat its expiry, see
+        :data:`UPLOAD_OWNER`)."""
         now = int(time.time())
         self.store = store
         self.tenant = tenant
         self.quota = quota
-        self.row = Reservation(id=new_id("rsv-"), tenant=tenant, owner=process_owner(), provider=provider,
-                               started_at=now, heartbeat=now)
+        self.row = Reservation(id=new_id("rsv-"), tenant=tenant, owner=owner or process_owner(), provider=provider,
+                               started_at=now, heartbeat=now if heartbeat is None else heartbeat)
         self.bytes = 0        # granted so far
         self.used = 0         # the tenant's other stored and reserved bytes, at the last grant
         self.settled = False  # converted to a stored file, or released
         self.opened = False
+
+    @classmethod
+    def held(cls, store: Store, tenant: str, provider: str, quota: int | None, res_id: str,
+             granted: int) -> "UploadReservation":
+        """A handle on a reservation an earlier request opened (an Upload's, at complete)."""
+        res = cls(store, tenant, provider, quota)
+        res.row.id = res_id
+        res.bytes = granted
+        res.opened = True
+        return res
 
     @property
     def id(self) -> str:

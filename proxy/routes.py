@@ -23,6 +23,10 @@ _TABLE: dict[tuple[str, int, str | None, str], str] = {
     ("batches", 0, None, "GET"): "batches.list",
     ("batches", 1, None, "GET"): "batches.retrieve",
     ("batches", 2, "cancel", "POST"): "batches.cancel",
+    ("uploads", 0, None, "POST"): "uploads.create",
+    ("uploads", 2, "parts", "POST"): "uploads.parts",
+    ("uploads", 2, "complete", "POST"): "uploads.complete",
+    ("uploads", 2, "cancel", "POST"): "uploads.cancel",
 }
 
 ADMIN_PATHS = {"/healthz": "admin.healthz", "/readyz": "admin.readyz", "/metrics": "admin.metrics",

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 import orjson
 
@@ -34,6 +34,7 @@ from .field_order import SPOOL_DIR, FileHold, RawHold, Spool, largest_file_limit
 from .ids import new_id
 from .limits import FORM_ALLOWANCE
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser
+from .providers.base import UploadResult
 from .reservations import UploadReservation
 from .store.base import FileRecord, QuotaExceeded
 from .units import size_and_bytes
@@ -70,10 +71,12 @@ class UploadDriver:
 
     ``chain`` is this upload's filter chain (the configured filters and the provider's upload
     rules); ``hold`` holds the file back while its purpose is unknown (proxy/field_order.py).
+    A file the gateway already has whole (an Upload's parts) has neither parser nor hold: it
+    goes in through :meth:`feed_file`.
     """
 
-    def __init__(self, ex: "Exchange", parser: MultipartParser, sink_mode: bool,
-                 chain: "FilterChain", hold: FileHold) -> None:
+    def __init__(self, ex: "Exchange", parser: MultipartParser | None, sink_mode: bool,
+                 chain: "FilterChain", hold: FileHold | None) -> None:
         self.ex = ex
         self.parser = parser
         self.sink_mode = sink_mode
@@ -87,9 +90,22 @@ class UploadDriver:
         self.failure: BaseException | None = None
         self.parts: set[str] = set()   # names of the parts parsed so far (each allowed once)
 
+    async def feed_file(self, chunks: AsyncIterator[bytes]) -> None:
+        """The whole file, its purpose and filename already on the exchange: the same hooks
+        and sink as a file part, without the multipart framing (proxy/uploads_api.py)."""
+        ex = self.ex
+        self.file_seen = True
+        await self._file_start()
+        async for chunk in chunks:
+            await self._file_data(chunk)
+        self.chain.on_file_end(ex)
+        self.done = True
+        await self.chain.on_upload_complete(ex)
+
     async def feed(self, chunk: bytes) -> None:
         ex = self.ex
         hold = self.hold
+        assert self.parser is not None and hold is not None  # a multipart body's driver
         ex.body_bytes += len(chunk)
         try:
             events = self.parser.feed(chunk)
@@ -132,6 +148,7 @@ class UploadDriver:
         """The purpose has arrived after the file: the held file goes to the filters and the
         provider now, exactly as if the purpose had come first."""
         ex = self.ex
+        assert self.hold is not None  # only a multipart body holds a file
         chunks = self.hold.release()
         ex.file_bytes = 0  # counted again, chunk by chunk, as the filters see them
         await self._file_start()
@@ -217,6 +234,7 @@ class UploadDriver:
     def finish(self) -> None:
         """End of body: a body that stopped before the closing boundary is malformed."""
         if not self.done:
+            assert self.parser is not None  # feed_file sets done
             try:
                 self.parser.close()
             except MultipartError as exc:
@@ -241,7 +259,7 @@ async def handle_upload(ctx: "OperationContext") -> bytes:
     assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     ctype = ex.request.headers.get("Content-Type")
     parser = MultipartParser(ctx.boundary, max_field_size=MAX_FIELD_SIZE)
-    chain = _upload_chain(ctx.chain, ex)
+    chain = upload_chain(ctx.chain, ex)
     limits = ctx.limits
     hold_limit = largest_file_limit(limits.max_file_size, limits.max_batch_file_size, ex.provider.config.max_file_size)
     spool_dir = os.path.join(ctx.data_dir, SPOOL_DIR)
@@ -265,7 +283,7 @@ async def handle_upload(ctx: "OperationContext") -> bytes:
         await res.release()
 
 
-def _upload_chain(chain: "FilterChain", ex: "Exchange") -> "FilterChain":
+def upload_chain(chain: "FilterChain", ex: "Exchange") -> "FilterChain":
     """This upload's filters: the exchange's chain, then the provider's upload rules (one
     hook system: a provider's rules are a filter like any other). ``append`` changes this
     exchange's chain only."""
@@ -301,9 +319,9 @@ async def _cover(ex: "Exchange", chunk: bytes) -> None:
 
 async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
     ex = ctx.ex
-    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     res = ex.reservation
-    try:
+
+    async def body() -> None:
         async for chunk in _client_chunks(ex):
             if driver.sink is not None and driver.file_id is not None and res is not None:
                 # Where the partial data is, once the upload outlives the chunk that opened it
@@ -312,6 +330,33 @@ async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
             await _cover(ex, chunk)
             await driver.feed(chunk)
         driver.finish()
+
+    return orjson.dumps((await _into_sink(ctx, driver, body)).to_openai())
+
+
+async def store_file(ctx: "OperationContext", chunks: AsyncIterator[bytes]) -> FileRecord:
+    """A file the gateway already has (an Upload's parts, read in order) stored as files.create
+    stores one: the exchange's filters and the provider's upload rules see it (size, batch
+    JSONL, quota), the provider's sink takes it (batch translation included), and the record
+    takes over ``ex.reservation``. ``ex.purpose``, ``ex.filename`` and ``ex.expires_after``
+    are the caller's; on any failure nothing is stored and the reservation is kept."""
+    ex = ctx.ex
+    driver = UploadDriver(ex, None, True, upload_chain(ctx.chain, ex), None)
+
+    async def body() -> None:
+        await driver.feed_file(chunks)
+
+    return await _into_sink(ctx, driver, body)
+
+
+async def _into_sink(ctx: "OperationContext", driver: UploadDriver,
+                     body: Callable[[], Awaitable[None]]) -> FileRecord:
+    """Run ``body`` (which feeds the driver), complete the sink and record the file; the sink
+    is aborted on any failure."""
+    ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
+    try:
+        await body()
         assert driver.sink is not None and driver.file_id is not None
         result = await driver.sink.complete()
     except BaseException:
@@ -328,7 +373,7 @@ async def _sink_upload(ctx: "OperationContext", driver: UploadDriver) -> bytes:
     )
     # Shielded: a client that disconnects now must not leave a stored file without its row.
     await asyncio.shield(_record(ctx, rec))
-    return orjson.dumps(rec.to_openai())
+    return rec
 
 
 async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHold, ctype: str) -> bytes:
@@ -375,6 +420,14 @@ async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHo
         raise
     if driver.failure is not None:
         raise driver.failure
+    await _record_upstream(ctx, result)
+    return orjson.dumps(result.file)
+
+
+async def _record_upstream(ctx: "OperationContext", result: UploadResult) -> FileRecord:
+    """The file a pass-through upload created upstream, recorded for the tenant."""
+    ex = ctx.ex
+    assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     f = result.file
     upstream_created = f.get("created_at")
     created = upstream_created if isinstance(upstream_created, int) else int(time.time())
@@ -385,7 +438,55 @@ async def _tee_upload(ctx: "OperationContext", driver: UploadDriver, held: RawHo
         expires_at=f.get("expires_at"), status=f.get("status") or "processed",
     )
     await asyncio.shield(_record(ctx, rec))
-    return orjson.dumps(f)
+    return rec
+
+
+async def store_file_upstream(ctx: "OperationContext", chunks: AsyncIterator[bytes], size: int) -> FileRecord:
+    """A file the gateway already has (``size`` bytes, an Upload's parts) sent to a
+    pass-through provider as one streamed files.create: the multipart body is framed here
+    (``purpose``, the file, ``expires_after``), every chunk goes through the filters and the
+    provider's upload rules before it is forwarded (a refused chunk is never sent: the
+    upstream sees a truncated body and stores nothing), and the file is recorded as a tee's."""
+    ex = ctx.ex
+    assert ex.provider is not None
+    driver = UploadDriver(ex, None, False, upload_chain(ctx.chain, ex), None)
+    boundary = "sluicegate-" + new_id("", 24)
+    # The client's filename in a quoted header parameter: no quote, backslash or control byte.
+    filename = "".join("_" if ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in ex.filename or "upload")
+    fields = [("purpose", ex.purpose or "")]
+    if ex.expires_after is not None:
+        fields += [("expires_after[anchor]", "created_at"), ("expires_after[seconds]", str(ex.expires_after))]
+    head = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                    for name, value in fields)
+    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+             "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    ex.content_length = len(head) + size + len(tail)  # the upstream request's Content-Length
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield head
+            driver.file_seen = True
+            await driver._file_start()
+            async for chunk in chunks:
+                await driver._file_data(chunk)  # checked first, forwarded after
+                yield chunk
+            driver.chain.on_file_end(ex)
+            await driver.chain.on_upload_complete(ex)
+            yield tail
+        except BaseException as exc:
+            driver.failure = exc
+            raise
+
+    try:
+        result = await ex.provider.upload_passthrough(ex, body(), f"multipart/form-data; boundary={boundary}")
+    except BaseException as exc:
+        if driver.failure is not None and driver.failure is not exc:
+            raise driver.failure from None
+        raise
+    if driver.failure is not None:
+        raise driver.failure
+    return await _record_upstream(ctx, result)
 
 
 async def _record(ctx: "OperationContext", rec: FileRecord) -> None:

@@ -197,3 +197,20 @@ def test_sigterm_drains_an_upload_in_flight_which_the_other_replica_then_serves(
             h.update(chunk)
     assert h.hexdigest() == digest
     assert b.files.delete(f.id).deleted  # frees moto's memory
+
+
+def test_upload_parts_sent_to_both_replicas_assemble(replicas):
+    """An Upload's state is in the store and its parts in the shared ``local`` path: parts sent
+    concurrently to either replica, completed through one, give one file both serve."""
+    a, b = (client(gw) for gw in replicas())
+    chunks = [bytes([i]) * 100_000 for i in range(8)]
+    up = a.uploads.create(bytes=sum(map(len, chunks)), filename="big.bin", mime_type="application/octet-stream",
+                          purpose="user_data")
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda i: (a, b)[i % 2].uploads.parts.create(up.id, data=chunks[i]), range(8)))
+    done = b.uploads.complete(up.id, part_ids=[p.id for p in parts])
+    assert done.status == "completed"
+    assert a.files.content(done.file.id).read() == b"".join(chunks)
+    with pytest.raises(openai.BadRequestError) as e:  # settled for every replica
+        a.uploads.cancel(up.id)
+    assert e.value.body["code"] == "upload_completed"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from proxy.store import open_store
-from proxy.store.base import FileRecord, QuotaExceeded, Reservation, ResponseRecord
+from proxy.store.base import FileRecord, PartRecord, QuotaExceeded, Reservation, ResponseRecord, UploadRecord
 from tests.support import eventually
 
 
@@ -432,3 +432,64 @@ async def test_update_turn_only_from_the_statuses_named(replicas):
     got = await a.get_turn("resp_1")
     assert got.status == "cancelled" and got.owner is None and got.heartbeat == 0
     assert not await a.update_turn(turn(9, None), only_if=("in_progress",))   # no such turn
+
+
+# -- uploads (the Uploads API) -------------------------------------------------------------
+
+
+def upload(i: int, size: int = 10, tenant: str = "t", expires_at: int = 5000) -> UploadRecord:
+    return UploadRecord(id=f"upload_{i}", tenant=tenant, provider="local", filename="f.bin", purpose="assistants",
+                        bytes=size, mime_type="application/octet-stream", created_at=1000, expires_at=expires_at,
+                        reservation=f"rsv-{i}")
+
+
+def part(i: int, upload_id: str, size: int) -> PartRecord:
+    return PartRecord(id=f"part_{i}", upload_id=upload_id, bytes=size, created_at=1000 + i,
+                      location={"path": f"{upload_id}/part_{i}"})
+
+
+async def test_upload_rows_and_status_moves(store):
+    await store.add_upload(upload(1))
+    assert await store.get_upload("upload_1") == upload(1)
+    assert await store.get_upload("upload_2") is None
+    # One winner among concurrent moves from one status (complete vs cancel, two completes).
+    moved = await asyncio.gather(store.move_upload("upload_1", ("pending",), "completing"),
+                                 store.move_upload("upload_1", ("pending",), "cancelled"))
+    assert sum(m is not None for m in moved) == 1
+    winner = next(m for m in moved if m is not None)
+    assert (await store.get_upload("upload_1")).status == winner.status
+    done = await store.move_upload("upload_1", (winner.status,), "completed", file_id="file-9")
+    assert (done.status, done.file_id) == ("completed", "file-9")
+    assert await store.move_upload("upload_1", ("pending",), "cancelled") is None
+
+
+async def test_parts_only_while_pending_and_within_the_declared_size(replicas):
+    a, b = await replicas(), await replicas()  # two workers / replicas on one database
+    await a.add_upload(upload(1, size=100))
+    # Concurrent parts from two replicas: together they never pass the declared 100 bytes.
+    results = await asyncio.gather(*((a if i % 2 else b).add_part(part(i, "upload_1", 30), max_total=100, max_parts=5)
+                                     for i in range(6)))
+    assert sorted(results) == ["ok"] * 3 + ["too_large"] * 3
+    assert sum(p.bytes for p in await b.upload_parts("upload_1")) == 90
+    # At most max_parts parts, whatever their size (empty parts too).
+    assert [await a.add_part(part(20 + i, "upload_1", 0), max_total=100, max_parts=5) for i in range(3)] == \
+        ["ok", "ok", "too_many"]
+    assert await a.add_part(part(9, "upload_nope", 1), max_total=100, max_parts=5) == "not_pending"
+    await b.move_upload("upload_1", ("pending",), "cancelled")
+    assert await a.add_part(part(10, "upload_1", 1), max_total=100, max_parts=5) == "not_pending"
+    gone = await a.delete_parts("upload_1")
+    assert len(gone) == 5 and gone[0].location["path"].startswith("upload_1/")
+    assert await b.upload_parts("upload_1") == [] and await b.delete_parts("upload_1") == []
+
+
+async def test_expired_uploads_and_purge(store):
+    await store.add_upload(upload(1, expires_at=100))
+    await store.add_upload(upload(2, expires_at=100))
+    await store.add_upload(upload(3, expires_at=9000))
+    await store.move_upload("upload_2", ("pending",), "completed")
+    assert [u.id for u in await store.expired_uploads(200)] == ["upload_1"]
+    await store.move_upload("upload_1", ("pending",), "completing")
+    assert [u.id for u in await store.expired_uploads(200)] == ["upload_1"]  # a complete that may have died
+    await store.move_upload("upload_1", ("completing",), "expired")
+    assert await store.purge_uploads(150) == 2
+    assert [u is None for u in [await store.get_upload(f"upload_{i}") for i in (1, 2, 3)]] == [True, True, False]

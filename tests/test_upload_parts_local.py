@@ -41,7 +41,7 @@ def files_under(path: Path) -> list[str]:
 @pytest.fixture
 def store(tmp_path: Path) -> LocalPartStore:
     provider = LocalProvider(LocalConfig(name="local", path=str(tmp_path / "files")))
-    part_store = provider.part_store(exchange())
+    part_store = provider.native_part_store(exchange())
     assert isinstance(part_store, LocalPartStore)
     os.makedirs(part_store.partial_dir)   # the provider's start() creates it
     return part_store

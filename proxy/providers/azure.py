@@ -79,6 +79,13 @@ class AzureProvider(OpenAIProvider):
     def file_object(self, body: bytes) -> bytes:
         return orjson.dumps(normalise_file(orjson.loads(body)))
 
+    def upload_object(self, body: bytes) -> bytes:
+        upload = orjson.loads(body)
+        if isinstance(upload, dict) and isinstance(upload.get("file"), dict):
+            upload["file"] = normalise_file(upload["file"])
+            return orjson.dumps(upload)
+        return body
+
     def file_list(self, body: bytes, query: dict[str, str]) -> bytes:
         data = orjson.loads(body)
         items = [normalise_file(f) for f in data.get("data") or []]

@@ -53,6 +53,7 @@ class UploadResult:
 class Provider:
     type = "base"
     passthrough = False            # uploads are a raw-byte tee to the upstream
+    forwards_uploads = False       # the upstream has the Uploads API (/v1/uploads) itself: forwarded
     serves_unseen_ids = False      # can answer for ids the gateway never recorded
     serves_responses = False       # implements the Responses API (call_responses/open_responses)
 
@@ -78,10 +79,28 @@ class Provider:
     async def open_sink(self, ex: "Exchange", file_id: str) -> "Sink":
         raise self.unsupported("files.create")
 
+    def part_store(self, ex: "Exchange | None") -> "PartStore | None":
+        """Where the parts of an Upload (``/v1/uploads``) to this provider wait, in this
+        provider's own backend, so that ``complete`` can ``compose`` them into a file there;
+        None: the gateway keeps them on its own disk and streams them into :meth:`open_sink`
+        (proxy/upload_parts.py). ``ex`` is None when the sweeper asks (expiry, outside a request)."""
+        return None
+
     async def upload_passthrough(
         self, ex: "Exchange", body: AsyncIterator[bytes], content_type: str
     ) -> UploadResult:
         raise self.unsupported("files.create")
+
+    # -- the Uploads API, pass-through types only -------------------------------------------
+    async def uploads_call(self, ex: "Exchange", suffix: str, body: bytes | None) -> bytes:
+        """``POST /uploads{suffix}`` upstream (create, ``/{id}/complete``, ``/{id}/cancel``)
+        with a JSON body: the 2xx answer in OpenAI's Upload shape."""
+        raise self.unsupported(ex.operation)
+
+    async def upload_part_passthrough(self, ex: "Exchange", upload_id: str, body: AsyncIterator[bytes],
+                                      content_type: str) -> bytes:
+        """``POST /uploads/{id}/parts`` upstream with the client's multipart body, streamed."""
+        raise self.unsupported(ex.operation)
 
     async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
         """Upstream listing (pass-through types only, for ids the gateway never saw)."""
@@ -101,12 +120,6 @@ class Provider:
         """Remove an expired file's bytes. Gateway-managed providers delete what they store;
         pass-through providers override this (the provider expires its files itself)."""
         await self.delete_file(None, rec, rec.id)
-
-    def part_store(self, ex: "Exchange") -> "PartStore | None":
-        """Where the parts of an Upload (``/v1/uploads``) wait for this provider, and how they
-        are assembled (proxy/upload_parts.py); None: no store of its own (pass-through types
-        forward the Uploads API). ``ex`` chooses the bucket where headers may (bedrock, vertex)."""
-        return None
 
     # -- crash leftovers ------------------------------------------------------------------
     async def cleanup_partial(self, location: dict[str, Any]) -> None:

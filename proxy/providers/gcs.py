@@ -148,7 +148,9 @@ class GCSProvider(BucketProvider):
         """What a file's location records of its target besides the object (vertex: more)."""
         return {}
 
-    def part_store(self, ex: "Exchange") -> GCSPartStore:
+    def native_part_store(self, ex: "Exchange") -> GCSPartStore:
+        """The part store in this provider's bucket (proxy/providers/parts_gcs.py); not yet used
+        by the Uploads API flow, whose parts for this type wait on the gateway's disk."""
         return GCSPartStore(self, self.target(ex))
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> GCSSink:

@@ -65,6 +65,7 @@ class GroqUploadRules(Filter):
 
 class GroqProvider(OpenAIProvider):
     type = "groq"
+    forwards_uploads = False   # Groq has no Uploads API: the gateway assembles (proxy/uploads_api.py)
 
     config: GroqConfig
     batch_endpoints = GROQ_BATCH_ENDPOINTS

@@ -27,6 +27,7 @@ OPENAI_BATCH_ENDPOINTS = frozenset({
 class OpenAIProvider(Provider):
     type = "openai"
     passthrough = True
+    forwards_uploads = True        # azure too (its own paths); not groq, which has no Uploads API
     serves_unseen_ids = True
     serves_responses = True        # azure and groq inherit it
 
@@ -108,6 +109,33 @@ class OpenAIProvider(Provider):
             raise GatewayError(502, f"Provider '{self.name}' answered the upload with an unreadable body.",
                                code="upstream_bad_response") from None
         return UploadResult(file=obj)
+
+    # -- uploads (docs/provider-facts.md §1.7; Azure: the same paths under its base, §4.1) ---
+    async def uploads_call(self, ex: "Exchange", suffix: str, body: bytes | None) -> bytes:
+        headers = forward_headers(ex.request.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        # Each call changes upstream state (a new upload, a completed file): never sent twice.
+        _, data, _ = await self.upstream.request("POST", self.url("/uploads" + suffix), params=self.params(),
+                                                 body=body, headers=headers, idempotent=False)
+        return self.upload_object(data)
+
+    async def upload_part_passthrough(self, ex: "Exchange", upload_id: str, body: AsyncIterator[bytes],
+                                      content_type: str) -> bytes:
+        headers = forward_headers(ex.request.headers)
+        headers["Content-Type"] = content_type
+        if ex.content_length is not None:
+            headers["Content-Length"] = str(ex.content_length)
+        resp = await self.upstream.open("POST", self.url(f"/uploads/{upload_id}/parts"), params=self.params(),
+                                        data=body, headers=headers, idempotent=False)
+        try:
+            return await resp.read()
+        finally:
+            resp.release()
+
+    def upload_object(self, body: bytes) -> bytes:
+        """An Upload as the client gets it (Azure normalises its nested File)."""
+        return body
 
     async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
         _, body, _ = await self.upstream.request("GET", self.url("/files"), params=self.params(query),

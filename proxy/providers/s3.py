@@ -294,7 +294,9 @@ class S3Provider(BucketProvider):
         metadata = {"file-id": file_id, "purpose": purpose or "", "tenant": metadata_value(tenant)}
         return key, content_type_for(purpose), metadata
 
-    def part_store(self, ex: "Exchange") -> S3PartStore:
+    def native_part_store(self, ex: "Exchange") -> S3PartStore:
+        """The part store in this provider's bucket (proxy/providers/parts_s3.py); not yet used
+        by the Uploads API flow, whose parts for this type wait on the gateway's disk."""
         return S3PartStore(self, self.target(ex))
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> S3Sink:

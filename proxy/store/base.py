@@ -118,6 +118,60 @@ class Reservation:
     heartbeat: int = 0
 
 
+@dataclass(slots=True)
+class UploadRecord:
+    """An Upload (``/v1/uploads``): who created it, what it declared, where it stands.
+
+    ``status``: ``pending`` → ``completing`` (one ``complete`` at a time; back to ``pending``
+    if it fails) → ``completed``; or ``cancelled``/``expired``. ``reservation`` is the quota
+    reservation holding the declared ``bytes`` until the upload is settled; ``upstream_id``
+    is set for a pass-through upload (the provider's id is the one clients see).
+    """
+
+    id: str
+    tenant: str
+    provider: str
+    filename: str
+    purpose: str
+    bytes: int
+    mime_type: str
+    created_at: int
+    expires_at: int
+    status: str = "pending"
+    reservation: str | None = None
+    upstream_id: str | None = None
+    file_id: str | None = None                   # the completed File
+    file_expires_after: int | None = None        # expires_after.seconds for the File
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at <= now
+
+    def to_openai(self, status: str | None = None, file: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The OpenAI Upload object (openai-python ``types/upload.py``)."""
+        shown = status or self.status
+        return {
+            "id": self.id, "object": "upload", "bytes": self.bytes, "created_at": self.created_at,
+            "filename": self.filename, "purpose": self.purpose,
+            "status": "pending" if shown == "completing" else shown,
+            "expires_at": self.expires_at, "file": file,
+        }
+
+
+@dataclass(slots=True)
+class PartRecord:
+    """One stored part of an Upload (``location``: the part store's locator, never shown)."""
+
+    id: str
+    upload_id: str
+    bytes: int
+    created_at: int
+    location: dict[str, Any] = field(default_factory=dict)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI UploadPart object (openai-python ``types/uploads/upload_part.py``)."""
+        return {"id": self.id, "object": "upload.part", "created_at": self.created_at, "upload_id": self.upload_id}
+
+
 class QuotaExceeded(Exception):
     def __init__(self, used: int, adding: int, quota: int) -> None:
         super().__init__(f"quota exceeded: {used} + {adding} > {quota}")
@@ -177,6 +231,37 @@ class Store(Protocol):
 
     async def touch_reservations(self, owner: str, now: int) -> int:
         """Refresh the heartbeat of every reservation ``owner`` holds."""
+
+    # -- uploads (the Uploads API) ----------------------------------------------------------
+
+    async def add_upload(self, rec: UploadRecord) -> None: ...
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None:
+        """Never cached: an upload's status changes."""
+
+    async def move_upload(self, upload_id: str, from_status: tuple[str, ...], to_status: str, *,
+                          file_id: str | None = None) -> UploadRecord | None:
+        """Atomically set ``status`` (and ``file_id`` when given) if the upload is in one of
+        ``from_status``; return the record as it now is, or None if it was not (of concurrent
+        moves from one status, exactly one wins)."""
+
+    async def add_part(self, part: PartRecord, *, max_total: int, max_parts: int) -> str:
+        """Insert ``part`` in one step with the checks that the upload is ``pending``, that its
+        parts together stay within ``max_total`` bytes and number at most ``max_parts``:
+        ``"ok"``, ``"not_pending"`` (the upload is gone or no longer pending), ``"too_large"``
+        or ``"too_many"`` (nothing inserted)."""
+
+    async def upload_parts(self, upload_id: str) -> list[PartRecord]: ...
+
+    async def delete_parts(self, upload_id: str) -> list[PartRecord]:
+        """Remove and return the upload's part rows (``DELETE … RETURNING``)."""
+
+    async def expired_uploads(self, now: int, limit: int = 500) -> list[UploadRecord]:
+        """Uploads still ``pending`` or ``completing`` whose ``expires_at`` has passed."""
+
+    async def purge_uploads(self, before: int) -> int:
+        """Drop the rows of settled uploads (completed, cancelled, expired) that expired
+        before ``before``; return how many."""
 
     async def add_response(self, rec: ResponseRecord) -> None:
         """Return only once the record is durable (committed): the gateway sends the end of a

@@ -69,6 +69,33 @@ _FILES_COLUMNS = """
     expires_at BIGINT,
     status TEXT NOT NULL
 )"""
+_UPLOADS = """CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_id TEXT,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    mime_type TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    reservation TEXT,
+    file_id TEXT,
+    file_expires_after BIGINT
+)"""
+_UPLOAD_PARTS = """CREATE TABLE IF NOT EXISTS upload_parts (
+    id TEXT PRIMARY KEY,
+    upload_id TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    location TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+)"""
+_UPLOAD_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS upload_parts_upload ON upload_parts (upload_id)",
+    "CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (status, expires_at)",
+)
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS files_tenant ON files (tenant, seq)",
     "CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations (tenant)",
@@ -111,7 +138,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=("CREATE INDEX IF NOT EXISTS files_expires ON files (expires_at) WHERE expires_at IS NOT NULL",),
         postgres=("CREATE INDEX IF NOT EXISTS files_expires ON files (expires_at) WHERE expires_at IS NOT NULL",),
     ),
-    Migration(3, "placeholder for issue 11 (uploads)", sqlite=(), postgres=()),  # placeholder for issue 11
+    Migration(
+        3, "uploads and their parts (the Uploads API)",
+        sqlite=(_UPLOADS, _UPLOAD_PARTS, *_UPLOAD_INDEXES),
+        postgres=(_UPLOADS, _UPLOAD_PARTS, *_UPLOAD_INDEXES),
+    ),
     Migration(
         4, "batches",
         sqlite=("CREATE TABLE IF NOT EXISTS batches (\n    seq INTEGER PRIMARY KEY AUTOINCREMENT," + _BATCHES_COLUMNS,

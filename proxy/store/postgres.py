@@ -29,10 +29,10 @@ import asyncpg
 import orjson
 
 from . import migrations
-from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord
+from .base import BatchRecord, FileRecord, PartRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord, UploadRecord
 from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
-from .sqlite import _LRU, CHAIN_SQL, TURN_COLS, TURN_SET, row_to_turn, turn_args
+from .sqlite import _LRU, _PART_COLS, _UPLOAD_COLS, CHAIN_SQL, TURN_COLS, TURN_SET, row_to_part, row_to_turn, row_to_upload, turn_args, upload_args
 
 log = logging.getLogger("sluicegate")
 _V = TypeVar("_V")  # what a cache holds
@@ -367,6 +367,61 @@ class PostgresStore:
 
     async def touch_reservations(self, owner: str, now: int) -> int:
         status = await self.pool.execute("UPDATE reservations SET heartbeat = $1 WHERE owner = $2", now, owner)
+        return int(status.rsplit(" ", 1)[1])
+
+    # -- uploads -------------------------------------------------------------------------
+
+    async def add_upload(self, rec: UploadRecord) -> None:
+        marks = ",".join(f"${i}" for i in range(1, 15))
+        await self.pool.execute(f"INSERT INTO uploads ({_UPLOAD_COLS}) VALUES ({marks})", *upload_args(rec))
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {_UPLOAD_COLS} FROM uploads WHERE id = $1", upload_id)
+        return row_to_upload(row) if row is not None else None
+
+    async def move_upload(self, upload_id: str, from_status: tuple[str, ...], to_status: str, *,
+                          file_id: str | None = None) -> UploadRecord | None:
+        row = await self.pool.fetchrow(
+            f"UPDATE uploads SET status = $1, file_id = COALESCE($2, file_id) WHERE id = $3 AND status = ANY($4::text[])"
+            f" RETURNING {_UPLOAD_COLS}", to_status, file_id, upload_id, list(from_status))
+        return row_to_upload(row) if row is not None else None
+
+    async def add_part(self, part: PartRecord, *, max_total: int, max_parts: int) -> str:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The upload's row lock orders concurrent parts (any replica) and a complete/cancel.
+            status = await conn.fetchval("SELECT status FROM uploads WHERE id = $1 FOR UPDATE", part.upload_id)
+            if status != "pending":
+                return "not_pending"
+            row = await conn.fetchrow(
+                "SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_parts WHERE upload_id = $1", part.upload_id)
+            assert row is not None  # an aggregate always yields one row
+            if int(row[0]) + part.bytes > max_total:
+                return "too_large"
+            if row[1] >= max_parts:
+                return "too_many"
+            await conn.execute(f"INSERT INTO upload_parts ({_PART_COLS}) VALUES ($1,$2,$3,$4,$5)",
+                               part.id, part.upload_id, part.bytes, part.created_at,
+                               orjson.dumps(part.location).decode())
+        return "ok"
+
+    async def upload_parts(self, upload_id: str) -> list[PartRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_PART_COLS} FROM upload_parts WHERE upload_id = $1 ORDER BY created_at, id", upload_id)
+        return [row_to_part(r) for r in rows]
+
+    async def delete_parts(self, upload_id: str) -> list[PartRecord]:
+        rows = await self.pool.fetch(f"DELETE FROM upload_parts WHERE upload_id = $1 RETURNING {_PART_COLS}", upload_id)
+        return [row_to_part(r) for r in rows]
+
+    async def expired_uploads(self, now: int, limit: int = 500) -> list[UploadRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {_UPLOAD_COLS} FROM uploads WHERE status IN ('pending', 'completing') AND expires_at <= $1"
+            " ORDER BY expires_at LIMIT $2", now, limit)
+        return [row_to_upload(r) for r in rows]
+
+    async def purge_uploads(self, before: int) -> int:
+        status = await self.pool.execute(
+            "DELETE FROM uploads WHERE status IN ('completed', 'cancelled', 'expired') AND expires_at < $1", before)
         return int(status.rsplit(" ", 1)[1])
 
     # -- responses -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ import aiosqlite
 import orjson
 
 from . import migrations
-from .base import BatchRecord, FileRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord
+from .base import BatchRecord, FileRecord, PartRecord, QuotaExceeded, Reservation, ResponseRecord, TurnRecord, UploadRecord
 from .batch_rows import BATCH_COLS, BATCH_MUTABLE, NOT_ENDED, batch_args, mutable_args, row_to_batch
 from .group_commit import GroupCommit
 
@@ -78,6 +78,30 @@ def row_to_turn(row: tuple[Any, ...]) -> TurnRecord:
     return TurnRecord(id=row[0], tenant=row[1], previous_id=row[2], status=row[3], input_items=orjson.loads(row[4]),
                       output_items=orjson.loads(row[5]), response=orjson.loads(row[6]),
                       events=None if row[7] is None else orjson.loads(row[7]), owner=row[8], heartbeat=row[9])
+
+
+_UPLOAD_COLS = ("id, tenant, provider, upstream_id, filename, purpose, bytes, mime_type, created_at, expires_at,"
+                " status, reservation, file_id, file_expires_after")
+_PART_COLS = "id, upload_id, bytes, created_at, location"
+
+
+def row_to_upload(row: Any) -> UploadRecord:
+    """An ``uploads`` row (columns in ``_UPLOAD_COLS`` order; PostgreSQL's records too)."""
+    return UploadRecord(
+        id=row[0], tenant=row[1], provider=row[2], upstream_id=row[3], filename=row[4], purpose=row[5],
+        bytes=row[6], mime_type=row[7], created_at=row[8], expires_at=row[9], status=row[10],
+        reservation=row[11], file_id=row[12], file_expires_after=row[13],
+    )
+
+
+def upload_args(rec: UploadRecord) -> tuple[Any, ...]:
+    return (rec.id, rec.tenant, rec.provider, rec.upstream_id, rec.filename, rec.purpose, rec.bytes,
+            rec.mime_type, rec.created_at, rec.expires_at, rec.status, rec.reservation, rec.file_id,
+            rec.file_expires_after)
+
+
+def row_to_part(row: Any) -> PartRecord:
+    return PartRecord(id=row[0], upload_id=row[1], bytes=row[2], created_at=row[3], location=orjson.loads(row[4]))
 
 
 _V = TypeVar("_V")  # what a cache holds
@@ -384,6 +408,73 @@ class SQLiteStore:
     async def touch_reservations(self, owner: str, now: int) -> int:
         async with self._write_lock:
             cur = await self.db.execute("UPDATE reservations SET heartbeat = ? WHERE owner = ?", (now, owner))
+        return cur.rowcount
+
+    # -- uploads -------------------------------------------------------------------------
+
+    async def add_upload(self, rec: UploadRecord) -> None:
+        async with self._write_lock:
+            await self.db.execute(f"INSERT INTO uploads ({_UPLOAD_COLS}) VALUES ({','.join('?' * 14)})",
+                                  upload_args(rec))
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None:
+        async with self.db.execute(f"SELECT {_UPLOAD_COLS} FROM uploads WHERE id = ?", (upload_id,)) as cur:
+            row = await cur.fetchone()
+        return row_to_upload(row) if row is not None else None
+
+    async def move_upload(self, upload_id: str, from_status: tuple[str, ...], to_status: str, *,
+                          file_id: str | None = None) -> UploadRecord | None:
+        marks = ",".join("?" * len(from_status))
+        async with self._write_lock:
+            async with self.db.execute(
+                f"UPDATE uploads SET status = ?, file_id = COALESCE(?, file_id) WHERE id = ? AND status IN ({marks})"
+                f" RETURNING {_UPLOAD_COLS}", (to_status, file_id, upload_id, *from_status),
+            ) as cur:
+                row = await cur.fetchone()
+        return row_to_upload(row) if row is not None else None
+
+    async def add_part(self, part: PartRecord, *, max_total: int, max_parts: int) -> str:
+        async with self._immediate() as db:
+            async with db.execute("SELECT status FROM uploads WHERE id = ?", (part.upload_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] != "pending":
+                return "not_pending"
+            async with db.execute("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_parts WHERE upload_id = ?",
+                                  (part.upload_id,)) as cur:
+                total = await cur.fetchone()
+            assert total is not None  # an aggregate always yields one row
+            if total[0] + part.bytes > max_total:
+                return "too_large"
+            if total[1] >= max_parts:
+                return "too_many"
+            await db.execute(f"INSERT INTO upload_parts ({_PART_COLS}) VALUES (?,?,?,?,?)",
+                             (part.id, part.upload_id, part.bytes, part.created_at,
+                              orjson.dumps(part.location).decode()))
+        return "ok"
+
+    async def upload_parts(self, upload_id: str) -> list[PartRecord]:
+        async with self.db.execute(f"SELECT {_PART_COLS} FROM upload_parts WHERE upload_id = ? ORDER BY created_at, id",
+                                   (upload_id,)) as cur:
+            return [row_to_part(r) for r in await cur.fetchall()]
+
+    async def delete_parts(self, upload_id: str) -> list[PartRecord]:
+        async with self._write_lock:
+            async with self.db.execute(f"DELETE FROM upload_parts WHERE upload_id = ? RETURNING {_PART_COLS}",
+                                       (upload_id,)) as cur:
+                return [row_to_part(r) for r in await cur.fetchall()]
+
+    async def expired_uploads(self, now: int, limit: int = 500) -> list[UploadRecord]:
+        async with self.db.execute(
+            f"SELECT {_UPLOAD_COLS} FROM uploads WHERE status IN ('pending', 'completing') AND expires_at <= ?"
+            " ORDER BY expires_at LIMIT ?", (now, limit),
+        ) as cur:
+            return [row_to_upload(r) for r in await cur.fetchall()]
+
+    async def purge_uploads(self, before: int) -> int:
+        async with self._write_lock:
+            cur = await self.db.execute(
+                "DELETE FROM uploads WHERE status IN ('completed', 'cancelled', 'expired') AND expires_at < ?",
+                (before,))
         return cur.rowcount
 
     # -- responses -----------------------------------------------------------------------

@@ -70,6 +70,8 @@ AZURE_BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/response
 MAX_JSON_BODY = 64 * 1024 * 1024
 MAX_FORM_FIELD = 64 * 1024
 UPLOAD_CHUNK = 1 << 20
+UPLOAD_PART_MAX = 64 << 20     # F §1.7: a part is at most 64 MB (the SDK's parts are 64 MiB)
+UPLOAD_MAX_BYTES = 8 << 30     # F §1.7: an Upload holds at most 8 GB
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
@@ -237,6 +239,22 @@ class StoredFile:
         if flavor == "azure" and time.monotonic() < self.processed_at:
             return "pending"
         return "processed"
+
+
+@dataclass
+class StoredUpload:
+    """An Upload (F §1.7): its declared size, its parts (id → (path, size)) and its state."""
+
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    mime_type: str
+    created_at: int
+    expires_at: int
+    status: str = "pending"
+    parts: dict[str, tuple[Path, int]] = field(default_factory=dict)
+    file_id: str | None = None
 
 
 @dataclass
@@ -501,6 +519,7 @@ class FakeOpenAI:
             new_id=(lambda: "batch_" + str(uuid.uuid4())) if flavor == "azure" else (lambda: "batch_" + _rand_alnum(24)),
             endpoints=AZURE_BATCH_ENDPOINTS if flavor == "azure" else OPENAI_BATCH_ENDPOINTS,
             lock=self._lock)
+        self.uploads: dict[str, StoredUpload] = {}
 
         self.open_streams = 0
         self.streams_completed = 0
@@ -660,6 +679,10 @@ class FakeOpenAI:
         r.add_delete(f"{p}/responses/{{response_id}}", self._delete_response)
         r.add_post(f"{p}/responses/{{response_id}}/cancel", self._cancel_response)
         r.add_get(f"{p}/responses/{{response_id}}/input_items", self._list_input_items)
+        r.add_post(f"{p}/uploads", self._create_upload)
+        r.add_post(f"{p}/uploads/{{upload_id}}/parts", self._add_upload_part)
+        r.add_post(f"{p}/uploads/{{upload_id}}/complete", self._complete_upload)
+        r.add_post(f"{p}/uploads/{{upload_id}}/cancel", self._cancel_upload)
         r.add_route("*", "/{tail:.*}", self._invalid_url)
         return app
 
@@ -874,6 +897,114 @@ class FakeOpenAI:
             ) from None
         request[_REC_KEY].json = data
         return data
+
+    # ------------------------------------------------------------------ uploads (F §1.7)
+    def _upload_object(self, up: StoredUpload) -> dict[str, Any]:
+        stored = self._files.get(up.file_id) if up.file_id else None
+        return {"id": up.id, "object": "upload", "bytes": up.bytes, "created_at": up.created_at,
+                "filename": up.filename, "purpose": up.purpose, "status": up.status, "expires_at": up.expires_at,
+                "file": self._file_object(stored) if stored is not None else None}
+
+    def _pending_upload(self, upload_id: str) -> StoredUpload:
+        with self._lock:
+            up = self.uploads.get(upload_id)
+        if up is None:
+            raise _ApiError(404, f"No such Upload object: {upload_id}", param="upload_id")
+        if up.status == "pending" and time.time() >= up.expires_at:
+            up.status = "expired"
+        if up.status != "pending":
+            # choice: the status code and wording for a settled upload are not in the sources
+            raise _ApiError(400, f"Upload {upload_id} is {up.status}.", param="upload_id")
+        return up
+
+    async def _create_upload(self, request: web.Request) -> web.Response:
+        body = await self._read_json_body(request)
+        if not isinstance(body, dict):
+            raise _ApiError(400, "The request body must be a JSON object.")
+        for name in ("bytes", "filename", "mime_type", "purpose"):
+            if body.get(name) is None:
+                raise _ApiError(400, f"'{name}' is a required property", param=name)
+        allowed = AZURE_UPLOAD_PURPOSES if self.flavor == "azure" else OPENAI_UPLOAD_PURPOSES
+        if body["purpose"] not in allowed:
+            raise _ApiError(400, f"'{body['purpose']}' is not one of {list(allowed)} - 'purpose'", param="purpose")
+        if not isinstance(body["bytes"], int) or not 0 <= body["bytes"] <= UPLOAD_MAX_BYTES:
+            raise _ApiError(400, f"bytes must be at most {UPLOAD_MAX_BYTES}.", param="bytes")
+        now = _now_int()
+        up = StoredUpload(id="upload_" + _rand_alnum(24), filename=body["filename"], purpose=body["purpose"],
+                          bytes=body["bytes"], mime_type=body["mime_type"], created_at=now, expires_at=now + 3600)
+        with self._lock:
+            self.uploads[up.id] = up
+        return _json_response(self._upload_object(up))
+
+    async def _add_upload_part(self, request: web.Request) -> web.Response:
+        up = self._pending_upload(request.match_info["upload_id"])
+        part_id = "part_" + _rand_alnum(24)
+        path = self.data_dir / f".{up.id}.{part_id}"
+        hashing = HashingReader(request.content, request[_DIGEST_KEY])
+        reader = MultipartReader(request.headers, hashing)  # type: ignore[arg-type]
+        size = -1
+        try:
+            async for part in reader:
+                if isinstance(part, MultipartReader) or part.name != "data" or size >= 0:
+                    raise _ApiError(400, "The body must have exactly one 'data' part.", param="data")
+                size = 0
+                with open(path, "wb") as out:
+                    while chunk := await part.read_chunk(UPLOAD_CHUNK):
+                        size += len(chunk)
+                        if size > UPLOAD_PART_MAX:
+                            raise _ApiError(400, f"A part can be at most {UPLOAD_PART_MAX} bytes.", param="data")
+                        out.write(chunk)
+            if size < 0:
+                raise _ApiError(400, "'data' is a required property", param="data")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        await self._drain_body(request)
+        with self._lock:
+            up.parts[part_id] = (path, size)
+        return _json_response({"id": part_id, "object": "upload.part", "created_at": _now_int(), "upload_id": up.id})
+
+    async def _complete_upload(self, request: web.Request) -> web.Response:
+        body = await self._read_json_body(request)
+        up = self._pending_upload(request.match_info["upload_id"])
+        part_ids = body.get("part_ids") if isinstance(body, dict) else None
+        if not isinstance(part_ids, list):
+            raise _ApiError(400, "'part_ids' is a required property", param="part_ids")
+        unknown = [p for p in part_ids if p not in up.parts]
+        if unknown or len(set(part_ids)) != len(part_ids):
+            raise _ApiError(400, f"Invalid part ids: {unknown or part_ids}", param="part_ids")
+        total = sum(up.parts[p][1] for p in part_ids)
+        if total != up.bytes:
+            raise _ApiError(400, f"The parts hold {total} bytes, the Upload declared {up.bytes}.", param="part_ids")
+        file_id = self._new_file_id()
+        final = self.data_dir / file_id
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        with open(final, "wb") as out:
+            for pid in part_ids:
+                with open(up.parts[pid][0], "rb") as src:
+                    while chunk := src.read(UPLOAD_CHUNK):
+                        sha.update(chunk)
+                        md5.update(chunk)
+                        out.write(chunk)
+        if body.get("md5") and body["md5"] != md5.hexdigest():
+            final.unlink()
+            raise _ApiError(400, "The md5 checksum does not match.", param="md5")
+        self._store_file(StoredFile(id=file_id, filename=up.filename, purpose=up.purpose, bytes=total,
+                                    sha256=sha.hexdigest(), created_at=_now_int(), expires_at=None, path=final))
+        with self._lock:
+            up.status, up.file_id = "completed", file_id
+            for path, _ in up.parts.values():
+                path.unlink(missing_ok=True)
+        return _json_response(self._upload_object(up))
+
+    async def _cancel_upload(self, request: web.Request) -> web.Response:
+        await self._drain_body(request)
+        up = self._pending_upload(request.match_info["upload_id"])
+        with self._lock:
+            up.status = "cancelled"
+            for path, _ in up.parts.values():
+                path.unlink(missing_ok=True)
+        return _json_response(self._upload_object(up))
 
     # ------------------------------------------------------------------ files
     def _new_file_id(self) -> str:

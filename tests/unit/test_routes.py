@@ -22,6 +22,10 @@ ROUTES = [
     ("GET", "batches", "batches.list", None),
     ("GET", "batches/batch_1", "batches.retrieve", "batch_1"),
     ("POST", "batches/batch_1/cancel", "batches.cancel", "batch_1"),
+    ("POST", "uploads", "uploads.create", None),
+    ("POST", "uploads/upload_1/parts", "uploads.parts", "upload_1"),
+    ("POST", "uploads/upload_1/complete", "uploads.complete", "upload_1"),
+    ("POST", "uploads/upload_1/cancel", "uploads.cancel", "upload_1"),
 ]
 
 router = Router(["/v1", "/api/llm"])
@@ -49,7 +53,7 @@ def test_empty_segments_are_not_found(path):
     assert e.value.status == 404 and e.value.code == "unknown_url"
 
 
-@pytest.mark.parametrize("path", ["/v1/batches/batch_1/output", "/v1/uploads", "/v2/files", "/files", "/v1/files/a/b/c",
+@pytest.mark.parametrize("path", ["/v1/batches/batch_1/output", "/v1/uploads/upload_1", "/v2/files", "/files", "/v1/files/a/b/c",
                                   "/v1/files/a/contents", "/v1filesx", "/api/llmx/files"])
 def test_unknown_path_is_404_unknown_url(path):
     with pytest.raises(GatewayError) as e:
