@@ -62,6 +62,7 @@ class BatchJsonlFilter(Filter):
             self.validator.close()
         except BatchLineError as err:
             raise _invalid(err) from None
+        ex.batch_url = self.validator.url  # recorded with the file: batches.create checks it
 
 
 class BatchJsonlFactory:

@@ -36,7 +36,7 @@ from .batch_files import Kind, result_file_id, results_location
 from .errors import GatewayError, bad_request
 from .ids import is_wellformed_id, new_id
 from .providers.openai import OPENAI_BATCH_ENDPOINTS
-from .store.base import TERMINAL_BATCH_STATUSES, BatchRecord, FileRecord
+from .store.base import BATCH_URL_KEY, TERMINAL_BATCH_STATUSES, BatchRecord, FileRecord
 
 if TYPE_CHECKING:
     from .batch_runner import BatchProgress, BatchRunner
@@ -144,6 +144,11 @@ async def batches_create(ctx: "OperationContext") -> web.StreamResponse:
         raise bad_request(f"Invalid 'input_file_id': {input_id[:128]} has purpose '{input_rec.purpose}'; a batch's "
                           "input file must be uploaded with purpose 'batch'.", param="input_file_id",
                           code="invalid_file_purpose")
+    file_url = input_rec.location.get(BATCH_URL_KEY) if input_rec is not None else None
+    if isinstance(file_url, str) and file_url != body["endpoint"]:
+        raise bad_request(f"Invalid 'endpoint': the requests in {input_id[:128]} are for '{file_url}', not "
+                          f"'{body['endpoint'][:128]}'; a batch runs the endpoint its file's lines name.",
+                          param="endpoint", code="invalid_value")
     now = int(time.time())
     rec = BatchRecord(id="", tenant=ex.tenant.name, provider=provider.name, input_file_id=input_id,
                       endpoint=body["endpoint"], completion_window=body["completion_window"], created_at=now,

@@ -32,6 +32,8 @@ class Exchange:
         "file_started", "quota_limit", "quota_used", "size_limit", "reservation",
         # JSON operations: the body the pipeline read (json_changed: a filter rewrote json_body)
         "json_body", "raw_body", "json_changed",
+        # a purpose=batch upload: the endpoint (``url``) its lines name, found by batch_jsonl
+        "batch_url",
         # files.list: provider_route's verdict (list upstream, or the store filtered by provider)
         "list_upstream", "list_provider",
         # responses / access log
@@ -63,6 +65,7 @@ class Exchange:
         self.quota_used = 0
         self.size_limit: int | None = None
         self.reservation: UploadReservation | None = None  # quota bytes this upload holds
+        self.batch_url: str | None = None
         self.json_body: dict[str, Any] | None = None
         self.raw_body: bytes | None = None
         self.json_changed = False

@@ -36,7 +36,7 @@ from .limits import FORM_ALLOWANCE
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser
 from .providers.base import UploadResult
 from .reservations import UploadReservation
-from .store.base import FileRecord, QuotaExceeded
+from .store.base import BATCH_URL_KEY, FileRecord, QuotaExceeded
 from .units import size_and_bytes
 
 if TYPE_CHECKING:
@@ -494,6 +494,10 @@ async def _record(ctx: "OperationContext", rec: FileRecord) -> None:
     ex = ctx.ex
     assert ex.provider is not None and ex.tenant is not None  # the required filters ran first
     ex.object_id = rec.id
+    if ex.batch_url is not None:
+        # The endpoint of a batch file's lines, for batches.create to match (a key of its own
+        # next to the provider's locator; providers read only their own keys).
+        rec.location = {**rec.location, BATCH_URL_KEY: ex.batch_url}
     res = ex.reservation
     try:
         # The upload's reservation becomes the stored file in the same transaction.

@@ -251,6 +251,7 @@ def test_batch_file_is_stored_as_claude_records(env: Env) -> None:
         "bucket": env.bucket, "key": key, "region": env.moto.region, "etag": head["ETag"],
         "model": CLAUDE, "invocation_type": "InvokeModel",
         "ids": {"R0000000001": "request-1", "R0000000003": "request-3"},
+        "batch_url": "/v1/chat/completions",  # the lines' endpoint, which batches.create checks
     }
     assert [x.id for x in c.files.list(purpose="batch")][:1] == [f.id]
     assert c.files.delete(f.id).deleted

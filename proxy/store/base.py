@@ -5,6 +5,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+# In a batch file's ``location``: the endpoint its lines name (``/v1/chat/completions`` …).
+BATCH_URL_KEY = "batch_url"
+
+
 @dataclass(slots=True)
 class FileRecord:
     id: str                      # the id clients see (gateway-minted, or the upstream's for pass-through)
