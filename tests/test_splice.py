@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import os
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -17,7 +19,7 @@ from proxy import splice
 from proxy.providers.h1 import H1Pool
 from tests.conftest import client
 from tests.fakes.threaded import ThreadedServer
-from tests.test_h1 import RawServer, ServerConn, read_all
+from tests.test_h1 import RawServer, ServerConn, read_all, tls_cert  # noqa: F401 (a fixture)
 
 BODY = os.urandom(3 * 1024 * 1024 + 17)  # several pipe-fulls, not a multiple of anything
 FIRST = 1000  # bytes sent with the head (they come back as the hand-over's pieces)
@@ -139,6 +141,18 @@ async def test_no_hand_over_for_a_chunked_body():
         async with await pool.stream("GET", "/c", [], timeout=30, read_timeout=10) as st:
             assert st.hand_over() is None
             assert b"".join(await read_all(st)) == b"hello"  # and the stream still reads normally
+
+
+async def test_no_hand_over_over_tls(tls_cert: Path):
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tls_cert / "cert.pem", tls_cert / "key.pem")
+    body = BODY[:200_000]
+    async with RawServer(_serve(body), ssl=server_ctx) as srv:
+        client_ctx = ssl.create_default_context(cafile=str(tls_cert / "cert.pem"))
+        async with H1Pool(f"https://localhost:{srv.port}", ssl_context=client_ctx) as pool:
+            async with await pool.stream("GET", "/tls", [], timeout=30, read_timeout=10) as st:
+                assert st.hand_over() is None  # the socket carries ciphertext: the bytes must be read here
+                assert b"".join(await read_all(st)) == body
 
 
 # ------------------------------------------------------------------ through the gateway
