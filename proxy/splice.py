@@ -30,6 +30,7 @@ AVAILABLE = sys.platform.startswith("linux") and hasattr(os, "splice")
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size's default: what an unprivileged process may ask
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_YIELD_EVERY = 8  # rounds (up to a pipe-full each) between two turns of the event loop
 _GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN})
 
 
@@ -140,6 +141,7 @@ async def move(src_fd: int, dst_fd: int, length: int, *, idle: float | None = No
         left = length   # still to take from the source
         held = 0        # in the pipe, still to give to the destination
         last = loop.time()
+        since_yield = 0  # rounds that moved bytes since the loop last ran something else
         while left or held:
             moved = False
             if left and held < room:
@@ -157,7 +159,16 @@ async def move(src_fd: int, dst_fd: int, length: int, *, idle: float | None = No
                     held -= n
                     moved = True
             if moved:
+                since_yield += 1
+                if since_yield >= _YIELD_EVERY:
+                    # Both sides keep up: let the rest of the loop run now and then (and the
+                    # total deadline bite), as a read/write loop would at each await.
+                    since_yield = 0
+                    if deadline is not None and loop.time() >= deadline:
+                        raise TimeoutError("the exchange took longer than its total timeout")
+                    await asyncio.sleep(0)
                 continue
+            since_yield = 0
             # Nothing moved: wait for the source (room in the pipe) or the destination (bytes held).
             want_src = bool(left) and held < room
             now = loop.time()

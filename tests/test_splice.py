@@ -111,6 +111,21 @@ async def test_spliced_body_stalling_past_the_read_timeout_fails_and_closes():
         peer.close()
 
 
+async def test_spliced_body_past_the_total_timeout_fails():
+    async with RawServer(_serve(BODY, then="stall")) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/stall", [], timeout=0.8, read_timeout=None)
+        ho = st.hand_over()
+        assert ho is not None and ho.idle is None and ho.deadline is not None
+        dst, peer = await _sink()
+        with pytest.raises(TimeoutError, match="total timeout"):
+            await asyncio.gather(splice.move(ho.fd, dst.fileno(), ho.left, idle=ho.idle, deadline=ho.deadline),
+                                 _read_n(peer, 4096))
+        ho.done(False)
+        st.close()
+        dst.close()
+        peer.close()
+
+
 async def test_upstream_closing_mid_splice_is_a_closed_error():
     async with RawServer(_serve(BODY, then="close")) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/close", [], timeout=30, read_timeout=10)
