@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..bridge.events import Dialect, ProviderCall
     from ..config import ProviderConfig
     from ..exchange import Exchange
+    from ..splice import BodyHandover
     from ..store.base import FileRecord
     from ..upload_parts import PartStore
     from .h1 import H1Stream
@@ -41,6 +42,9 @@ class Download:
     chunks: AsyncIterator[bytes] | None = None
     path: str | None = None
     release: Callable[[], Awaitable[None]] | None = None  # close the upstream stream
+    # The rest of the body as a socket to splice from (proxy/splice.py), or None; tried
+    # before ``chunks`` is read, it hands back None when the body cannot be spliced.
+    hand_over: Callable[[], BodyHandover | None] | None = None
 
 
 @dataclass(slots=True)

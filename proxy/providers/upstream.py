@@ -231,7 +231,7 @@ class Upstream:
 
         return Download(content_type=st.headers.get("Content-Type", "application/octet-stream"),
                         length=int(length) if length is not None and not chunked else None,
-                        chunks=_pieces(st, self), release=release)
+                        chunks=_pieces(st, self), release=release, hand_over=st.hand_over)
 
     async def open(
         self,

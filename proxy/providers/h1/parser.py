@@ -93,6 +93,21 @@ class ResponseParser:
         """Any byte has been received."""
         return self._seen
 
+    @property
+    def length_left(self) -> int:
+        """Bytes of a Content-Length body still to come (0 for any other framing or state):
+        the bytes a caller may move past the parser (:meth:`skip_length`)."""
+        return self._need if self._state == _LENGTH and not self._buf and not self._parts else 0
+
+    def skip_length(self, n: int) -> None:
+        """``n`` bytes of a Content-Length body were consumed elsewhere (spliced to the
+        client, proxy/splice.py): account for them as if fed."""
+        if self._state != _LENGTH or not 0 < n <= self._need:
+            raise H1ProtocolError("skipped bytes beyond the body")
+        self._need -= n
+        if not self._need:
+            self._state = _DONE
+
     def feed(self, data: bytes) -> H1Response | None:
         state = self._state
         if state == _DONE:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
+from ...splice import BodyHandover, plain_socket_fd
 from .errors import H1ConnectionError, H1ProtocolError
 from .parser import UNBOUNDED, ResponseParser
 from .connection import SMALL_BODY
@@ -98,6 +99,44 @@ class H1Stream:
                 await waiter
             finally:
                 self._waiter = None
+
+    def hand_over(self) -> BodyHandover | None:
+        """Give the rest of a ``Content-Length`` body to be spliced socket to socket
+        (proxy/splice.py) instead of read here, or None when it cannot be (other framing,
+        TLS, complete, failed). The pieces already received come with it; the socket is no
+        longer read by the loop, and this stream's timers stop (the splice keeps its own).
+        ``done(True)`` after exactly ``left`` bytes gives the connection back as a complete
+        body would, ``done(False)`` closes it; until then this stream must not be read."""
+        conn = self._conn
+        left = self._parser.length_left
+        if conn is None or self._closed or self._error is not None or not left or conn.closed:
+            return None
+        fd = plain_socket_fd(conn.open_transport)
+        if fd is None:
+            return None
+        pieces = list(self._pieces)
+        self._pieces.clear()
+        self._buffered = 0
+        if not self._paused:
+            conn.open_transport.pause_reading()
+        self._paused = False  # (so that no resume_reading happens behind the splice's back)
+        conn.stream = None    # the connection's timer and data_received no longer reach us
+        deadline = self._deadline
+
+        def done(moved_all: bool) -> None:
+            if self._conn is not conn:
+                return
+            if moved_all and not conn.closed:
+                self._parser.skip_length(left)
+                conn.open_transport.resume_reading()
+                self._finish(conn)
+            else:
+                self._conn = None
+                self._error = H1ConnectionError("the spliced body did not complete", reused=conn.served > 0,
+                                                response_started=True)
+                self._pool._discard(conn, abort=True)
+
+        return BodyHandover(fd=fd, left=left, done=done, pieces=pieces, idle=self._idle, deadline=deadline)
 
     def close(self) -> None:
         if self._closed:
