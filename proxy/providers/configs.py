@@ -209,6 +209,7 @@ class BedrockConfig(S3KeysConfig):
     type: Literal["bedrock"] = "bedrock"
     region: Str
     model: Str | None = None
+    runtime_endpoint_url: Url | None = None   # the bedrock-runtime API (Converse); an emulator
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
@@ -229,6 +230,7 @@ class VertexConfig(GcsBucketConfig):
     project_id: Str
     region: Str = "us-central1"
     model: Str | None = None
+    api_endpoint: Url | None = None      # the Vertex AI API (Gemini); else the region's host
 
 
 # --------------------------------------------------------------------------- the registry
