@@ -16,9 +16,13 @@ from openai.types.responses import Response
 
 from tests.bridge_cases import TEXT_STREAM_HEAD, TEXT_STREAM_TAIL, TOOLS, poll
 from tests.conftest import client
+from tests.emulator_gcs import fake_gcs  # noqa: F401  (fixture)
+from tests.emulator_s3 import moto_s3  # noqa: F401  (fixture)
 from tests.fakes.bedrock_runtime import FakeBedrockRuntime
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.support import wait_until
+from tests.test_bedrock_files import new_bucket, s3_client
+from tests.test_vertex_files import new_bucket as gcs_bucket
 
 # Nothing listens here: the providers' bucket side is never called by these tests.
 NO_BUCKET = "http://127.0.0.1:9"
@@ -90,6 +94,20 @@ class Bedrock:
 
     refused_message = "model identifier is invalid"
 
+    thinking_model = "br/us.anthropic.claude-sonnet-4-20250514-v1:0"
+
+    def think_then_call(self) -> None:
+        self.fake.answer([{"reasoningContent": {"reasoningText": {"text": "Look it up.", "signature": "sig_br_1"}}},
+                          {"toolUse": {"toolUseId": "tooluse_01A", "name": "get_weather", "input": {"city": "Paris"}}}],
+                         "tool_use")
+
+    def thought_sent_back(self, body: dict[str, Any]) -> Any:
+        return body["messages"][1]["content"]
+
+    thought_expected = [{"reasoningContent": {"reasoningText": {"text": "Look it up.", "signature": "sig_br_1"}}},
+                        {"toolUse": {"toolUseId": "tooluse_01A", "name": "get_weather", "input": {"city": "Paris"}}}]
+    encrypted = ["sig_br_1"]
+
 
 class Vertex:
     type = "vertex"
@@ -154,6 +172,21 @@ class Vertex:
 
     refused_message = "gemini-nope is not found"
 
+    thinking_model = "vx/gemini-2.5-flash"
+
+    def think_then_call(self) -> None:
+        self.fake.answer([{"text": "Look it up.", "thought": True, "thoughtSignature": "sig_vx_1"},
+                          {"functionCall": {"id": self.call_id, "name": "get_weather", "args": {"city": "Paris"}},
+                           "thoughtSignature": "sig_vx_2"}])
+
+    def thought_sent_back(self, body: dict[str, Any]) -> Any:
+        return body["contents"][1]["parts"]
+
+    thought_expected = [{"text": "Look it up.", "thought": True, "thoughtSignature": "sig_vx_1"},
+                        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}, "id": "fc_weather_1"},
+                         "thoughtSignature": "sig_vx_2"}]
+    encrypted = ["sig_vx_1", "sig_vx_2"]
+
 
 @pytest.fixture(params=[Bedrock, Vertex], ids=["bedrock", "vertex"])
 def backend(request, tmp_path):
@@ -174,8 +207,7 @@ def test_text_json_stream_and_stored(start_gateway, backend):
     c = client(gw)
     backend.text("Hello there, friend.")
     r = c.responses.create(model=backend.model, input="hello", instructions="Be brief.", max_output_tokens=50,
-                           temperature=0.5, metadata={"k": "v"}, store=True,
-                           extra_body={"stream_options": None})
+                           temperature=0.5, metadata={"k": "v"}, store=True)
     assert r.id.startswith("resp_") and r.status == "completed" and r.output_text == "Hello there, friend."
     assert r.model == backend.model_id and r.metadata == {"k": "v"} and r.usage.total_tokens > 0
     raw = httpx.get(f"{gw.base_url}/responses/{r.id}").json()   # no header: the id routes itself
@@ -226,6 +258,27 @@ def test_tools_across_two_turns(start_gateway, backend, stream):
     assert [i.type for i in items.data] == ["function_call_output"] and items.data[0].call_id == backend.call_id
 
 
+def test_reasoning_state_goes_back_on_the_next_turn(start_gateway, backend):
+    """The provider's opaque reasoning state (Converse's signature, Gemini's thought
+    signatures) is the reasoning item's ``encrypted_content``, and goes back where it came from."""
+    gw = start_gateway(config(backend))
+    c = client(gw)
+    backend.think_then_call()
+    with c.responses.stream(model=backend.thinking_model, input="Weather in Paris?", tools=TOOLS,
+                            reasoning={"effort": "low"}) as s:
+        types = [e.type for e in s]
+        r1 = s.get_final_response()
+    assert "response.reasoning_text.delta" in types
+    assert [i.encrypted_content for i in r1.output if i.type == "reasoning"] == backend.encrypted
+    assert r1.output[0].content[0].text == "Look it up."
+    backend.text("Sunny.")
+    r2 = c.responses.create(model=backend.thinking_model, previous_response_id=r1.id, tools=TOOLS,
+                            reasoning={"effort": "low"},
+                            input=[{"type": "function_call_output", "call_id": backend.call_id, "output": "sunny"}])
+    assert r2.output_text == "Sunny."
+    assert backend.thought_sent_back(backend.sent()) == backend.thought_expected
+
+
 def test_structured_output_and_unsupported_fields(start_gateway, backend):
     gw = start_gateway(config(backend))
     c = client(gw)
@@ -264,7 +317,8 @@ def test_provider_errors_and_mid_stream_failures(start_gateway, backend):
     # an error event mid-stream: response.failed, stored as failed
     backend.text("a b c d e f g h")
     backend.fail_mid_stream(3)
-    with c.responses.create(model=backend.model, input="x", stream=True) as stream:
+    with c.responses.create(model=backend.model, input="x", stream=True,
+                            extra_body={"stream_options": {"include_obfuscation": False}}) as stream:
         events = list(stream)
     assert events[-1].type == "response.failed" and "response.output_text.delta" in [e.type for e in events]
     failed = events[-1].response
@@ -307,10 +361,68 @@ def test_tenancy_404_and_background(start_gateway, backend):
     assert a.responses.retrieve(r.id).id == r.id
     # background: the turn runs in the gateway (a stream upstream), retrieve polls it
     backend.text("done in the back")
-    bg = a.responses.create(model=backend.model, input="in the back", background=True, previous_response_id=r.id)
+    bg = a.responses.create(model=backend.model, input="in the back", background=True, previous_response_id=r.id,
+                            metadata={"job": "nightly"})
     assert bg.status == "queued" and bg.background is True
     done = poll(a, bg.id)
-    assert done.status == "completed" and done.output_text == "done in the back"
+    assert done.status == "completed" and done.output_text == "done in the back" and done.metadata == {"job": "nightly"}
     assert backend.calls()[-1].path.endswith(("converse-stream", "streamGenerateContent"))
     with pytest.raises(openai.NotFoundError):
         b.responses.retrieve(bg.id)
+
+
+# --------------------------------------------------------------------------- files as model input
+
+
+def file_turns(gw, backend: Bedrock | Vertex, located) -> None:
+    """A gateway file as model input goes as its storage location (``located(body)`` reads it
+    from the provider's request), in the turn that names it and in the next one's history."""
+    c = client(gw)
+    pdf = c.files.create(file=("doc.pdf", b"%PDF-1.4 tiny"), purpose="user_data",
+                         extra_headers={"x-tfy-provider-name": backend.provider()["name"]})
+    r = c.responses.create(model=backend.model, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Summarise"}, {"type": "input_file", "file_id": pdf.id}]}])
+    uri = located(backend.sent())
+    assert pdf.id in uri and uri.endswith("/doc.pdf"), uri
+    c.responses.create(model=backend.model, input="and again?", previous_response_id=r.id)
+    assert located(backend.sent()) == uri
+    assert c.responses.input_items.list(r.id).data[0].content[1].file_id == pdf.id   # the gateway's id is kept
+    c.files.delete(pdf.id)
+    with pytest.raises(openai.BadRequestError, match="cannot be given"):   # the history names a deleted file
+        c.responses.create(model=backend.model, input="once more", previous_response_id=r.id)
+
+
+def test_a_file_goes_to_bedrock_as_its_s3_location(start_gateway, tmp_path, moto_s3):  # noqa: F811
+    bucket = new_bucket(s3_client(moto_s3))
+    with FakeBedrockRuntime(data_dir=tmp_path / "fake-bedrock") as fake:
+        backend = Bedrock.__new__(Bedrock)
+        backend.fake = fake
+        cfg = config(backend)
+        cfg["providers"][1].update(bucket=bucket, endpoint_url=moto_s3.endpoint_url)
+        gw = start_gateway(cfg)
+
+        def located(body: dict[str, Any]) -> str:
+            document = body["messages"][0]["content"][1]["document"]
+            assert document["format"] == "pdf" and document["name"] == "doc"
+            uri = document["source"]["s3Location"]["uri"]
+            assert uri.startswith(f"s3://{bucket}/")
+            return str(uri)
+
+        file_turns(gw, backend, located)
+
+
+def test_a_file_goes_to_vertex_as_its_gs_uri(start_gateway, tmp_path, fake_gcs):  # noqa: F811
+    bucket = gcs_bucket(fake_gcs)
+    with FakeGemini(token=None, data_dir=tmp_path / "fake-gemini") as fake:
+        backend = Vertex.__new__(Vertex)
+        backend.fake = fake
+        cfg = config(backend)
+        cfg["providers"][1].update(bucket=bucket, endpoint_url=fake_gcs.api_root)
+        gw = start_gateway(cfg)
+
+        def located(body: dict[str, Any]) -> str:
+            data = body["contents"][0]["parts"][1]["fileData"]
+            assert data["mimeType"] == "application/pdf" and data["fileUri"].startswith(f"gs://{bucket}/")
+            return str(data["fileUri"])
+
+        file_turns(gw, backend, located)
