@@ -426,3 +426,24 @@ def test_a_file_goes_to_vertex_as_its_gs_uri(start_gateway, tmp_path, fake_gcs):
             return str(data["fileUri"])
 
         file_turns(gw, backend, located)
+
+
+def test_a_converse_stream_cut_after_message_stop_completes(start_gateway, tmp_path):
+    """Bedrock said how the turn ended (``messageStop``) and the connection went before the
+    ``metadata`` event (usage): the decoder's ``close()`` completes the turn, foreground and
+    background alike."""
+    with FakeBedrockRuntime(data_dir=tmp_path / "fake-bedrock") as fake:
+        backend = Bedrock.__new__(Bedrock)
+        backend.fake = fake
+        gw = start_gateway(config(backend))
+        c = client(gw)
+        for background in (False, True):
+            fake.answer([{"text": "All done."}])
+            fake.fail_stream_after(6)   # messageStart, 3 text deltas, contentBlockStop, messageStop: then cut
+            if background:
+                r = poll(c, c.responses.create(model=backend.model, input="go", background=True).id)
+            else:
+                with c.responses.stream(model=backend.model, input="go") as s:
+                    assert [e.type for e in s][-1] == "response.completed"
+                    r = s.get_final_response()
+            assert r.status == "completed" and r.output_text == "All done.", r
