@@ -447,3 +447,31 @@ def test_a_converse_stream_cut_after_message_stop_completes(start_gateway, tmp_p
                     assert [e.type for e in s][-1] == "response.completed"
                     r = s.get_final_response()
             assert r.status == "completed" and r.output_text == "All done.", r
+
+
+def test_vertex_calls_carry_a_cloud_platform_token(start_gateway, tmp_path):
+    """With a service account (no emulator), each Gemini call carries ``Authorization: Bearer``
+    and the provider's token, whose scopes include ``cloud-platform`` (the Vertex AI API's)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with FakeGemini(data_dir=tmp_path / "fake-gemini") as fake:   # checks the token
+        service_file = tmp_path / "sa.json"
+        service_file.write_bytes(orjson.dumps({
+            "type": "service_account", "project_id": "proj-1", "client_email": "sg@proj-1.iam.gserviceaccount.com",
+            "private_key": key, "token_uri": fake.url + "/token"}))
+        backend = Vertex.__new__(Vertex)
+        backend.fake = fake
+        cfg = config(backend)
+        del cfg["providers"][1]["endpoint_url"]
+        cfg["providers"][1]["service_file"] = str(service_file)
+        gw = start_gateway(cfg)
+        c = client(gw)
+        fake.answer([{"text": "Authorised."}])
+        assert c.responses.create(model=backend.model, input="hi").output_text == "Authorised."
+        with c.responses.stream(model=backend.model, input="hi") as s:
+            assert s.get_final_response().status == "completed"
+        assert [r.headers["Authorization"] for r in backend.calls()] == [f"Bearer {fake.token}"] * 2
+        assert "https://www.googleapis.com/auth/cloud-platform" in fake.token_scopes[-1].split()
