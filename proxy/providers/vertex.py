@@ -132,6 +132,7 @@ class VertexProvider(GCSProvider):
     sink_class = VertexSink
     bucket_header = BUCKET_HEADER
     serves_responses = True          # through the bridge (proxy/bridge): Gemini generateContent
+    # the Vertex AI API wants the cloud-platform scope (docs/provider-facts.md §8.7)
     scopes: ClassVar[list[str]] = [*_SCOPES, "https://www.googleapis.com/auth/cloud-platform"]
 
     config: "VertexConfig"
