@@ -475,3 +475,36 @@ def test_vertex_calls_carry_a_cloud_platform_token(start_gateway, tmp_path):
             assert s.get_final_response().status == "completed"
         assert [r.headers["Authorization"] for r in backend.calls()] == [f"Bearer {fake.token}"] * 2
         assert "https://www.googleapis.com/auth/cloud-platform" in fake.token_scopes[-1].split()
+
+
+def test_background_cancel_closes_the_upstream_call(start_gateway, backend):
+    gw = start_gateway(config(backend))
+    c = client(gw)
+    backend.text("a b c d e f g h i j k l")
+    gate = backend.fake.gate_stream_after(3)
+    r = c.responses.create(model=backend.model, input="long one", background=True)
+    assert wait_until(lambda: backend.fake.streams.open_streams == 1, timeout=10)
+    assert c.responses.cancel(r.id).status == "cancelled"
+    assert wait_until(lambda: backend.fake.streams.client_disconnects == 1, timeout=15)
+    gate.set()
+    assert backend.fake.streams.streams_completed == 0 and c.responses.retrieve(r.id).status == "cancelled"
+
+
+def test_a_stalled_converse_stream_fails_the_turn(start_gateway, tmp_path):
+    """Bedrock stops sending mid-stream: after the provider's read timeout the turn is
+    ``response.failed`` (a 504's words), and the upstream call is closed."""
+    with FakeBedrockRuntime(data_dir=tmp_path / "fake-bedrock") as fake:
+        backend = Bedrock.__new__(Bedrock)
+        backend.fake = fake
+        cfg = config(backend)
+        cfg["providers"][1]["timeouts"] = {"connect": "2s", "read": "1s"}
+        gw = start_gateway(cfg)
+        c = client(gw)
+        fake.answer([{"text": "a b c d e f g h"}])
+        gate = fake.gate_stream_after(3)
+        with c.responses.create(model=backend.model, input="x", stream=True) as stream:
+            events = list(stream)
+        gate.set()
+        assert events[-1].type == "response.failed", [e.type for e in events]
+        assert events[-1].response.error.message == "Provider 'br' (Bedrock) did not answer in time."
+        assert wait_until(lambda: fake.streams.open_streams == 0, timeout=10)
