@@ -508,3 +508,22 @@ def test_a_stalled_converse_stream_fails_the_turn(start_gateway, tmp_path):
         assert events[-1].type == "response.failed", [e.type for e in events]
         assert events[-1].response.error.message == "Provider 'br' (Bedrock) did not answer in time."
         assert wait_until(lambda: fake.streams.open_streams == 0, timeout=10)
+
+
+def test_bedrock_unreachable_or_cut_before_answering_is_a_json_502(start_gateway, tmp_path):
+    with FakeBedrockRuntime(data_dir=tmp_path / "fake-bedrock") as fake:
+        backend = Bedrock.__new__(Bedrock)
+        backend.fake = fake
+        gw = start_gateway(config(backend))
+        c = client(gw)
+        for stream in (False, True):
+            fake.reset_next(path="/model/")
+            resp = httpx.post(gw.base_url + "/responses", json={"model": backend.model, "input": "x", "stream": stream})
+            assert resp.status_code == 502 and resp.json()["error"]["message"] == \
+                "The call to provider 'br' broke: ConnectionClosedError.", resp.text
+        assert len(backend.calls()) == 2   # max_retries: 0 is no retry
+        cfg = config(backend)
+        cfg["providers"][1]["runtime_endpoint_url"] = NO_BUCKET   # nothing listens
+        c = client(start_gateway(cfg))
+        with pytest.raises(openai.InternalServerError, match="Could not reach provider 'br'"):
+            c.responses.create(model=backend.model, input="x")

@@ -464,16 +464,21 @@ def converse_error(exc: Exception) -> GatewayError:
     return GatewayError(status, message, code=err_code, param=param, retryable=retryable)
 
 
-def _transport_error(exc: Exception, provider: str) -> GatewayError:
-    """A botocore / aiohttp transport failure (no answer, or a broken one) → the gateway's error,
-    worded as the HTTP providers' are (proxy/providers/upstream.py)."""
-    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+def _transport_error(exc: Exception, provider: str, *, answering: bool) -> GatewayError:
+    """A botocore / aiohttp transport failure → the gateway's error, worded as the HTTP
+    providers' are (proxy/providers/upstream.py): no answer in time (504), no connection (502),
+    or an answer that broke off (``answering``: the stream had begun)."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
     if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, TimeoutError)):
         return GatewayError(504, f"Provider '{provider}' (Bedrock) did not answer in time.", code="upstream_timeout",
                             retryable=True)
-    return GatewayError(502, f"The stream from provider '{provider}' broke: {type(exc).__name__}.",
-                        code="upstream_stream_error", retryable=True)
+    if isinstance(exc, EndpointConnectionError) and not answering:
+        return GatewayError(502, f"Could not reach provider '{provider}' (Bedrock).", code="upstream_unreachable",
+                            retryable=True)
+    what = "stream from" if answering else "call to"
+    return GatewayError(502, f"The {what} provider '{provider}' broke: {type(exc).__name__}.",
+                        code="upstream_stream_error" if answering else "upstream_error", retryable=True)
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
@@ -496,7 +501,7 @@ async def call_converse(client: Any, call: ProviderCall, provider: str = "bedroc
     except ParamValidationError as exc:  # botocore checks the body against the model first
         raise _invalid_body(exc) from None
     except _transport_errors() as exc:
-        raise _transport_error(exc, provider) from None
+        raise _transport_error(exc, provider, answering=False) from None
 
 
 def _invalid_body(exc: Exception) -> GatewayError:
@@ -515,7 +520,7 @@ async def open_converse_stream(client: Any, call: ProviderCall, provider: str = 
     except ParamValidationError as exc:
         raise _invalid_body(exc) from None
     except _transport_errors() as exc:
-        raise _transport_error(exc, provider) from None
+        raise _transport_error(exc, provider, answering=False) from None
     return response["stream"]
 
 
@@ -535,7 +540,7 @@ async def stream_events(stream: Any, provider: str = "bedrock") -> AsyncGenerato
             error = exc.response.get("Error", {})
             yield {str(error.get("Code") or "internalServerException"): {"message": error.get("Message", "")}}
         except _transport_errors() as exc:
-            raise _transport_error(exc, provider) from None
+            raise _transport_error(exc, provider, answering=True) from None
     finally:
         stream.close()
 

@@ -145,8 +145,9 @@ class BedrockProvider(S3Provider):
         cfg = self.config
         kwargs: dict[str, Any] = {"region_name": self.region, "config": AioConfig(
             connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
-            # botocore retries a call only before its answer began (a stream is never replayed)
-            retries={"max_attempts": cfg.max_retries + 1, "mode": "standard"}, max_pool_connections=64)}
+            # botocore retries a call only before its answer began (a stream is never replayed);
+            # total_max_attempts counts the first one (botocore's max_attempts does not)
+            retries={"total_max_attempts": cfg.max_retries + 1, "mode": "standard"}, max_pool_connections=64)}
         if cfg.runtime_endpoint_url is not None:
             kwargs["endpoint_url"] = cfg.runtime_endpoint_url
         if cfg.aws_access_key_id is not None:
