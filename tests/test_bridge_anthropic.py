@@ -10,14 +10,12 @@ import openai
 import pytest
 from openai.types.responses import Response
 
+from tests.bridge_cases import TEXT_STREAM_HEAD, TEXT_STREAM_TAIL, TOOLS, poll
 from tests.conftest import client
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.support import wait_until
 
 MODEL = "claude/claude-sonnet-4-5"
-TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
-          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-          "strict": True}]
 
 
 @pytest.fixture
@@ -76,10 +74,8 @@ def test_stream_order_and_first_event_before_the_second_delta(start_gateway, fak
         final = s.get_final_response()
     assert held == 4, "the first delta reached the client only after the fake sent its second"
     assert final.output_text == "echo: one two three four five" and final.status == "completed"
-    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"]
-    assert types[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                          "response.completed"]
+    assert types[:4] == TEXT_STREAM_HEAD
+    assert types[-4:] == TEXT_STREAM_TAIL
     assert types.count("response.output_text.delta") == 6
     assert c.responses.retrieve(final.id).output_text == final.output_text
 
@@ -314,13 +310,6 @@ def test_messages_404_and_413_are_not_file_errors(start_gateway, fake):
 
 
 # --------------------------------------------------------------------------- background turns
-
-
-def poll(c: openai.OpenAI, response_id: str, until: tuple[str, ...] = ("completed", "failed", "cancelled")):
-    seen = []
-    assert wait_until(lambda: seen.append(c.responses.retrieve(response_id)) or seen[-1].status in until,
-                      timeout=15), seen[-1]
-    return seen[-1]
 
 
 def test_background_runs_and_retrieve_polls(start_gateway, fake):

@@ -573,10 +573,11 @@ async def test_connection_dropped_mid_stream(fake: FakeBedrockRuntime) -> None:
     decoder = DIALECT.stream_decoder()
     got: list[Any] = []
     async with client(fake) as c:
-        with pytest.raises(Exception) as err:  # aiohttp's payload error, as the transport reports it
+        with pytest.raises(GatewayError) as err:  # aiohttp's payload error, translated for the run layer
             async for event in converse_stream_events(c, DIALECT.build_call({"input": "x"}, [], CLAUDE, stream=True)):
                 got.extend(decoder.feed(event))
-    assert not isinstance(err.value, GatewayError)
+    assert (err.value.status, err.value.code) == (502, "upstream_stream_error")
+    assert err.value.message == "The stream from provider 'bedrock' broke: ClientPayloadError."
     got.extend(decoder.close())
     assert got == [TextStart(0), TextDelta(0, "Hell"), Failure("server_error", "The Bedrock stream ended before the turn did")]
 

@@ -24,7 +24,7 @@ Request (each field the Responses API has, translated or refused by name — nev
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
 
@@ -32,6 +32,9 @@ from ..errors import GatewayError
 from . import events as ev
 from .events import ProviderCall
 from .items import data_url, invalid, unsupported
+
+if TYPE_CHECKING:
+    from .request import StoredFile
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -88,6 +91,9 @@ class AnthropicDialect:
 
     def stream_decoder(self) -> "AnthropicStream":
         return AnthropicStream()
+
+    def for_files(self, files: Mapping[str, "StoredFile"]) -> "AnthropicDialect":
+        return self   # the request names Anthropic's own file ids (Provider.bridge_file_id)
 
 
 class AnthropicStream:
@@ -150,6 +156,9 @@ class AnthropicStream:
             err = frame.get("error") or {}
             return (failure(err.get("type"), err.get("message")),)
         return ()   # ping, and event types added later
+
+    def close(self) -> Iterable[ev.Event]:
+        return ()   # only message_stop ends a turn: a stream that stops before it has failed
 
 
 def _untranslatable(block: Any) -> ev.Failure:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GatewayError
 from ..reservations import owner_gone, process_owner
 from ..store.base import ResponseRecord, TurnRecord
-from .emitter import Emitter, EmitterError
+from .emitter import Emitter, EmitterError, end_of_frames
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
@@ -97,10 +97,10 @@ async def _run(store: "Store", ex: "Exchange", provider: "Provider", dialect: "D
 
 
 async def _call(ex: "Exchange", provider: "Provider", dialect: "Dialect", call: "ProviderCall", em: Emitter) -> None:
+    decoder = dialect.stream_decoder()
     try:
         frames = await provider.bridge_stream(ex, call)
         try:
-            decoder = dialect.stream_decoder()
             async for frame in frames:
                 for event in decoder.feed(frame):
                     em.feed(event)
@@ -108,9 +108,17 @@ async def _call(ex: "Exchange", provider: "Provider", dialect: "Dialect", call: 
                         return
         finally:
             await frames.aclose()
-        em.fail("server_error", f"The stream from provider '{provider.name}' ended before the response was complete.")
+        end_of_frames(em, decoder)
+        if not em.finished:
+            em.fail("server_error", f"The stream from provider '{provider.name}' ended before the response was "
+                                    "complete.")
     except GatewayError as err:
-        em.fail("rate_limit_exceeded" if err.status == 429 else "server_error", err.message)
+        try:   # a broken stream: the decoder may still know how the turn ended
+            end_of_frames(em, decoder)
+        except EmitterError:
+            pass
+        if not em.finished:
+            em.fail("rate_limit_exceeded" if err.status == 429 else "server_error", err.message)
     except EmitterError as err:
         em.fail("server_error", f"The provider's stream could not be translated: {err}")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -464,7 +464,33 @@ def converse_error(exc: Exception) -> GatewayError:
     return GatewayError(status, message, code=err_code, param=param, retryable=retryable)
 
 
-async def call_converse(client: Any, call: ProviderCall) -> Any:
+def _transport_error(exc: Exception, provider: str, *, answering: bool) -> GatewayError:
+    """A botocore / aiohttp transport failure → the gateway's error, worded as the HTTP
+    providers' are (proxy/providers/upstream.py): no answer in time (504), no connection (502),
+    or an answer that broke off (``answering``: the stream had begun)."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, TimeoutError)):
+        return GatewayError(504, f"Provider '{provider}' (Bedrock) did not answer in time.", code="upstream_timeout",
+                            retryable=True)
+    if isinstance(exc, EndpointConnectionError) and not answering:
+        return GatewayError(502, f"Could not reach provider '{provider}' (Bedrock).", code="upstream_unreachable",
+                            retryable=True)
+    what = "stream from" if answering else "call to"
+    return GatewayError(502, f"The {what} provider '{provider}' broke: {type(exc).__name__}.",
+                        code="upstream_stream_error" if answering else "upstream_error", retryable=True)
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    import aiohttp
+    from botocore.exceptions import (ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
+                                     ReadTimeoutError, ResponseStreamingError)
+
+    return (ConnectTimeoutError, ReadTimeoutError, EndpointConnectionError, ConnectionClosedError,
+            ResponseStreamingError, aiohttp.ClientError, ConnectionError, TimeoutError)
+
+
+async def call_converse(client: Any, call: ProviderCall, provider: str = "bedrock") -> Any:
     """``converse`` with the call's keyword arguments; a ClientError becomes a GatewayError."""
     from botocore.exceptions import ClientError, ParamValidationError
 
@@ -474,19 +500,18 @@ async def call_converse(client: Any, call: ProviderCall) -> Any:
         raise converse_error(exc) from None
     except ParamValidationError as exc:  # botocore checks the body against the model first
         raise _invalid_body(exc) from None
+    except _transport_errors() as exc:
+        raise _transport_error(exc, provider, answering=False) from None
 
 
 def _invalid_body(exc: Exception) -> GatewayError:
     return GatewayError(400, f"The request cannot be sent to Bedrock: {exc}", code="invalid_request_error")
 
 
-async def converse_stream_events(client: Any, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-    """The ConverseStream events, one botocore dict each, as they arrive. An exception event
-    (which botocore raises as ``EventStreamError``) is yielded as its event dict
-    ``{"throttlingException": {"message": …}}``, so the decoder sees one shape. The HTTP
-    response is closed when the iteration ends, however it ends (a client that disconnects
-    closes the upstream call). A ClientError before the stream starts becomes a GatewayError."""
-    from botocore.exceptions import ClientError, EventStreamError, ParamValidationError
+async def open_converse_stream(client: Any, call: ProviderCall, provider: str = "bedrock") -> Any:
+    """Start ``converse_stream``: its botocore event stream, once Bedrock has answered 200. A
+    ClientError (or no answer) before that becomes a GatewayError."""
+    from botocore.exceptions import ClientError, ParamValidationError
 
     try:
         response = await client.converse_stream(**call.body)
@@ -494,7 +519,19 @@ async def converse_stream_events(client: Any, call: ProviderCall) -> AsyncIterat
         raise converse_error(exc) from None
     except ParamValidationError as exc:
         raise _invalid_body(exc) from None
-    stream = response["stream"]
+    except _transport_errors() as exc:
+        raise _transport_error(exc, provider, answering=False) from None
+    return response["stream"]
+
+
+async def stream_events(stream: Any, provider: str = "bedrock") -> AsyncGenerator[dict[str, Any], None]:
+    """The ConverseStream events of an open stream, one botocore dict each, as they arrive. An
+    exception event (which botocore raises as ``EventStreamError``) is yielded as its event dict
+    ``{"throttlingException": {"message": …}}``, so the decoder sees one shape; a broken or
+    stalled connection raises a GatewayError. The HTTP response is closed when the iteration
+    ends, however it ends (a client that disconnects closes the upstream call)."""
+    from botocore.exceptions import EventStreamError
+
     try:
         try:
             async for event in stream:
@@ -502,5 +539,15 @@ async def converse_stream_events(client: Any, call: ProviderCall) -> AsyncIterat
         except EventStreamError as exc:
             error = exc.response.get("Error", {})
             yield {str(error.get("Code") or "internalServerException"): {"message": error.get("Message", "")}}
+        except _transport_errors() as exc:
+            raise _transport_error(exc, provider, answering=True) from None
     finally:
         stream.close()
+
+
+async def converse_stream_events(client: Any, call: ProviderCall,
+                                 provider: str = "bedrock") -> AsyncIterator[dict[str, Any]]:
+    """:func:`open_converse_stream` then :func:`stream_events`, as one iteration."""
+    stream = await open_converse_stream(client, call, provider)
+    async for event in stream_events(stream, provider):
+        yield event

@@ -37,6 +37,22 @@ from . import events as ev
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
+def end_of_frames(em: "Emitter", decoder: ev.StreamDecoder) -> list[dict[str, Any]]:
+    """The provider's frames ended, or broke: the events of the decoder's ``close()`` when they
+    end the turn with a Finish (a Converse turn whose usage never came still completes). A
+    Failure there is left out, and the items still open with it: the caller fails an unfinished
+    turn with the reason it knows (a broken stream, an early end)."""
+    if em.finished:
+        return []
+    closing = list(decoder.close())
+    if not closing or not isinstance(closing[-1], ev.Finish):
+        return []
+    out: list[dict[str, Any]] = []
+    for event in closing:
+        out += em.feed(event)
+    return out
+
+
 def sse(event: dict[str, Any]) -> bytes:
     """One event in OpenAI's framing: ``event: <type>``, one-line JSON ``data``, blank line."""
     return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"

@@ -12,7 +12,10 @@ index onto it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Union
+
+if TYPE_CHECKING:
+    from .request import StoredFile
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,6 +110,13 @@ class StreamDecoder(Protocol):
         → the neutral events it completes, in order."""
         ...
 
+    def close(self) -> Iterable[Event]:
+        """The provider's frames ended (or broke): the events that end the turn when the frames
+        said how it ended without ending it (Converse's ``messageStop`` with no ``metadata``
+        after it); nothing when the turn already ended. A Failure here is only advice: the I/O
+        layer fails the turn itself, with the reason it knows (a broken stream, an early end)."""
+        ...
+
 
 class Dialect(Protocol):
     """One provider family's translation. Unsupported request fields raise a 400
@@ -123,3 +133,9 @@ class Dialect(Protocol):
         ...
 
     def stream_decoder(self) -> StreamDecoder: ...
+
+    def for_files(self, files: Mapping[str, "StoredFile"]) -> "Dialect":
+        """This dialect for one request whose file ids (already the provider's own, see
+        :meth:`~proxy.providers.base.Provider.bridge_file_id`) are ``files``: where each one's
+        bytes live. A dialect that sends the ids as they are returns itself."""
+        ...

@@ -25,13 +25,14 @@ from ..errors import GatewayError
 from ..ids import new_id
 from ..store.base import ResponseRecord
 from . import background, state
-from .emitter import Emitter, EmitterError, response_object, sse, whole
+from .emitter import Emitter, EmitterError, end_of_frames, response_object, sse, whole
 from .items import canonical_input, map_file_ids, parts_of
+from .request import StoredFile
 
 if TYPE_CHECKING:
     from ..context import OperationContext
     from ..providers.base import Provider
-    from .events import Dialect
+    from .events import Dialect, StreamDecoder
 
 log = logging.getLogger("sluicegate.bridge")
 
@@ -43,20 +44,25 @@ def _sse_response(ctx: "OperationContext") -> web.StreamResponse:
     return out
 
 
-async def _file_ids(ctx: "OperationContext", provider: "Provider", items: list[dict[str, Any]]) -> dict[str, str]:
-    """The provider's own id of each gateway file id the items name. The request's ids were
-    checked by provider_route (tenant, provider); the history's were when they were sent, but
-    may have been deleted since."""
+async def _file_ids(ctx: "OperationContext", provider: "Provider",
+                    items: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, StoredFile]]:
+    """The provider's own id of each gateway file id the items name, and what the dialect
+    needs to know of each (keyed by that id: where its bytes live, its name). The request's ids
+    were checked by provider_route (tenant, provider); the history's were when they were sent,
+    but may have been deleted since."""
     ids = {p["file_id"] for item in items for p in parts_of(item) if isinstance(p.get("file_id"), str)}
     found: dict[str, str] = {}
+    stored: dict[str, StoredFile] = {}
     for file_id in ids:
         rec = await ctx.store.get_file(file_id)
         own = provider.bridge_file_id(rec) if rec is not None and rec.provider == provider.name else None
         if own is None:
             raise GatewayError(400, f"File {file_id[:128]} cannot be given to provider '{provider.name}' "
                                     "(deleted, or not a file it holds).", param="file_id", code="invalid_file")
+        assert rec is not None
         found[file_id] = own
-    return found
+        stored[own] = StoredFile(uri=own, filename=rec.filename)
+    return found, stored
 
 
 async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamResponse:
@@ -79,8 +85,9 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
     input_items = state.with_ids(canonical_input(body.get("input")))
     previous = body.get("previous_response_id")
     history = await state.history(ctx.store, previous, tenant.name) if isinstance(previous, str) else []
-    files = await _file_ids(ctx, provider, history + input_items)
+    files, stored = await _file_ids(ctx, provider, history + input_items)
     resolve = files.__getitem__
+    dialect = dialect.for_files(stored)
     call = dialect.build_call({**body, "input": map_file_ids(input_items, resolve)}, map_file_ids(history, resolve),
                               model, stream=stream or in_background)
     response = response_object(body, response_id=new_id("resp_", 40), model=model, provider_type=provider.type)
@@ -110,12 +117,12 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
 
     frames = await provider.bridge_stream(ex, call)   # a refusal here is a JSON error, before any event
     em = Emitter(response)
+    decoder = dialect.stream_decoder()
     out = _sse_response(ctx)
     try:
         await out.prepare(ex.request)
         await out.write(b"".join(sse(e) for e in em.start()))
         ex.first_byte_at = time.perf_counter()
-        decoder = dialect.stream_decoder()
         try:
             async for frame in frames:
                 events: list[dict[str, Any]] = []
@@ -132,13 +139,13 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
         except GatewayError as err:         # the upstream broke or stalled mid-stream
             ex.error_code = "upstream_stream_error"
             log.warning("bridged stream from %s failed: %s", provider.name, err.message)
-            events = em.fail("server_error", err.message)
+            events = _ended(em, decoder, err.message)
         except EmitterError as err:         # the provider broke the event order
             log.warning("bridged stream from %s: %s", provider.name, err)
             events = em.fail("server_error", f"The provider's stream could not be translated: {err}")
         else:
-            events = [] if em.finished else em.fail(
-                "server_error", f"The stream from provider '{provider.name}' ended before the response was complete.")
+            events = _ended(em, decoder, f"The stream from provider '{provider.name}' ended before the response "
+                                         "was complete.")
         if events:
             await finish(em)
             await out.write(b"".join(sse(e) for e in events))
@@ -147,6 +154,16 @@ async def create(ctx: "OperationContext", dialect: "Dialect") -> web.StreamRespo
         # Finished, failed, or the client is gone (the handler cancelled): close the upstream call.
         await frames.aclose()
     return out
+
+
+def _ended(em: Emitter, decoder: "StreamDecoder", reason: str) -> list[dict[str, Any]]:
+    """The provider's frames ended or broke before a terminal event: what the decoder still
+    completes, else the turn fails for ``reason``."""
+    try:
+        events = end_of_frames(em, decoder)
+    except EmitterError as err:
+        return em.fail("server_error", f"The provider's stream could not be translated: {err}")
+    return events if em.finished else events + em.fail("server_error", reason)
 
 
 # --------------------------------------------------------------------------- stored turns

@@ -28,12 +28,22 @@ custom_id).
 The S3 side (clients per region, the multipart sink, retrieve / delete / content, the janitor
 hooks, error mapping, credentials, memory per upload) is :class:`~proxy.providers.s3.S3Provider`,
 the ``s3`` type; this module adds the headers and the translation.
+
+The Responses API runs through the bridge (proxy/bridge/converse.py translates) on Converse /
+ConverseStream, called with a ``bedrock-runtime`` client of its own: the provider's region and
+credentials, its ``timeouts`` and ``max_retries``, and ``runtime_endpoint_url`` (an emulator;
+else AWS's endpoint for the region). A gateway file given as model input goes to Bedrock as its
+``s3://bucket/key`` location (Converse reads it from S3; its bytes never pass the gateway).
 """
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, AsyncGenerator
 
+from aiobotocore.config import AioConfig
+
+from ..bridge.converse import ConverseDialect, call_converse, open_converse_stream, stream_events
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
@@ -45,7 +55,9 @@ from .sink import SinkResult
 if TYPE_CHECKING:
     from .bedrock_batches import BedrockBatchRunner
     from .configs import BedrockConfig
+    from ..bridge.events import ProviderCall
     from ..exchange import Exchange
+    from ..store.base import FileRecord
 
 BUCKET_HEADER = "x-tfy-aws-s3-bucket"
 REGION_HEADER = "x-tfy-aws-region"
@@ -117,6 +129,7 @@ class BedrockProvider(S3Provider):
     type = "bedrock"
     sink_class = BedrockSink
     bucket_header = BUCKET_HEADER
+    serves_responses = True          # through the bridge (proxy/bridge): Converse
 
     config: "BedrockConfig"
 
@@ -124,11 +137,33 @@ class BedrockProvider(S3Provider):
         super().__init__(config)
         self.model = config.model
         self._batches: "BedrockBatchRunner | None" = None
+        self._dialect = ConverseDialect()
+        self._runtime: Any = None
+        self._runtime_stack = AsyncExitStack()
+
+    async def start(self) -> None:
+        await super().start()
+        cfg = self.config
+        kwargs: dict[str, Any] = {"region_name": self.region, "config": AioConfig(
+            connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
+            # botocore retries a call only before its answer began (a stream is never replayed);
+            # total_max_attempts counts the first one (botocore's max_attempts does not)
+            retries={"total_max_attempts": cfg.max_retries + 1, "mode": "standard"}, max_pool_connections=64)}
+        if cfg.runtime_endpoint_url is not None:
+            kwargs["endpoint_url"] = cfg.runtime_endpoint_url
+        if cfg.aws_access_key_id is not None:
+            kwargs.update(aws_access_key_id=cfg.aws_access_key_id, aws_secret_access_key=cfg.aws_secret_access_key)
+        self._runtime = await self._runtime_stack.enter_async_context(
+            self._session.create_client("bedrock-runtime", **kwargs))
 
     async def close(self) -> None:
-        if self._batches is not None:
-            await self._batches.close()
-        await super().close()
+        try:
+            if self._batches is not None:
+                await self._batches.close()
+            await self._runtime_stack.aclose()
+        finally:
+            self._runtime = None
+            await super().close()
 
     # -- batches (proxy/providers/bedrock_batches.py) ----------------------------------------
 
@@ -138,6 +173,25 @@ class BedrockProvider(S3Provider):
 
             self._batches = BedrockBatchRunner(self)
         return self._batches
+
+    # -- responses, through the bridge (proxy/bridge/converse.py translates) -------------------
+    def responses_dialect(self) -> ConverseDialect:
+        return self._dialect
+
+    async def bridge_call(self, ex: "Exchange", call: "ProviderCall") -> Any:
+        assert self._runtime is not None, "provider not started"
+        return await call_converse(self._runtime, call, self.name)
+
+    async def bridge_stream(self, ex: "Exchange", call: "ProviderCall") -> AsyncGenerator[Any, None]:
+        assert self._runtime is not None, "provider not started"
+        stream = await open_converse_stream(self._runtime, call, self.name)   # refusals: before any event
+        return stream_events(stream, self.name)                                # aclose() closes the call
+
+    def bridge_file_id(self, rec: "FileRecord") -> str | None:
+        bucket, key = rec.location.get("bucket"), rec.location.get("key")
+        if rec.purpose == "batch" or not (isinstance(bucket, str) and isinstance(key, str)):
+            return None     # a batch file holds translated records, not the client's document
+        return f"s3://{bucket}/{key}"
 
     # -- uploads ---------------------------------------------------------------------------
 

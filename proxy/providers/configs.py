@@ -224,6 +224,7 @@ class BedrockConfig(S3KeysConfig):
     model: Str | None = None
     batch_role_arn: RoleArn | None = None     # the service role Bedrock batch jobs run as
     batch_endpoint_url: Url | None = None     # the Bedrock control plane (a fake); else AWS's regional one
+    runtime_endpoint_url: Url | None = None   # the bedrock-runtime API (Converse); an emulator
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
@@ -245,6 +246,7 @@ class VertexConfig(GcsBucketConfig):
     region: Str = "us-central1"
     model: Str | None = None
     batch_endpoint_url: Url | None = None     # the Vertex AI API (a fake); else {region}-aiplatform.googleapis.com
+    api_endpoint: Url | None = None      # the Vertex AI API (Gemini); else the region's host
 
 
 # --------------------------------------------------------------------------- the registry

@@ -97,6 +97,8 @@ class GCSProvider(BucketProvider):
     sink_class: ClassVar[builtins.type[GCSSink]] = GCSSink  # builtins': `type` is the attribute above
 
     config: "GcsBucketConfig"  # gcs's or vertex's model
+    #: The OAuth scopes of the access token (vertex's also calls the Vertex AI API).
+    scopes: ClassVar[list[str]] = _SCOPES
 
     def __init__(self, config: "GcsBucketConfig") -> None:
         super().__init__(config)
@@ -119,7 +121,7 @@ class GCSProvider(BucketProvider):
         # installed, takes an aiohttp.ClientSession.
         if not self.api_is_dev:
             self.token = Token(service_file=self.config.service_file, session=self.session,  # type: ignore[arg-type]
-                               scopes=_SCOPES)
+                               scopes=self.scopes)
         self.storage = Storage(api_root=self.api_root, api_is_dev=self.api_is_dev, token=self.token,
                                session=self.session)  # type: ignore[arg-type]
         if self.api_is_dev:

@@ -22,22 +22,38 @@ by the label value written instead (``l<line>``), so results can be matched back
 The GCS side (the resumable sink, retrieve / delete / content, the janitor hook, error
 mapping, credentials, chunk size) is :class:`~proxy.providers.gcs.GCSProvider`, the ``gcs``
 type; this module adds the headers and the translation.
+
+The Responses API runs through the bridge (proxy/bridge/gemini.py translates) on Gemini
+``generateContent`` / ``streamGenerateContent?alt=sse`` of the configured ``project_id`` and
+``region``, posted to ``api_endpoint`` (else the region's Vertex AI host) through the upstream
+facade, with ``Authorization: Bearer`` and the provider's access token (its scopes include
+``cloud-platform``; none is sent when ``endpoint_url`` names an emulator, as for GCS). Errors are
+Google's ``{"error": {code, message, status}}``, mapped by :func:`~proxy.bridge.gemini.gemini_error`.
+A gateway file given as model input goes to Gemini as its ``gs://bucket/name`` (read from
+Cloud Storage; its bytes never pass the gateway).
 """
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncGenerator, ClassVar
 
+import orjson
+
+from ..bridge.gemini import GeminiDialect, gemini_error, vertex_host
+from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.batch_vertex import vertex_batch_translator
-from .gcs import GCSProvider, GCSSink
+from .gcs import _SCOPES, GCSProvider, GCSSink
 from .object_store import HeaderRule, Target, bucket_rule, looks_like_ipv4, read_target, unless_matches
 from .sink import SinkResult
+from .upstream import Upstream, json_events
 
 if TYPE_CHECKING:
     from .configs import VertexConfig
     from .vertex_batches import VertexBatchRunner
+    from ..bridge.events import ProviderCall
     from ..exchange import Exchange
+    from ..store.base import FileRecord
 
 BUCKET_HEADER = "x-tfy-vertex-storage-bucket-name"
 REGION_HEADER = "x-tfy-vertex-region"
@@ -99,10 +115,26 @@ class VertexSink(GCSSink):
         return {**await super().finish(stored), **self.provider.recorded_target(self.target)}
 
 
+class GeminiUpstream(Upstream):
+    """:class:`Upstream` (pool, retries, scrubbing) reading Google's error shape."""
+
+    def error_from_response(self, status: int, body: bytes, headers: Any) -> GatewayError:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        err = gemini_error(status, parsed)
+        err.message = self.scrub(err.message)
+        return err
+
+
 class VertexProvider(GCSProvider):
     type = "vertex"
     sink_class = VertexSink
     bucket_header = BUCKET_HEADER
+    serves_responses = True          # through the bridge (proxy/bridge): Gemini generateContent
+    # the Vertex AI API wants the cloud-platform scope (docs/provider-facts.md §8.7)
+    scopes: ClassVar[list[str]] = [*_SCOPES, "https://www.googleapis.com/auth/cloud-platform"]
 
     config: "VertexConfig"
 
@@ -112,11 +144,23 @@ class VertexProvider(GCSProvider):
         self.region = config.region
         self.model = config.model
         self._batches: "VertexBatchRunner | None" = None
+        self._dialect = GeminiDialect(config.project_id, config.region)
+        self.api_host = (config.api_endpoint or vertex_host(config.region)).rstrip("/")
+        self.gemini = GeminiUpstream(
+            provider=config.name, headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            timeouts=config.timeouts, max_retries=config.max_retries)
+
+    async def start(self) -> None:
+        await super().start()
+        await self.gemini.start()
 
     async def close(self) -> None:
-        if self._batches is not None:
-            await self._batches.close()
-        await super().close()
+        try:
+            if self._batches is not None:
+                await self._batches.close()
+            await self.gemini.close()
+        finally:
+            await super().close()
 
     # -- batches (proxy/providers/vertex_batches.py) -----------------------------------------
 
@@ -135,3 +179,40 @@ class VertexProvider(GCSProvider):
 
     def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:
         return vertex_batch_translator(max_lines=_MAX_BATCH_LINES) if ex.purpose == "batch" else None
+
+    # -- responses, through the bridge (proxy/bridge/gemini.py translates) ---------------------
+    def responses_dialect(self) -> GeminiDialect:
+        return self._dialect
+
+    async def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": accept}
+        if self.token is not None:
+            try:
+                headers["Authorization"] = f"Bearer {await self.token.get()}"
+            except Exception as exc:
+                self.log.warning("%s: could not obtain a Google access token: %s", self.name, type(exc).__name__)
+                raise GatewayError(502, f"Provider '{self.name}': could not obtain an access token for Vertex AI.",
+                                   code="upstream_auth_failed") from None
+        return headers
+
+    async def bridge_call(self, ex: "Exchange", call: "ProviderCall") -> Any:
+        _, data, _ = await self.gemini.request(
+            "POST", self.api_host + call.path, body=orjson.dumps(call.body),
+            headers=await self._headers("application/json"), idempotent=False)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise GatewayError(502, f"Provider '{self.name}' answered with a body that is not JSON.",
+                               code="upstream_bad_response") from None
+
+    async def bridge_stream(self, ex: "Exchange", call: "ProviderCall") -> AsyncGenerator[Any, None]:
+        st = await self.gemini.stream(
+            "POST", self.api_host + call.path, body=orjson.dumps(call.body),
+            headers=await self._headers("text/event-stream"), idempotent=False)
+        return json_events(st, self.gemini)
+
+    def bridge_file_id(self, rec: "FileRecord") -> str | None:
+        bucket, name = rec.location.get("bucket"), rec.location.get("name")
+        if rec.purpose == "batch" or not (isinstance(bucket, str) and isinstance(name, str)):
+            return None     # a batch file holds translated rows, not the client's document
+        return f"gs://{bucket}/{name}"

@@ -9,6 +9,10 @@
   Without ``alt=sse`` the real API answers a JSON array; the fake refuses it (400) so a caller
   that forgets ``alt=sse`` is caught.
 
+``POST /token`` is an OAuth token endpoint (a service account file's ``token_uri``): it
+answers ``token`` for a JWT-bearer grant and records the assertion's ``scope`` in
+``token_scopes`` (the assertion's signature is not checked).
+
 What it checks: ``Authorization: Bearer <token>`` (else 401 ``UNAUTHENTICATED``; with
 ``token=None`` none, as for a gateway pointed at an emulator without credentials); ``contents``
 non-empty, roles ``user``/``model``, every content with parts, one data field per part;
@@ -25,6 +29,7 @@ None, drop the connection; ``gate_stream_after(n)``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from typing import Any
 
@@ -51,6 +56,7 @@ class FakeGemini(FakeUpstream):
         self.delta_size = delta_size
         self.answers: AnswerQueue[Answer] = AnswerQueue(_DEFAULT)
         self.streams = StreamControl()
+        self.token_scopes: list[str] = []
 
     # -- test hooks -------------------------------------------------------------------------
     def answer(self, parts: list[dict[str, Any]], finish_reason: str = "STOP",
@@ -66,15 +72,28 @@ class FakeGemini(FakeUpstream):
     # -- wiring -----------------------------------------------------------------------------
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_post(_PREFIX, self._call)
+        router.add_post("/token", self._token)
 
     def error_body(self, status: int, message: str, *, kind: str | None, param: str | None,
                    code: str | None) -> Any:
         return {"error": {"code": status, "message": message, "status": kind or _STATUS.get(status, "UNKNOWN")}}
 
     def check_request(self, request: web.Request) -> None:
+        if request.path == "/token":
+            return   # the way to a token needs none
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             raise ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "
                                 "login cookie or other valid authentication credential.")
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        assertion = str(form.get("assertion", ""))
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or assertion.count(".") != 2:
+            return json_response({"error": "invalid_grant", "error_description": "Invalid JWT grant."}, 400)
+        claims = assertion.split(".")[1]
+        payload = orjson.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+        self.token_scopes.append(str(payload.get("scope", "")))
+        return json_response({"access_token": self.token, "expires_in": 3600, "token_type": "Bearer"})
 
     # -- the two methods --------------------------------------------------------------------
     async def _call(self, request: web.Request) -> web.StreamResponse:
