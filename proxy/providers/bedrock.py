@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
+from .batch_jobs import ENDPOINTS as BATCH_ENDPOINTS
 from .object_store import (MAX_FILENAME_SEGMENT, HeaderRule, Target, bucket_rule, looks_like_ipv4,
                            read_target, sanitise_segment, unless_matches)
 from .s3 import S3Provider, S3Sink
@@ -117,6 +118,7 @@ class BedrockProvider(S3Provider):
     type = "bedrock"
     sink_class = BedrockSink
     bucket_header = BUCKET_HEADER
+    batch_endpoints = frozenset(BATCH_ENDPOINTS)  # run by proxy/providers/bedrock_batches.py
 
     config: "BedrockConfig"
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.batch_vertex import vertex_batch_translator
+from .batch_jobs import ENDPOINTS as BATCH_ENDPOINTS
 from .gcs import GCSProvider, GCSSink
 from .object_store import HeaderRule, Target, bucket_rule, looks_like_ipv4, read_target, unless_matches
 from .sink import SinkResult
@@ -103,6 +104,7 @@ class VertexProvider(GCSProvider):
     type = "vertex"
     sink_class = VertexSink
     bucket_header = BUCKET_HEADER
+    batch_endpoints = frozenset(BATCH_ENDPOINTS)  # run by proxy/providers/vertex_batches.py
 
     config: "VertexConfig"
 
