@@ -34,9 +34,10 @@ from tests.fakes.vertex_batches import FakeVertex
 from tests.gateway_proc import GatewayProcess
 from tests.test_batch_runners import CHAT, CLAUDE, IDS, PREFIX, ROLE, _gcs_bucket, batch_file, rows, s3_client
 
-KEYS = {"TEAM_A_KEY": "sk-team-a", "TEAM_B_KEY": "sk-team-b"}
+KEYS = {"TEAM_A_KEY": "sk-team-a", "TEAM_B_KEY": "sk-team-b", "TEAM_C_KEY": "sk-team-c"}
 AUTH = {"keys": [{"key": "os.environ/TEAM_A_KEY", "tenant": "team-a"},
-                 {"key": "os.environ/TEAM_B_KEY", "tenant": "team-b"}]}
+                 {"key": "os.environ/TEAM_B_KEY", "tenant": "team-b"},
+                 {"key": "os.environ/TEAM_C_KEY", "tenant": "team-c"}]}  # team-c: the listing's own
 PROVIDERS = ["bedrock", "vertex", "anthropic"]
 WAIT = 30.0  # seconds a batch may take to end on a loaded machine (the gateway polls once a second)
 OK_IDS = sorted(i for i in IDS if not i.startswith("FAIL"))
@@ -182,3 +183,150 @@ def test_upload_batch_results(env: Env, provider: str) -> None:
     again = a.batches.cancel(created.id)
     assert again.status == "completed" and again.output_file_id == done.output_file_id
     assert a.batches.retrieve(created.id).to_dict() == done.to_dict()  # ended: final, no more polls
+
+
+def responses_file(n: int) -> bytes:
+    return b"".join(orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses",
+                                  "body": {"model": "gpt-4o-mini", "input": f"q{i}", "max_output_tokens": 16}}) + b"\n"
+                    for i in range(n))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_responses_batch_gives_response_objects(env: Env, provider: str) -> None:
+    a = client(env.gw, "sk-team-a")
+    created = a.batches.create(input_file_id=env.upload(a, provider, responses_file(3)), endpoint="/v1/responses",
+                               completion_window="24h")
+    done = wait_ended(a, created.id)
+    assert done.status == "completed" and done.endpoint == "/v1/responses" and done.error_file_id is None
+    output = content(a, done.output_file_id)
+    check_output(output, "/v1/responses", ["r0", "r1", "r2"])
+    assert a.files.retrieve(done.output_file_id).bytes == len(output)
+
+
+def ended_jobs(env: Env, provider: str) -> int:
+    fake = env.fakes[provider]
+    if provider == "bedrock":
+        return sum(j.end_time is not None for j in list(fake.jobs.values()))
+    if provider == "vertex":
+        return sum(j.end_time is not None for j in list(fake.jobs.values()))
+    return sum(b.processing_status == "ended" for b in list(fake.batches.values()))
+
+
+def jobs(env: Env, provider: str) -> int:
+    fake = env.fakes[provider]
+    return len(fake.batches if provider == "anthropic" else fake.jobs)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_refused_before_anything_runs(env: Env, provider: str) -> None:
+    a = client(env.gw, "sk-team-a")
+    input_id = env.upload(a, provider, batch_file(IDS[:1]))
+    before = jobs(env, provider)
+    for change, param, code in (({"endpoint": "/v1/embeddings"}, "endpoint", "unsupported_value"),
+                                ({"endpoint": "/v1/nope"}, "endpoint", "invalid_value"),
+                                ({"completion_window": "48h"}, "completion_window", "invalid_value"),
+                                ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "invalid_value")):
+        with pytest.raises(openai.BadRequestError) as e:
+            a.batches.create(**{"input_file_id": input_id, "endpoint": CHAT, "completion_window": "24h", **change})
+        assert (e.value.body["param"], e.value.body["code"]) == (param, code)  # type: ignore[index]
+        assert e.value.response.headers["x-should-retry"] == "false"
+    user_file = a.files.create(file=("notes.jsonl", b"{}\n"), purpose="user_data",
+                               extra_headers={"x-tfy-provider-name": provider}).id if provider != "anthropic" else None
+    if user_file is not None:
+        with pytest.raises(openai.BadRequestError) as e:
+            a.batches.create(input_file_id=user_file, endpoint=CHAT, completion_window="24h")
+        assert e.value.body["param"] == "input_file_id"  # type: ignore[index]
+    # An endpoint other than the one the requests name.
+    responses_id = env.upload(a, provider, responses_file(1))
+    for file_id, endpoint in ((input_id, "/v1/responses"), (responses_id, CHAT)):
+        with pytest.raises(openai.BadRequestError) as e:
+            a.batches.create(input_file_id=file_id, endpoint=endpoint, completion_window="24h")  # type: ignore[arg-type]
+        assert (e.value.body["param"], e.value.body["code"]) == ("endpoint", "invalid_value")  # type: ignore[index]
+    assert jobs(env, provider) == before  # nothing was created upstream
+
+
+def test_list_pages_and_refreshes(env: Env) -> None:
+    c = client(env.gw, "sk-team-c")
+    ids = [c.batches.create(input_file_id=env.upload(c, provider, batch_file(IDS)), endpoint=CHAT,
+                            completion_window="24h").id for provider in PROVIDERS + ["bedrock"]]
+    deadline = time.monotonic() + WAIT
+    while any(ended_jobs(env, p) < jobs(env, p) for p in PROVIDERS):  # the jobs end upstream, unobserved
+        assert time.monotonic() < deadline, "the jobs did not end"
+        time.sleep(0.05)
+    first = c.batches.list(limit=3)
+    assert [x.id for x in first.data] == ids[:0:-1] and first.has_more
+    rest = c.batches.list(limit=3, after=first.data[-1].id)
+    assert [x.id for x in rest.data] == [ids[0]] and not rest.has_more
+    assert [x.id for x in c.batches.list()] == ids[::-1]  # auto-pagination: every batch
+    # The listing polled each batch: they ended, and their files are this tenant's.
+    for listed in first.data + rest.data:
+        assert listed.status == "completed" and listed.output_file_id and listed.error_file_id
+        check_output(content(c, listed.output_file_id))
+    with pytest.raises(openai.BadRequestError) as e:
+        c.batches.list(limit=0)
+    assert e.value.body["param"] == "limit"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_cancel(env: Env, provider: str) -> None:
+    a = client(env.gw, "sk-team-a")
+    env.hold(provider, True)  # the job runs until it is cancelled
+    try:
+        input_id = env.upload(a, provider, batch_file(IDS[:3]))
+        created = a.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h")
+    finally:
+        env.hold(provider, False)
+    cancelling = a.batches.cancel(created.id)
+    assert cancelling.id == created.id and cancelling.status in ("cancelling", "cancelled")
+    done = wait_ended(a, created.id)
+    assert done.status == "cancelled" and done.cancelled_at
+    assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (0, 3)
+    assert done.output_file_id is None and done.error_file_id
+    errors = content(a, done.error_file_id)
+    failed = rows(errors)
+    assert sorted(r["custom_id"] for r in failed) == sorted(IDS[:3])
+    assert {r["error"]["code"] for r in failed} == {"batch_cancelled"}
+    assert a.files.retrieve(done.error_file_id).bytes == len(errors)
+    assert a.batches.cancel(created.id).status == "cancelled"  # again: its state, no error
+    with pytest.raises(openai.NotFoundError):
+        client(env.gw, "sk-team-b").batches.cancel(created.id)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_cancel_after_the_job_ended_unseen(env: Env, provider: str) -> None:
+    """The job ended upstream since the gateway last looked: cancel answers how it ended."""
+    a = client(env.gw, "sk-team-a")
+    created = a.batches.create(input_file_id=env.upload(a, provider, batch_file(IDS)), endpoint=CHAT,
+                               completion_window="24h")
+    deadline = time.monotonic() + WAIT
+    while ended_jobs(env, provider) < jobs(env, provider):
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.05)
+    ended = a.batches.cancel(created.id)
+    assert ended.status == "completed" and ended.output_file_id and ended.error_file_id
+    check_output(content(a, ended.output_file_id))
+
+
+def test_restart_between_create_and_retrieve_loses_nothing(env: Env) -> None:
+    a = client(env.gw, "sk-team-a")
+    created = {p: a.batches.create(input_file_id=env.upload(a, p, batch_file(IDS)), endpoint=CHAT,
+                                   completion_window="24h", metadata={"p": p}) for p in PROVIDERS}
+    env.gw.stop()
+    env.gw.start()
+    a, b = client(env.gw, "sk-team-a"), client(env.gw, "sk-team-b")
+    done = {p: wait_ended(a, batch.id) for p, batch in created.items()}
+    for p, batch in done.items():
+        assert batch.status == "completed" and batch.metadata == {"p": p} and batch.output_file_id
+        with pytest.raises(openai.NotFoundError):
+            b.batches.retrieve(batch.id)
+    outputs = {p: content(a, batch.output_file_id) for p, batch in done.items()}
+    env.gw.stop()
+    env.gw.start()  # what the polls learnt (manifest, output directory, results_url) is in the store
+    a, b = client(env.gw, "sk-team-a"), client(env.gw, "sk-team-b")
+    for p, batch in done.items():
+        assert content(a, batch.output_file_id) == outputs[p]
+        check_output(outputs[p])
+        check_failed(p, content(a, batch.error_file_id))
+        assert a.files.retrieve(batch.output_file_id).bytes == len(outputs[p])
+        with pytest.raises(openai.NotFoundError):
+            b.files.content(batch.output_file_id)

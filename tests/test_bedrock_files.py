@@ -249,7 +249,7 @@ def test_batch_file_is_stored_as_claude_records(env: Env) -> None:
     assert [m["role"] for m in rows[2]["modelInput"]["messages"]] == ["user", "assistant", "user"]
     assert location(env.gw, f.id) == {
         "bucket": env.bucket, "key": key, "region": env.moto.region, "etag": head["ETag"],
-        "model": CLAUDE, "invocation_type": "InvokeModel",
+        "model": CLAUDE, "invocation_type": "InvokeModel", "endpoint": "/v1/chat/completions",
         "ids": {"R0000000001": "request-1", "R0000000003": "request-3"},
     }
     assert [x.id for x in c.files.list(purpose="batch")][:1] == [f.id]

@@ -337,7 +337,8 @@ class BatchTranslatingSink:
             raise self._invalid(err) from None
         if out:
             await self.local.write(out)
-        location: dict[str, Any] = {"kind": BATCH_KIND}
+        # the endpoint the rows name: what a batch of them may run as (batch_jobs.py)
+        location: dict[str, Any] = {"kind": BATCH_KIND, "endpoint": self.translator.url}
         if self.translator.ids:
             # custom_ids Anthropic cannot carry were rewritten: keep the way back.
             tmp = self.ids_path + ".partial"

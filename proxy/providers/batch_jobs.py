@@ -21,7 +21,8 @@ _URIS = re.compile(r"\b(?:s3|gs)://\S+")
 
 
 def check_input(provider: str, input_file: "FileRecord", endpoint: str, *, needs: tuple[str, ...]) -> None:
-    """The stored file is a translated batch file of this provider, for an endpoint its rows can run as."""
+    """The stored file is a translated batch file of this provider, for an endpoint its rows can
+    run as and the one they name."""
     if input_file.purpose != "batch" or any(not input_file.location.get(key) for key in needs):
         raise GatewayError(400, f"File {input_file.id} is not a batch file that provider '{provider}' translated; "
                            "upload it with purpose=batch to this provider.", param="input_file_id",
@@ -29,6 +30,11 @@ def check_input(provider: str, input_file: "FileRecord", endpoint: str, *, needs
     if endpoint not in ENDPOINTS:
         raise GatewayError(400, f"Provider '{provider}' runs batches for {' and '.join(ENDPOINTS)} only, "
                            f"not {endpoint[:64]}.", param="endpoint", code="unsupported_endpoint")
+    rows = input_file.location.get("endpoint")  # None: a file recorded before the rows' url was kept
+    if rows is not None and rows != endpoint:
+        raise GatewayError(400, f"Invalid 'endpoint': '{endpoint[:64]}'. The requests in {input_file.id} are for "
+                           f"{rows[:64]}; a batch runs the endpoint its requests name.", param="endpoint",
+                           code="invalid_value")
 
 
 def context(job: Mapping[str, Any], ids: Mapping[str, str] | None) -> ResultContext:

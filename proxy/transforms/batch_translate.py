@@ -63,6 +63,11 @@ class BatchTranslator:
             max_lines=max_lines, max_line_length=max_line_length, on_request=self._on_request
         )
 
+    @property
+    def url(self) -> str | None:
+        """The endpoint the file's lines name (the same on every line)."""
+        return self._validator.url
+
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """Return the translated lines the data completes, each ending ``\\n``; ``b""`` if none."""
         self._validator.feed(data)

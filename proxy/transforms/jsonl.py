@@ -154,6 +154,11 @@ class BatchValidator:
         self._seen: dict[bytes, int] = {}
         self._error: BatchLineError | None = None
 
+    @property
+    def url(self) -> str | None:
+        """The endpoint every line so far names (a batch uses one); None before the first line."""
+        return self._url
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._run(lambda: self._splitter.iter_feed(data))
 
