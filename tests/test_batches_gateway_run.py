@@ -29,10 +29,11 @@ from tests.conftest import client
 from tests.emulator_gcs import FakeGCS, fake_gcs  # noqa: F401  (fixture)
 from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.bedrock_control import FakeBedrock
+from tests.fakes.bedrock_control import FakeBedrock, default_responder
 from tests.fakes.vertex_batches import FakeVertex
 from tests.gateway_proc import GatewayProcess
-from tests.test_batch_runners import CHAT, CLAUDE, IDS, PREFIX, ROLE, _gcs_bucket, batch_file, rows, s3_client
+from tests.test_batch_runners import (BIG_RECORDS, BUDGET, CHAT, CLAUDE, IDS, PREFIX, ROLE, _gcs_bucket, batch_file,
+                                      big_responder, rows, s3_client)
 
 KEYS = {"TEAM_A_KEY": "sk-team-a", "TEAM_B_KEY": "sk-team-b", "TEAM_C_KEY": "sk-team-c"}
 AUTH = {"keys": [{"key": "os.environ/TEAM_A_KEY", "tenant": "team-a"},
@@ -330,3 +331,34 @@ def test_restart_between_create_and_retrieve_loses_nothing(env: Env) -> None:
         assert a.files.retrieve(batch.output_file_id).bytes == len(outputs[p])
         with pytest.raises(openai.NotFoundError):
             b.files.content(batch.output_file_id)
+
+
+def test_200mib_bedrock_output_through_files_content_in_flat_memory(env: Env) -> None:
+    """The gateway's whole path for a ~200 MiB output: the counting pass when the batch ends
+    (its ``bytes``) and the download, each streamed from S3 row by row."""
+    a = client(env.gw, "sk-team-a", timeout=300)
+    fake = env.fakes["bedrock"]
+    fake.responder = big_responder  # every answer ~1 MiB of text
+    try:
+        created = a.batches.create(input_file_id=env.upload(a, "bedrock", batch_file([f"row-{i}" for i in
+                                                                                      range(BIG_RECORDS)])),
+                                   endpoint=CHAT, completion_window="24h")
+        deadline = time.monotonic() + 4 * WAIT
+        while ended_jobs(env, "bedrock") < jobs(env, "bedrock"):  # the fake writes ~200 MiB to moto
+            assert time.monotonic() < deadline, "the job did not end"
+            time.sleep(0.1)
+    finally:
+        fake.responder = default_responder
+    idle = env.gw.rss()
+    env.gw.reset_peak_rss()
+    done = wait_ended(a, created.id)
+    assert done.status == "completed" and done.output_file_id and done.error_file_id is None
+    size = lines = 0
+    with a.files.with_streaming_response.content(done.output_file_id) as resp:
+        assert int(resp.headers["content-length"]) == a.files.retrieve(done.output_file_id).bytes
+        for chunk in resp.iter_bytes(1 << 20):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    peak = env.gw.peak_rss()
+    assert lines == BIG_RECORDS and size == a.files.retrieve(done.output_file_id).bytes > 200 * 10**6
+    assert peak - idle < BUDGET, f"the batch's end and its download raised peak RSS by {(peak - idle) >> 20} MiB"
