@@ -142,7 +142,8 @@ def test_upload_batch_results(env: Env, provider: str) -> None:
     input_id = env.upload(a, provider, batch_file(IDS))
     # No routing header: the recorded input file routes the batch to its provider.
     created = a.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h",
-                               metadata={"run": provider})
+                               metadata={"run": provider},
+                               output_expires_after={"anchor": "created_at", "seconds": 7200})
     assert created.id.startswith("batch_") and created.input_file_id == input_id
     assert created.status in ("validating", "in_progress") and created.metadata == {"run": provider}
     assert created.endpoint == CHAT and created.completion_window == "24h"
@@ -163,6 +164,8 @@ def test_upload_batch_results(env: Env, provider: str) -> None:
     for file_id, data in ((done.output_file_id, output), (done.error_file_id, errors)):
         meta = a.files.retrieve(file_id)
         assert meta.purpose == "batch_output" and meta.bytes == len(data)
+        assert meta.filename == f"{created.id}_{'output' if file_id == done.output_file_id else 'error'}.jsonl"
+        assert meta.expires_at == meta.created_at + 7200 and meta.created_at >= created.created_at
         assert content(a, file_id) == data  # the same bytes every time
     assert {done.output_file_id, done.error_file_id} <= {f.id for f in a.files.list()}
 
