@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class Env:
 
     def __init__(self, gw: GatewayProcess, fakes: dict[str, Any]) -> None:
         self.gw, self.fakes = gw, fakes
+        assert gw.config is not None
+        self.config: dict[str, Any] = gw.config
 
     def upload(self, c: openai.OpenAI, provider: str, data: bytes) -> str:
         headers = {"x-tfy-provider-name": provider}
@@ -365,3 +367,23 @@ def test_200mib_bedrock_output_through_files_content_in_flat_memory(env: Env) ->
     peak = env.gw.peak_rss()
     assert lines == BIG_RECORDS and size == a.files.retrieve(done.output_file_id).bytes > 200 * 10**6
     assert peak - idle < BUDGET, f"the batch's end and its download raised peak RSS by {(peak - idle) >> 20} MiB"
+
+
+def test_two_replicas_serve_one_batch(env: Env, start_gateway: Callable[..., GatewayProcess], pg_url: str) -> None:
+    """Two replicas on one PostgreSQL store: a batch created through one is polled, ended and
+    read through the other, for its tenant only."""
+    cfg = {**env.config, "store": {"url": pg_url, "pool_max": 4}}
+    one, two = start_gateway(cfg, env=KEYS), start_gateway(cfg, env=KEYS)
+    a1, a2, b2 = client(one, "sk-team-a"), client(two, "sk-team-a"), client(two, "sk-team-b")
+    for provider in PROVIDERS:
+        created = a1.batches.create(input_file_id=env.upload(a1, provider, batch_file(IDS)), endpoint=CHAT,
+                                    completion_window="24h")
+        done = wait_ended(a2, created.id)
+        assert done.status == "completed" and done.output_file_id
+        assert a1.batches.retrieve(created.id).to_dict() == done.to_dict()
+        output = content(a1, done.output_file_id)
+        check_output(output)
+        assert content(a2, done.output_file_id) == output == content(a1, done.output_file_id)
+        with pytest.raises(openai.NotFoundError):
+            b2.files.content(done.output_file_id)
+    assert len(a2.batches.list().data) == len(PROVIDERS)
