@@ -33,7 +33,7 @@ from tests.fakes.bedrock_control import FakeBedrock, default_responder
 from tests.fakes.vertex_batches import FakeVertex
 from tests.gateway_proc import GatewayProcess
 from tests.test_batch_runners import (BIG_RECORDS, BUDGET, CHAT, CLAUDE, IDS, PREFIX, ROLE, _gcs_bucket, batch_file,
-                                      big_responder, rows, s3_client)
+                                      big_responder, rows, s3_client, stored)
 
 KEYS = {"TEAM_A_KEY": "sk-team-a", "TEAM_B_KEY": "sk-team-b", "TEAM_C_KEY": "sk-team-c"}
 AUTH = {"keys": [{"key": "os.environ/TEAM_A_KEY", "tenant": "team-a"},
@@ -47,8 +47,8 @@ OK_IDS = sorted(i for i in IDS if not i.startswith("FAIL"))
 class Env:
     """One gateway with the three gateway-run providers, each on its fakes (module scope)."""
 
-    def __init__(self, gw: GatewayProcess, fakes: dict[str, Any]) -> None:
-        self.gw, self.fakes = gw, fakes
+    def __init__(self, gw: GatewayProcess, fakes: dict[str, Any], moto: MotoS3) -> None:
+        self.gw, self.fakes, self.moto = gw, fakes, moto
         assert gw.config is not None
         self.config: dict[str, Any] = gw.config
 
@@ -86,7 +86,7 @@ def env(moto_s3: MotoS3, fake_gcs: FakeGCS, tmp_path_factory: pytest.TempPathFac
              "path": "./anthropic-batches", "model": "claude-sonnet-4-5"},
         ]}
         gw = stack.enter_context(GatewayProcess(tmp_path_factory.mktemp("batches-run-gw"), cfg, env=KEYS))
-        yield Env(gw, {"bedrock": bedrock, "vertex": vertex, "anthropic": anthropic})
+        yield Env(gw, {"bedrock": bedrock, "vertex": vertex, "anthropic": anthropic}, moto_s3)
 
 
 def wait_ended(c: openai.OpenAI, batch_id: str) -> Batch:
@@ -387,3 +387,60 @@ def test_two_replicas_serve_one_batch(env: Env, start_gateway: Callable[..., Gat
         with pytest.raises(openai.NotFoundError):
             b2.files.content(done.output_file_id)
     assert len(a2.batches.list().data) == len(PROVIDERS)
+
+
+def wait_job_ended(env: Env, provider: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while ended_jobs(env, provider) < jobs(env, provider):
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.05)
+
+
+def test_bedrock_expired_batch(env: Env) -> None:
+    """A job that expired with some records run: those in the output file, the rest failed
+    ``batch_expired`` in the error file, each with its own custom_id."""
+    a = client(env.gw, "sk-team-a")
+    fake = env.fakes["bedrock"]
+    fake.expire_after = 3
+    try:
+        created = a.batches.create(input_file_id=env.upload(a, "bedrock", batch_file(IDS)), endpoint=CHAT,
+                                   completion_window="24h")
+        wait_job_ended(env, "bedrock")
+    finally:
+        fake.expire_after = None
+    done = wait_ended(a, created.id)
+    assert done.status == "expired" and done.expired_at and done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == \
+        (len(IDS), 3, len(IDS) - 3)
+    ok, failed = rows(content(a, done.output_file_id)), rows(content(a, done.error_file_id))
+    assert sorted(r["custom_id"] for r in ok) == sorted(IDS[:3])
+    assert sorted(r["custom_id"] for r in failed) == sorted(IDS[3:])
+    assert {r["error"]["code"] for r in failed} == {"batch_expired"}
+    assert a.files.retrieve(done.error_file_id).bytes == len(content(a, done.error_file_id))
+
+
+def test_bedrock_failed_job_and_refused_create(env: Env) -> None:
+    a = client(env.gw, "sk-team-a")
+    input_id = env.upload(a, "bedrock", batch_file(IDS[:1]))
+    record = stored(env.gw, input_id)
+    # A job Bedrock cannot run (its input is gone): failed, with its reason, and no files.
+    s3_client(env.moto).delete_object(Bucket=record.location["bucket"], Key=record.location["key"])
+    created = a.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h")
+    done = wait_ended(a, created.id)
+    assert done.status == "failed" and done.failed_at and done.errors and done.errors.data
+    [error] = done.errors.data
+    assert error.code == "bedrock_job_failed" and "s3://" not in (error.message or "")
+    assert done.output_file_id is None and done.error_file_id is None
+    # Bedrock refuses the create: OpenAI's words, and no batch is recorded.
+    fake = env.fakes["bedrock"]
+    before = [x.id for x in a.batches.list()]
+    fake.fail_next("ThrottlingException", "Too many requests", times=10)  # outlasts botocore's retries
+    try:
+        with pytest.raises(openai.RateLimitError) as e:
+            a.batches.create(input_file_id=env.upload(a, "bedrock", batch_file(IDS[:1])), endpoint=CHAT,
+                             completion_window="24h")
+    finally:
+        fake.clear_faults()
+    assert e.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert e.value.response.headers["x-should-retry"] == "true"
+    assert [x.id for x in a.batches.list()] == before
