@@ -70,6 +70,7 @@ from ..errors import GatewayError, error_type_for
 from ..transforms.batch_anthropic import anthropic_batch_translator
 from ..transforms.jsonl import BatchLineError
 from .base import Download, Provider
+from .batch_jobs import ENDPOINTS as BATCH_ENDPOINTS
 from .configs import ANTHROPIC_FILES_BETA, AnthropicConfig
 from .local import LocalFileSink, prepare_partial_dir, remove_partials, sweep_partial_dir
 from .sink import SinkResult
@@ -375,6 +376,7 @@ class AnthropicProvider(Provider):
     passthrough = False
     serves_unseen_ids = False
     serves_responses = True          # through the bridge (proxy/bridge): Messages API
+    batch_endpoints = frozenset(BATCH_ENDPOINTS)  # run by proxy/providers/anthropic_batches.py
 
     def __init__(self, config: AnthropicConfig) -> None:
         super().__init__(config)

@@ -21,7 +21,7 @@ _URIS = re.compile(r"\b(?:s3|gs)://\S+")
 
 
 def check_input(provider: str, input_file: "FileRecord", endpoint: str, *, needs: tuple[str, ...]) -> None:
-    """The stored file is a translated batch file of this provider, for an endpoint its rows can run as."""
+    """The stored file is a translated batch file of this provider, for an endpoint it runs."""
     if input_file.purpose != "batch" or any(not input_file.location.get(key) for key in needs):
         raise GatewayError(400, f"File {input_file.id} is not a batch file that provider '{provider}' translated; "
                            "upload it with purpose=batch to this provider.", param="input_file_id",
@@ -29,6 +29,8 @@ def check_input(provider: str, input_file: "FileRecord", endpoint: str, *, needs
     if endpoint not in ENDPOINTS:
         raise GatewayError(400, f"Provider '{provider}' runs batches for {' and '.join(ENDPOINTS)} only, "
                            f"not {endpoint[:64]}.", param="endpoint", code="unsupported_endpoint")
+    # That the rows name this endpoint is checked for every provider by batches.create
+    # (the file's location[BATCH_URL_KEY], recorded by batch_jsonl).
 
 
 def context(job: Mapping[str, Any], ids: Mapping[str, str] | None) -> ResultContext:

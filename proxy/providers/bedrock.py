@@ -47,6 +47,7 @@ from ..bridge.converse import ConverseDialect, call_converse, open_converse_stre
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
+from .batch_jobs import ENDPOINTS as BATCH_ENDPOINTS
 from .object_store import (MAX_FILENAME_SEGMENT, HeaderRule, Target, bucket_rule, looks_like_ipv4,
                            read_target, sanitise_segment, unless_matches)
 from .s3 import S3Provider, S3Sink
@@ -130,6 +131,7 @@ class BedrockProvider(S3Provider):
     sink_class = BedrockSink
     bucket_header = BUCKET_HEADER
     serves_responses = True          # through the bridge (proxy/bridge): Converse
+    batch_endpoints = frozenset(BATCH_ENDPOINTS)  # run by proxy/providers/bedrock_batches.py
 
     config: "BedrockConfig"
 

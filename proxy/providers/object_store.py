@@ -256,8 +256,9 @@ class TranslatingSink:
         except self.storage_error as exc:
             raise self.upload_error(exc) from None
         location = await self.finish(stored)
-        if self.translator is not None and self.translator.ids:
-            location["ids"] = dict(self.translator.ids)
+        if self.translator is not None:
+            if self.translator.ids:
+                location["ids"] = dict(self.translator.ids)
         return SinkResult(bytes=stored.bytes, location=location)
 
     async def abort(self) -> None:

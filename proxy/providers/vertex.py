@@ -43,6 +43,7 @@ from ..bridge.gemini import GeminiDialect, gemini_error, vertex_host
 from ..errors import GatewayError
 from ..transforms.batch_translate import BatchTranslator
 from ..transforms.batch_vertex import vertex_batch_translator
+from .batch_jobs import ENDPOINTS as BATCH_ENDPOINTS
 from .gcs import _SCOPES, GCSProvider, GCSSink
 from .object_store import HeaderRule, Target, bucket_rule, looks_like_ipv4, read_target, unless_matches
 from .sink import SinkResult
@@ -135,6 +136,7 @@ class VertexProvider(GCSProvider):
     serves_responses = True          # through the bridge (proxy/bridge): Gemini generateContent
     # the Vertex AI API wants the cloud-platform scope (docs/provider-facts.md §8.7)
     scopes: ClassVar[list[str]] = [*_SCOPES, "https://www.googleapis.com/auth/cloud-platform"]
+    batch_endpoints = frozenset(BATCH_ENDPOINTS)  # run by proxy/providers/vertex_batches.py
 
     config: "VertexConfig"
 

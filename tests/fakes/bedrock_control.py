@@ -219,6 +219,11 @@ class FakeBedrock:
         with self._lock:
             self._faults.extend([(code, message)] * times)
 
+    def clear_faults(self) -> None:
+        """Forget the failures :meth:`fail_next` queued that no request has met yet."""
+        with self._lock:
+            self._faults.clear()
+
     def job(self, arn_or_id: str) -> Job:
         return self.jobs[arn_or_id.rpartition("/")[2]]
 
