@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Mapping
 
-from .providers.local import DiskPartStore
+from .providers.parts_local import LocalPartStore
 from .uploads_api import disk_parts, part_store_for, settle
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ async def sweep_uploads(store: "Store", providers: Mapping[str, "Provider"], dat
     disks = [disk_parts(data_dir)]
     for provider in providers.values():
         own = None if provider.forwards_uploads else provider.part_store(None)
-        if isinstance(own, DiskPartStore):
+        if isinstance(own, LocalPartStore):
             disks.append(own)
     for disk in disks:
         for upload_id in disk.upload_ids():

@@ -19,6 +19,7 @@ import asyncio
 import errno
 import logging
 import os
+import shutil
 import threading
 import time
 from typing import Any, AsyncIterator
@@ -117,9 +118,11 @@ class LocalPartSink:
 class LocalPartStore:
     """The :class:`~proxy.upload_parts.PartStore` of a ``local`` provider whose files are in ``root``."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, uploads: str | None = None) -> None:
         self.root = root
-        self.uploads = os.path.join(root, UPLOADS_DIR)
+        # ``uploads``: another directory for the parts (the gateway's own spool of the
+        # providers that have no part store, whose parts are only ever ``read``).
+        self.uploads = uploads or os.path.join(root, UPLOADS_DIR)
         self.partial_dir = os.path.join(root, ".partial")
 
     def open_part(self, upload_id: str, part_id: str) -> LocalPartSink:
@@ -184,6 +187,22 @@ class LocalPartStore:
                 os.rmdir(directory)
             except OSError:
                 pass  # gone already, or parts of this upload not named here remain
+
+    def remove_upload(self, upload_id: str) -> None:
+        """Everything an upload left here, parts still being written included (cancel, expiry,
+        the sweep of what a crashed process left)."""
+        try:
+            directory = os.path.join(self.uploads, checked_id(upload_id, "upload_id"))
+        except ValueError:
+            return   # no directory of this store has such a name
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def upload_ids(self) -> list[str]:
+        """The uploads that have a directory here (for the sweep of leftovers)."""
+        try:
+            return sorted(n for n in os.listdir(self.uploads) if os.path.isdir(os.path.join(self.uploads, n)))
+        except FileNotFoundError:
+            return []
 
 
 def _unlink(path: str) -> None:
