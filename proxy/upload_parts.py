@@ -32,7 +32,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, TypeVar
+from typing import Any, AsyncGenerator, Protocol, TypeVar
 
 from .providers.sink import Sink, SinkResult
 
@@ -62,7 +62,7 @@ class PartStore(Protocol):
         "metadata"}``)."""
         ...
 
-    def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         """The parts' bytes in this order, chunk by chunk (at most ``chunk_size``). A part missing
         or of another size than its ``bytes`` raises a GatewayError (``upload_part_missing``);
         close the iterator (``contextlib.aclosing``) when stopping early, to release its

@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Mapping
 
 import orjson
 from aiohttp import web
@@ -393,7 +393,7 @@ def _md5_mismatch(up: UploadRecord) -> GatewayError:
                        param="md5", code="md5_mismatch")
 
 
-async def _checked(chunks: AsyncIterator[bytes], md5: str | None, up: UploadRecord) -> AsyncIterator[bytes]:
+async def _checked(chunks: AsyncIterator[bytes], md5: str | None, up: UploadRecord) -> AsyncGenerator[bytes, None]:
     """The parts' bytes, hashed on the way when an ``md5`` is given: a mismatch fails before
     the end of the file, so the sink is aborted and nothing is stored."""
     expected = md5.lower() if md5 else None

@@ -18,7 +18,7 @@ checked against the parts' sum.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -95,7 +95,7 @@ class GCSPartStore:
 
     # -- read --------------------------------------------------------------------------------
 
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         storage = self.provider.storage
         assert storage is not None, "provider not started"
         for part in parts:

@@ -12,6 +12,9 @@ makes parts sent to different replicas assemble.
 (``os.copy_file_range``, else ``os.sendfile``, else a 1 MiB buffer: never the file in memory),
 fsyncs it and renames it to ``<path>/<name>``, exactly where the provider's own upload puts a
 file; a failure or cancellation removes the partial file, so nothing appears at ``dest``.
+
+The same store, with ``uploads=<data_dir>/uploads``, is the gateway's own spool for the parts of
+providers that have no storage to compose in (``anthropic``, ``groq``: only ``read``).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 from ..errors import GatewayError
 from ..upload_parts import PartRef, checked_id
@@ -135,7 +138,7 @@ class LocalPartStore:
         upload_id, _, part_id = str(part.location.get("path", "")).partition("/")
         return os.path.join(self.uploads, checked_id(upload_id, "upload_id"), checked_id(part_id, "part_id"))
 
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         for part in parts:
             try:
                 fd = os.open(self._part_path(part), os.O_RDONLY)

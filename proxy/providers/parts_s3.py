@@ -26,7 +26,7 @@ at the destination; the finished object's size is checked against the parts' sum
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
@@ -211,7 +211,7 @@ class S3PartStore:
 
     # -- read --------------------------------------------------------------------------------
 
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         for part in parts:
             bucket, key = self._source(part)
             seen = 0
