@@ -176,6 +176,10 @@ async def uploads_create(ctx: "OperationContext") -> web.StreamResponse:
     except QuotaExceeded as exc:
         raise quota_error(ex.tenant.name, exc.used, exc.adding, exc.quota) from None
     try:
+        if not provider.forwards_uploads:
+            # The parts' unfinished S3 multipart uploads ({prefix}uploads/<upload id>/…) are
+            # this upload's: the janitor's sweep of unowned ones leaves them alone.
+            await res.locate({"file_id": upload_id})
         rec = UploadRecord(id=upload_id, tenant=ex.tenant.name, provider=provider.name, filename=filename,
                            purpose=purpose, bytes=declared, mime_type=mime_type, created_at=created,
                            expires_at=created + UPLOAD_TTL, reservation=res.id, file_expires_after=file_expires)
@@ -453,7 +457,14 @@ async def _assemble(ctx: "OperationContext", up: UploadRecord, parts: list[PartR
                     pass
         file_id = new_id("file-")
         dest = own.destination(file_id, tenant=ex.tenant.name, filename=up.filename, purpose=up.purpose)
-        return await _record_composed(ctx, up, file_id, await own.compose(refs, dest), reservation)
+        # While S3 composes into a multipart upload at the file's key, the reservation owns it.
+        await reservation.locate({"file_id": file_id})
+        try:
+            result = await own.compose(refs, dest)
+        except BaseException:
+            await asyncio.shield(reservation.locate({"file_id": up.id}))
+            raise
+        return await _record_composed(ctx, up, file_id, result, reservation)
     store = own if own is not None else disk_parts(ctx.data_dir)
     async with aclosing(store.read(refs)) as raw, aclosing(_checked(raw, md5, up)) as chunks:
         if provider.passthrough:  # an upstream without an Uploads API (groq): one streamed files.create

@@ -7,6 +7,7 @@ cancel leave no part object behind."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from tests.conftest import client
 from tests.emulator_s3 import MotoS3, moto_s3  # noqa: F401  (fixture)
 from tests.gateway_proc import GatewayProcess
-from tests.support import db_rows
+from tests.support import db_rows, wait_until
 from tests.test_bedrock_files import batch_line, bedrock_provider, keys, new_bucket, object_bytes, pending_uploads, s3_client
 from tests.test_s3_files import s3_provider
 from tests.test_uploads import payload
@@ -46,6 +47,7 @@ def env(moto_s3: MotoS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
                       bedrock_provider("bedrock", bucket, moto_s3, prefix="bedrock/",
                                        model="anthropic.claude-3-haiku-20240307-v1:0")],
         "default_provider": "s3",
+        "server": {"expiry_sweep_interval": "1s"},
     }
     gw = GatewayProcess(tmp_path_factory.mktemp("uploads-s3-gw"), cfg)
     with gw:
@@ -90,6 +92,38 @@ def test_s3_upload_file_chunked_and_cancel_leave_no_part_object(env: Env, tmp_pa
     assert env.c.uploads.cancel(u.id).status == "cancelled"
     assert env.part_objects("s3/") == [] and pending_uploads(env.s3, env.bucket) == []
     env.c.files.delete(up.file.id)
+
+
+def test_expiry_removes_parts_in_the_bucket_each_was_written_to(env: Env) -> None:
+    """The sweeper has no request to choose a bucket: it deletes each part by its recorded
+    bucket (here one a header chose, not the configured one)."""
+    other = new_bucket(env.s3)
+    c = client(env.gw, default_headers={"x-tfy-provider-name": "bedrock", "x-tfy-aws-s3-bucket": other})
+    up = c.uploads.create(bytes=10, filename="x.bin", mime_type="application/octet-stream", purpose="user_data")
+    c.uploads.parts.create(up.id, data=b"01234")
+    assert len(keys(env.s3, other, f"bedrock/uploads/{up.id}/")) == 1 and env.part_objects("bedrock/") == []
+    db_rows(env.gw, "UPDATE uploads SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, up.id))
+    assert wait_until(lambda: db_rows(env.gw, "SELECT status FROM uploads WHERE id = ?", (up.id,)) == [("expired",)],
+                      timeout=30)
+    assert wait_until(lambda: keys(env.s3, other, "bedrock/uploads/") == [], timeout=30)
+    assert db_rows(env.gw, "SELECT COUNT(*) FROM upload_parts WHERE upload_id = ?", (up.id,)) == [(0,)]
+
+
+def test_janitor_leaves_the_multipart_uploads_of_a_pending_upload_alone(env: Env) -> None:
+    """A part still streaming is an S3 multipart upload under ``{prefix}uploads/<upload id>/``:
+    the upload's reservation owns it, so the janitor's sweep of unowned multipart uploads
+    (every second here; moto dates every multipart upload 2010, so all look stale) keeps it
+    while the upload is pending and aborts it once the upload is cancelled."""
+    def open_ids() -> set[str]:
+        return {u["UploadId"] for u in pending_uploads(env.s3, env.bucket)}
+
+    up = env.c.uploads.create(bytes=10, filename="x.bin", mime_type="application/octet-stream", purpose="user_data")
+    owned = env.s3.create_multipart_upload(Bucket=env.bucket, Key=f"s3/uploads/{up.id}/part_streaming")["UploadId"]
+    stray = env.s3.create_multipart_upload(Bucket=env.bucket, Key="s3/uploads/upload_gone/part_x")["UploadId"]
+    assert wait_until(lambda: stray not in open_ids(), timeout=30)   # a sweep ran
+    assert owned in open_ids()
+    env.c.uploads.cancel(up.id)
+    assert wait_until(lambda: owned not in open_ids(), timeout=30)
 
 
 def test_bedrock_batch_upload_translated_like_a_single_upload(env: Env) -> None:
