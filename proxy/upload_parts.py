@@ -83,6 +83,27 @@ class PartStore(Protocol):
         ...
 
 
+class ListedPartStore(PartStore, Protocol):
+    """A part store that can list what is stored in its configured place (a bucket's
+    ``{prefix}uploads/``), for the sweep of parts no upload owns (a process that died between
+    storing a part and recording it)."""
+
+    async def stored_parts(self) -> dict[str, list[PartRef]]:
+        """The objects under ``uploads/``, by the upload id their name holds (sizes unknown: 0)."""
+        ...
+
+
+def parts_by_upload(names: list[str], root: str, location: Callable[[str], dict[str, Any]]) -> dict[str, list[PartRef]]:
+    """``{prefix}uploads/<upload_id>/<name>`` names (``root`` is ``{prefix}uploads/``) grouped by
+    upload id, each a PartRef located by ``location(name)``; other names are skipped."""
+    found: dict[str, list[PartRef]] = {}
+    for name in names:
+        upload_id, _, rest = name[len(root):].partition("/")
+        if name.startswith(root) and _ID.fullmatch(upload_id) and rest:
+            found.setdefault(upload_id, []).append(PartRef(part_id=rest, bytes=0, location=location(name)))
+    return found
+
+
 _T = TypeVar("_T")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 

@@ -29,6 +29,7 @@ def gw(fake_gcs: FakeGCS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "providers": [gcs_provider("gcs", bucket, fake_gcs, prefix="gcs/"),
                       vertex_provider("vertex", bucket, fake_gcs, prefix="vertex/", model="gemini-2.0-flash-001")],
         "default_provider": "gcs",
+        "server": {"expiry_sweep_interval": "1s"},
     }
     with GatewayProcess(tmp_path_factory.mktemp("uploads-gcs-gw"), cfg) as g:
         yield g, fake_gcs, bucket
@@ -65,6 +66,24 @@ def test_gcs_parts_are_bucket_objects_composed_into_the_file(gw) -> None:
     assert c.uploads.cancel(u.id).status == "cancelled"
     assert part_objects(gcs, bucket, "gcs/") == []
     c.files.delete(done.file.id)
+
+
+def test_sweep_removes_part_objects_no_live_upload_owns(gw) -> None:
+    import httpx2 as httpx
+
+    from tests.support import wait_until
+
+    g, gcs, bucket = gw
+    c = client(g)
+    up = c.uploads.create(bytes=10, filename="x.bin", mime_type="application/octet-stream", purpose="user_data")
+    part = c.uploads.parts.create(up.id, data=b"01234")
+    r = httpx.post(f"{gcs.api_root}/upload/storage/v1/b/{bucket}/o",
+                   params={"uploadType": "media", "name": "gcs/uploads/upload_gone/part_y"}, content=b"left")
+    assert r.status_code == 200, r.text
+    assert wait_until(lambda: part_objects(gcs, bucket, "gcs/", "upload_gone/") == [], timeout=30)
+    assert part_objects(gcs, bucket, "gcs/", up.id) == [f"gcs/uploads/{up.id}/{part.id}"]
+    c.uploads.cancel(up.id)
+    assert part_objects(gcs, bucket, "gcs/") == []
 
 
 def test_gcs_upload_in_parts_is_one_object(gw, tmp_path) -> None:

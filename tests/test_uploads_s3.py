@@ -109,19 +109,24 @@ def test_expiry_removes_parts_in_the_bucket_each_was_written_to(env: Env) -> Non
     assert db_rows(env.gw, "SELECT COUNT(*) FROM upload_parts WHERE upload_id = ?", (up.id,)) == [(0,)]
 
 
-def test_janitor_leaves_the_multipart_uploads_of_a_pending_upload_alone(env: Env) -> None:
+def test_sweeps_keep_a_pending_uploads_parts_and_remove_leftovers(env: Env) -> None:
     """A part still streaming is an S3 multipart upload under ``{prefix}uploads/<upload id>/``:
     the upload's reservation owns it, so the janitor's sweep of unowned multipart uploads
     (every second here; moto dates every multipart upload 2010, so all look stale) keeps it
-    while the upload is pending and aborts it once the upload is cancelled."""
+    while the upload is pending and aborts it once the upload is cancelled. The uploads sweep
+    removes part objects no live upload owns, and keeps a pending upload's."""
     def open_ids() -> set[str]:
         return {u["UploadId"] for u in pending_uploads(env.s3, env.bucket)}
 
     up = env.c.uploads.create(bytes=10, filename="x.bin", mime_type="application/octet-stream", purpose="user_data")
+    part = env.c.uploads.parts.create(up.id, data=b"01234")
+    # A part object stored by a process that died before recording it: no upload owns it.
+    env.s3.put_object(Bucket=env.bucket, Key="s3/uploads/upload_gone/part_y", Body=b"left")
     owned = env.s3.create_multipart_upload(Bucket=env.bucket, Key=f"s3/uploads/{up.id}/part_streaming")["UploadId"]
     stray = env.s3.create_multipart_upload(Bucket=env.bucket, Key="s3/uploads/upload_gone/part_x")["UploadId"]
     assert wait_until(lambda: stray not in open_ids(), timeout=30)   # a sweep ran
-    assert owned in open_ids()
+    assert wait_until(lambda: env.part_objects("s3/", "upload_gone/") == [], timeout=30)
+    assert owned in open_ids() and env.part_objects("s3/", up.id) == [f"s3/uploads/{up.id}/{part.id}"]
     env.c.uploads.cancel(up.id)
     assert wait_until(lambda: owned not in open_ids(), timeout=30)
 

@@ -24,7 +24,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name, run_bounded
+from ..upload_parts import PartRef, part_name, parts_by_upload, run_bounded
 from . import gcs_storage
 from .gcs_storage import MAX_COMPOSE_SOURCES, GCSResumableSink, GCSStorageError
 from .sink import SinkResult
@@ -199,6 +199,17 @@ class GCSPartStore:
                                       exc.message)
 
     # -- delete ------------------------------------------------------------------------------
+
+    async def stored_parts(self) -> dict[str, list[PartRef]]:
+        storage = self.provider.storage
+        assert storage is not None, "provider not started"
+        root = f"{self.provider.prefix}uploads/"
+        try:
+            await self.provider._token_ready()
+            found = await gcs_storage.list_names(storage, self.bucket, root)
+        except GCSStorageError as exc:
+            raise self.error(exc, "part listing") from None
+        return parts_by_upload(found, root, lambda name: {"bucket": self.bucket, "name": name})
 
     async def delete(self, parts: list[PartRef]) -> None:
         by_bucket: dict[str, list[str]] = {}

@@ -33,7 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name, run_bounded
+from ..upload_parts import PartRef, part_name, parts_by_upload, run_bounded
 from . import s3_storage
 from .s3_storage import (MAX_COPY_OBJECT, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MultipartAssembly, S3MultipartSink,
                          S3StorageError)
@@ -300,6 +300,15 @@ class S3PartStore:
             raise S3StorageError(f"S3 compose stored {size} bytes of {total}")
 
     # -- delete ------------------------------------------------------------------------------
+
+    async def stored_parts(self) -> dict[str, list[PartRef]]:
+        root = f"{self.provider.prefix}uploads/"
+        async with self.provider.lease(self.region) as client:
+            try:
+                found = await s3_storage.list_keys(client, self.bucket, root)
+            except S3StorageError as exc:
+                raise self.error(exc, "part listing") from None
+        return parts_by_upload(found, root, lambda key: {"bucket": self.bucket, "key": key, "region": self.region})
 
     async def delete(self, parts: list[PartRef]) -> None:
         by_place: dict[tuple[str, str], list[str]] = {}
