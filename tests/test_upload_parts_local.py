@@ -108,10 +108,12 @@ async def test_remove_upload_takes_parts_being_written_and_nothing_outside(store
     assert b"".join([c async for c in store.read([other])]) == b"other"
 
 
-def test_spool_store_keeps_parts_in_its_own_directory(tmp_path: Path) -> None:
+async def test_spool_store_keeps_parts_in_its_own_directory(tmp_path: Path) -> None:
     spool = LocalPartStore(str(tmp_path), uploads=str(tmp_path / "uploads"))
-    assert spool.open_part("upload_f", "part_1").partial.startswith(str(tmp_path / "uploads" / "upload_f"))
-    assert spool.upload_ids() == ["upload_f"]
+    ref = await write_part(spool, "upload_f", "part_1", b"spooled")
+    assert (tmp_path / "uploads" / "upload_f" / "part_1").read_bytes() == b"spooled"
+    assert spool.upload_ids() == ["upload_f"] and not (tmp_path / ".uploads").exists()
+    assert b"".join([c async for c in spool.read([ref])]) == b"spooled"
 
 
 async def test_compose_of_a_missing_part_leaves_no_file(store: LocalPartStore, tmp_path: Path) -> None:
