@@ -158,6 +158,13 @@ class UploadReservation:
             self.row.location = location
             await asyncio.shield(self.store.locate_reservation(self.row.id, location))
 
+    async def locate(self, location: dict[str, Any]) -> None:
+        """Record ``location`` as what this reservation owns (an Upload's: its id while parts
+        arrive, the file's id while ``complete`` composes it), so the janitor leaves that
+        partial data alone (``sweep_partials``)."""
+        self.row.location = location
+        await asyncio.shield(self.store.locate_reservation(self.row.id, location))
+
     def converted(self) -> None:
         """The store turned the reservation into a file row."""
         self.settled = True

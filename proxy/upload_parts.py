@@ -32,7 +32,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, TypeVar
+from typing import Any, AsyncGenerator, Protocol, TypeVar
 
 from .providers.sink import Sink, SinkResult
 
@@ -62,7 +62,7 @@ class PartStore(Protocol):
         "metadata"}``)."""
         ...
 
-    def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         """The parts' bytes in this order, chunk by chunk (at most ``chunk_size``). A part missing
         or of another size than its ``bytes`` raises a GatewayError (``upload_part_missing``);
         close the iterator (``contextlib.aclosing``) when stopping early, to release its
@@ -81,6 +81,27 @@ class PartStore(Protocol):
     async def delete(self, parts: list[PartRef]) -> None:
         """Remove these parts; idempotent, never raises for a part already gone."""
         ...
+
+
+class ListedPartStore(PartStore, Protocol):
+    """A part store that can list what is stored in its configured place (a bucket's
+    ``{prefix}uploads/``), for the sweep of parts no upload owns (a process that died between
+    storing a part and recording it)."""
+
+    async def stored_parts(self) -> dict[str, list[PartRef]]:
+        """The objects under ``uploads/``, by the upload id their name holds (sizes unknown: 0)."""
+        ...
+
+
+def parts_by_upload(names: list[str], root: str, location: Callable[[str], dict[str, Any]]) -> dict[str, list[PartRef]]:
+    """``{prefix}uploads/<upload_id>/<name>`` names (``root`` is ``{prefix}uploads/``) grouped by
+    upload id, each a PartRef located by ``location(name)``; other names are skipped."""
+    found: dict[str, list[PartRef]] = {}
+    for name in names:
+        upload_id, _, rest = name[len(root):].partition("/")
+        if name.startswith(root) and _ID.fullmatch(upload_id) and rest:
+            found.setdefault(upload_id, []).append(PartRef(part_id=rest, bytes=0, location=location(name)))
+    return found
 
 
 _T = TypeVar("_T")

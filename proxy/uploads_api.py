@@ -31,7 +31,8 @@ import hashlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Mapping
 
 import orjson
 from aiohttp import web
@@ -41,7 +42,7 @@ from .errors import GatewayError, bad_request, quota_error
 from .ids import new_id
 from .limits import FORM_ALLOWANCE
 from .multipart import Done, Field, FileData, FileEnd, FileStart, MultipartError, MultipartParser
-from .providers.local import DiskPartStore
+from .providers.parts_local import LocalPartStore
 from .reservations import UPLOAD_OWNER, UploadReservation
 from .store.base import FileRecord, PartRecord, QuotaExceeded, UploadRecord
 from .upload_parts import PartRef
@@ -68,9 +69,10 @@ MAX_PARTS = 10_000  # parts per upload (and part_ids per complete): bounds rows,
 SPOOL = "uploads"  # <data_dir>/uploads: parts of providers without a part store of their own
 
 
-def disk_parts(data_dir: str) -> DiskPartStore:
-    """The gateway's own disk, for the parts of providers without a part store."""
-    return DiskPartStore(os.path.join(data_dir, SPOOL))
+def disk_parts(data_dir: str) -> LocalPartStore:
+    """The gateway's own disk (``<data_dir>/uploads``), for the parts of providers without a
+    part store (``anthropic``, ``groq``): they are only read, never composed."""
+    return LocalPartStore(data_dir, uploads=os.path.join(data_dir, SPOOL))
 
 
 def part_store_for(provider: "Provider", ex: "Exchange | None", data_dir: str) -> "PartStore":
@@ -174,6 +176,10 @@ async def uploads_create(ctx: "OperationContext") -> web.StreamResponse:
     except QuotaExceeded as exc:
         raise quota_error(ex.tenant.name, exc.used, exc.adding, exc.quota) from None
     try:
+        if not provider.forwards_uploads:
+            # The parts' unfinished S3 multipart uploads ({prefix}uploads/<upload id>/…) are
+            # this upload's: the janitor's sweep of unowned ones leaves them alone.
+            await res.locate({"file_id": upload_id})
         rec = UploadRecord(id=upload_id, tenant=ex.tenant.name, provider=provider.name, filename=filename,
                            purpose=purpose, bytes=declared, mime_type=mime_type, created_at=created,
                            expires_at=created + UPLOAD_TTL, reservation=res.id, file_expires_after=file_expires)
@@ -391,7 +397,7 @@ def _md5_mismatch(up: UploadRecord) -> GatewayError:
                        param="md5", code="md5_mismatch")
 
 
-async def _checked(chunks: AsyncIterator[bytes], md5: str | None, up: UploadRecord) -> AsyncIterator[bytes]:
+async def _checked(chunks: AsyncIterator[bytes], md5: str | None, up: UploadRecord) -> AsyncGenerator[bytes, None]:
     """The parts' bytes, hashed on the way when an ``md5`` is given: a mismatch fails before
     the end of the file, so the sink is aborted and nothing is stored."""
     expected = md5.lower() if md5 else None
@@ -446,21 +452,30 @@ async def _assemble(ctx: "OperationContext", up: UploadRecord, parts: list[PartR
         # that need no bytes still run: the filters' and the provider's at the file's start.
         upload_chain(ctx.chain, ex).on_file_start(ex)
         if md5:
-            async for _ in _checked(own.read(refs), md5, up):
-                pass
+            async with aclosing(own.read(refs)) as raw, aclosing(_checked(raw, md5, up)) as hashed:
+                async for _ in hashed:
+                    pass
         file_id = new_id("file-")
-        return await _record_composed(ctx, up, file_id, await own.compose(refs, {"file_id": file_id}), reservation)
+        dest = own.destination(file_id, tenant=ex.tenant.name, filename=up.filename, purpose=up.purpose)
+        # While S3 composes into a multipart upload at the file's key, the reservation owns it.
+        await reservation.locate({"file_id": file_id})
+        try:
+            result = await own.compose(refs, dest)
+        except BaseException:
+            await asyncio.shield(reservation.locate({"file_id": up.id}))
+            raise
+        return await _record_composed(ctx, up, file_id, result, reservation)
     store = own if own is not None else disk_parts(ctx.data_dir)
-    chunks = _checked(store.read(refs), md5, up)
-    if provider.passthrough:  # an upstream without an Uploads API (groq): one streamed files.create
-        return await store_file_upstream(ctx, chunks, up.bytes)
-    return await store_file(ctx, chunks)
+    async with aclosing(store.read(refs)) as raw, aclosing(_checked(raw, md5, up)) as chunks:
+        if provider.passthrough:  # an upstream without an Uploads API (groq): one streamed files.create
+            return await store_file_upstream(ctx, chunks, up.bytes)
+        return await store_file(ctx, chunks)
 
 
 async def _record_composed(ctx: "OperationContext", up: UploadRecord, file_id: str, result: "SinkResult",
                            reservation: UploadReservation) -> FileRecord:
-    """Record the file ``compose`` made (``dest = {"file_id": …}``: the part store places it
-    where the provider's own sink would put that file, and says where in ``location``)."""
+    """Record the file ``compose`` made at the part store's ``destination`` for ``file_id``
+    (where the provider's own sink would put that file; ``location`` says where)."""
     ex = ctx.ex
     assert ex.provider is not None and ex.tenant is not None
     created = int(time.time())
@@ -543,7 +558,7 @@ async def settle(store: "Store", parts: "PartStore | None", up: UploadRecord, st
     if parts is not None:
         try:
             await parts.delete(_refs(removed))
-            if isinstance(parts, DiskPartStore):
+            if isinstance(parts, LocalPartStore):
                 parts.remove_upload(up.id)  # parts still being written when it ended, too
         except Exception:
             log.exception("could not remove the parts of upload %s", up.id)

@@ -199,9 +199,11 @@ def test_sigterm_drains_an_upload_in_flight_which_the_other_replica_then_serves(
     assert b.files.delete(f.id).deleted  # frees moto's memory
 
 
+@pytest.mark.parametrize("shared_files", ["local", "s3", "gcs"], indirect=True)
 def test_upload_parts_sent_to_both_replicas_assemble(replicas):
-    """An Upload's state is in the store and its parts in the shared ``local`` path: parts sent
-    concurrently to either replica, completed through one, give one file both serve."""
+    """An Upload's state is in the store and its parts in the shared storage (the ``local``
+    path, the bucket): parts sent concurrently to either replica, completed through one, give
+    one file both serve."""
     a, b = (client(gw) for gw in replicas())
     chunks = [bytes([i]) * 100_000 for i in range(8)]
     up = a.uploads.create(bytes=sum(map(len, chunks)), filename="big.bin", mime_type="application/octet-stream",

@@ -34,7 +34,7 @@ async def provider(fake_gcs: FakeGCS, gcs_bucket: str) -> AsyncIterator[GCSProvi
 
 @pytest.fixture
 def store(provider: GCSProvider) -> GCSPartStore:
-    s = provider.native_part_store(exchange())
+    s = provider.part_store(exchange())
     assert isinstance(s, GCSPartStore) and s.bucket == provider.bucket
     return s
 
@@ -159,7 +159,7 @@ async def test_vertex_records_its_target_and_refuses_parts_of_another_bucket(
                                     model="gemini-2.0-flash"))
     await p.start()
     try:
-        store = p.native_part_store(exchange(headers={"x-tfy-vertex-region": "europe-west4"}))
+        store = p.part_store(exchange(headers={"x-tfy-vertex-region": "europe-west4"}))
         assert isinstance(store, GCSPartStore)
         ref = await write_part(store, "upload_vx", "part_0", b"hello")
         dest = store.destination("file-vx", tenant="t", filename="in.bin", purpose="user_data")

@@ -41,7 +41,7 @@ def files_under(path: Path) -> list[str]:
 @pytest.fixture
 def store(tmp_path: Path) -> LocalPartStore:
     provider = LocalProvider(LocalConfig(name="local", path=str(tmp_path / "files")))
-    part_store = provider.native_part_store(exchange())
+    part_store = provider.part_store(exchange())
     assert isinstance(part_store, LocalPartStore)
     os.makedirs(part_store.partial_dir)   # the provider's start() creates it
     return part_store
@@ -90,6 +90,30 @@ async def test_abort_keeps_the_other_parts_of_the_upload(store: LocalPartStore, 
     await sink.abort()
     assert files_under(tmp_path / "files" / ".uploads") == ["upload_c", "upload_c/part_1"]
     assert b"".join([c async for c in store.read([kept])]) == b"kept"
+
+
+async def test_remove_upload_takes_parts_being_written_and_nothing_outside(store: LocalPartStore,
+                                                                          tmp_path: Path) -> None:
+    await write_part(store, "upload_d", "part_1", b"kept")
+    writing = store.open_part("upload_d", "part_2")   # still streaming when its upload ends
+    await writing.write(b"half")
+    other = await write_part(store, "upload_e", "part_1", b"other")
+    assert store.upload_ids() == ["upload_d", "upload_e"]
+    store.remove_upload("upload_d")
+    store.remove_upload("..")          # not an upload id: nothing outside the store goes
+    store.remove_upload("../files")
+    assert store.upload_ids() == ["upload_e"] and (tmp_path / "files").is_dir()
+    with pytest.raises(FileNotFoundError):   # the flow answers such a part with the cancel
+        await writing.complete()
+    assert b"".join([c async for c in store.read([other])]) == b"other"
+
+
+async def test_spool_store_keeps_parts_in_its_own_directory(tmp_path: Path) -> None:
+    spool = LocalPartStore(str(tmp_path), uploads=str(tmp_path / "uploads"))
+    ref = await write_part(spool, "upload_f", "part_1", b"spooled")
+    assert (tmp_path / "uploads" / "upload_f" / "part_1").read_bytes() == b"spooled"
+    assert spool.upload_ids() == ["upload_f"] and not (tmp_path / ".uploads").exists()
+    assert b"".join([c async for c in spool.read([ref])]) == b"spooled"
 
 
 async def test_compose_of_a_missing_part_leaves_no_file(store: LocalPartStore, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ async def provider(moto_s3: MotoS3) -> AsyncIterator[S3Provider]:  # noqa: F811
 
 @pytest.fixture
 def store(provider: S3Provider) -> S3PartStore:
-    s = provider.native_part_store(exchange())
+    s = provider.part_store(exchange())
     assert isinstance(s, S3PartStore) and s.bucket == provider.bucket
     return s
 
@@ -236,7 +236,7 @@ async def test_bedrock_parts_go_to_the_bucket_its_header_names(moto_s3: MotoS3) 
     try:
         async with p.lease(p.region) as client:
             other = await fresh_bucket(client)
-        store = p.native_part_store(exchange(headers={"x-tfy-aws-s3-bucket": other}))
+        store = p.part_store(exchange(headers={"x-tfy-aws-s3-bucket": other}))
         assert isinstance(store, S3PartStore)
         ref = await write_part(store, "upload_br", "part_0", b"hello")
         assert ref.location["bucket"] == other

@@ -150,10 +150,12 @@ class GCSProvider(BucketProvider):
         """What a file's location records of its target besides the object (vertex: more)."""
         return {}
 
-    def native_part_store(self, ex: "Exchange") -> GCSPartStore:
-        """The part store in this provider's bucket (proxy/providers/parts_gcs.py); not yet used
-        by the Uploads API flow, whose parts for this type wait on the gateway's disk."""
-        return GCSPartStore(self, self.target(ex))
+    def part_store(self, ex: "Exchange | None") -> GCSPartStore:
+        """Parts as objects in the bucket the request chose (proxy/providers/parts_gcs.py), so
+        every replica sees them and ``complete`` assembles them by GCS ``compose``. The sweeper
+        (``ex`` None) gets the configured bucket's store; its ``delete`` goes by each part's
+        recorded bucket, so parts are removed where they were written."""
+        return GCSPartStore(self, self.target(ex) if ex is not None else self.configured_target())
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> GCSSink:
         assert self.session is not None, "provider not started"

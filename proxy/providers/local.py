@@ -9,17 +9,14 @@ true``): :func:`replica_only_providers` names the providers start-up warns about
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import shutil
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef
 from .base import Download, Provider
 from .parts_local import LocalPartStore
 from .sink import SinkResult
@@ -148,122 +145,6 @@ class LocalFileSink:
             pass
 
 
-class _PartSink(LocalFileSink):
-    """A part's file, written beside its final name and renamed at complete."""
-
-    __slots__ = ("rel",)
-
-    def __init__(self, root: str, rel: str) -> None:
-        final = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        super().__init__(final + ".partial", final)
-        self.rel = rel
-
-    async def complete(self) -> SinkResult:
-        result = await super().complete()
-        return SinkResult(bytes=result.bytes, location={"path": self.rel})
-
-
-def _copy_all(src: int, dst: int, size: int) -> None:
-    """Copy ``size`` bytes from ``src`` to ``dst`` in the kernel (no byte enters the process):
-    ``copy_file_range`` (reflinks on CoW filesystems), else ``sendfile``."""
-    left = size
-    while left:
-        try:
-            n = os.copy_file_range(src, dst, min(left, 1 << 30))
-        except OSError:  # EXDEV/EINVAL/ENOSYS: kernels and filesystems that do not take it
-            n = os.sendfile(dst, src, None, min(left, 1 << 30))
-        if n == 0:
-            raise OSError(f"short copy: {left} bytes missing")
-        left -= n
-
-
-class DiskPartStore:
-    """An Upload's parts as files on the gateway's disk: ``<root>/<upload_id>/<part_id>``
-    (proxy/upload_parts.py). ``compose`` concatenates them into ``<dest_root>/<file_id>`` in
-    the kernel (``copy_file_range``), through ``<dest_root>/.partial/`` as any local upload;
-    without a ``dest_root`` (the parts of a provider that has no part store of its own) the
-    parts are only ``read``. An upload's directory goes with its last part."""
-
-    def __init__(self, root: str, dest_root: str | None = None) -> None:
-        self.root = root
-        self.dest_root = dest_root
-
-    def open_part(self, upload_id: str, part_id: str) -> _PartSink:
-        return _PartSink(self.root, os.path.join(upload_id, part_id))
-
-    def _path(self, part: PartRef) -> str:
-        return os.path.join(self.root, str(part.location.get("path") or part.part_id))
-
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        for part in parts:
-            with open(self._path(part), "rb") as fh:
-                while chunk := await loop.run_in_executor(None, fh.read, chunk_size):
-                    yield chunk
-
-    def destination(self, file_id: str, *, tenant: str, filename: str, purpose: str) -> dict[str, Any]:
-        """What :meth:`compose` takes: the new file's id (it is stored under the provider's root)."""
-        return {"file_id": file_id}
-
-    async def compose(self, parts: list[PartRef], dest: dict[str, Any]) -> SinkResult:
-        assert self.dest_root is not None, "compose needs the provider's directory"
-        file_id = str(dest["file_id"])
-        partial = os.path.join(self.dest_root, ".partial", file_id)
-        final = os.path.join(self.dest_root, file_id)
-
-        def run() -> int:
-            total = 0
-            out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                for part in parts:
-                    src = os.open(self._path(part), os.O_RDONLY)
-                    try:
-                        size = os.fstat(src).st_size
-                        _copy_all(src, out, size)
-                        total += size
-                    finally:
-                        os.close(src)
-            except BaseException:
-                os.close(out)
-                os.unlink(partial)
-                raise
-            os.close(out)
-            os.replace(partial, final)
-            return total
-
-        total = await asyncio.get_running_loop().run_in_executor(None, run)
-        return SinkResult(bytes=total, location={"path": file_id})
-
-    async def delete(self, parts: list[PartRef]) -> None:
-        dirs = set()
-        for part in parts:
-            path = self._path(part)
-            dirs.add(os.path.dirname(path))
-            for name in (path, path + ".partial"):
-                try:
-                    os.unlink(name)
-                except FileNotFoundError:
-                    pass
-        for d in dirs:
-            try:
-                os.rmdir(d)  # the upload's last part: its directory goes too
-            except OSError:
-                pass
-
-    def remove_upload(self, upload_id: str) -> None:
-        """Everything an upload left here, parts being written included (cancel, expiry)."""
-        if upload_id and "/" not in upload_id and upload_id not in (".", ".."):
-            shutil.rmtree(os.path.join(self.root, upload_id), ignore_errors=True)
-
-    def upload_ids(self) -> list[str]:
-        """The uploads that have a directory here (for the sweep of leftovers)."""
-        try:
-            return [n for n in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, n))]
-        except FileNotFoundError:
-            return []
-
-
 class LocalProvider(Provider):
     type = "local"
 
@@ -271,9 +152,9 @@ class LocalProvider(Provider):
         super().__init__(config)
         self.root = config.path      # absolute: resolved against server.data_dir at load
         self.partial_dir = os.path.join(self.root, ".partial")
-        # An Upload's parts wait beside the files (one filesystem: composed in the kernel;
-        # shared by replicas whenever ``path`` is).
-        self.parts = DiskPartStore(os.path.join(self.root, ".uploads"), self.root)
+        # An Upload's parts wait beside the files, in <path>/.uploads (one filesystem: composed
+        # in the kernel; shared by replicas whenever ``path`` is).
+        self.parts = LocalPartStore(self.root)
 
     async def start(self) -> None:
         prepare_partial_dir(self.partial_dir)
@@ -284,16 +165,11 @@ class LocalProvider(Provider):
     async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
         return sweep_partial_dir(self.partial_dir, {str(loc.get("file_id")) for loc in owned})
 
-    def part_store(self, ex: "Exchange | None") -> DiskPartStore:
+    def part_store(self, ex: "Exchange | None") -> LocalPartStore:
         return self.parts
 
     def _path(self, rec: "FileRecord") -> str:
         return os.path.join(self.root, rec.location.get("path") or rec.id)
-
-    def native_part_store(self, ex: "Exchange") -> LocalPartStore:
-        """The part store of proxy/providers/parts_local.py (issue 11's contract with
-        ``destination``); not yet the one the Uploads API flow uses (:meth:`part_store`)."""
-        return LocalPartStore(self.root)
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> LocalFileSink:
         return LocalFileSink(os.path.join(self.partial_dir, file_id), os.path.join(self.root, file_id))

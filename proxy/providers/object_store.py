@@ -180,6 +180,11 @@ class BucketProvider(Provider):
 
     def target(self, ex: "Exchange") -> Target:
         """Where an upload goes: the configured bucket and region (a subclass: or its headers')."""
+        return self.configured_target()
+
+    def configured_target(self) -> Target:
+        """The configured bucket and region, whatever a request's headers say (the sweeper's,
+        which has no request)."""
         return Target(self.bucket, False, self.region, None)
 
     def batch_translator(self, ex: "Exchange", target: Target) -> BatchTranslator | None:

@@ -18,13 +18,13 @@ checked against the parts' sum.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name, run_bounded
+from ..upload_parts import PartRef, part_name, parts_by_upload, run_bounded
 from . import gcs_storage
 from .gcs_storage import MAX_COMPOSE_SOURCES, GCSResumableSink, GCSStorageError
 from .sink import SinkResult
@@ -95,7 +95,7 @@ class GCSPartStore:
 
     # -- read --------------------------------------------------------------------------------
 
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         storage = self.provider.storage
         assert storage is not None, "provider not started"
         for part in parts:
@@ -199,6 +199,17 @@ class GCSPartStore:
                                       exc.message)
 
     # -- delete ------------------------------------------------------------------------------
+
+    async def stored_parts(self) -> dict[str, list[PartRef]]:
+        storage = self.provider.storage
+        assert storage is not None, "provider not started"
+        root = f"{self.provider.prefix}uploads/"
+        try:
+            await self.provider._token_ready()
+            found = await gcs_storage.list_names(storage, self.bucket, root)
+        except GCSStorageError as exc:
+            raise self.error(exc, "part listing") from None
+        return parts_by_upload(found, root, lambda name: {"bucket": self.bucket, "name": name})
 
     async def delete(self, parts: list[PartRef]) -> None:
         by_bucket: dict[str, list[str]] = {}

@@ -12,6 +12,9 @@ makes parts sent to different replicas assemble.
 (``os.copy_file_range``, else ``os.sendfile``, else a 1 MiB buffer: never the file in memory),
 fsyncs it and renames it to ``<path>/<name>``, exactly where the provider's own upload puts a
 file; a failure or cancellation removes the partial file, so nothing appears at ``dest``.
+
+The same store, with ``uploads=<data_dir>/uploads``, is the gateway's own spool for the parts of
+providers that have no storage to compose in (``anthropic``, ``groq``: only ``read``).
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ import asyncio
 import errno
 import logging
 import os
+import shutil
 import threading
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 from ..errors import GatewayError
 from ..upload_parts import PartRef, checked_id
@@ -117,9 +121,11 @@ class LocalPartSink:
 class LocalPartStore:
     """The :class:`~proxy.upload_parts.PartStore` of a ``local`` provider whose files are in ``root``."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, uploads: str | None = None) -> None:
         self.root = root
-        self.uploads = os.path.join(root, UPLOADS_DIR)
+        # ``uploads``: another directory for the parts (the gateway's own spool of the
+        # providers that have no part store, whose parts are only ever ``read``).
+        self.uploads = uploads or os.path.join(root, UPLOADS_DIR)
         self.partial_dir = os.path.join(root, ".partial")
 
     def open_part(self, upload_id: str, part_id: str) -> LocalPartSink:
@@ -132,7 +138,7 @@ class LocalPartStore:
         upload_id, _, part_id = str(part.location.get("path", "")).partition("/")
         return os.path.join(self.uploads, checked_id(upload_id, "upload_id"), checked_id(part_id, "part_id"))
 
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         for part in parts:
             try:
                 fd = os.open(self._part_path(part), os.O_RDONLY)
@@ -184,6 +190,22 @@ class LocalPartStore:
                 os.rmdir(directory)
             except OSError:
                 pass  # gone already, or parts of this upload not named here remain
+
+    def remove_upload(self, upload_id: str) -> None:
+        """Everything an upload left here, parts still being written included (cancel, expiry,
+        the sweep of what a crashed process left)."""
+        try:
+            directory = os.path.join(self.uploads, checked_id(upload_id, "upload_id"))
+        except ValueError:
+            return   # no directory of this store has such a name
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def upload_ids(self) -> list[str]:
+        """The uploads that have a directory here (for the sweep of leftovers)."""
+        try:
+            return sorted(n for n in os.listdir(self.uploads) if os.path.isdir(os.path.join(self.uploads, n)))
+        except FileNotFoundError:
+            return []
 
 
 def _unlink(path: str) -> None:

@@ -26,14 +26,14 @@ at the destination; the finished object's size is checked against the parts' sum
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name, run_bounded
+from ..upload_parts import PartRef, part_name, parts_by_upload, run_bounded
 from . import s3_storage
 from .s3_storage import (MAX_COPY_OBJECT, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MultipartAssembly, S3MultipartSink,
                          S3StorageError)
@@ -211,7 +211,7 @@ class S3PartStore:
 
     # -- read --------------------------------------------------------------------------------
 
-    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read(self, parts: list[PartRef], chunk_size: int = 1 << 20) -> AsyncGenerator[bytes, None]:
         for part in parts:
             bucket, key = self._source(part)
             seen = 0
@@ -300,6 +300,15 @@ class S3PartStore:
             raise S3StorageError(f"S3 compose stored {size} bytes of {total}")
 
     # -- delete ------------------------------------------------------------------------------
+
+    async def stored_parts(self) -> dict[str, list[PartRef]]:
+        root = f"{self.provider.prefix}uploads/"
+        async with self.provider.lease(self.region) as client:
+            try:
+                found = await s3_storage.list_keys(client, self.bucket, root)
+            except S3StorageError as exc:
+                raise self.error(exc, "part listing") from None
+        return parts_by_upload(found, root, lambda key: {"bucket": self.bucket, "key": key, "region": self.region})
 
     async def delete(self, parts: list[PartRef]) -> None:
         by_place: dict[tuple[str, str], list[str]] = {}

@@ -294,10 +294,12 @@ class S3Provider(BucketProvider):
         metadata = {"file-id": file_id, "purpose": purpose or "", "tenant": metadata_value(tenant)}
         return key, content_type_for(purpose), metadata
 
-    def native_part_store(self, ex: "Exchange") -> S3PartStore:
-        """The part store in this provider's bucket (proxy/providers/parts_s3.py); not yet used
-        by the Uploads API flow, whose parts for this type wait on the gateway's disk."""
-        return S3PartStore(self, self.target(ex))
+    def part_store(self, ex: "Exchange | None") -> S3PartStore:
+        """Parts as objects in the bucket the request chose (proxy/providers/parts_s3.py), so
+        every replica sees them and ``complete`` assembles them inside S3. The sweeper (``ex``
+        None) gets the configured bucket's store; its ``delete`` goes by each part's recorded
+        bucket and region, so parts are removed where they were written."""
+        return S3PartStore(self, self.target(ex) if ex is not None else self.configured_target())
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> S3Sink:
         target = self.target(ex)

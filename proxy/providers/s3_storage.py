@@ -256,6 +256,24 @@ async def stale_uploads(client: S3Client, bucket: str, prefix: str, older_than: 
         raise S3StorageError(f"S3 ListMultipartUploads failed: {type(exc).__name__}") from exc
 
 
+async def list_keys(client: S3Client, bucket: str, prefix: str, max_pages: int = 10) -> list[str]:
+    """The keys under ``prefix``, at most ``max_pages`` pages (1,000 keys each) of ``ListObjectsV2``."""
+    paginator = client.get_paginator("list_objects_v2")
+    found: list[str] = []
+    pages = 0
+    try:
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            found.extend(o["Key"] for o in page.get("Contents") or ())
+            pages += 1
+            if pages >= max_pages:
+                break
+    except ClientError as exc:
+        raise _client_error("ListObjectsV2", exc) from exc
+    except (BotoCoreError, aiohttp.ClientError) as exc:
+        raise S3StorageError(f"S3 ListObjectsV2 failed: {type(exc).__name__}") from exc
+    return found
+
+
 async def head(client: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
     """``HeadObject`` without its ``ResponseMetadata``; ``None`` when the key does not exist."""
     try:
