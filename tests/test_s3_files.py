@@ -112,7 +112,8 @@ def test_batch_file_is_stored_byte_identical(env: Env) -> None:
     assert (f.bytes, f.purpose) == (len(data), "batch")
     loc = location(env.gw, f.id)
     assert loc == {"bucket": env.bucket, "key": f"{PREFIX}team-a/{f.id}/reqs.jsonl", "region": "us-east-1",
-                   "etag": loc["etag"]}  # type: ignore[index]
+                   "etag": loc["etag"],  # type: ignore[index]
+                   "batch_url": "/v1/chat/completions"}  # the lines' endpoint, which batches.create checks
     assert keys(env.s3, env.clean) == []  # the bucket header is bedrock's, not this type's
     assert object_bytes(env.s3, env.bucket, loc["key"]) == data  # type: ignore[index]
     head = env.s3.head_object(Bucket=env.bucket, Key=loc["key"])  # type: ignore[index]
