@@ -216,6 +216,23 @@ def test_tenancy_and_quota(start_gateway):
     assert new_upload(a, 50_000).status == "pending"
 
 
+def test_racing_creates_never_reserve_past_the_quota(start_gateway):
+    """Eight uploads declared at once by one tenant, where only three fit its quota: exactly
+    three are reserved (the reservation is atomic in the store), the rest are refused."""
+    gw = start_gateway(auth_config(tenant_storage_quota="100KB"), env=KEYS, workers=2)
+    a = client(gw, "sk-team-a", default_headers={"Connection": "close"})  # spread over both workers
+
+    def create(_: int) -> str:
+        try:
+            return new_upload(a, 30_000).status
+        except openai.RateLimitError as exc:
+            return exc.body["code"]  # type: ignore[index]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = sorted(pool.map(create, range(8)))
+    assert outcomes == ["pending"] * 3 + ["storage_quota_exceeded"] * 5
+
+
 def test_four_concurrent_parts(start_gateway):
     c = client(start_gateway(local_config()))
     chunks = [payload(PART, seed=i) for i in range(8)]
