@@ -187,16 +187,23 @@ async def _add(ctx: "OperationContext", rec: BatchRecord) -> None:
 
 # -- retrieve, cancel, list -----------------------------------------------------------------
 
+async def _forwarded(ctx: "OperationContext", rec: BatchRecord | None, method: str, suffix: str) -> web.StreamResponse:
+    """A pass-through provider's answer for the path's batch, recorded ids observed on the way."""
+    ex = ctx.ex
+    assert ex.provider is not None
+    _, data = await ex.provider.call_batches(ex, method, f"/{_upstream_id(ex, rec)}{suffix}", body=None, query="")
+    if rec is not None:
+        await _observe(ctx, rec, _batch_object(ex.provider, data))
+    return ctx.json_response(data)
+
+
 async def batches_retrieve(ctx: "OperationContext") -> web.StreamResponse:
     ex = ctx.ex
     assert ex.provider is not None and ex.object_id is not None  # routed by the path's id
     rec = ex.batch_record
     runner = _batch_provider(ex.provider, ex.operation)
     if runner is None:
-        _, data = await ex.provider.call_batches(ex, "GET", f"/{_upstream_id(ex, rec)}", body=None, query="")
-        if rec is not None:
-            await _observe(ctx, rec, _batch_object(ex.provider, data))
-        return ctx.json_response(data)
+        return await _forwarded(ctx, rec, "GET", "")
     assert rec is not None  # gateway-run batches are always recorded
     if rec.status not in TERMINAL and await _claim(ctx, rec):
         await _poll(ctx, rec, runner, await runner.poll_batch(rec.job))
@@ -209,10 +216,7 @@ async def batches_cancel(ctx: "OperationContext") -> web.StreamResponse:
     rec = ex.batch_record
     runner = _batch_provider(ex.provider, ex.operation)
     if runner is None:
-        _, data = await ex.provider.call_batches(ex, "POST", f"/{_upstream_id(ex, rec)}/cancel", body=None, query="")
-        if rec is not None:
-            await _observe(ctx, rec, _batch_object(ex.provider, data))
-        return ctx.json_response(data)
+        return await _forwarded(ctx, rec, "POST", "/cancel")
     assert rec is not None  # gateway-run batches are always recorded
     if rec.status not in TERMINAL:
         await _poll(ctx, rec, runner, await runner.cancel_batch(rec.job))
