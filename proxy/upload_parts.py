@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, AsyncGenerator, Protocol, TypeVar
 
+from .errors import GatewayError
 from .providers.sink import Sink, SinkResult
 
 
@@ -106,6 +107,14 @@ def parts_by_upload(names: list[str], root: str, location: Callable[[str], dict[
 
 _T = TypeVar("_T")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def check_part_size(part: PartRef, seen: int) -> None:
+    """A part read back whole must hold the bytes recorded for it (the contract's
+    ``upload_part_missing``)."""
+    if seen != part.bytes:
+        raise GatewayError(500, f"Upload part {part.part_id[:64]} holds {seen} bytes, not {part.bytes}.",
+                           code="upload_part_missing")
 
 
 def checked_id(value: str, what: str) -> str:

@@ -24,7 +24,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name, parts_by_upload, run_bounded
+from ..upload_parts import PartRef, check_part_size, part_name, parts_by_upload, run_bounded
 from . import gcs_storage
 from .gcs_storage import MAX_COMPOSE_SOURCES, GCSResumableSink, GCSStorageError
 from .sink import SinkResult
@@ -109,9 +109,7 @@ class GCSPartStore:
                         yield piece
             except GCSStorageError as exc:
                 raise self.error(exc, "part download") from None
-            if seen != part.bytes:
-                raise GatewayError(500, f"Upload part {part.part_id[:64]} holds {seen} bytes, not {part.bytes}.",
-                                   code="upload_part_missing")
+            check_part_size(part, seen)
 
     # -- compose -----------------------------------------------------------------------------
 

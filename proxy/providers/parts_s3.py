@@ -33,7 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from ..upload_parts import PartRef, part_name, parts_by_upload, run_bounded
+from ..upload_parts import PartRef, check_part_size, part_name, parts_by_upload, run_bounded
 from . import s3_storage
 from .s3_storage import (MAX_COPY_OBJECT, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MultipartAssembly, S3MultipartSink,
                          S3StorageError)
@@ -223,9 +223,7 @@ class S3PartStore:
                             yield piece
                 except S3StorageError as exc:
                     raise self.error(exc, "part download") from None
-            if seen != part.bytes:
-                raise GatewayError(500, f"Upload part {part.part_id[:64]} holds {seen} bytes, not {part.bytes}.",
-                                   code="upload_part_missing")
+            check_part_size(part, seen)
 
     # -- compose -----------------------------------------------------------------------------
 
