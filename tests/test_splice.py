@@ -111,6 +111,30 @@ async def test_spliced_body_stalling_past_the_read_timeout_fails_and_closes():
         peer.close()
 
 
+async def test_bytes_held_when_the_source_pauses_reach_the_client_during_the_pause():
+    # The mover gives the client a pipe-full at a time, but never holds bytes back while the
+    # upstream is quiet: 4 KiB sent then a stall reach the client during the stall.
+    async with RawServer(_serve(BODY, then="stall")) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/stall", [], timeout=30, read_timeout=3)
+        ho = st.hand_over()
+        assert ho is not None
+        dst, peer = await _sink()
+        mover = asyncio.ensure_future(splice.move(ho.fd, dst.fileno(), ho.left, idle=ho.idle, deadline=ho.deadline))
+        try:
+            got = b"".join(ho.pieces)
+            want = FIRST + 4096 - len(got)
+            rest = await asyncio.wait_for(_read_n(peer, want), 2)  # well inside the 30 s stall
+            assert got + rest == BODY[:FIRST + 4096]
+            assert not mover.done()
+        finally:
+            mover.cancel()
+            await asyncio.gather(mover, return_exceptions=True)
+            ho.done(False)
+            st.close()
+            dst.close()
+            peer.close()
+
+
 async def test_spliced_body_past_the_total_timeout_fails():
     async with RawServer(_serve(BODY, then="stall")) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/stall", [], timeout=0.8, read_timeout=None)
