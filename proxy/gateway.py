@@ -145,6 +145,7 @@ class Gateway:
             await self.sweep_uploads()
 
     async def close(self) -> None:
+        self.metrics.flush()  # what the last loop turn counted
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:

@@ -1,12 +1,17 @@
 """metrics: one exchange end is one count, one duration, its upload bytes and tokens."""
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from filters.metrics import Metrics, MetricsFilter
 
 from .fakes import exchange
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    metrics.flush()  # what a scrape (render) does first
     return metrics._registry.get_sample_value(name, labels)
 
 
@@ -148,3 +153,50 @@ def test_worker_processes_report_the_whole_gateway(tmp_path):
     assert "\nsluicegate_inflight_requests 2.0" in text  # livesum: one series, summed
     assert "\nsluicegate_draining 1.0" in text  # livemax
     assert 'sluicegate_requests_total{operation="files.list",provider="oa-a",status="200"} 1.0' in outs[0]
+
+
+async def test_counts_of_one_loop_turn_are_written_at_its_end():
+    metrics = Metrics()
+    for _ in range(3):
+        await MetricsFilter(metrics).on_exchange_end(_ended_exchange(0.003))
+    labels = {"operation": "files.create", "provider": "-", "status": "200"}
+    assert metrics._registry.get_sample_value("sluicegate_requests_total", labels) is None  # pending
+    await asyncio.sleep(0)  # the next turn: written without any scrape
+    assert metrics._registry.get_sample_value("sluicegate_requests_total", labels) == 3
+
+
+def _ended_exchange(seconds: float, status: int = 200):
+    ex = exchange()
+    ex.status = status
+    ex.ended = ex.started + seconds
+    return ex
+
+
+async def test_summed_counts_expose_exactly_what_one_observe_per_request_would():
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from filters.metrics import BUCKETS
+    # Every bucket, a value on each bound, between bounds, past the last (+Inf), zero; two statuses.
+    values = [0.0, *BUCKETS, *(b * 0.999 for b in BUCKETS), *(b * 1.001 for b in BUCKETS), 61.0, 1e9]
+    metrics = Metrics()
+    reg = CollectorRegistry()
+    requests = Counter("sluicegate_requests", "x", ("operation", "provider", "status"), registry=reg)
+    duration = Histogram("sluicegate_request_duration_seconds", "x", ("operation", "provider"),
+                         buckets=BUCKETS, registry=reg)
+    for i, v in enumerate(values):
+        status = 200 if i % 3 else 404
+        ex = exchange()
+        ex.status = status
+        ex.ended = ex.started + v
+        await MetricsFilter(metrics).on_exchange_end(ex)
+        requests.labels(ex.operation, "-", str(status)).inc()
+        duration.labels(ex.operation, "-").observe(ex.ended - ex.started)
+    metrics.flush()
+    want = {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in reg.collect() for s in m.samples if not s.name.endswith("_created")}
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics._registry.collect()
+           for s in m.samples if s.name.startswith(("sluicegate_requests", "sluicegate_request_duration"))
+           and not s.name.endswith("_created")}
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-12), k
