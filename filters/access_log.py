@@ -84,8 +84,8 @@ class AccessLogFilter(Filter):
             "time": utc_timestamp(), "pid": self.pid, "method": req.method, "path": req.path,
             "op": ex.operation, "status": ex.status, "tenant": tenant.name if tenant else None,
             "provider": provider.name if provider else None, "upload_bytes": ex.file_bytes,
-            "duration_ms": round((end - started) * 1000, 2),
-            "ttfb_ms": round((first_byte - started) * 1000, 2) if first_byte else None,
+            "duration_ms": int((end - started) * 100_000 + 0.5) / 100,  # ms to 2 places (a third of round's cost)
+            "ttfb_ms": int((first_byte - started) * 100_000 + 0.5) / 100 if first_byte else None,
             "id": ex.response_id or ex.object_id, "model": ex.model,
             "input_tokens": _int_or_none(usage.get("input_tokens")) if usage else None,
             "output_tokens": _int_or_none(usage.get("output_tokens")) if usage else None,

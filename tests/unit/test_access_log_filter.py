@@ -146,3 +146,17 @@ async def test_with_the_writer_installed_the_line_is_queued_finished(tmp_path):
             "files.retrieve", "file-q", 200, "/v1/files/file-q")
     finally:
         logs.reset_logging()
+
+
+def test_utc_timestamp_is_the_millisecond_of_the_time_given_whatever_came_before():
+    import datetime
+    import random
+
+    from proxy.logs import utc_timestamp
+    rng = random.Random(10)
+    times = [1767225599.9994, 1767225600.0004, 1767225600.0004, 1767225600.9996, 1767225601.0004]
+    times += [rng.randrange(0, 4_000_000_000_000) / 1000 + 0.0004 for _ in range(2000)]
+    for now in times:
+        ms = int(now * 1000)
+        want = datetime.datetime.fromtimestamp(ms // 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        assert utc_timestamp(now) == f"{want}.{ms % 1000:03d}Z", now
