@@ -153,7 +153,8 @@ class Proc:
 
 
 def start_upstream(workdir: Path, *, mode: str, cpu: int | None, stream_delay: float = 0.0,
-                   data_dir: Path | None = None, answers: Path | None = None) -> tuple[Proc, str]:
+                   data_dir: Path | None = None, answers: Path | None = None,
+                   target: str | None = None) -> tuple[Proc, str]:
     port = free_port()
     args = pin_prefix(cpu) + [sys.executable, str(ROOT / "bench" / "upstream.py"), "--mode", mode,
                               "--port", str(port)]
@@ -161,6 +162,8 @@ def start_upstream(workdir: Path, *, mode: str, cpu: int | None, stream_delay: f
         args += ["--data-dir", str(data_dir), "--stream-delay", str(stream_delay)]
     if mode == "floor":
         args += ["--answers", str(answers)]
+    if mode == "forward":
+        args += ["--target", str(target)]
     p = Proc(f"upstream-{mode}", args, cwd=workdir, log_path=workdir / f"upstream-{mode}.log", stdout_pipe=True)
     p.wait_line(b"READY")
     return p, f"http://127.0.0.1:{port}"

@@ -20,6 +20,13 @@ FILE (JSON: ``{"GET /v1/files/x": {"status": 200, "content_type": "...", "body":
 with those bytes, after reading the request body: what aiohttp's request/response machinery
 costs by itself, the floor under the gateway (``bench/run.py --default-config``).
 
+``--mode forward --target URL`` is the floor under a *proxy* on this machine: a raw-asyncio
+TCP forwarder that, for each client connection, opens one connection to ``URL``'s host and
+port and copies bytes both ways as they arrive (no parsing, no HTTP at all). A proxied request
+then costs exactly what any proxy must spend here: two socket reads, two socket writes, and
+four hops between the cores (client → proxy → upstream → proxy → client). nginx or Envoy do
+more than this per request, never less (``bench/run.py --default-config``).
+
 All use uvloop when it is installed (``--no-uvloop`` to turn it off). The process prints
 ``READY <port>`` on stdout once it listens and exits on SIGTERM/SIGINT.
 """
@@ -183,10 +190,72 @@ def serve_floor(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+# ============================================================================ forward mode
+class _Pipe(asyncio.Protocol):
+    """One side of a forwarded connection: what it receives is written to its peer."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Pipe | None = None
+        self.early: list[bytes] = []  # bytes from the client before the upstream connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.close()
+
+
+def serve_forward(args: argparse.Namespace) -> None:
+    from urllib.parse import urlsplit
+
+    target = urlsplit(args.target)
+
+    class _Client(_Pipe):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            asyncio.ensure_future(self._connect())
+
+        async def _connect(self) -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                _, up = await loop.create_connection(_Pipe, target.hostname, target.port)
+            except OSError:
+                assert self.transport is not None
+                self.transport.close()
+                return
+            up.peer, self.peer = self, up
+            for data in self.early:
+                up.transport.write(data)  # type: ignore[union-attr]
+            self.early.clear()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Client, args.host, args.port, backlog=2048, reuse_address=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"READY {args.port}", flush=True)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(main())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("fake", "canned", "floor"), default="fake")
+    p.add_argument("--mode", choices=("fake", "canned", "floor", "forward"), default="fake")
     p.add_argument("--answers", default=None, help="floor mode: the JSON file of answers")
+    p.add_argument("--target", default=None, help="forward mode: the upstream URL (http://host:port)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--data-dir", default=None, help="fake mode: where uploaded files are stored")
@@ -206,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
         serve_fake(args)
     elif args.mode == "floor":
         serve_floor(args)
+    elif args.mode == "forward":
+        serve_forward(args)
     else:
         serve_canned(args)
 
