@@ -33,11 +33,18 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 # Bytes are given to the destination a pipe-full at a time (or when the body is all taken, or
 # the source has paused): fewer, larger writes, so the client wakes less often.
 PUSH_AT = PIPE_SIZE
-# How long the mover keeps polling an idle source before it sleeps on the event loop: while it
-# polls, the upstream's writes wake nobody; each wake-up of a sleeping loop costs the sender a
-# cross-core interrupt (the dearest part of a chunk on a VM). 512 MiB pass-through download,
-# 2-core VM: 0.51-0.68x of direct MB/s without it, 0.82-0.94x with it (bench/run.py --only download).
+# How long the mover keeps polling an idle source, one event-loop turn per poll (so every other
+# task still runs), before it sleeps on the source's readiness: while the loop keeps turning,
+# the upstream's writes wake nobody, where waking a sleeping loop costs the sender a cross-core
+# interrupt (the dearest part of a chunk on a VM). 512 MiB pass-through download, 2-core VM,
+# bench/run.py --only download: 0.51-0.68x of direct MB/s without it, 0.64-0.94x with it (the
+# box's speed drifts between runs; the direct column itself moved 1,200-1,700 MB/s).
+# A source slower than that (SPIN_MISSES windows in a row with nothing) is not polled again
+# until one of its pauses is short again (under SHORT_GAP): a trickling upstream costs a few
+# windows, not a busy loop.
 SPIN = 0.0002
+SPIN_MISSES = 3
+SHORT_GAP = 0.002  # a sleep on the source this short says polling is worth trying again
 _YIELD_EVERY = 8  # rounds (up to a pipe-full each) between two turns of the event loop
 _GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN})
 
@@ -152,6 +159,7 @@ async def move(src_fd: int, dst_fd: int, length: int, *, idle: float | None = No
         last = loop.time()
         since_yield = 0  # rounds that moved bytes since the loop last ran something else
         spin_until: float | None = None  # polling the source without sleeping until then
+        misses = 0      # polling windows in a row that ended with nothing from the source
         push = False    # give what the pipe holds to the destination even if below push_at
         while left or held:
             moved = False
@@ -164,6 +172,8 @@ async def move(src_fd: int, dst_fd: int, length: int, *, idle: float | None = No
                     held += n
                     moved = True
                     last = loop.time()
+                    if spin_until is not None:
+                        misses = 0  # the poll paid off
             if held and (push or held >= push_at or not left):
                 n = _splice(rd, dst, held, "client")
                 if n > 0:
@@ -186,11 +196,13 @@ async def move(src_fd: int, dst_fd: int, length: int, *, idle: float | None = No
             # task runs wake nobody, where a sleeping loop costs the sender a cross-core wake-up
             # per write (on a VM the dearest part of moving a chunk).
             now = loop.time()
-            if spin_until is None:
-                spin_until = now + SPIN
-                continue
-            if now < spin_until:
-                continue
+            if misses < SPIN_MISSES and (left or held):
+                if spin_until is None:
+                    spin_until = now + SPIN
+                if now < spin_until:
+                    await asyncio.sleep(0)
+                    continue
+                misses += 1
             spin_until = None
             if held and not push:
                 push = True  # the source has paused: what the pipe holds goes out before any sleep
@@ -208,6 +220,8 @@ async def move(src_fd: int, dst_fd: int, length: int, *, idle: float | None = No
                     raise TimeoutError("the exchange took longer than its total timeout")
                 if idle is not None and loop.time() >= last + idle:
                     raise TimeoutError(f"no data from the upstream for {idle:g} s")
+            elif want_src and loop.time() - now < SHORT_GAP:
+                misses = 0  # the source came back soon after all: poll it again next time
     finally:
         for fd in (rd, wr, src, dst):
             os.close(fd)

@@ -135,6 +135,66 @@ async def test_bytes_held_when_the_source_pauses_reach_the_client_during_the_pau
             peer.close()
 
 
+async def test_a_trickling_source_is_not_polled_pause_after_pause(monkeypatch):
+    # The mover polls an idle source for a while (one loop turn per poll) before it sleeps;
+    # a source whose pauses are all long stops being polled after SPIN_MISSES windows, so a
+    # trickling upstream costs a few windows of polling, not one per pause.
+    monkeypatch.setattr(splice, "SPIN", 0.02)
+    attempts = []
+    real = splice._splice
+
+    def counting(fd_in: int, fd_out: int, n: int, side: str) -> int:
+        attempts.append(side)
+        return real(fd_in, fd_out, n, side)
+
+    monkeypatch.setattr(splice, "_splice", counting)
+    piece, pauses = 512, 12
+    body = os.urandom(FIRST + piece * pauses)
+
+    async def handler(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(_head(len(body)) + body[:FIRST])
+            for i in range(pauses):
+                await asyncio.sleep(0.06)  # every pause longer than SPIN and SHORT_GAP
+                conn.send(body[FIRST + i * piece:FIRST + (i + 1) * piece])
+                await conn.writer.drain()
+
+    async with RawServer(handler) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/trickle", [], timeout=30, read_timeout=10)
+        ho = st.hand_over()
+        assert ho is not None
+        dst, peer = await _sink()
+        try:
+            t0 = time.monotonic()
+            first = asyncio.ensure_future(splice.move(ho.fd, dst.fileno(), ho.left, idle=ho.idle, deadline=ho.deadline))
+            rest = await asyncio.wait_for(_read_n(peer, ho.left), 20)
+            await first
+        finally:
+            dst.close()
+            peer.close()
+        ho.done(True)
+        st.close()
+    assert b"".join(ho.pieces) + rest == body
+    assert time.monotonic() - t0 >= pauses * 0.06
+    # One window of polling is ~SPIN worth of loop turns; this many pauses polled in full would
+    # be `pauses` windows. Allowed: the SPIN_MISSES windows, one more, and a few calls per piece.
+    polls = len([a for a in attempts if a == "upstream"])
+    window = await _polls_in(0.02)
+    assert window > 10  # (the measure itself is meaningful)
+    assert polls < (splice.SPIN_MISSES + 1) * window + 4 * pauses, (polls, window)
+
+
+async def _polls_in(seconds: float) -> int:
+    """How many event-loop turns of ``asyncio.sleep(0)`` fit in ``seconds`` here, now."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    n = 0
+    while loop.time() < end:
+        await asyncio.sleep(0)
+        n += 1
+    return n
+
+
 async def test_spliced_body_past_the_total_timeout_fails():
     async with RawServer(_serve(BODY, then="stall")) as srv, H1Pool(srv.origin) as pool:
         st = await pool.stream("GET", "/stall", [], timeout=0.8, read_timeout=None)
