@@ -177,19 +177,22 @@ class GatewayProtocol(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
             return
-        if data and not self._request_started and self._between_requests():
-            self._request_started = True
-            if self._header_deadline is None:
-                self._arm_header_timer()  # the first byte of the next request
-        before = len(self._messages)
+        if data and not self._request_started:
+            last = self._last_payload
+            if last is None or last.is_eof():  # (_between_requests, inlined: once per request)
+                self._request_started = True
+                if self._header_deadline is None:
+                    self._arm_header_timer()  # the first byte of the next request
+        messages = self._messages
+        before = len(messages)
         super().data_received(data)
-        if len(self._messages) == before:
+        added = len(messages) - before
+        if not added:
             return
-        new = list(islice(self._messages, before, None))
-        self._received += len(new)
+        self._received += added
         self._request_started = False
-        self._cancel_header_timer()
-        for msg, payload in new:
+        self._header_deadline = None  # (_cancel_header_timer, inlined)
+        for msg, payload in (messages[-1],) if added == 1 else list(islice(messages, before, None)):
             if isinstance(msg, _ErrInfo):
                 self._malformed(msg.exc, msg.status)
                 return
