@@ -40,7 +40,6 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     ConnectTimeoutError,
@@ -218,12 +217,9 @@ class S3Provider(BucketProvider):
 
     def _client_kwargs(self, region: str) -> dict[str, Any]:
         cfg = self.config
-        kwargs = s3_storage.make_client_kwargs(
-            region, cfg.endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key)
-        kwargs["config"] = kwargs["config"].merge(AioConfig(
-            connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
-            retries={"max_attempts": cfg.max_retries + 1, "mode": "standard"}))  # S3 calls are idempotent
-        return kwargs
+        return s3_storage.make_client_kwargs(  # S3 calls are idempotent: all may be retried
+            region, cfg.endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key,
+            max_retries=cfg.max_retries, timeouts=cfg.timeouts)
 
     async def _create_client(self, region: str) -> _RegionClient:
         assert self._session is not None, "provider not started"
