@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -498,6 +499,120 @@ def test_size_limit_mid_stream_leaves_nothing(env: Env) -> None:
     assert wait_until(lambda: pending_uploads(env.s3, bucket) == [])
     assert keys(env.s3, bucket) == []
     assert store_rows(env.gw) == rows
+
+
+class StalledS3:
+    """A loopback "S3" that holds the first ``ListMultipartUploads`` after :meth:`arm` unanswered
+    until :meth:`release`, and closes every other connection at once: a provider pointed here
+    holds the janitor in the middle of a pass, after it read the live reservations."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.listings = 0                       # ListMultipartUploads requests seen
+        self.held: socket.socket | None = None
+        self._armed = self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def release(self) -> None:
+        self._armed = False
+        if self.held is not None:
+            self.held.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.release()
+        self._thread.join(10)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            head = b""
+            try:
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    piece = conn.recv(4096)
+                    if not piece:
+                        break
+                    head += piece
+            except OSError:
+                pass
+            listing = b"?uploads" in head.split(b"\r\n", 1)[0]
+            self.listings += listing
+            if listing and self._armed and self.held is None:
+                self.held = conn                # the janitor waits here
+            else:
+                conn.close()
+
+
+def read_answer(conn: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 answer with a Content-Length: its status and body."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        piece = conn.recv(65536)
+        assert piece, f"connection closed after {raw[:500]!r}"
+        raw += piece
+    head, body = raw.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    length = int(next(v for k, _, v in (line.partition(":") for line in lines[1:])
+                      if k.strip().lower() == "content-length"))
+    while len(body) < length:
+        piece = conn.recv(65536)
+        assert piece, "connection closed mid-answer"
+        body += piece
+    return int(lines[0].split()[1]), body
+
+
+def test_janitor_leaves_an_upload_begun_during_its_pass_alone(moto_s3: MotoS3, start_gateway) -> None:  # noqa: F811
+    """The janitor reads the live reservations, then lists each provider's multipart uploads:
+    one begun in between is listed without its owner. moto reports every upload as begun in
+    2010 (so its age protects nothing), which made multipart uploads of this module fail under
+    load with a 502 (moto's 500 to an UploadPart of the aborted upload). The upload must
+    survive that pass and the next ones."""
+    s3 = s3_client(moto_s3)
+    bucket = new_bucket(s3)
+    stalled = StalledS3()
+    try:
+        # Providers are swept in order: the stalled one holds a pass open before bedrock's turn.
+        gw = start_gateway({"server": {"expiry_sweep_interval": "100ms"}, "providers": [
+            bedrock_provider("bedrock-stalled", bucket, MotoS3(stalled.url), max_retries=0,
+                             timeouts={"connect": "5s", "read": "60s"}),
+            bedrock_provider("bedrock", bucket, moto_s3)], "default_provider": "bedrock"})
+        stalled.arm()
+        assert wait_until(lambda: stalled.held is not None, timeout=30)    # a pass has read the owners
+        size = 11 * MiB
+        head = (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\n"
+                f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {size + 200}\r\n\r\n"
+                '--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+                '--zz\r\nContent-Disposition: form-data; name="file"; filename="j.bin"\r\n\r\n').encode()
+        tail = b"\r\n--zz--\r\n"
+        pad = size + 200 - (len(head) - head.index(b"\r\n\r\n") - 4) - len(tail)  # the body's own length
+        data = os.urandom(pad)
+        with socket.create_connection(("127.0.0.1", gw.port)) as c:
+            c.sendall(head + data[:6 * MiB])           # the multipart upload begins
+            assert wait_until(lambda: len(pending_uploads(s3, bucket)) == 1, timeout=30)
+            seen = stalled.listings
+            stalled.release()                          # that pass now lists bedrock's uploads
+            assert wait_until(lambda: stalled.listings >= seen + 3, timeout=30)  # and later passes too
+            c.sendall(data[6 * MiB:] + tail)
+            c.settimeout(60)
+            status, body = read_answer(c)
+        assert status == 200, body[:2000]
+        f = orjson.loads(body)
+        loc = location(gw, f["id"])
+        assert loc is not None and object_bytes(s3, bucket, loc["key"]) == data
+        assert pending_uploads(s3, bucket) == []
+    finally:
+        stalled.close()
 
 
 # -- tenancy and expiry ----------------------------------------------------------------------

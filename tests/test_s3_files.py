@@ -256,12 +256,35 @@ async def test_janitor_aborts_unowned_multipart_uploads_and_cleans_a_dead_owners
         await p.cleanup_partial({"file_id": "file-dead", "bucket": bucket, "key": "pfx/t/file-dead/c.bin",
                                  "upload_id": started["dead"], "region": "us-east-1"})
         owned = [{"file_id": "file-owned", "upload_id": started["owned"]}]
-        # A negative age: every upload counts as old, without waiting for one to age.
+        # A negative age: every upload counts as old, without waiting for one to age. The first
+        # sweep that finds an upload unowned only notes it (it may have begun after `owned` was read).
+        assert await p.sweep_partials(owned, max_age=-60) == 0
+        assert len(pending_uploads(s3, bucket)) == 3
         assert await p.sweep_partials(owned, max_age=-60) == 1
     finally:
         await p.close()
     left = {u["UploadId"] for u in pending_uploads(s3, bucket)}
     assert left == {started["owned"], started["foreign"]}
+
+
+async def test_janitor_aborts_an_upload_only_when_two_sweeps_in_a_row_find_it_unowned(
+        moto_s3: MotoS3) -> None:  # noqa: F811
+    s3 = s3_client(moto_s3)
+    bucket = new_bucket(s3)
+    p = _provider(bucket=bucket, prefix="pfx/", endpoint_url=moto_s3.endpoint_url,
+                  aws_access_key_id=moto_s3.access_key, aws_secret_access_key=moto_s3.secret_key)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="pfx/t/file-late/a.bin")["UploadId"]
+    await p.start()
+    try:
+        assert await p.sweep_partials([], max_age=-60) == 0     # begun after the owners were read
+        assert await p.sweep_partials([{"file_id": "file-late"}], max_age=-60) == 0   # now its owner is
+        assert await p.sweep_partials([], max_age=-60) == 0     # unowned again: first sighting again
+        assert [u["UploadId"] for u in pending_uploads(s3, bucket)] == [upload]
+        assert await p.sweep_partials([], max_age=-60) == 1
+        assert pending_uploads(s3, bucket) == []
+        assert await p.sweep_partials([], max_age=-60) == 0
+    finally:
+        await p.close()
 
 
 # -- memory: the same multipart sink as bedrock (tests/test_bedrock_files.py has the 512 MiB run) --

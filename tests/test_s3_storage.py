@@ -12,6 +12,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 
 from proxy.providers import s3_storage
+from proxy.providers.configs import TimeoutConfig
 from proxy.providers.s3_storage import (
     MIN_PART_SIZE,
     S3MultipartSink,
@@ -299,6 +300,12 @@ def test_make_client_kwargs() -> None:
     kwargs = make_client_kwargs("eu-west-1")
     assert kwargs["region_name"] == "eu-west-1"
     assert "endpoint_url" not in kwargs and "aws_access_key_id" not in kwargs
-    assert kwargs["config"].retries == {"max_attempts": 3, "mode": "standard"}
+    # the provider key's default, 2 retries: 3 attempts in all (tests/test_s3_retries.py counts them)
+    assert kwargs["config"].retries == {"total_max_attempts": 3, "mode": "standard"}
+    assert kwargs["config"].connect_timeout == 60 and kwargs["config"].read_timeout == 60  # botocore's own
+    timeouts = TimeoutConfig(connect=2.0, read=7.0)
+    config = make_client_kwargs("eu-west-1", max_retries=0, timeouts=timeouts)["config"]
+    assert (config.retries, config.connect_timeout, config.read_timeout) == (
+        {"total_max_attempts": 1, "mode": "standard"}, 2.0, 7.0)
     with pytest.raises(ValueError):
         make_client_kwargs("eu-west-1", access_key="AKIA")

@@ -258,7 +258,8 @@ async def test_the_janitor_aborts_an_orphaned_part_upload(provider: S3Provider, 
     owned_elsewhere = store.open_part("upload_crash", "part_1")
     await owned_elsewhere.write(b"y" * (6 * MiB))
     owned = [owned_elsewhere.partial_location()]
-    assert await provider.sweep_partials(owned, max_age=-60) == 1   # negative age: every upload is old
+    assert await provider.sweep_partials(owned, max_age=-60) == 0   # negative age: every upload is old;
+    assert await provider.sweep_partials(owned, max_age=-60) == 1   # unowned on a second sweep too: aborted
     assert (await leftovers(provider))[1] == [f"{PREFIX}uploads/upload_crash/part_1"]
     await owned_elsewhere.abort()
     await sink.abort()

@@ -41,12 +41,11 @@ import re
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, AsyncGenerator
 
-from aiobotocore.config import AioConfig
-
 from ..bridge.converse import ConverseDialect, call_converse, open_converse_stream, stream_events
 from ..errors import GatewayError
 from ..transforms.batch_bedrock import UnsupportedModel, bedrock_batch_translator, invocation_type
 from ..transforms.batch_translate import BatchTranslator
+from . import s3_storage
 from .batch_jobs import ENDPOINTS as BATCH_ENDPOINTS
 from .object_store import (MAX_FILENAME_SEGMENT, HeaderRule, Target, bucket_rule, looks_like_ipv4,
                            read_target, sanitise_segment, unless_matches)
@@ -146,15 +145,10 @@ class BedrockProvider(S3Provider):
     async def start(self) -> None:
         await super().start()
         cfg = self.config
-        kwargs: dict[str, Any] = {"region_name": self.region, "config": AioConfig(
-            connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
-            # botocore retries a call only before its answer began (a stream is never replayed);
-            # total_max_attempts counts the first one (botocore's max_attempts does not)
-            retries={"total_max_attempts": cfg.max_retries + 1, "mode": "standard"}, max_pool_connections=64)}
-        if cfg.runtime_endpoint_url is not None:
-            kwargs["endpoint_url"] = cfg.runtime_endpoint_url
-        if cfg.aws_access_key_id is not None:
-            kwargs.update(aws_access_key_id=cfg.aws_access_key_id, aws_secret_access_key=cfg.aws_secret_access_key)
+        # botocore retries a call only before its answer began (a stream is never replayed).
+        kwargs = s3_storage.make_client_kwargs(
+            self.region, cfg.runtime_endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key,
+            max_pool_connections=64, max_retries=cfg.max_retries, timeouts=cfg.timeouts)
         self._runtime = await self._runtime_stack.enter_async_context(
             self._session.create_client("bedrock-runtime", **kwargs))
 

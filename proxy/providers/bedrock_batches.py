@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Literal
 
 import aiohttp
 import orjson
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, ReadTimeoutError
 
 from ..batch_runner import BatchProgress, RequestCounts, Status
@@ -92,12 +91,10 @@ class BedrockBatchRunner:
                 client = self._clients.get(region)
                 if client is None:
                     cfg = self.provider.config
-                    kwargs = s3_storage.make_client_kwargs(region, cfg.batch_endpoint_url, cfg.aws_access_key_id,
-                                                           cfg.aws_secret_access_key, max_pool_connections=8)
                     # Create is made idempotent by clientRequestToken, so every call may be retried.
-                    kwargs["config"] = kwargs["config"].merge(AioConfig(
-                        connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
-                        retries={"max_attempts": cfg.max_retries + 1, "mode": "standard"}))
+                    kwargs = s3_storage.make_client_kwargs(
+                        region, cfg.batch_endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key,
+                        max_pool_connections=8, max_retries=cfg.max_retries, timeouts=cfg.timeouts)
                     session = self.provider._session
                     assert session is not None, "provider not started"
                     client = await self._stack.enter_async_context(session.create_client("bedrock", **kwargs))

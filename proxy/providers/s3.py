@@ -40,7 +40,6 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     ConnectTimeoutError,
@@ -196,6 +195,8 @@ class S3Provider(BucketProvider):
         self._session: Any = None
         self._clients: dict[str, _RegionClient] = {}
         self._create_lock = asyncio.Lock()
+        # Multipart upload ids the last partial sweep found unowned (see sweep_partials).
+        self._unowned_uploads: set[str] = set()
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -218,12 +219,9 @@ class S3Provider(BucketProvider):
 
     def _client_kwargs(self, region: str) -> dict[str, Any]:
         cfg = self.config
-        kwargs = s3_storage.make_client_kwargs(
-            region, cfg.endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key)
-        kwargs["config"] = kwargs["config"].merge(AioConfig(
-            connect_timeout=cfg.timeouts.connect, read_timeout=cfg.timeouts.read,
-            retries={"max_attempts": cfg.max_retries + 1, "mode": "standard"}))  # S3 calls are idempotent
-        return kwargs
+        return s3_storage.make_client_kwargs(  # S3 calls are idempotent: all may be retried
+            region, cfg.endpoint_url, cfg.aws_access_key_id, cfg.aws_secret_access_key,
+            max_retries=cfg.max_retries, timeouts=cfg.timeouts)
 
     async def _create_client(self, region: str) -> _RegionClient:
         assert self._session is not None, "provider not started"
@@ -347,11 +345,19 @@ class S3Provider(BucketProvider):
     async def sweep_partials(self, owned: list[dict[str, Any]], max_age: float) -> int:
         """Abort multipart uploads under the configured bucket and prefix that no reservation
         owns, started more than ``max_age`` ago (a crash before the reservation learnt the
-        upload id, or an upload of another gateway whose store is lost)."""
+        upload id, or an upload of another gateway whose store is lost), once two sweeps in a
+        row have found it so.
+
+        ``owned`` was read before the listing: an upload begun in between is listed without its
+        reservation. S3's ``Initiated`` shows it young, but an S3-compatible store may not say
+        (moto reports 2010-11-10 for every upload) and clocks drift, so its age alone is not
+        trusted: by the next sweep its reservation, which names the file id from the upload's
+        first chunks on (and the upload id once a part is sent), is in ``owned``."""
         owned_ids = {loc.get("upload_id") for loc in owned}
         # By file id too: an upload records its file id at its first chunk, its S3 upload id
         # only once the first part is sent.
         owned_files = {loc.get("file_id") for loc in owned}
+        seen_before, unowned = self._unowned_uploads, set()
         aborted = 0
         async with self.lease(self.region) as client:
             async for key, upload_id in s3_storage.stale_uploads(client, self.bucket, self.prefix,
@@ -361,8 +367,11 @@ class S3Provider(BucketProvider):
                 # parts of Uploads, {prefix}uploads/{upload id}/{part id} (parts_s3.py).
                 if (len(segments) == 3 and (segments[1].startswith("file-") or segments[0] == "uploads")
                         and upload_id not in owned_ids and segments[1] not in owned_files):
-                    await s3_storage.abort_upload(client, self.bucket, key, upload_id)
-                    aborted += 1
+                    unowned.add(upload_id)
+                    if upload_id in seen_before:
+                        await s3_storage.abort_upload(client, self.bucket, key, upload_id)
+                        aborted += 1
+        self._unowned_uploads = unowned - seen_before   # less the ones aborted now
         return aborted
 
     async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:

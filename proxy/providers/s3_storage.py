@@ -36,6 +36,8 @@ from .sink import SinkResult
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+
+    from .configs import TimeoutConfig
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef as _Part  # a "Parts" entry
 
 log = logging.getLogger("sluicegate.s3")
@@ -309,6 +311,19 @@ async def iter_object(
             yield chunk
 
 
+def retries(max_retries: int) -> dict[str, Any]:
+    """botocore's ``retries`` setting for a provider's ``max_retries``: that many retries after
+    the first attempt, in standard mode (throttling, transient 5xx such as a 500 on an
+    ``UploadPart``, and connection errors are retried; every S3 call the gateway makes is
+    idempotent, and a part body is bytes in memory, so it is safe to resend).
+
+    ``total_max_attempts`` counts the first attempt too. botocore's other key,
+    ``max_attempts``, counts retries only in a client ``Config`` (botocore adds one) but all
+    attempts in ``~/.aws/config`` and ``AWS_MAX_ATTEMPTS``: easy to get off by one, so it is
+    never used."""
+    return {"total_max_attempts": max_retries + 1, "mode": "standard"}
+
+
 def make_client_kwargs(
     region: str,
     endpoint_url: str | None = None,
@@ -316,23 +331,25 @@ def make_client_kwargs(
     secret_key: str | None = None,
     *,
     max_pool_connections: int = 64,
+    max_retries: int = 2,
+    timeouts: "TimeoutConfig | None" = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``session.create_client("s3", **kwargs)``.
+    """Keyword arguments for ``session.create_client(service, **kwargs)``: every aiobotocore
+    client the gateway builds (S3, and Bedrock's control plane and runtime) is configured here.
 
     Without keys the default AWS credential chain applies. botocore's default checksum
     settings (``when_supported``) are kept: moto accepts them, and the sink declares CRC32
     explicitly anyway. ``max_pool_connections`` bounds the client's connections across all
     concurrent uploads and downloads (each upload uses up to ``max_in_flight``).
+    ``max_retries`` (default: the provider key's default) and ``timeouts`` (``connect`` and
+    ``read``; botocore's own defaults without them) are the provider's.
     """
     if (access_key is None) != (secret_key is None):
         raise ValueError("access_key and secret_key must be given together")
-    kwargs: dict[str, Any] = {
-        "region_name": region,
-        "config": AioConfig(
-            retries={"max_attempts": 3, "mode": "standard"},
-            max_pool_connections=max_pool_connections,
-        ),
-    }
+    options: dict[str, Any] = {"retries": retries(max_retries), "max_pool_connections": max_pool_connections}
+    if timeouts is not None:
+        options.update(connect_timeout=timeouts.connect, read_timeout=timeouts.read)
+    kwargs: dict[str, Any] = {"region_name": region, "config": AioConfig(**options)}
     if endpoint_url is not None:
         kwargs["endpoint_url"] = endpoint_url
     if access_key is not None:
