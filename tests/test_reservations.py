@@ -318,7 +318,11 @@ def test_unowned_s3_multipart_uploads_under_the_prefix_are_aborted_owned_ones_ke
     # A second provider on the same bucket and prefix must not take the first one's uploads.
     cfg["providers"].append({**cfg["providers"][0], "name": "bedrock-twin"})
     gw = start_gateway(cfg)
-    # At start-up; only the gateway's own key layout under its prefix is touched.
+    # From start-up on (an upload is aborted once two sweeps in a row find it unowned: the one
+    # at start-up and the next periodic one); only the gateway's own key layout under its
+    # prefix is touched.
+    wait_for("the start-up orphan to be aborted",
+             lambda: "gw/team/file-abc/x.bin" not in uploads_in(s3, bucket), timeout=10)
     assert sorted(uploads_in(s3, bucket)) == ["gw/not-ours.bin", "other/team/file-abc/x.bin"]
     # An upload in progress survives the periodic sweeps and completes.
     total = 12 * MiB
