@@ -16,7 +16,8 @@ generator and the upstream must then share those same cores, so the two workers 
 whole cores: the ratio measured here is a floor under what two workers do on two free cores.
 Printed with it: each configuration's CPU µs per request (all of the gateway's processes), and
 how the requests were shared between the two workers (the ``pid`` field of their access-log
-lines): equal CPU per request and an even split are what let two free cores give 2x.
+lines; the workers accept from one listening socket they share): equal CPU per request and an
+even split are what let two free cores give 2x.
 
 Bounded (rounds x configurations x rows runs of ``--duration`` s), loopback only, every process
 stopped at the end.
