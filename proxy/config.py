@@ -23,6 +23,8 @@ conversions in :mod:`proxy.config_values`. Conventions:
   Sections (and each provider) are validated one by one, so that the checks across sections
   (provider names, ``default_provider``, the filters auth needs) still run when one is invalid.
   Messages name environment variables but never show a secret's value.
+* A deprecated key name (a section's ``renamed``) still works, as its new name; each use is one
+  line of :attr:`Config.warnings`, which the gateway logs once at start-up.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic.dataclasses import dataclass
 
 from .config_values import (
-    DEFAULT_DATA_DIR, ENV_PREFIX, SECTION, Bool, Duration, Keys, List, Path, PositiveDuration, Size, Str, data_dir_of,
+    DEFAULT_DATA_DIR, DEPRECATED, ENV_PREFIX, SECTION, Bool, Duration, Keys, List, Path, PositiveDuration, Size, Str, data_dir_of,
     parse_duration, parse_size, resolve_env, to_str, whole,
 )
 from .providers.configs import (
@@ -198,6 +200,7 @@ class Config:
     providers: tuple[ProviderConfig, ...]    # each one of the models of PROVIDER_TYPES
     filters: tuple[str, ...]
     log_level: str
+    warnings: tuple[str, ...] = ()           # "<key path>: <what>", e.g. a deprecated key name used
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -288,15 +291,21 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.context: dict[str, Any] = {"env": env}
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def read(self, kind: Any, value: Any, path: str, *, provider: bool = False) -> Any:
         """``value`` validated as ``kind``; None, and its problems recorded, when it is wrong."""
+        used: list[tuple[str, str]] = []
+        self.context[DEPRECATED] = used     # the deprecated key names of this section (config_values.Keys)
         try:
             return _adapter(kind).validate_python(value, context=self.context)
         except ValidationError as exc:
             found = _in_reading_order([_problem(error, provider) for error in exc.errors()], provider)
             self.problems += [f"{_key_path(path, loc)}: {message}" for loc, _, message in found]
             return None
+        finally:
+            self.warnings += [f"{_key_path(path, (old,))}: deprecated name of {new}; set {new} instead"
+                              for old, new in dict.fromkeys(used)]
 
     def items(self, value: Any, path: str) -> list[tuple[str, Any]] | None:
         """The items of a list with their key paths; None when absent or not a list."""
@@ -393,7 +402,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     if not isinstance(data, Mapping):
         raise ConfigError(["config: the top level must be a mapping of keys"])
     r = _Reader(env)
-    sections = {f.name for f in dataclasses.fields(Config)}
+    sections = {f.name for f in dataclasses.fields(Config)} - {"warnings"}   # what the load found, not a section
     r.problems += [f"{key}: unknown key" for key in data if key not in sections]
     # null is absent; "" too where a scalar is expected (a section or list that is "" is reported)
     given = {key: value for key, value in data.items()
@@ -409,7 +418,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     log_level = r.read(LogLevel, given.get("log_level", "info"), "log_level")
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(server, store, auth, limits, default_provider, providers, filters, log_level)
+    return Config(server, store, auth, limits, default_provider, providers, filters, log_level, tuple(r.warnings))
 
 
 def default_config() -> Config:
@@ -460,6 +469,8 @@ def check_config_main(path: str | None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     count = len(config.providers)
     names = ", ".join(p.name for p in config.providers)
     print(f"OK: {count} provider{'s' if count != 1 else ''} ({names})")

@@ -6,7 +6,8 @@ then converts and checks the value with the gateway's own rules and messages: py
 lax coercions (``"8080"`` → 8080, ``1`` → ``True``) are not the config's, so each converter
 decides alone and raises ``ValueError`` with the message the user sees. :class:`Keys` is the
 base of every mapping section: a null or ``""`` value counts as absent (templated configs leave
-keys blank), unknown keys are refused, and ``together`` declares keys set only in pairs.
+keys blank), unknown keys are refused, ``together`` declares keys set only in pairs and
+``renamed`` the deprecated names a key is still read under.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from functools import partial
+from functools import lru_cache, partial
 from math import isfinite
 from typing import Annotated, Any, Callable, ClassVar, cast
 from urllib.parse import urlsplit
 
 from pydantic.dataclasses import dataclass
-from pydantic import BeforeValidator, ConfigDict, ValidationError, ValidationInfo, model_validator
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, ValidationInfo, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticKnownError
 from pydantic_core.core_schema import ErrorType
 
@@ -266,28 +267,74 @@ def _present(data: Mapping[Any, Any], key: str) -> bool:
     return data.get(key) not in (None, "")
 
 
+# The validation context's list of the deprecated names a config used, as (old, new) pairs.
+DEPRECATED = "deprecated"
+
+
+@lru_cache(maxsize=None)
+def _field_adapter(cls: type, key: str) -> TypeAdapter[Any]:
+    """The validator of ``cls``'s key ``key`` alone (its type with its converter)."""
+    return TypeAdapter(getattr(cls, "__pydantic_fields__")[key].annotation)
+
+
+def _same_value(cls: type, key: str, a: Any, b: Any, info: ValidationInfo) -> bool:
+    """``a`` and ``b`` mean the same value of ``key`` (``https://h/`` and ``https://h``); a
+    value that does not convert means nothing the same."""
+    if a == b:
+        return True
+    adapter = _field_adapter(cls, key)
+    try:
+        return bool(adapter.validate_python(a, context=info.context) == adapter.validate_python(b, context=info.context))
+    except ValidationError:
+        return False
+
+
 @dataclass(frozen=True, config=SECTION)
 class Keys:
     """Base of every mapping section (subclasses are ``@dataclass(frozen=True, config=SECTION)``)."""
 
     # (key, partner): ``key`` is required when ``partner`` is set; list both directions.
     together: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # (old, new): ``old`` is a deprecated name of the key ``new``, read as ``new`` (and noted in
+    # the validation context's DEPRECATED list, for one warning at start-up); both set to
+    # different values is an error.
+    renamed: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @model_validator(mode="wrap")
     @classmethod
-    def _read(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+    def _read(cls, data: Any, handler: Callable[[Any], Any], info: ValidationInfo) -> Any:
         if not isinstance(data, Mapping):
             return handler(data)    # direct construction (keywords) or not a mapping (an error)
         lonely = [InitErrorDetails(type=PydanticCustomError("together", "required when {partner} is set",
                                                             {"partner": partner}), loc=(key,), input=None)
                   for key, partner in cls.together if _present(data, partner) and not _present(data, key)]
         given = {str(k): v for k, v in data.items() if not _absent(cls, k, v)}
+        moved: dict[str, str] = {}      # new → the old name its value was given under
+        for old, new in cls.renamed:
+            value = given.pop(old, None)
+            if not _present(data, old):
+                continue
+            if not _present(given, new):
+                given[new] = value
+                moved[new] = old
+            elif not _same_value(cls, new, value, given[new], info):
+                lonely.append(InitErrorDetails(type=PydanticCustomError(
+                    "renamed", "deprecated name of {new}, which is also set, to another value: set only {new}",
+                    {"new": new}), loc=(old,), input=None))
+            if isinstance(info.context, dict):
+                info.context.setdefault(DEPRECATED, []).append((old, new))
         try:
             result = handler(given)
         except ValidationError as exc:
-            if not lonely:
+            if not lonely and not moved:
                 raise
-            raise ValidationError.from_exception_data(exc.title, [*_init_details(exc), *lonely]) from None
+            # a problem of a value given under its old name is reported under that name
+            found = _init_details(exc)
+            for d in found:
+                loc = tuple(d.get("loc", ()))
+                if loc and loc[0] in moved:
+                    d["loc"] = (moved[str(loc[0])], *loc[1:])
+            raise ValidationError.from_exception_data(exc.title, [*found, *lonely]) from None
         if lonely:
             raise ValidationError.from_exception_data(cls.__name__, lonely)
         return result

@@ -150,6 +150,8 @@ def _serve_here(config: "Config", sockets: list[socket.socket], report: Callable
 
 
 def _log_where_data_goes(config: "Config") -> None:
+    for warning in config.warnings:     # once, here in the starting process (not per worker)
+        log.warning("config: %s", warning)
     log.info("data directory %s; store %s", config.server.data_dir, config.store.masked_url)
     for p in config.providers:
         if p.disk_path:

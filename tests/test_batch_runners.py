@@ -122,7 +122,7 @@ class Env:
     def vertex(self, fake: FakeVertex, **extra: Any) -> VertexProvider:
         return VertexProvider(VertexConfig(name="vertex", bucket=self.gcs_bucket, project_id="test-project",
                                            prefix=PREFIX, endpoint_url=self.gcs.api_root,
-                                           batch_endpoint_url=fake.url, **{"max_retries": 0, **extra}))
+                                           api_endpoint=fake.url, **{"max_retries": 0, **extra}))
 
     def anthropic(self, fake: FakeAnthropic, **extra: Any) -> AnthropicProvider:
         return AnthropicProvider(AnthropicConfig(name="anthropic", api_base=fake.url, api_key=fake.api_key,

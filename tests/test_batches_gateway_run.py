@@ -81,7 +81,7 @@ def env(moto_s3: MotoS3, fake_gcs: FakeGCS, tmp_path_factory: pytest.TempPathFac
              "endpoint_url": moto_s3.endpoint_url, "aws_access_key_id": moto_s3.access_key,
              "aws_secret_access_key": moto_s3.secret_key, "batch_role_arn": ROLE, "batch_endpoint_url": bedrock.url},
             {"name": "vertex", "type": "vertex", "bucket": gcs_bucket, "project_id": "test-project", "prefix": PREFIX,
-             "endpoint_url": fake_gcs.api_root, "model": "gemini-2.5-flash", "batch_endpoint_url": vertex.url},
+             "endpoint_url": fake_gcs.api_root, "model": "gemini-2.5-flash", "api_endpoint": vertex.url},
             {"name": "anthropic", "type": "anthropic", "api_base": anthropic.url, "api_key": anthropic.api_key,
              "path": "./anthropic-batches", "model": "claude-sonnet-4-5"},
         ]}

@@ -109,7 +109,7 @@ def test_keys_every_type_takes(kind):
         ("bedrock", {"prefix": "", "endpoint_url": None, "aws_access_key_id": None, "aws_secret_access_key": None,
                      "model": None, "upload_chunk_size": None, "batch_role_arn": None, "batch_endpoint_url": None}),
         ("vertex", {"region": "us-central1", "prefix": "", "service_file": None, "model": None,
-                    "batch_endpoint_url": None}),
+                    "api_endpoint": None}),
         ("s3", {"region": "us-east-1", "prefix": "", "endpoint_url": None, "upload_chunk_size": None}),
         ("gcs", {"prefix": "", "endpoint_url": None, "service_file": None}),
     ],
@@ -278,5 +278,37 @@ def test_bedrock_batch_keys():
         "providers[1].batch_role_arn: must be an IAM role ARN such as arn:aws:iam::123456789012:role/BedrockBatch",
     ]
     assert problems(provider("s3", batch_role_arn=arn)) == ["providers[0].batch_role_arn: not used by provider type s3"]
-    assert loaded(provider("vertex", batch_endpoint_url="http://127.0.0.1:9001")).batch_endpoint_url == \
-        "http://127.0.0.1:9001"
+
+
+def test_vertex_api_endpoint_and_its_deprecated_name_batch_endpoint_url():
+    # One key for the Vertex AI API (batch jobs and the Responses bridge); its old name for batch
+    # jobs still works, as that key, with one warning.
+    config = parse_config({"providers": [provider("vertex", api_endpoint="http://127.0.0.1:9001/")]}, env={})
+    assert (config.providers[0].api_endpoint, config.warnings) == ("http://127.0.0.1:9001", ())
+    deprecated = "providers[0].batch_endpoint_url: deprecated name of api_endpoint; set api_endpoint instead"
+    for old, new in (("http://127.0.0.1:9001", None), ("os.environ/VX", None), ("http://127.0.0.1:9001/", ""),
+                     ("http://127.0.0.1:9001/", "http://127.0.0.1:9001")):   # the same value twice is no conflict
+        config = parse_config({"providers": [provider("vertex", batch_endpoint_url=old, api_endpoint=new)]},
+                              env={"VX": "http://127.0.0.1:9001"})
+        assert (config.providers[0].api_endpoint, config.warnings) == ("http://127.0.0.1:9001", (deprecated,))
+        assert not hasattr(config.providers[0], "batch_endpoint_url")
+    assert parse_config({"providers": [provider("vertex", batch_endpoint_url=None)]}, env={}).warnings == ()
+    with pytest.raises(ConfigError) as info:    # what a load found is no key of the file
+        parse_config({"warnings": [deprecated]}, env={})
+    assert info.value.problems == ["warnings: unknown key"]
+    # both, to different values: an error naming both keys
+    assert problems(provider("vertex", batch_endpoint_url="http://127.0.0.1:9001", api_endpoint="http://127.0.0.1:9002"),
+                    provider("vertex", name="q", batch_endpoint_url="vertex", api_endpoint="http://127.0.0.1:9002")) == [
+        "providers[0].batch_endpoint_url: deprecated name of api_endpoint, which is also set, to another value: "
+        "set only api_endpoint",
+        "providers[1].batch_endpoint_url: deprecated name of api_endpoint, which is also set, to another value: "
+        "set only api_endpoint",
+    ]
+    # a wrong value under the old name is reported under the name it was given as
+    assert problems(provider("vertex", batch_endpoint_url="vertex")) == [
+        "providers[0].batch_endpoint_url: must be an http:// or https:// URL"]
+    # bedrock's batch_endpoint_url (the Bedrock control plane) is its own key, not deprecated
+    config = parse_config({"providers": [provider("bedrock", batch_endpoint_url="http://127.0.0.1:9000")]}, env={})
+    assert (config.providers[0].batch_endpoint_url, config.warnings) == ("http://127.0.0.1:9000", ())
+    assert problems(provider("gcs", batch_endpoint_url="http://127.0.0.1:9000")) == [
+        "providers[0].batch_endpoint_url: not used by provider type gcs"]

@@ -245,8 +245,10 @@ class VertexConfig(GcsBucketConfig):
     project_id: Str
     region: Str = "us-central1"
     model: Str | None = None
-    batch_endpoint_url: Url | None = None     # the Vertex AI API (a fake); else {region}-aiplatform.googleapis.com
-    api_endpoint: Url | None = None      # the Vertex AI API (Gemini); else the region's host
+    # The Vertex AI API, of batch jobs and of the Responses bridge alike (a fake, a private
+    # endpoint); else the region's host, {region}-aiplatform.googleapis.com.
+    api_endpoint: Url | None = None
+    renamed = (("batch_endpoint_url", "api_endpoint"),)   # its name for batch jobs until both were one key
 
 
 # --------------------------------------------------------------------------- the registry

@@ -3,7 +3,7 @@ the ``vertex`` type; docs/provider-facts.md §8.1, §8.2).
 
 The ``batchPredictionJobs`` REST API of the configured project, in the input file's region
 (``https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/…``, or
-``batch_endpoint_url``), with a ``cloud-platform`` access token from the provider's credentials
+``api_endpoint``, the same key as the Responses bridge's), with a ``cloud-platform`` access token from the provider's credentials
 (none against an emulator, as for GCS):
 
 * **submit** — ``POST …/batchPredictionJobs`` with ``model`` (the file's, as
@@ -33,6 +33,7 @@ import orjson
 from gcloud.aio.auth import Token
 
 from ..batch_runner import BatchProgress, RequestCounts, Status
+from ..bridge.gemini import vertex_host
 from ..errors import GatewayError
 from ..transforms.batch_output import as_int
 from ..transforms.batch_output import ResultTranslator, UnrunRows
@@ -101,10 +102,8 @@ class VertexBatchRunner:
         return {"Authorization": f"Bearer {token}"}
 
     def _base(self, region: str) -> str:
-        url = self.provider.config.batch_endpoint_url
-        if url:
-            return url.rstrip("/")
-        return "https://aiplatform.googleapis.com" if region == "global" else f"https://{region}-aiplatform.googleapis.com"
+        # The provider's one Vertex AI API key, shared with the Responses bridge (proxy/providers/vertex.py).
+        return (self.provider.config.api_endpoint or vertex_host(region)).rstrip("/")
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None = None, *,
                     idempotent: bool = True) -> dict[str, Any]:
