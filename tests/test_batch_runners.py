@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import botocore.session
@@ -431,6 +432,26 @@ async def test_vertex_submit_poll_results(vertex) -> None:
     assert bad["error"]["message"].startswith("Bad Request")
     assert await runner.results_size(job, "output") == len(output)
     assert await runner.results_size(job, "error") == len(errors)
+
+
+async def test_vertex_job_that_fails(vertex) -> None:
+    env, fake, provider = vertex
+    record = env.upload(batch_file(["a"]), "gemini-2.5-flash", provider="vertex")
+    async with aiohttp.ClientSession() as session:   # Vertex AI cannot read the input
+        async with session.delete(f"{env.gcs.api_root}/storage/v1/b/{env.gcs_bucket}/o/"
+                                  f"{quote(record.location['name'], safe='')}") as resp:
+            assert resp.status in (200, 204)   # fake-gcs-server answers 200
+    runner = provider.batch_runner()
+    job = await runner.submit_batch(batch_id=f"batch_{uuid.uuid4().hex}", input_file=record, endpoint=CHAT,
+                                    metadata={})
+    progress = await wait_ended(runner, job)
+    assert progress.status == "failed" and "failed_at" in progress.timestamps
+    [error] = progress.errors
+    assert error["code"] == "vertex_job_failed" and "gs://" not in error["message"]
+    assert error["message"].startswith("Vertex AI: Failed to read the input file <storage location>")
+    [created] = fake.jobs.values()
+    assert created.error is not None and "gs://" in created.error["message"]   # scrubbed, not absent
+    assert not progress.has_output and not progress.has_errors
 
 
 async def test_vertex_cancel_and_refusals(env: Env) -> None:

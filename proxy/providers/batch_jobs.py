@@ -12,6 +12,7 @@ from ..errors import GatewayError
 from ..transforms.batch_output import CANCELLED, CHAT, EXPIRED, RESPONSES, ResultContext, ResultTranslator, UnrunRows
 
 if TYPE_CHECKING:
+    from ..batch_runner import BatchProgress
     from ..store.base import FileRecord
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -86,3 +87,19 @@ def without_uris(text: str) -> str:
 def batch_error(code: str, message: str) -> dict[str, Any]:
     """One OpenAI ``errors.data`` entry."""
     return {"code": code, "message": message, "param": None, "line": None}
+
+
+# A job's end, as the Batch timestamp its status sets.
+ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at", "expired": "expired_at"}
+
+
+def note_end(progress: "BatchProgress", end_time: Any, failure: Any, *, code: str, service: str) -> None:
+    """What a job's end adds to ``progress`` (its status already mapped): the ``<status>_at``
+    timestamp of ``end_time``, and for a failed job the error ``code`` with the provider's
+    ``failure`` message, without bucket paths and at most 512 characters."""
+    ended = unix(end_time)
+    if progress.status in ENDED_AT and ended is not None:
+        progress.timestamps[ENDED_AT[progress.status]] = ended
+    if progress.status == "failed":
+        message = without_uris(str(failure or "the job failed"))[:512]
+        progress.errors.append(batch_error(code, f"{service}: {message}"))

@@ -39,7 +39,7 @@ from ..errors import GatewayError
 from ..transforms.batch_bedrock_output import bedrock_result_translator, input_carrier
 from ..transforms.batch_output import ResultTranslator, UnrunRows
 from . import s3_storage
-from .batch_jobs import (TERMINAL, batch_error, check_input, context, counted, translated, unix, unrun_failure,
+from .batch_jobs import (TERMINAL, check_input, context, counted, note_end, translated, unix, unrun_failure,
                          without_uris)
 from .s3_storage import S3NotFound, S3StorageError
 
@@ -56,7 +56,6 @@ _STATUS: dict[str, Status] = {
     "Completed": "completed", "PartiallyCompleted": "completed", "Failed": "failed", "Stopping": "cancelling",
     "Stopped": "cancelled", "Expired": "expired",
 }
-_ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at", "expired": "expired_at"}
 _AUTH = frozenset({"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
                    "ExpiredTokenException", "IncompleteSignature", "MissingAuthenticationTokenException"})
 
@@ -184,14 +183,9 @@ class BedrockBatchRunner:
                                completed=int(resp.get("successRecordCount") or 0),
                                failed=int(resp.get("errorRecordCount") or 0))
         progress = BatchProgress(status=status, request_counts=counts)
-        ended = unix(resp.get("endTime"))
-        if status in _ENDED_AT and ended is not None:
-            progress.timestamps[_ENDED_AT[status]] = ended
+        note_end(progress, resp.get("endTime"), resp.get("message"), code="bedrock_job_failed", service="Bedrock")
         if status == "cancelling" and (changed := unix(resp.get("lastModifiedTime"))) is not None:
             progress.timestamps["cancelling_at"] = changed
-        if status == "failed":
-            message = without_uris(str(resp.get("message") or "the job failed"))[:512]
-            progress.errors.append(batch_error("bedrock_job_failed", f"Bedrock: {message}"))
         if status in TERMINAL:
             updated = dict(job)
             manifest = job.get("manifest")

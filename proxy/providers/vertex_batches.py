@@ -39,7 +39,7 @@ from ..transforms.batch_output import as_int
 from ..transforms.batch_output import ResultTranslator, UnrunRows
 from ..transforms.batch_vertex_output import input_carrier, vertex_result_translator
 from . import gcs_storage
-from .batch_jobs import TERMINAL, batch_error, check_input, context, counted, unix, unrun_failure, without_uris
+from .batch_jobs import TERMINAL, check_input, context, counted, note_end, unix, unrun_failure, without_uris
 from .gcs_storage import GCSNotFound, GCSStorageError
 from .upstream import Upstream
 
@@ -57,7 +57,6 @@ _STATUS: dict[str, Status] = {
     "JOB_STATE_PARTIALLY_SUCCEEDED": "completed", "JOB_STATE_FAILED": "failed",
     "JOB_STATE_CANCELLING": "cancelling", "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired",
 }
-_ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at", "expired": "expired_at"}
 
 
 def model_path(model: str) -> str:
@@ -177,13 +176,9 @@ class VertexBatchRunner:
         started = unix(resource.get("startTime"))
         if started is not None and status != "validating":
             progress.timestamps["in_progress_at"] = started
-        ended = unix(resource.get("endTime"))
-        if status in _ENDED_AT and ended is not None:
-            progress.timestamps[_ENDED_AT[status]] = ended
-        if status == "failed":
-            error = resource.get("error") or {}
-            message = without_uris(str(error.get("message") or "the job failed"))[:512]
-            progress.errors.append(batch_error("vertex_job_failed", f"Vertex AI: {message}"))
+        error = resource.get("error")
+        note_end(progress, resource.get("endTime"), error.get("message") if isinstance(error, dict) else None,
+                 code="vertex_job_failed", service="Vertex AI")
         updated = dict(job)
         directory = (resource.get("outputInfo") or {}).get("gcsOutputDirectory")
         if isinstance(directory, str) and directory:
