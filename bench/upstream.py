@@ -140,12 +140,11 @@ class _Canned(asyncio.Protocol):
             + str(len(body)).encode() + b"\r\nx-request-id: req_canned\r\n\r\n" + body)
 
 
-def serve_canned(args: argparse.Namespace) -> None:
-    _Canned.template = _response_template()
-
+def _serve_protocol(args: argparse.Namespace, factory: "type[asyncio.Protocol]") -> None:
+    """Serve ``factory`` connections on ``args.host:args.port`` until SIGTERM/SIGINT."""
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Canned, args.host, args.port, backlog=2048, reuse_address=True)
+        server = await loop.create_server(factory, args.host, args.port, backlog=2048, reuse_address=True)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -154,6 +153,12 @@ def serve_canned(args: argparse.Namespace) -> None:
             await stop.wait()
 
     asyncio.run(main())
+
+
+def serve_canned(args: argparse.Namespace) -> None:
+    _Canned.template = _response_template()
+
+    _serve_protocol(args, _Canned)
 
 
 # ============================================================================ floor mode
@@ -238,17 +243,7 @@ def serve_forward(args: argparse.Namespace) -> None:
                 up.transport.write(data)  # type: ignore[union-attr]
             self.early.clear()
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Client, args.host, args.port, backlog=2048, reuse_address=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        print(f"READY {args.port}", flush=True)
-        async with server:
-            await stop.wait()
-
-    asyncio.run(main())
+    _serve_protocol(args, _Client)
 
 
 def main(argv: list[str] | None = None) -> None:

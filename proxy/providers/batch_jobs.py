@@ -4,7 +4,7 @@ result context, the translate-while-streaming loop, the counting pass and small 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,21 @@ async def counted(chunks: AsyncIterator[bytes]) -> int:
         if aclose is not None:
             await aclose()
     return size
+
+
+async def read_capped(pieces: AsyncGenerator[bytes, None], limit: int, provider: str, what: str) -> bytes:
+    """A small object the gateway wrote itself (a job's id map, its manifest), read whole: more
+    than ``limit`` bytes is a 502 (it is not what the gateway stored). ``pieces`` is closed."""
+    data = bytearray()
+    try:
+        async for piece in pieces:
+            data += piece
+            if len(data) > limit:
+                raise GatewayError(502, f"Provider '{provider}': the batch {what} is larger than expected.",
+                                   code="upstream_bad_response")
+    finally:
+        await pieces.aclose()
+    return bytes(data)
 
 
 def unix(value: Any) -> int | None:

@@ -39,7 +39,7 @@ from ..errors import GatewayError
 from ..transforms.batch_bedrock_output import bedrock_result_translator, input_carrier
 from ..transforms.batch_output import ResultTranslator, UnrunRows
 from . import s3_storage
-from .batch_jobs import (TERMINAL, check_input, context, counted, note_end, translated, unix, unrun_failure,
+from .batch_jobs import (TERMINAL, check_input, context, counted, note_end, read_capped, translated, unix, unrun_failure,
                          without_uris)
 from .s3_storage import S3NotFound, S3StorageError
 
@@ -233,21 +233,12 @@ class BedrockBatchRunner:
     async def _read_small(self, job: dict[str, Any], key: str, what: str, limit: int) -> bytes | None:
         p = self.provider
         async with p.lease(job["region"]) as s3:
-            data = bytearray()
-            pieces = s3_storage.iter_object(s3, job["bucket"], key)
             try:
-                async for piece in pieces:
-                    data += piece
-                    if len(data) > limit:
-                        raise GatewayError(502, f"Provider '{p.name}': the batch {what} is larger than expected.",
-                                           code="upstream_bad_response")
+                return await read_capped(s3_storage.iter_object(s3, job["bucket"], key), limit, p.name, what)
             except S3NotFound:
                 return None
             except S3StorageError as exc:
                 raise p.s3_error(exc, what) from None
-            finally:
-                await pieces.aclose()
-            return bytes(data)
 
     async def _manifest(self, job: dict[str, Any]) -> dict[str, Any] | None:
         raw = await self._read_small(job, self._job_dir(job) + "manifest.json.out", "manifest", 1 << 20)

@@ -39,7 +39,7 @@ from ..transforms.batch_output import as_int
 from ..transforms.batch_output import ResultTranslator, UnrunRows
 from ..transforms.batch_vertex_output import input_carrier, vertex_result_translator
 from . import gcs_storage
-from .batch_jobs import TERMINAL, check_input, context, counted, note_end, unix, unrun_failure, without_uris
+from .batch_jobs import TERMINAL, check_input, context, counted, note_end, read_capped, unix, unrun_failure, without_uris
 from .gcs_storage import GCSNotFound, GCSStorageError
 from .upstream import Upstream
 
@@ -271,20 +271,13 @@ class VertexBatchRunner:
             return None
         p = self.provider
         assert p.storage is not None
-        data = bytearray()
-        pieces = gcs_storage.iter_object(p.storage, job["bucket"], job["ids_key"])
         try:
-            async for piece in pieces:
-                data += piece
-                if len(data) > _MAX_IDS:
-                    raise GatewayError(502, f"Provider '{p.name}': the batch id map is larger than expected.",
-                                       code="upstream_bad_response")
+            data = await read_capped(gcs_storage.iter_object(p.storage, job["bucket"], job["ids_key"]),
+                                                _MAX_IDS, p.name, "id map")
         except GCSNotFound:
             return None
         except GCSStorageError as exc:
             raise p.gcs_error(exc, "batch id map download") from None
-        finally:
-            await pieces.aclose()
         ids = orjson.loads(data)
         return ids if isinstance(ids, dict) else None
 
