@@ -44,7 +44,7 @@ from pydantic.dataclasses import dataclass
 
 from .config_values import (
     DEFAULT_DATA_DIR, DEPRECATED, ENV_PREFIX, SECTION, Bool, Duration, Keys, List, Path, PositiveDuration, Size, Str, data_dir_of,
-    parse_duration, parse_size, resolve_env, to_str, whole,
+    parse_duration, parse_size, resolve_env, resolved, to_duration, to_str, whole,
 )
 from .providers.configs import (
     PROVIDER_KEYS, UNKNOWN_TYPE_TAG, AnyProviderConfig, LocalConfig, ProviderConfig, ProviderName, TimeoutConfig,
@@ -58,6 +58,7 @@ __all__ = [
     "check_config_main",
 ]
 
+from .idle_poll import MAX_WINDOW as MAX_IDLE_POLL
 from filters import DEFAULT_FILTERS, FILTER_NAMES  # the filter registry is the one list of names
 
 STORE_FILE = "sluicegate.db"            # the default SQLite store, under server.data_dir
@@ -83,6 +84,16 @@ def _base_path(value: Any) -> str:
     return path.rstrip("/")
 
 
+def _idle_poll(value: Any) -> float:
+    seconds = to_duration(value, positive=False)
+    if seconds > MAX_IDLE_POLL:
+        raise ValueError(f"must be at most {MAX_IDLE_POLL * 1000:g}ms (it bridges gaps of microseconds)")
+    return seconds
+
+
+IdlePoll = Annotated[float, resolved(_idle_poll)]
+
+
 @dataclass(frozen=True, config=SECTION)
 class ServerConfig(Keys):
     host: Str = "127.0.0.1"
@@ -97,6 +108,7 @@ class ServerConfig(Keys):
     keepalive_timeout: PositiveDuration = 75.0  # seconds an idle keep-alive connection stays open
     max_connections: Annotated[int, whole(1)] = 10000  # open client connections per worker; more are refused (503)
     body_min_rate: Size = 1024         # bytes/s a request body must average after its first 10 s (proxy/body.py)
+    idle_poll: IdlePoll = 0.0001       # seconds the loop polls after the last exchange began or ended (proxy/idle_poll.py)
     orphan_upload_age: PositiveDuration = 3600.0  # seconds: a partial upload no live process owns is then removed
     # base of the default store and provider paths (absolute once loaded)
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, validate_default=True)

@@ -36,7 +36,7 @@ _SIZE_UNITS = {
     "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
     "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
 }
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER_WITH_UNIT = re.compile(r"(\d+(?:\.\d+)?) ?([A-Za-z]*)")
 _MAX_DIGITS = 30  # longer numbers are typos; and a float of 400 digits is infinite
 _HTTP_URL = re.compile(r"https?://[^/\s]+\S*")

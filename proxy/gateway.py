@@ -18,6 +18,7 @@ from .batch_files import results_of
 from .bytes_response import BytesResponse
 from .context import error_response
 from .errors import GatewayError
+from .idle_poll import IdlePoller
 from .janitor import clean_orphans
 from .upload_expiry import sweep_uploads
 from .pipeline import Pipeline
@@ -53,6 +54,7 @@ class Gateway:
         self._inflight_pending = False  # a write of the in-flight gauge is scheduled
         self.ready = False
         self._sweeper: asyncio.Task[None] | None = None
+        self.poller = IdlePoller(config.server.idle_poll)
 
     @property
     def draining(self) -> bool:
@@ -173,12 +175,17 @@ class Gateway:
                 503, "The gateway is shutting down; retry shortly.", code="draining", retryable=True,
                 headers={"Retry-After": DRAIN_RETRY_AFTER}))
         self.inflight += 1
+        poller = self.poller
+        poller.activity += 1
+        if poller.asleep:
+            poller.wake()
         if not self._inflight_pending:
             self._publish_inflight_soon()
         try:
             return await self.pipeline.handle(request, op, object_id)
         finally:
             self.inflight -= 1
+            poller.activity += 1
             if not self._inflight_pending:
                 self._publish_inflight_soon()
 
