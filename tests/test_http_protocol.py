@@ -465,3 +465,50 @@ def get_status(gw: GatewayProcess, path: str) -> int:
         return status
     except (OSError, EOFError, TimeoutError):
         return 0
+
+
+# ------------------------------------------------------------------ pipelining
+
+def _pipelined(n: int) -> tuple[bytes, list[tuple[int, int | None]]]:
+    """``n`` requests on one connection, sent before any answer is read: uploads (one body far
+    over the body reader's buffer, so its reading pauses and resumes), listings, and JSON
+    bodies the gateway reads and refuses; with the status and uploaded size each must get."""
+    out, expect = [], []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            content = (b"x" * (300 * 1024)) if i == 3 * (n // 6) else (b"line %d\n" % i)
+            body = form_start() + content + form_end()
+            out.append(upload_head(len(body)).encode() + body)
+            expect.append((200, len(content)))
+        elif kind == 1:
+            out.append(b"GET /v1/files?limit=1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+            expect.append((200, None))
+        else:
+            body = b'{"model": "gpt-4o-mini", "input": ' + b"[" * (i % 7)  # not JSON: 400 after the read
+            out.append(b"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            expect.append((400, None))
+    return b"".join(out), expect
+
+
+def test_pipelined_requests_with_bodies_are_all_answered_in_order(start_gateway):
+    """More requests than aiohttp queues before it stops reading (its message queue pauses the
+    transport), with bodies read whole, refused unread-to-the-end, and one read in pieces: each
+    is answered once, in order, whether the bytes arrive at once or a few at a time."""
+    gw = start_gateway(local_config())
+    data, expect = _pipelined(120)
+    for split in (len(data), 7000, 1500, 333):
+        c = Raw(gw)
+        for k in range(0, len(data), split):
+            c.send(data[k:k + split])
+        for i, (status, size) in enumerate(expect):
+            resp = c.response(timeout=20)
+            assert resp[0] == status, (split, i, resp)
+            if size is not None:
+                assert orjson.loads(resp[2])["bytes"] == size, (split, i)
+            if status == 400:
+                assert error_of(resp)["code"] == "invalid_json", resp
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.eof()
+        c.close()
