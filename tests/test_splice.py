@@ -184,6 +184,51 @@ async def test_a_trickling_source_is_not_polled_pause_after_pause(monkeypatch):
     assert polls < (splice.SPIN_MISSES + 1) * window + 4 * pauses, (polls, window)
 
 
+async def test_a_trickle_counts_for_the_read_timeout_and_arrives_as_it_comes():
+    """Small pieces, each within the read timeout: the move completes (every piece counts for
+    the idle timer) and each reaches the client within milliseconds of being sent (nothing
+    waits for more bytes to gather)."""
+    piece, pauses, gap = 700, 8, 0.1
+    body = os.urandom(FIRST + piece * pauses)
+    sent: list[float] = []
+
+    async def handler(conn: ServerConn) -> None:
+        while await conn.read_request() is not None:
+            conn.send(_head(len(body)) + body[:FIRST])
+            for i in range(pauses):
+                await asyncio.sleep(gap)
+                conn.send(body[FIRST + i * piece:FIRST + (i + 1) * piece])
+                await conn.writer.drain()
+                sent.append(time.monotonic())
+
+    async with RawServer(handler) as srv, H1Pool(srv.origin) as pool:
+        st = await pool.stream("GET", "/trickle", [], timeout=30, read_timeout=0.3)
+        ho = st.hand_over()
+        assert ho is not None
+        dst, peer = await _sink()
+        lags = []
+        try:
+            mover = asyncio.ensure_future(splice.move(ho.fd, dst.fileno(), ho.left, idle=ho.idle, deadline=ho.deadline))
+            got = b"".join(ho.pieces)
+            rest = b""
+            loop = asyncio.get_running_loop()
+            while len(got) + len(rest) < len(body):
+                data = await asyncio.wait_for(loop.sock_recv(peer, 1 << 16), 5)
+                if not data:
+                    break
+                if sent:
+                    lags.append(time.monotonic() - sent[-1])
+                rest += data
+            await asyncio.wait_for(mover, 5)
+        finally:
+            dst.close()
+            peer.close()
+        ho.done(True)
+        st.close()
+    assert got + rest == body
+    assert lags and max(lags) < 0.08, lags  # well under the gap between pieces
+
+
 async def _polls_in(seconds: float) -> int:
     """How many event-loop turns of ``asyncio.sleep(0)`` fit in ``seconds`` here, now."""
     loop = asyncio.get_running_loop()
