@@ -2,19 +2,19 @@
 instead of putting the process to sleep at once (``server.idle_poll``; 0 turns it off).
 
 A gateway worker that blocks in ``epoll_wait`` the moment it has nothing to run pays for it when
-the next event arrives: the kernel must wake the process, and on a virtual machine the vCPU is
-halted and resumed; the request that follows runs on cold caches. For a proxy each exchange has
+the next event arrives: the kernel must wake the process, on a virtual machine the vCPU may have
+been halted; the request that follows runs on cold caches. For a proxy each exchange has
 two such gaps (waiting for the upstream's answer, then for the client's next request), each of
 tens of microseconds against a near-by upstream. Polling through them — each turn of the loop is
 an ``epoll_wait`` with a zero timeout, then this one callback — keeps the worker hot, as
 Seastar's reactor (``--idle-poll-time-us``, 200 µs by default) and Go's runtime (spinning
 threads before parking) do. Measured on this project's bench (issue 10; README, Benchmarks):
-``POST /v1/responses`` at c=1 went from p50 0.45 ms to 0.31 ms, and at c=64 the worker served
-15-30% more requests per CPU second, because a loaded worker still went to sleep now and then.
+``POST /v1/responses`` at c=1 went from p50 0.37-0.48 ms to 0.25-0.35 ms (direct: 0.03 ms);
+at c=64 a worker that is busy anyway rarely sleeps, and the effect was within the box's noise.
 
 What it costs: at most one window of CPU after each burst of activity (an idle gateway polls
 for nothing); at a steady trickle of requests spaced further apart than the window, up to one
-window per request. Activity is the start or the end of an exchange (:meth:`Gateway.handle`
+two windows per request (one while the upstream works, one after the answer). Activity is the start or the end of an exchange (:meth:`Gateway.handle`
 counts both), so a long upstream call (a model generating for seconds) is polled through for one
 window, then slept through as before.
 """
