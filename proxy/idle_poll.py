@@ -15,8 +15,8 @@ at c=64 a worker that is busy anyway rarely sleeps, and the effect was within th
 What it costs: at most one window of CPU after each burst of activity (an idle gateway polls
 for nothing); at a steady trickle of requests spaced further apart than the window, up to two
 windows per request (one while the upstream works, one after the answer). Activity is the start
-or the end of an exchange (:meth:`Gateway.handle` counts both), so a long upstream call (a model generating for seconds) is polled through for one
-window, then slept through as before.
+or the end of an exchange (:meth:`Gateway.handle` counts both), so a long upstream call (a model
+generating for seconds) is polled through for one window, then slept through as before.
 """
 from __future__ import annotations
 
