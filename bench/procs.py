@@ -179,14 +179,21 @@ def start_gateway(workdir: Path, config: dict[str, Any], *, cpu: int | None) -> 
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     args = pin_prefix(cpu) + [sys.executable, "-m", "proxy", "--config", str(cfg_path), "--workers", "1"]
     p = Proc("gateway", args, cwd=gw_dir, log_path=gw_dir / "gateway.log")
-    deadline = time.monotonic() + 30
+    wait_ready(p, port)
+    return p, port
+
+
+def wait_ready(p: Proc, port: int, timeout: float = 30.0) -> None:
+    """Until the gateway ``p`` answers ``/readyz`` on ``port`` with 200; stopped and an error if
+    it exits or is not ready within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if p.proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {p.proc.returncode}:\n{p.log()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
-                    return p, port
+                    return
         except OSError:
             time.sleep(0.05)
     p.stop()

@@ -33,7 +33,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -72,18 +71,8 @@ def _start(workdir: Path, cfg: dict, workers: int, cpus: str) -> tuple[procs.Pro
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     args = ["taskset", "-c", cpus, sys.executable, "-m", "proxy", "--config", str(path), "--workers", str(workers)]
     p = procs.Proc(f"gateway-{workers}w", args, cwd=workdir, log_path=workdir / "gateway.log")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if p.proc.poll() is not None:
-            raise RuntimeError(f"gateway exited:\n{p.log()}")
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return p, port
-        except OSError:
-            time.sleep(0.1)
-    p.stop()
-    raise RuntimeError("gateway did not become ready")
+    procs.wait_ready(p, port)
+    return p, port
 
 
 def _point(gw: procs.Proc, port: int, path: str, duration: float) -> dict:

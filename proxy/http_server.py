@@ -179,7 +179,7 @@ class GatewayProtocol(RequestHandler):
             return
         if data and not self._request_started:
             last = self._last_payload
-            if last is None or last.is_eof():  # (_between_requests, inlined: once per request)
+            if last is None or last.is_eof():  # between requests: this is a new one's first byte
                 self._request_started = True
                 if self._header_deadline is None:
                     self._arm_header_timer()  # the first byte of the next request
@@ -191,7 +191,7 @@ class GatewayProtocol(RequestHandler):
             return
         self._received += added
         self._request_started = False
-        self._header_deadline = None  # (_cancel_header_timer, inlined)
+        self._header_deadline = None  # the headers are in: the header timer has nothing to time
         for msg, payload in (messages[-1],) if added == 1 else list(islice(messages, before, None)):
             if isinstance(msg, _ErrInfo):
                 self._malformed(msg.exc, msg.status)
@@ -281,9 +281,6 @@ class GatewayProtocol(RequestHandler):
             return
         self._peer_timer = self._loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
 
-    def _between_requests(self) -> bool:
-        return self._last_payload is None or self._last_payload.is_eof()
-
     # -- header timeout --------------------------------------------------------------------
 
     # One timer per connection, moved lazily (as aiohttp's keep-alive timer is): a request
@@ -294,9 +291,6 @@ class GatewayProtocol(RequestHandler):
         self._header_deadline = deadline = self._loop.time() + self.header_timeout
         if self._header_timer is None:
             self._header_timer = self._loop.call_at(deadline, self._headers_late)
-
-    def _cancel_header_timer(self) -> None:
-        self._header_deadline = None
 
     def _headers_late(self) -> None:
         self._header_timer = None

@@ -58,7 +58,7 @@ class IdlePoller:
         if self.activity != self._seen:
             self._seen = self.activity
             self._last = now
-        elif now - self._last >= self.window or loop.is_closed():
+        elif now - self._last >= self.window:
             self.asleep = True
             return
         loop.call_soon(self._turn)
