@@ -23,20 +23,50 @@ aiohttp series for both.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
+from aiohttp.compression_utils import MAX_SYNC_CHUNK_SIZE
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
+from aiohttp.web_response import REASON_PHRASES
+from multidict import CIMultiDict
 
 if TYPE_CHECKING:
+    from aiohttp.typedefs import LooseHeaders
     from aiohttp.abc import AbstractStreamWriter
     from aiohttp.http_writer import StreamWriter
 
 
 class BytesResponse(web.Response):
     __slots__ = ()
+
+    def __init__(self, *, body: Any = None, status: int = 200, headers: "LooseHeaders | None" = None,
+                 content_type: str | None = None, **kwargs: Any) -> None:
+        """``Response(body=bytes, status=…, headers=…, content_type=…)`` set up as aiohttp's
+        constructor would (the same attributes, the same checks), without its general path
+        (``text``, ``charset``, payload bodies, the status's ``int()``): the gateway builds
+        one per answer. Anything else goes to aiohttp's constructor."""
+        if (kwargs or type(body) is not bytes or type(status) is not int
+                or (content_type is not None and "charset" in content_type)):
+            super().__init__(body=body, status=status, headers=headers, content_type=content_type, **kwargs)
+            return
+        real_headers: CIMultiDict[str] = CIMultiDict() if headers is None else CIMultiDict(headers)
+        if content_type is not None:
+            if hdrs.CONTENT_TYPE in real_headers:
+                raise ValueError("passing both Content-Type header and content_type or charset params is forbidden")
+            real_headers[hdrs.CONTENT_TYPE] = content_type
+        # What StreamResponse.__init__, _set_status and the body setter assign; every other
+        # attribute keeps its class default, as with aiohttp's constructor.
+        self._state = {}
+        self._headers = real_headers
+        self._status = status
+        self._reason = REASON_PHRASES.get(status, "")
+        self._body = body
+        self._compressed_body = None
+        self._zlib_executor_size = MAX_SYNC_CHUNK_SIZE
+        self._zlib_executor = None
 
     async def prepare(self, request: web.BaseRequest) -> "AbstractStreamWriter | None":
         body = self._body
@@ -55,9 +85,12 @@ class BytesResponse(web.Response):
         self._must_be_empty_body = False
         headers = self._headers
         # What Response._start and StreamResponse._prepare_headers set, in their order.
+        length: int | None
         if hdrs.CONTENT_LENGTH not in headers:
-            headers[hdrs.CONTENT_LENGTH] = str(len(body))
-        length = self.content_length
+            length = len(body)
+            headers[hdrs.CONTENT_LENGTH] = str(length)
+        else:
+            length = self.content_length
         if length != 0:
             headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
         if hdrs.DATE not in headers:

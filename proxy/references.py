@@ -84,7 +84,8 @@ def body_references(operation: str, body: Any) -> list[Reference]:
         else:
             refs.append(Reference(kind, _id_string(value, field), field))
     for key, value in body.items():
-        if key not in top and key not in FREE_FORM:
+        # only an object or an array can hold an id below the top level ("model": "…" cannot)
+        if (type(value) is dict or type(value) is list) and key not in top and key not in FREE_FORM:
             refs.extend(_walk(value, key, items=key == "input"))
     return refs
 

@@ -43,9 +43,16 @@ class Router:
         # Longest prefix first so "/api/llm/v1" is not eaten by "/api/llm".
         # "/" as a base path means the API sits at the root: prefix "".
         self.prefixes = sorted({p.rstrip("/") for p in base_paths}, key=len, reverse=True)
+        # The answers for paths without an id ("POST /v1/responses"): a finite set (each
+        # resource's collection under each prefix, with or without its trailing slash), kept as
+        # they are found; a hit is one dict lookup instead of the split (issue 10).
+        self._collections: dict[tuple[str, str], tuple[str, None]] = {}
 
     def match(self, method: str, path: str) -> tuple[str, str | None]:
         """Return ``(operation, id)``; raise a 404/405 GatewayError when nothing matches."""
+        known = self._collections.get((method, path))
+        if known is not None:
+            return known
         admin = ADMIN_PATHS.get(path)
         if admin is not None:
             return admin, None
@@ -65,7 +72,10 @@ class Router:
             key = (parts[0], n, tail)
             op = _TABLE.get((parts[0], n, tail, method))
             if op is not None:
-                return op, (parts[1] if n else None)
+                if n:
+                    return op, parts[1]
+                found = self._collections[(method, path)] = (op, None)
+                return found
             allowed = _ALLOWED.get(key)
             if allowed:
                 methods = ", ".join(sorted(allowed))

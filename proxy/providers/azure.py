@@ -20,8 +20,6 @@ from .configs import AzureConfig
 from .openai import OpenAIProvider
 
 if TYPE_CHECKING:
-    from yarl import URL
-
     from ..exchange import Exchange
 
 # Azure Global Batch runs these (docs/provider-facts.md §4.5)
@@ -61,7 +59,7 @@ class AzureProvider(OpenAIProvider):
         out["api-version"] = self.api_version
         return out
 
-    def raw_url(self, path: str, query_string: str) -> URL:
+    def raw_url(self, path: str, query_string: str) -> str:
         if self.api_version is not None:
             extra = "api-version=" + self.api_version
             query_string = f"{query_string}&{extra}" if query_string else extra

@@ -148,33 +148,51 @@ class Upstream:
         Served by the lean keep-alive HTTP/1.1 pool (:mod:`.h1`): a fraction of a generic
         client's cost per call on the gateway's hottest path.
         """
-        origin, target = _split_url(str(url))
+        origin, target = _split_url(url if type(url) is str else str(url))
         if params:
             target += ("&" if "?" in target else "?") + urlencode(params)
         pool = self._pool(origin)
         hdrs = list(self._merge(headers).items())
-        resp = await self._exchange(
-            lambda: pool.request(method, target, hdrs, body, timeout=self.total_timeout, read_timeout=self.read_timeout),
-            idempotent, _buffered_body)
+
+        def send() -> Awaitable[H1Response]:
+            return pool.request(method, target, hdrs, body, timeout=self.total_timeout, read_timeout=self.read_timeout)
+
+        # The first attempt is awaited here, not in _exchange: one coroutine less per call on the
+        # gateway's hottest path (issue 10); a failure or a non-2xx answer goes on in _exchange.
+        try:
+            resp = await send()
+        except _TRANSPORT_ERRORS as exc:
+            resp = await self._exchange(send, idempotent, _buffered_body, first=exc)
+        else:
+            if resp.status >= 400:
+                resp = await self._exchange(send, idempotent, _buffered_body, first=resp)
         return resp.status, resp.body, resp.headers
 
     async def _exchange(self, send: Callable[[], Awaitable[_A]], idempotent: bool,
-                        error_body: Callable[[_A], Awaitable[bytes]], *, replayable: bool = True) -> _A:
+                        error_body: Callable[[_A], Awaitable[bytes]], *, replayable: bool = True,
+                        first: "_A | BaseException | None" = None) -> _A:
         """Run ``send()`` with the retry rules: connect failures (nothing sent) whenever the
         body can be sent again (``replayable``), other transport failures and retryable
         statuses only for idempotent calls. Returns the 2xx answer; raises a translated
-        GatewayError otherwise."""
+        GatewayError otherwise. ``first``: the outcome (an answer or a transport error) of a
+        first attempt the caller already made."""
         attempt = 0
+        outcome = first
         while True:
-            try:
-                resp = await send()
-            except (ConnectionError, asyncio.TimeoutError, H1ProtocolError, aiohttp.ClientError) as exc:
-                safe = (idempotent or (replayable and _nothing_sent(exc))) and not _certificate_failure(exc)
+            if outcome is None:
+                try:
+                    outcome = await send()
+                except _TRANSPORT_ERRORS as exc:
+                    outcome = exc
+            if isinstance(outcome, BaseException):
+                failure, outcome = outcome, None
+                safe = (idempotent or (replayable and _nothing_sent(failure))) and not _certificate_failure(failure)
                 if safe and attempt < self.max_retries:
                     attempt += 1
                     await asyncio.sleep(self._backoff(attempt, None))
                     continue
-                raise self.error_from_exception(exc) from None
+                raise self.error_from_exception(failure) from None
+            resp, outcome = outcome, None
             if resp.status < 400:
                 return resp
             data = await error_body(resp)
@@ -413,6 +431,10 @@ async def json_events(st: H1Stream, upstream: Upstream) -> AsyncGenerator[Any, N
                 return
     finally:
         st.close()
+
+
+# What an attempt can fail with before it has an answer (then retried by the rules above).
+_TRANSPORT_ERRORS = (ConnectionError, asyncio.TimeoutError, H1ProtocolError, aiohttp.ClientError)
 
 
 def _split_url(url: str) -> tuple[str, str]:

@@ -125,3 +125,34 @@ async def test_the_fast_path_is_taken_exactly_where_nothing_unusual_applies() ->
     finally:
         server.close()
     assert _Recording.slow == ["/no-content", "/not-modified", "/json"]  # 204, 304, HEAD
+
+
+CTOR_ARGS = [
+    {"body": JSON},
+    {"body": JSON, "status": 201, "content_type": "application/json"},
+    {"body": b"", "status": 404, "headers": {"x-should-retry": "false", "Retry-After": "1"}},
+    {"body": JSON, "status": 599},                                  # no reason phrase
+    {"body": JSON, "headers": [("X-A", "1"), ("x-a", "2")], "content_type": "text/plain"},
+    {"body": JSON, "status": 200, "content_type": "application/json; charset=utf-8"},  # aiohttp refuses
+    {"body": JSON, "headers": {"Content-Type": "a/b"}, "content_type": "c/d"},        # aiohttp refuses
+    {"body": bytearray(b"x")}, {"body": None}, {"text": "hi"}, {"body": JSON, "reason": "Fine"},
+    {"body": JSON, "charset": "utf-8", "content_type": "text/plain"}, {"body": JSON, "status": "200"},
+]
+
+
+@pytest.mark.parametrize("kwargs", CTOR_ARGS)
+def test_the_constructor_sets_up_what_aiohttps_does(kwargs: dict) -> None:
+    """Every attribute, the headers in order, and the same refusals."""
+    try:
+        want = web.Response(**kwargs)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as got:
+            BytesResponse(**kwargs)
+        assert str(got.value) == str(exc)
+        return
+    got = BytesResponse(**kwargs)
+    assert list(got.headers.items()) == list(want.headers.items())
+    state = {k: v for k, v in vars(want).items() if k != "_headers"}
+    assert {k: v for k, v in vars(got).items() if k != "_headers"} == state
+    assert (got.status, got.reason, got.body, got.content_length, got.content_type) == \
+        (want.status, want.reason, want.body, want.content_length, want.content_type)

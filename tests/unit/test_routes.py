@@ -105,3 +105,25 @@ def test_base_path_under_another_base_path_is_tried_first():
 
 def test_base_path_trailing_slash_is_dropped_and_nothing_else():
     assert Router(["/api/X/"]).match("GET", "/api/X/files") == ("files.list", None)
+
+
+def test_the_same_answers_come_again_and_only_id_less_paths_are_kept():
+    """The second match of a path is the first's answer (from the router's memory when the path
+    has no id); paths with ids, unknown paths and wrong methods are never kept, so the memory
+    holds at most each collection under each prefix, with and without its slash."""
+    r = Router(["/v1", "/api/llm"])
+    paths = [(m, f"{prefix}/{p}{slash}") for m, p, _, _ in ROUTES for prefix in ("/v1", "/api/llm")
+             for slash in ("", "/")]
+    first = [r.match(m, p) for m, p in paths]
+    assert [r.match(m, p) for m, p in paths] == first
+    for i in range(500):
+        r.match("GET", f"/v1/files/file-{i}")
+        for method, path in (("GET", f"/v1/nothing/{i}"), ("PUT", "/v1/files"), ("GET", f"/v1/files/file-{i}/x")):
+            with pytest.raises(GatewayError):
+                r.match(method, path)
+    collections = {(m, p) for m, p, _, oid in ROUTES if oid is None}
+    assert len(r._collections) == len(collections) * 2 * 2
+    assert all(oid is None for _, oid in r._collections.values())
+    with pytest.raises(GatewayError) as e:  # a method the collection does not take: still a 405
+        r.match("DELETE", "/v1/responses")
+    assert e.value.status == 405
