@@ -28,6 +28,7 @@ log = logging.getLogger(ACCESS_LOGGER)
 
 # Longest value logged for each client-derived field, in characters.
 LIMITS = {"method": 32, "path": 2048, "id": 256, "model": 256}
+_METHOD_MAX, _PATH_MAX, _ID_MAX, _MODEL_MAX = LIMITS["method"], LIMITS["path"], LIMITS["id"], LIMITS["model"]
 
 
 def _clip(fields: dict[str, Any], name: str, value: Any) -> None:
@@ -91,10 +92,16 @@ class AccessLogFilter(Filter):
             "output_tokens": _int_or_none(usage.get("output_tokens")) if usage else None,
             "error": ex.error_code,
         }
-        for name, limit in LIMITS.items():  # client-derived values: a string, at most `limit` long
-            value = fields[name]
-            if value is not None and (type(value) is not str or len(value) > limit):
-                _clip(fields, name, value)
+        # Client-derived values: a string, at most LIMITS[name] long (one test for the usual
+        # case, where none needs cutting; aiohttp's method and path are always strings).
+        oid, model = fields["id"], fields["model"]
+        if (len(fields["method"]) > _METHOD_MAX or len(fields["path"]) > _PATH_MAX
+                or (oid is not None and (type(oid) is not str or len(oid) > _ID_MAX))
+                or (model is not None and (type(model) is not str or len(model) > _MODEL_MAX))):
+            for name, limit in LIMITS.items():
+                value = fields[name]
+                if value is not None and (type(value) is not str or len(value) > limit):
+                    _clip(fields, name, value)
         writer = access_writer()
         if writer is not None:
             writer.put(_dumps(fields))  # queued: no record, no formatting, no write here

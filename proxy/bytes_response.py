@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from aiohttp.http_writer import StreamWriter
 
 
+_NO_PREPARE_HOOK = web.BaseRequest._prepare_hook  # the low-level server's request: nothing to run
+
+
 class BytesResponse(web.Response):
     __slots__ = ()
 
@@ -105,13 +108,16 @@ class BytesResponse(web.Response):
         self._req = request
         writer: "StreamWriter" = request._payload_writer  # type: ignore[assignment]  # always a StreamWriter
         self._payload_writer = writer
-        await request._prepare_hook(self)
+        if type(request)._prepare_hook is not _NO_PREPARE_HOOK:  # a web.Application's signals
+            await request._prepare_hook(self)
         head = _serialize_headers(f"HTTP/{version[0]}.{version[1]} {status} {self._reason}", headers)
         writer.length = length
         writer._writelines((head, body) if body else (head,))
         if body and (notify := writer.on_body_write) is not None:
             notify(len(body), writer.output_size)
-        await writer.drain()
+        protocol = writer._protocol  # StreamWriter.drain, without its coroutine when not paused
+        if protocol.transport is not None and protocol._paused:
+            await writer.drain()
         writer._eof = True
         self._eof_sent = True
         self._req = None

@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 
 import orjson
+import pytest
 
-from filters.access_log import AccessLogFilter
+from filters.access_log import LIMITS, AccessLogFilter
 from proxy.logs import ACCESS_LOGGER
 
 from .fakes import exchange
@@ -160,3 +161,30 @@ def test_utc_timestamp_is_the_millisecond_of_the_time_given_whatever_came_before
         ms = int(now * 1000)
         want = datetime.datetime.fromtimestamp(ms // 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         assert utc_timestamp(now) == f"{want}.{ms % 1000:03d}Z", now
+
+
+@pytest.mark.parametrize("field", ["method", "path", "id", "model", "model-not-a-string", "id-not-a-string"])
+async def test_each_client_value_alone_past_its_limit_is_cut(caplog, field):
+    """One value over its limit (or not a string) and the others short: that one is cut and
+    named, whichever it is."""
+    ex = exchange("files.retrieve", object_id="file-abc", method="GET", path="/v1/files/file-abc")
+    name = field.split("-")[0]
+    if field == "method":
+        ex.request.method = "M" * 33
+    elif field == "path":
+        ex.request.path = "/" + "p" * 2048
+    elif field == "id":
+        ex.object_id = "f" * 257
+    elif field == "model":
+        ex.model = "m" * 257
+    elif field == "model-not-a-string":
+        ex.model = {"x": 1}
+    else:
+        ex.response_id = 12345  # type: ignore[assignment]
+    line = await logged(caplog, ex)
+    limit = LIMITS[name]
+    assert isinstance(line[name], str) and len(line[name]) <= limit
+    if field.endswith("not-a-string"):
+        assert "truncated" not in line
+    else:
+        assert len(line[name]) == limit and line["truncated"] == [name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 import pytest
 from aiohttp import web
@@ -156,3 +157,55 @@ def test_the_constructor_sets_up_what_aiohttps_does(kwargs: dict) -> None:
     assert {k: v for k, v in vars(got).items() if k != "_headers"} == state
     assert (got.status, got.reason, got.body, got.content_length, got.content_type) == \
         (want.status, want.reason, want.body, want.content_length, want.content_type)
+
+
+async def test_an_applications_on_response_prepare_signal_still_runs(aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    """Under a web.Application (an embedding) the prepare hook is not the low-level server's
+    no-op: its on_response_prepare handlers see the response before the head is written."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return BytesResponse(body=JSON, content_type="application/json")
+
+    async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Prepared"] = "yes"
+
+    app = web.Application()
+    app.router.add_get("/x", handler)
+    app.on_response_prepare.append(stamp)
+    client = await aiohttp_client(app)
+    resp = await client.get("/x")
+    assert resp.status == 200 and resp.headers["X-Prepared"] == "yes"
+    assert await resp.read() == JSON
+
+
+async def test_a_body_larger_than_the_write_buffer_waits_for_the_client_to_drain_it() -> None:
+    """prepare returns once the transport is below its high-water mark again (aiohttp's drain),
+    not with megabytes still queued; the client gets every byte."""
+    big = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    queued: list[int] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        resp = BytesResponse(body=big, content_type="application/octet-stream")
+        await resp.prepare(request)
+        assert request.transport is not None
+        queued.append(request.transport.get_write_buffer_size())
+        return resp
+
+    server = await asyncio.get_running_loop().create_server(web.Server(handler, access_log=None), "127.0.0.1", 0)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # before connecting: a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.sockets[0].getsockname()[1]))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(_request("big"))
+        await asyncio.sleep(0.2)  # the server has written what the socket takes and is waiting
+        assert queued == []
+        head = await reader.readuntil(b"\r\n\r\n")
+        data = await reader.readexactly(len(big))
+        writer.close()
+    finally:
+        server.close()
+    assert b"Content-Length: %d\r\n" % len(big) in head and data == big
+    assert len(queued) == 1 and queued[0] <= 64 * 1024
