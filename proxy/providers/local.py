@@ -151,6 +151,9 @@ class LocalProvider(Provider):
     def __init__(self, config: LocalConfig) -> None:
         super().__init__(config)
         self.root = config.path      # absolute: resolved against server.data_dir at load
+        # os.path.join(self.root, name) for a relative name, as one concatenation (_path is on
+        # every retrieve of a local file; issue 10)
+        self._root_prefix = self.root if not self.root or self.root.endswith("/") else self.root + "/"
         self.partial_dir = os.path.join(self.root, ".partial")
         # An Upload's parts wait beside the files, in <path>/.uploads (one filesystem: composed
         # in the kernel; shared by replicas whenever ``path`` is).
@@ -169,7 +172,8 @@ class LocalProvider(Provider):
         return self.parts
 
     def _path(self, rec: "FileRecord") -> str:
-        return os.path.join(self.root, rec.location.get("path") or rec.id)
+        name = rec.location.get("path") or rec.id
+        return name if name.startswith("/") else self._root_prefix + name
 
     async def open_sink(self, ex: "Exchange", file_id: str) -> LocalFileSink:
         return LocalFileSink(os.path.join(self.partial_dir, file_id), os.path.join(self.root, file_id))
