@@ -170,8 +170,8 @@ def main() -> None:
     print(f"{'case':10s} {'gateway':>12s} {'bare aiohttp':>13s} {'ratio':>6s}")
     for case, r in results.items():
         floor_ir = r.get("floor_ir")
-        print(f"{case:10s} {r['gateway_ir']:12,.0f} {floor_ir or 0:13,.0f} "
-              f"{(r['gateway_ir'] / floor_ir if floor_ir else float('nan')):6.2f}")
+        floor_col, ratio = (f"{floor_ir:13,.0f}", f"{r['gateway_ir'] / floor_ir:6.2f}") if floor_ir else ("-", "-")
+        print(f"{case:10s} {r['gateway_ir']:12,.0f} {floor_col:>13s} {ratio:>6s}")
 
 
 if __name__ == "__main__":
