@@ -68,6 +68,18 @@ def user_config(canned_url: str) -> dict[str, Any]:
     }
 
 
+def record_local_file(workdir: Path, port: int, headers: dict[str, str]) -> str:
+    """Upload a small file to the gateway on ``port`` naming the ``local`` provider (untimed);
+    its id, for the recorded-id rows."""
+    small = workdir / "small.jsonl"
+    small.write_bytes(b'{"hello": "world"}\n' * 50)
+    _, status, body = hc.upload_file(HOST, port, "/v1/files", str(small),
+                                     headers={**headers, "x-tfy-provider-name": "local"})
+    if status != 200:
+        raise RuntimeError(f"local upload: HTTP {status} {body[:300]!r}")
+    return str(json.loads(body)["id"])
+
+
 def setup(b: "Bench") -> None:
     from run import CLIENT_KEY, UPSTREAM_KEY, _git_describe, log
 
@@ -93,16 +105,10 @@ def setup(b: "Bench") -> None:
                        "dc-direct": (b.canned_port, {"Authorization": f"Bearer {UPSTREAM_KEY}",
                                                      "custom-llm-provider": "openai"})}
     # A small local file recorded by each gateway (uploaded naming the provider, untimed).
-    small = b.workdir / "small.jsonl"
-    small.write_bytes(b'{"hello": "world"}\n' * 50)
     b.local_ids = {}
     for tgt in ("dc-gateway", "dc-log-off"):
         port, headers = b.extra_targets[tgt]
-        _, status, body = hc.upload_file(HOST, port, "/v1/files", str(small),
-                                         headers={**headers, "x-tfy-provider-name": "local"})
-        if status != 200:
-            raise RuntimeError(f"local upload via {tgt}: HTTP {status} {body[:300]!r}")
-        b.local_ids[tgt] = json.loads(body)["id"]
+        b.local_ids[tgt] = record_local_file(b.workdir, port, headers)
     b.local_ids["dc-floor"] = b.local_ids["dc-gateway"]
     # The floor answers each request with the bytes the gateway answered it with.
     answers = {}

@@ -128,13 +128,7 @@ def main() -> None:
         gw, port = _gateway(args.tree.resolve(), workdir, canned_url, args.gateway_cpu, out)
         answers: dict[str, Any] = {}
         try:
-            small = workdir / "small.jsonl"
-            small.write_bytes(b'{"hello": "world"}\n' * 50)
-            _, status, body = hc.upload_file(HOST, port, "/v1/files", str(small),
-                                             headers={**CLIENT, "x-tfy-provider-name": "local"})
-            if status != 200:
-                raise RuntimeError(f"local upload: HTTP {status} {body[:200]!r}")
-            local_id = json.loads(body)["id"]
+            local_id = dc.record_local_file(workdir, port, CLIENT)
             for case in cases:
                 req = _request(case, local_id)
                 n, ir = _count(gw.pid, port, req, args.seconds, out)

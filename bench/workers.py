@@ -110,13 +110,7 @@ def main() -> None:
                     os.sched_setaffinity(0, {1})
                 gw, port = _start(work / f"gw{workers}-{time.monotonic_ns()}", dc.user_config(canned_url), workers, cpus)
                 try:
-                    small = work / "small.jsonl"
-                    small.write_bytes(b'{"hello": "world"}\n' * 50)
-                    _, status, body = hc.upload_file(HOST, port, "/v1/files", str(small),
-                                                     headers={**CLIENT, "x-tfy-provider-name": "local"})
-                    if status != 200:
-                        raise RuntimeError(f"upload: {status} {body[:200]!r}")
-                    fid = json.loads(body)["id"]
+                    fid = dc.record_local_file(work, port, CLIENT)
                     for row, path in (("local", f"/v1/files/{fid}"), ("unseen", f"/v1/files/{dc.UNSEEN_ID}")):
                         results[(workers, row)].append(_point(gw, port, path, args.duration))
                 finally:
