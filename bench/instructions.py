@@ -14,6 +14,7 @@ sees in req/s and µs.
     python bench/instructions.py                           # unseen, local, responses (~4 min)
     python bench/instructions.py --cases responses --floor # + a bare aiohttp.web.Server answering the same bytes
     python bench/instructions.py --tree ../old-checkout    # the gateway of another checkout, same harness
+    python bench/instructions.py --cases responses --keep cg  # + callgrind's dumps in cg/ (callgrind_annotate cg/gateway.callgrind.*)
 
 The gateway is ``python -m proxy --config FILE --workers 1`` with bench/default_config.py's
 user config (default filters, access log on, default log level and idle_poll), the canned
@@ -113,6 +114,8 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, default=HERE.parent, help="the checkout whose gateway runs (default: this one)")
     ap.add_argument("--gateway-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="copy callgrind's dumps here (read them with callgrind_annotate) before the scratch directory goes")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     if unknown := set(cases) - set(CASES):
@@ -159,6 +162,10 @@ def main() -> None:
                 floor.stop()
     finally:
         canned.stop()
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in glob.glob(str(workdir / "*.callgrind*")):
+                shutil.copy(dump, args.keep)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\ninstructions/request (callgrind, user space), gateway from {args.tree.resolve()}")
     print(f"{'case':10s} {'gateway':>12s} {'bare aiohttp':>13s} {'ratio':>6s}")

@@ -198,3 +198,71 @@ def wait_ready(p: Proc, port: int, timeout: float = 30.0) -> None:
             time.sleep(0.05)
     p.stop()
     raise RuntimeError(f"gateway did not become ready:\n{p.log()}")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user + system CPU time of ``pid`` and its descendants alive now (nginx: master + worker)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        todo.extend(int(c) for c in children)
+    return total
+
+
+# nginx as a reverse proxy to ``target`` (the issue-10 reference): one worker, keep-alive to
+# the upstream, and its default access log (a line per request written to a file as it ends).
+_NGINX_CONF = """\
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    upstream up {{ server {target}; keepalive 256; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(workdir: Path, target: str, *, cpu: int | None) -> tuple[Proc, int] | None:
+    """nginx proxying to ``target`` (``http://host:port``) on a free port, or None without nginx."""
+    exe = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+    if exe is None:
+        return None
+    ngx_dir = workdir / "nginx"
+    ngx_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = ngx_dir / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=ngx_dir, target=target.split("://", 1)[1], port=port))
+    p = Proc("nginx", pin_prefix(cpu) + [exe, "-p", str(ngx_dir), "-c", str(conf)], cwd=ngx_dir,
+             log_path=ngx_dir / "stderr.log")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if p.proc.poll() is not None:
+            raise RuntimeError(f"nginx exited with {p.proc.returncode}:\n{p.log()}\n"
+                               f"{(ngx_dir / 'error.log').read_text(errors='replace') if (ngx_dir / 'error.log').exists() else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    p.stop()
+    raise RuntimeError("nginx did not start listening")
