@@ -252,8 +252,12 @@ def test_bad_chunk_terminator():
     fails_every_split(raw, "chunk terminator")
 
 
-def test_surplus_bytes_on_keep_alive_response():
-    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\n"
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiX",         # one byte too many
+    b"HTTP/1.1 204 No Content\r\n\r\nX",                           # a byte after a bodiless answer
+])
+def test_surplus_bytes_on_keep_alive_response(raw):
     for pieces in splits(raw):
         p = ResponseParser()
         with pytest.raises(H1ProtocolError, match="after response"):

@@ -352,6 +352,54 @@ def test_h1_round_trip_at_any_split(data, status, headers, body, framing):
         assert result[3][:len(headers)] == headers
 
 
+def _reference_fields(block: str) -> list[tuple[str, str]]:
+    """The header fields of a CRLF head block as a line-by-line reading cuts them (RFC 9112
+    §5: name, colon, the value without the optional whitespace around it)."""
+    fields = []
+    for line in block.split("\r\n")[:-2]:
+        name, _, value = line.partition(":")
+        fields.append((name, value.strip(" \t")))
+    return fields
+
+
+_ows = st.sampled_from(["", " ", "\t", "  ", " \t "])
+_any_value = (st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF, blacklist_characters="\x7f"), max_size=12)
+              | st.sampled_from(["0", "3", "12", "3, 3", "close", "Keep-Alive, CLOSE", "a:b", "\t x \t y"]))
+_framing_names = st.sampled_from(["Content-Length", "content-length", "CONTENT-LENGTH", "Connection", "connection",
+                                  "Transfer-Encoding", "transfer-encoding", "X-Content-Length", "Content-Lengths"])
+
+
+@FAST
+@given(st.data(), st.lists(st.tuples(_header_names | _framing_names, _ows, _any_value, _ows), max_size=6),
+       st.binary(max_size=40))
+def test_h1_header_fields_are_cut_as_a_line_reading_cuts_them(data, fields, body):
+    """Any field values (whitespace around and inside them, colons, non-ASCII), any case and
+    repeats of the framing fields: the parser's fields, in order, are the line-by-line
+    reading's; its framing follows the Content-Length it finds (repeats joined by ",", so copies
+    must agree), and ``Connection: close`` in any case and spacing ends keep-alive."""
+    lines = [f"{name}:{before}{value}{after}\r\n" for name, before, value, after in fields]
+    block = "".join(lines) + "\r\n"
+    raw = b"HTTP/1.1 200 OK\r\n" + block.encode("utf-8") + body
+    reference = _reference_fields(block)
+    verdict = _h1(data.draw(split(raw)), "feed", max_body_size=1 << 20)
+    framing = {}
+    for name, value in reference:
+        if name.lower() in ("content-length", "transfer-encoding", "connection"):
+            framing.setdefault(name.lower(), []).append(value)
+    lengths = {v.strip() for v in ",".join(framing.get("content-length", [])).split(",")} if "content-length" in framing else set()
+    if "transfer-encoding" in framing or len(lengths) > 1 or any(not (v.isascii() and v.isdigit()) for v in lengths):
+        return  # those framings (and refusals) have their own tests; here: the fields as cut
+    tokens = {t.strip().lower() for t in ",".join(framing.get("connection", [])).split(",")}
+    keep_alive = "close" not in tokens and bool(lengths)
+    length = int(next(iter(lengths))) if lengths else len(body)
+    if length > len(body) or (length < len(body) and keep_alive):
+        assert verdict == ("error",)  # cut short, or bytes after a keep-alive response
+        return
+    assert verdict[3] == reference
+    assert verdict[5] == keep_alive
+    assert verdict[4] == body[:length]
+
+
 # ------------------------------------------------------------------------------- config
 
 # Values a config check could stumble on: units, overflowing numbers, env references, names.

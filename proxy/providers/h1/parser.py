@@ -4,7 +4,6 @@ framing of a body -- Content-Length, chunked, until close -- is decided by the h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -13,16 +12,59 @@ from multidict import CIMultiDict
 from .errors import H1ProtocolError
 
 
-@dataclass(slots=True, eq=False)
 class H1Response:
-    status: int
-    reason: str
-    headers: CIMultiDict[str]
-    body: bytes
-    keep_alive: bool
+    """A response (or, from ``feed_stream``, its head with an empty body). ``headers`` is cut
+    from the validated head block when first read: the gateway's hot paths never read an
+    upstream's headers on success (issue 10), and an OpenAI answer carries twenty of them."""
+
+    __slots__ = ("status", "reason", "body", "keep_alive", "_headers", "_block", "_start")
+
+    def __init__(self, status: int, reason: str, headers: "CIMultiDict[str] | None", body: bytes,
+                 keep_alive: bool, *, block: str = "", start: int = 0) -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.keep_alive = keep_alive
+        self._headers = headers
+        self._block = block   # the head, validated (its fields from ``start``), while headers is None
+        self._start = start
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict(_fields(self._block, self._start))
+            self._block = ""
+        return headers
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+
+def _fields(text: str, start: int) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a validated head's field lines from ``start`` (through the
+    last line's CRLF), the optional whitespace around each value dropped (RFC 9112 §5)."""
+    if start == len(text):
+        return []
+    pairs: list[tuple[str, str]] = []
+    append = pairs.append
+    for line in text[start:-2].split("\r\n"):
+        name, _, value = line.partition(":")
+        append((name, value.strip(" \t")))
+    return pairs
+
+
+def _joined_values(text: str, low: str, key: str, at: int) -> str:
+    """The values of every field named by ``key`` (``"\\nname:"``, lower case) in an ASCII
+    head ``text`` (``low`` its lower case, same offsets), from the first at ``at``, joined
+    with ``","`` as repeated fields combine (RFC 9110 §5.3)."""
+    values = []
+    while at >= 0:
+        at += len(key)
+        end = text.index("\r", at)
+        values.append(text[at:end].strip(" \t"))
+        at = low.find(key, end)
+    return values[0] if len(values) == 1 else ",".join(values)
 
 
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
@@ -55,7 +97,7 @@ class ResponseParser:
     __slots__ = (
         "max_header_size", "max_body_size", "head_request", "surplus",
         "_buf", "_scan", "_state", "_need", "_parts", "_size", "_trailer_size",
-        "_status", "_reason", "_pairs", "_keep_alive", "_seen",
+        "_status", "_reason", "_block", "_start", "_keep_alive", "_seen",
     )
 
     def __init__(self, max_header_size: int = 64 * 1024, max_body_size: int = 64 * 1024 * 1024, *,
@@ -73,7 +115,8 @@ class ResponseParser:
         self._trailer_size = 0
         self._status = 0
         self._reason = ""
-        self._pairs: list[tuple[str, str]] = []
+        self._block = ""  # the validated head; its fields begin at _start
+        self._start = 0
         self._keep_alive = False
         self._seen = False
 
@@ -121,18 +164,49 @@ class ResponseParser:
             raise H1ProtocolError("parser is in an error state")
         if not data:
             return None
+        if state == _HEAD and not self._buf and type(data) is bytes:
+            return self._feed_first(data)
         self._advance(data)
         return self._response() if self._state == _DONE else None
 
-    def _advance(self, data: bytes | bytearray) -> None:
-        """Run the state machine over the held bytes plus ``data``; keep what is unconsumed."""
+    def _feed_first(self, data: bytes) -> H1Response | None:
+        """``feed`` of a response's first bytes (nothing held yet): a small response mostly
+        arrives whole in one read, so its head is read here and a ``Content-Length`` body (or
+        none) is cut straight from ``data``; anything else continues in the state machine."""
+        self._seen = True
+        n = len(data)
+        try:
+            pos = self._head(data, 0, n)
+        except H1ProtocolError:
+            self._state = _ERROR
+            raise
+        state = self._state
+        if state == _LENGTH and n - pos >= self._need or state == _DONE:
+            end = pos + self._need if state == _LENGTH else pos
+            self._state = _DONE
+            if end < n:
+                self.surplus = data[end:]
+                if self._keep_alive:
+                    self._state = _ERROR
+                    raise H1ProtocolError("unexpected data after response")
+            return H1Response(self._status, self._reason, None, data[pos:end], self._keep_alive,
+                              block=self._block, start=self._start)
+        if state == _HEAD and pos == 0:  # the head is incomplete: kept, as _advance keeps it
+            self._buf += data
+            return None
+        self._advance(data, pos)  # a skipped 1xx head, or another framing, or a partial body
+        return self._response() if self._state == _DONE else None
+
+    def _advance(self, data: bytes | bytearray, start: int = 0) -> None:
+        """Run the state machine over the held bytes plus ``data`` (from ``start``, with nothing
+        held); keep what is unconsumed."""
         self._seen = True
         buf = self._buf
         if buf:
             buf += data
             data = buf
         try:
-            pos = self._run(data)
+            pos = self._run(data, start)
         except H1ProtocolError:
             self._state = _ERROR
             raise
@@ -169,7 +243,8 @@ class ResponseParser:
         self._advance(data)
         head = None
         if state == _HEAD and self._state != _HEAD:
-            head = H1Response(self._status, self._reason, CIMultiDict(self._pairs), b"", self._keep_alive)
+            head = H1Response(self._status, self._reason, None, b"", self._keep_alive, block=self._block,
+                              start=self._start)
         parts = self._parts
         if not parts:
             return head, b""
@@ -200,13 +275,13 @@ class ResponseParser:
         else:
             body = b"".join(parts)
         self._parts = []
-        return H1Response(self._status, self._reason, CIMultiDict(self._pairs), body, self._keep_alive)
+        return H1Response(self._status, self._reason, None, body, self._keep_alive, block=self._block,
+                          start=self._start)
 
-    def _run(self, buf: bytes | bytearray) -> int:
-        """Consume as much of ``buf`` as possible; return the position reached. The head is
-        read first; then the reader its framing chose (h11's model: one reader per framing,
-        Content-Length, chunked or until close) takes the body."""
-        pos = 0
+    def _run(self, buf: bytes | bytearray, pos: int = 0) -> int:
+        """Consume as much of ``buf`` from ``pos`` as possible; return the position reached.
+        The head is read first; then the reader its framing chose (h11's model: one reader per
+        framing, Content-Length, chunked or until close) takes the body."""
         n = len(buf)
         while self._state == _HEAD:
             new = self._head(buf, pos, n)
@@ -364,26 +439,29 @@ class ResponseParser:
         self._reason = text[13:hstart - 2]
         http11 = text[7] == "1"
 
-        # Cut the (validated) block; spot the framing headers by length, lower() only those.
-        pairs: list[tuple[str, str]] = []
+        # The framing fields, found in the (validated) block without cutting every line: in an
+        # ASCII head each field line follows a "\n" and lower() keeps every offset; the fields
+        # themselves are cut only if someone reads H1Response.headers.
+        self._block, self._start = text, hstart
         content_length = transfer_encoding = connection = None
         if hstart != len(text):
-            append = pairs.append
-            for line in text[hstart:-2].split("\r\n"):
-                name, _, value = line.partition(":")
-                value = value.strip(" \t")
-                append((name, value))
-                ln = len(name)
-                if ln == 14:
-                    if name.lower() == "content-length":
+            if text.isascii():
+                low = text.lower()
+                if (at := low.find("\ncontent-length:", hstart - 1)) >= 0:
+                    content_length = _joined_values(text, low, "\ncontent-length:", at)
+                if (at := low.find("\ntransfer-encoding:", hstart - 1)) >= 0:
+                    transfer_encoding = _joined_values(text, low, "\ntransfer-encoding:", at)
+                if (at := low.find("\nconnection:", hstart - 1)) >= 0:
+                    connection = _joined_values(text, low, "\nconnection:", at)
+            else:  # non-ASCII values: lower() may change lengths; read the lines one by one
+                for name, value in _fields(text, hstart):
+                    name = name.lower()
+                    if name == "content-length":
                         content_length = value if content_length is None else f"{content_length},{value}"
-                elif ln == 17:
-                    if name.lower() == "transfer-encoding":
+                    elif name == "transfer-encoding":
                         transfer_encoding = value if transfer_encoding is None else f"{transfer_encoding},{value}"
-                elif ln == 10:
-                    if name.lower() == "connection":
+                    elif name == "connection":
                         connection = value if connection is None else f"{connection},{value}"
-        self._pairs = pairs
         if connection is None:
             keep_alive = http11
         else:
