@@ -487,7 +487,7 @@ class AnthropicProvider(Provider):
 
     async def _metadata(self, rec: "FileRecord") -> dict[str, Any]:
         try:
-            _, body, _ = await self.upstream.request("GET", self.url(f"/v1/files/{self._anthropic_id(rec)}"))
+            _, body = await self.upstream.request("GET", self.url(f"/v1/files/{self._anthropic_id(rec)}"))
         except GatewayError as err:
             if err.status == 404:
                 raise _file_not_found(rec.id) from None
@@ -566,7 +566,7 @@ class AnthropicProvider(Provider):
 
     async def bridge_call(self, ex: "Exchange", call: "ProviderCall") -> Any:
         try:
-            _, data, _ = await self.upstream.request(
+            _, data = await self.upstream.request(
                 "POST", self.url(call.path), body=orjson.dumps(call.body),
                 headers={"Content-Type": "application/json", **call.extra_headers}, idempotent=False)
         except GatewayError as err:

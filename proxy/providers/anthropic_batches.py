@@ -52,7 +52,7 @@ class AnthropicBatchRunner:
 
     async def _json(self, method: str, path: str, *, idempotent: bool = True) -> dict[str, Any]:
         p = self.provider
-        _, raw, _ = await p.upstream.request(method, p.url(path), idempotent=idempotent)
+        _, raw = await p.upstream.request(method, p.url(path), idempotent=idempotent)
         return self._batch_object(raw)
 
     def _batch_object(self, raw: bytes) -> dict[str, Any]:

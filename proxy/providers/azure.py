@@ -107,7 +107,7 @@ class AzureProvider(OpenAIProvider):
     async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
         # Classic takes only ``purpose``; cursors and limits are applied here.
         upstream_query = query if self.v1 else {k: v for k, v in query.items() if k == "purpose"}
-        _, body, _ = await self.upstream.request("GET", self.url("/files"), params=self.params(upstream_query))
+        _, body = await self.upstream.request("GET", self.url("/files"), params=self.params(upstream_query))
         return self.file_list(body, query)
 
 

@@ -119,7 +119,7 @@ class GroqProvider(OpenAIProvider):
     # -- files ---------------------------------------------------------------------------
     async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
         # Groq takes no query parameters on the list; everything is applied here.
-        _, body, _ = await self.upstream.request("GET", self.url("/files"))
+        _, body = await self.upstream.request("GET", self.url("/files"))
         return self.file_list(body, query)
 
     async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:

@@ -118,7 +118,7 @@ class OpenAIProvider(Provider):
         if body is not None:
             headers["Content-Type"] = "application/json"
         # Each call changes upstream state (a new upload, a completed file): never sent twice.
-        _, data, _ = await self.upstream.request("POST", self.url("/uploads" + suffix), params=self.params(),
+        _, data = await self.upstream.request("POST", self.url("/uploads" + suffix), params=self.params(),
                                                  body=body, headers=headers, idempotent=False)
         return self.upload_object(data)
 
@@ -140,18 +140,18 @@ class OpenAIProvider(Provider):
         return body
 
     async def list_files(self, ex: "Exchange", query: dict[str, str]) -> bytes:
-        _, body, _ = await self.upstream.request("GET", self.url("/files"), params=self.params(query),
+        _, body = await self.upstream.request("GET", self.url("/files"), params=self.params(query),
                                                  headers=forward_headers(ex.request.headers))
         return self.file_list(body, query)
 
     async def retrieve_file(self, ex: "Exchange", rec: "FileRecord | None", file_id: str) -> bytes:
-        _, body, _ = await self.upstream.request("GET", self.url(f"/files/{_upstream_id(rec, file_id)}"),
+        _, body = await self.upstream.request("GET", self.url(f"/files/{_upstream_id(rec, file_id)}"),
                                                  params=self.params(), headers=forward_headers(ex.request.headers))
         return self.file_object(body)
 
     async def delete_file(self, ex: "Exchange | None", rec: "FileRecord | None", file_id: str) -> bytes:
         assert ex is not None  # only a client's delete: the provider expires its files (expire_file)
-        _, body, _ = await self.upstream.request("DELETE", self.url(f"/files/{_upstream_id(rec, file_id)}"),
+        _, body = await self.upstream.request("DELETE", self.url(f"/files/{_upstream_id(rec, file_id)}"),
                                                  params=self.params(), headers=forward_headers(ex.request.headers))
         return body
 
@@ -169,7 +169,7 @@ class OpenAIProvider(Provider):
         headers = forward_headers(ex.request.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        status, data, _ = await self.upstream.request(
+        status, data = await self.upstream.request(
             method, self.raw_url("/batches" + suffix, query), body=body, headers=headers,
             # create and cancel change state upstream: never sent twice
             idempotent=method == "GET")
@@ -182,7 +182,7 @@ class OpenAIProvider(Provider):
         headers = forward_headers(ex.request.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        status, data, _ = await self.upstream.request(
+        status, data = await self.upstream.request(
             method, self.raw_url("/responses" + suffix, query), body=body, headers=headers,
             # create and cancel may have started work upstream: never sent twice
             idempotent=method in ("GET", "DELETE"))

@@ -141,9 +141,10 @@ class Upstream:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
-    ) -> tuple[int, bytes, Any]:
-        """A buffered request for small JSON bodies; returns ``(status, body, headers)`` of a
-        2xx answer and raises a translated GatewayError otherwise.
+    ) -> tuple[int, bytes]:
+        """A buffered request for small JSON bodies; returns ``(status, body)`` of a 2xx answer
+        and raises a translated GatewayError otherwise (no caller reads a success's headers,
+        so the parser never cuts them: issue 10).
 
         Served by the lean keep-alive HTTP/1.1 pool (:mod:`.h1`): a fraction of a generic
         client's cost per call on the gateway's hottest path.
@@ -166,7 +167,7 @@ class Upstream:
         else:
             if resp.status >= 400:
                 resp = await self._exchange(send, idempotent, _buffered_body, first=resp)
-        return resp.status, resp.body, resp.headers
+        return resp.status, resp.body
 
     async def _exchange(self, send: Callable[[], Awaitable[_A]], idempotent: bool,
                         error_body: Callable[[_A], Awaitable[bytes]], *, replayable: bool = True,

@@ -198,7 +198,7 @@ class VertexProvider(GCSProvider):
         return headers
 
     async def bridge_call(self, ex: "Exchange", call: "ProviderCall") -> Any:
-        _, data, _ = await self.gemini.request(
+        _, data = await self.gemini.request(
             "POST", self.api_host + call.path, body=orjson.dumps(call.body),
             headers=await self._headers("application/json"), idempotent=False)
         try:

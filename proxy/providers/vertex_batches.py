@@ -110,7 +110,7 @@ class VertexBatchRunner:
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
-            _, raw, _ = await self.upstream.request(method, url, body=None if body is None else orjson.dumps(body),
+            _, raw = await self.upstream.request(method, url, body=None if body is None else orjson.dumps(body),
                                                     headers=headers, idempotent=idempotent)
         except GatewayError as err:
             err.message = without_uris(err.message)

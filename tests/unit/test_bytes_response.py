@@ -11,6 +11,8 @@ import pytest
 from aiohttp import web
 
 from proxy.bytes_response import BytesResponse
+from proxy.config import ServerConfig
+from proxy.http_server import GatewayServer
 
 JSON = b'{"id":"file-abc","object":"file"}'
 
@@ -36,11 +38,15 @@ def _answer(cls: type[web.Response], name: str) -> web.Response:
     return resp
 
 
-async def _serve(cls: type[web.Response]) -> tuple[asyncio.AbstractServer, int]:
+async def _serve(cls: type[web.Response], gateway: bool = False) -> tuple[asyncio.AbstractServer, int]:
+    """``cls``'s answers from a bare aiohttp server, or (``gateway``) from the gateway's own
+    protocol, whose finish_response sends a BytesResponse without aiohttp's."""
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         return _answer(cls, request.path.strip("/"))
 
-    server = await asyncio.get_running_loop().create_server(web.Server(handler, access_log=None), "127.0.0.1", 0)
+    factory = (GatewayServer(handler, ServerConfig(), access_log=None) if gateway
+               else web.Server(handler, access_log=None))
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -78,12 +84,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("gateway", [False, True], ids=["aiohttp-server", "gateway-protocol"])
 @pytest.mark.parametrize("name,method,version,extra", CASES)
-async def test_same_bytes_and_connection_fate_as_aiohttp(name: str, method: str, version: str, extra: str) -> None:
+async def test_same_bytes_and_connection_fate_as_aiohttp(name: str, method: str, version: str, extra: str,
+                                                         gateway: bool) -> None:
     raw = _request(name, method, version, extra)
     if method == "POST":
         raw = f"POST /{name} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode()
-    ours, theirs = await _serve(BytesResponse), await _serve(web.Response)
+    ours, theirs = await _serve(BytesResponse, gateway), await _serve(web.Response, gateway)
     try:
         got = await _exchange(ours[1], raw)
         want = await _exchange(theirs[1], raw)
