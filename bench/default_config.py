@@ -143,7 +143,7 @@ def setup(b: "Bench") -> None:
         "mode": "default-config", "load_seconds": b.duration, "warmup_seconds": b.warmup,
         "gateway_cpu": b.gw_cpu, "client_cpu": b.client_cpu, "gateway_config": cfg,
         "loadgen": "bench/httpclient.py, python raw HTTP/1.1 keep-alive", "git": _git_describe(),
-        "nginx": shutil.which("nginx"), "wrk": shutil.which("wrk"),
+        "nginx": procs.nginx_path(), "wrk": shutil.which("wrk"),
     }
 
 

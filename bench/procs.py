@@ -139,8 +139,7 @@ class Proc:
     # -- /proc ---------------------------------------------------------------------------
     def cpu_seconds(self) -> float:
         """user + system CPU time of the whole process (all threads)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return _stat_cpu_seconds(self.pid)
 
     def rss(self) -> int:
         return proc_memory(self.pid)["VmRSS"]
@@ -200,6 +199,12 @@ def wait_ready(p: Proc, port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"gateway did not become ready:\n{p.log()}")
 
 
+def _stat_cpu_seconds(pid: int) -> float:
+    """user + system CPU time of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """user + system CPU time of ``pid`` and its descendants alive now (nginx: master + worker)."""
     total = 0.0
@@ -207,13 +212,16 @@ def tree_cpu_seconds(pid: int) -> float:
     while todo:
         p = todo.pop()
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            total += _stat_cpu_seconds(p)
+            todo.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        todo.extend(int(c) for c in children)
     return total
+
+
+def nginx_path() -> str | None:
+    """The nginx binary (Debian installs it in /usr/sbin, outside a non-root PATH), or None."""
+    return shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
 
 
 # nginx as a reverse proxy to ``target`` (the issue-10 reference): one worker, keep-alive to
@@ -244,7 +252,7 @@ http {{
 
 def start_nginx(workdir: Path, target: str, *, cpu: int | None) -> tuple[Proc, int] | None:
     """nginx proxying to ``target`` (``http://host:port``) on a free port, or None without nginx."""
-    exe = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+    exe = nginx_path()
     if exe is None:
         return None
     ngx_dir = workdir / "nginx"

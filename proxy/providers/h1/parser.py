@@ -19,14 +19,13 @@ class H1Response:
 
     __slots__ = ("status", "reason", "body", "keep_alive", "_headers", "_block", "_start")
 
-    def __init__(self, status: int, reason: str, headers: "CIMultiDict[str] | None", body: bytes,
-                 keep_alive: bool, *, block: str = "", start: int = 0) -> None:
+    def __init__(self, status: int, reason: str, body: bytes, keep_alive: bool, block: str, start: int) -> None:
         self.status = status
         self.reason = reason
         self.body = body
         self.keep_alive = keep_alive
-        self._headers = headers
-        self._block = block   # the head, validated (its fields from ``start``), while headers is None
+        self._headers: CIMultiDict[str] | None = None
+        self._block = block   # the head, validated (its fields from ``start``), until headers is read
         self._start = start
 
     @property
@@ -189,8 +188,7 @@ class ResponseParser:
                 if self._keep_alive:
                     self._state = _ERROR
                     raise H1ProtocolError("unexpected data after response")
-            return H1Response(self._status, self._reason, None, data[pos:end], self._keep_alive,
-                              block=self._block, start=self._start)
+            return self._answer(data[pos:end])
         if state == _HEAD and pos == 0:  # the head is incomplete: kept, as _advance keeps it
             self._buf += data
             return None
@@ -243,8 +241,7 @@ class ResponseParser:
         self._advance(data)
         head = None
         if state == _HEAD and self._state != _HEAD:
-            head = H1Response(self._status, self._reason, None, b"", self._keep_alive, block=self._block,
-                              start=self._start)
+            head = self._answer(b"")
         parts = self._parts
         if not parts:
             return head, b""
@@ -275,8 +272,10 @@ class ResponseParser:
         else:
             body = b"".join(parts)
         self._parts = []
-        return H1Response(self._status, self._reason, None, body, self._keep_alive, block=self._block,
-                          start=self._start)
+        return self._answer(body)
+
+    def _answer(self, body: bytes) -> H1Response:
+        return H1Response(self._status, self._reason, body, self._keep_alive, self._block, self._start)
 
     def _run(self, buf: bytes | bytearray, pos: int = 0) -> int:
         """Consume as much of ``buf`` from ``pos`` as possible; return the position reached.
